@@ -1,0 +1,1 @@
+"""Jupyter server extension: hands the HeavyAI database session to JupyterLab."""
