@@ -1,0 +1,5 @@
+import sys
+
+from keepalive.cli import main
+
+sys.exit(main())

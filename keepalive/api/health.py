@@ -1,0 +1,34 @@
+"""GET /health: open to all, so probes need no token; it shows no secret."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from keepalive import __version__
+from keepalive.api.deps import ManagerDep, SettingsDep
+from keepalive.health import service_checks
+from keepalive.models import SessionState
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Can this service start and run sessions?")
+def health(settings: SettingsDep, manager: ManagerDep) -> JSONResponse:
+    checks = service_checks(settings)
+    sessions = manager.list()
+    ok = all(check.ok for check in checks)
+    body = {
+        "status": "ok" if ok else "failing",
+        "version": __version__,
+        "checks": {check.name: {"ok": check.ok, "detail": check.detail} for check in checks},
+        "sessions": {
+            "total": len(sessions),
+            "ready": sum(s.state is SessionState.ready for s in sessions),
+            "failed": sum(s.state is SessionState.failed for s in sessions),
+            "unhealthy": [s.id for s in sessions if s.state is SessionState.ready and not all(s.health.model_dump().values())],
+        },
+    }
+    if not ok:
+        body["failing"] = [check.name for check in checks if not check.ok]
+    return JSONResponse(body, status_code=200 if ok else 503)

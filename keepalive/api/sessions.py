@@ -1,0 +1,126 @@
+"""/sessions: start, list, show, stop, screenshot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+
+from keepalive.api import viewer
+from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
+from keepalive.engine.manager import NameTaken, SessionNotFound, TooManySessions
+from keepalive.engine.session import Session, SessionStartError
+from keepalive.models import SessionCreate, SessionList, SessionOut, SessionState
+
+router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[Authorized])
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def session_out(request: Request, session: Session) -> SessionOut:
+    base = base_url(request)
+    return SessionOut(
+        id=session.id,
+        name=session.name,
+        state=session.state,
+        created_at=datetime.fromisoformat(session.record.created_at),
+        width=session.width,
+        height=session.height,
+        viewer_url=viewer.viewer_url(base, session.id),
+        screenshot_url=f"{base}/sessions/{session.id}/screenshot",
+        health=session.health,
+        restarts=session.record.restarts,
+        error=session.record.error,
+    )
+
+
+def lookup(manager: ManagerDep, session_id: str) -> Session:
+    try:
+        return manager.get(session_id)
+    except SessionNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no session with id {session_id!r}") from None
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SessionOut,
+    responses={
+        202: {"description": "Accepted with ?wait=false: the session is starting."},
+        409: {"description": "A live session has this name."},
+        429: {"description": "MAX_SESSIONS sessions are running."},
+        503: {"description": "The session could not start; the reason is in 'detail'."},
+    },
+    summary="Start a session",
+)
+async def create_session(
+    request: Request,
+    manager: ManagerDep,
+    settings: SettingsDep,
+    body: SessionCreate | None = None,
+    wait: Annotated[bool, Query(description="Answer only once JupyterLab is on screen (201), else at once (202).")] = True,
+) -> JSONResponse:
+    body = body or SessionCreate()
+    if body.heavyai is not None and settings.jupyter_url:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [
+                {
+                    "loc": ["body", "heavyai"],
+                    "msg": "the HeavyAI handoff needs the embedded Jupyter server; KEEPALIVE_JUPYTER_URL is set",
+                    "type": "value_error",
+                }
+            ],
+        )
+    try:
+        session = await manager.create(body)
+    except NameTaken as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    except TooManySessions as error:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(error)) from None
+    if not wait:
+        manager.start_in_background(session)
+        return JSONResponse(session_out(request, session).model_dump(mode="json"), status.HTTP_202_ACCEPTED)
+    try:
+        await manager.start(session)
+    except SessionStartError as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"session could not start: {error}") from None
+    return JSONResponse(session_out(request, session).model_dump(mode="json"), status.HTTP_201_CREATED)
+
+
+@router.get("", response_model=SessionList, summary="List sessions")
+def list_sessions(request: Request, manager: ManagerDep) -> SessionList:
+    return SessionList(sessions=[session_out(request, session) for session in manager.list()])
+
+
+@router.get("/{session_id}", response_model=SessionOut, summary="Show one session")
+def get_session(request: Request, manager: ManagerDep, session_id: str) -> SessionOut:
+    return session_out(request, lookup(manager, session_id))
+
+
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Stop a session")
+async def delete_session(manager: ManagerDep, session_id: str) -> Response:
+    lookup(manager, session_id)
+    await manager.delete(session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{session_id}/screenshot",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 409: {"description": "The session is not ready."}},
+    summary="PNG of what the kiosk browser shows",
+)
+async def screenshot(manager: ManagerDep, session_id: str) -> Response:
+    session = lookup(manager, session_id)
+    if session.state is not SessionState.ready:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} is {session.state.value}, not ready")
+    try:
+        png = await session.screenshot()
+    except RuntimeError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} cannot be captured now: {error}") from None
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,47 @@
+"""The FastAPI application: settings, token, session manager, routers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from keepalive import __version__
+from keepalive.api import health, sessions
+from keepalive.auth import load_or_create_token
+from keepalive.engine.manager import SessionManager
+from keepalive.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    token, created = load_or_create_token(
+        settings.api_token.get_secret_value() if settings.api_token else None, settings.token_file
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.manager.open()
+        try:
+            yield
+        finally:
+            log.info("shutting down: stopping %s session(s)", len(app.state.manager.list()))
+            await app.state.manager.close()
+
+    app = FastAPI(
+        title="keepalive",
+        version=__version__,
+        description="Keeps JupyterLab browser sessions alive on the server.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_token = token
+    app.state.token_created = created
+    app.state.manager = SessionManager(settings)
+    app.include_router(health.router)
+    app.include_router(sessions.router)
+    return app

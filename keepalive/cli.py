@@ -1,0 +1,124 @@
+"""``keepalive`` command line: ``serve`` runs the service; every setting is also a flag."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from keepalive import __version__
+from keepalive.settings import Settings
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per settings field, with its description and environment variable in the help."""
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "(generated)" if name == "api_token" else default
+        help_text = f"{field.description} Env: KEEPALIVE_{name.upper()}. Default: {shown}."
+        annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            metavar = "DIR" if annotation in (Path, Path | None) else name.upper()
+            parser.add_argument(_flag(name), dest=name, default=None, metavar=metavar, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keepalive",
+        description="Keep JupyterLab browser sessions alive on the server (kiosk Chromium in xpra).",
+    )
+    parser.add_argument("--version", action="version", version=f"keepalive {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the service in the foreground (Ctrl-C or SIGTERM stops it and every session)",
+        description="Run the keepalive service in the foreground. Flags win over KEEPALIVE_* variables.",
+    )
+    _add_settings_flags(serve)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None
+    }
+    if "api_token" in overrides:
+        overrides["api_token"] = SecretStr(overrides["api_token"])
+    return Settings(**overrides)
+
+
+def _print_banner(settings: Settings, token: str, created: bool, url: str) -> None:
+    lines = [f"keepalive {__version__} serving the API at {url} (docs: {url}/docs)"]
+    if created:
+        lines.append(f"API token (shown once, stored in {settings.token_file}):\n    {token}")
+    else:
+        lines.append(f"API token: configured, or in {settings.token_file}")
+    lines.append(
+        "Start a session:\n"
+        f'    curl -X POST -H "Authorization: Bearer $TOKEN" {url}/sessions -d \'{{"name": "alice"}}\''
+    )
+    print("\n".join(lines), flush=True)
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from keepalive.app import create_app
+    from keepalive.health import missing_executables
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # httpx logs every readiness probe at INFO: noise that hides the lifecycle lines
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    missing = missing_executables(settings)
+    if missing:
+        for check in missing:
+            print(f"keepalive: cannot run sessions: {check.detail}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    server = uvicorn.Server(config)
+
+    original_startup = server.startup
+
+    async def startup(sockets=None) -> None:
+        await original_startup(sockets)
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
+        host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+        _print_banner(settings, app.state.api_token, app.state.token_created, f"http://{host}:{bound}")
+
+    server.startup = startup  # print the banner only once the port is really bound
+    server.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as error:
+        for problem in error.errors():
+            field = problem["loc"][0] if problem["loc"] else "?"
+            print(f"keepalive: --{str(field).replace('_', '-')}: {problem['msg']}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Driving the kiosk Chromium over CDP: log in, open the workspace, watch it, screenshot it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.async_api import Browser, Page, Playwright
+from playwright.async_api import Error as PlaywrightError
+
+from keepalive.engine.jupyter import JupyterEndpoint
+
+log = logging.getLogger(__name__)
+
+#: Where the kiosk lands: the bundled extension turns ``heavyai`` into a ready workspace,
+#: ``reset`` makes JupyterLab drop whatever workspace was saved before.
+WORKSPACE_PATH = "/lab?heavyai&reset"
+#: JupyterLab's main dock panel: present once the shell has rendered.
+LAB_SHELL_SELECTOR = "#jp-main-dock-panel"
+
+
+def read_devtools_port(profile_dir: Path) -> int | None:
+    """The CDP port Chromium chose, from the file it writes into its profile."""
+    try:
+        first_line = (profile_dir / "DevToolsActivePort").read_text().splitlines()[0]
+        return int(first_line)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class KioskBrowser:
+    """A Playwright connection to one session's Chromium, and its one page."""
+
+    def __init__(self, playwright: Playwright, on_lost: Callable[[str], None] | None = None) -> None:
+        self._playwright = playwright
+        self._on_lost = on_lost
+        self.browser: Browser | None = None
+        self.page: Page | None = None
+        self.page_crashed = False
+        self._closing = False
+
+    async def connect(self, cdp_port: int, timeout: float) -> None:
+        self.browser = await self._playwright.chromium.connect_over_cdp(
+            f"http://127.0.0.1:{cdp_port}", timeout=timeout * 1000
+        )
+        self.browser.on("disconnected", lambda _: self._lost("browser disconnected"))
+        context = self.browser.contexts[0]
+        self.page = context.pages[0] if context.pages else await context.new_page()
+        self.page.on("crash", lambda _: self._on_page_crash())
+
+    def _on_page_crash(self) -> None:
+        self.page_crashed = True
+        self._lost("page crashed")
+
+    def _lost(self, why: str) -> None:
+        if not self._closing and self._on_lost is not None:
+            self._on_lost(why)
+
+    async def open_jupyter(self, endpoint: JupyterEndpoint, timeout: float, path: str = WORKSPACE_PATH) -> None:
+        """Log in with the token out of band, then load the workspace with a clean URL."""
+        assert self.page is not None
+        page = self.page
+        if endpoint.token:
+            # Jupyter answers a token-authenticated request with its login cookie; that cookie
+            # lands in the browser's own jar, so the page itself never carries the token.
+            response = await page.context.request.get(
+                f"{endpoint.url}/api/status",
+                headers={"Authorization": f"token {endpoint.token}"},
+                timeout=timeout * 1000,
+            )
+            if not response.ok:
+                raise RuntimeError(f"Jupyter at {endpoint.url} refused the session's token ({response.status})")
+        await page.goto(f"{endpoint.url}{path}", wait_until="domcontentloaded", timeout=timeout * 1000)
+        await page.wait_for_selector(LAB_SHELL_SELECTOR, state="visible", timeout=timeout * 1000)
+
+    @property
+    def connected(self) -> bool:
+        return self.browser is not None and self.browser.is_connected()
+
+    @property
+    def page_alive(self) -> bool:
+        return self.connected and self.page is not None and not self.page.is_closed() and not self.page_crashed
+
+    async def page_shows_lab(self) -> bool:
+        if not self.page_alive:
+            return False
+        try:
+            return await self.page.locator(LAB_SHELL_SELECTOR).is_visible()
+        except PlaywrightError:
+            return False
+
+    async def screenshot(self) -> bytes:
+        if not self.page_alive:
+            raise RuntimeError("the kiosk page is not available")
+        return await self.page.screenshot(type="png", timeout=15_000)
+
+    async def close(self) -> None:
+        """Drop the CDP connection; the browser process itself belongs to xpra."""
+        self._closing = True
+        if self.browser is not None:
+            try:
+                await self.browser.close()
+            except PlaywrightError:
+                pass

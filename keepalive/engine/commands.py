@@ -1,0 +1,134 @@
+"""Command lines of a session's children, built as plain lists so they can be tested alone."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from keepalive.engine.layout import SessionLayout
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+# Without these, Chromium keeps reaching for Google services; on a closed network that is
+# a flood of refused connections, and on an open one it is traffic nobody asked for.
+QUIET_NETWORK_FLAGS = (
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--disable-domain-reliability",
+    "--disable-breakpad",
+    "--metrics-recording-only",
+)
+
+
+@dataclass(frozen=True)
+class ScreenSize:
+    width: int
+    height: int
+
+
+def chromium_command(chromium: str, layout: SessionLayout, screen: ScreenSize) -> list[str]:
+    """The kiosk browser: full screen, no first-run UI, CDP on a loopback port of its choosing."""
+    argv = [
+        chromium,
+        "--kiosk",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--noerrdialogs",
+        "--disable-session-crashed-bubble",
+        "--disable-features=Translate,MediaRouter,DialMediaRouteProvider,InterestFeedContentSuggestions",
+        # no keyring exists in a session: without this Chromium may wait on one
+        "--password-store=basic",
+        *QUIET_NETWORK_FLAGS,
+        "--remote-debugging-address=127.0.0.1",
+        # port 0: Chromium picks a free one and writes it to DevToolsActivePort, so two
+        # sessions started at the same instant cannot collide
+        "--remote-debugging-port=0",
+        f"--user-data-dir={layout.profile_dir}",
+        f"--window-size={screen.width},{screen.height}",
+        "--window-position=0,0",
+    ]
+    if running_as_root():
+        # root cannot use Chromium's sandbox; --test-type hides the warning infobar it causes
+        argv += ["--no-sandbox", "--test-type"]
+    argv.append("about:blank")
+    return argv
+
+
+def xvfb_command(layout: SessionLayout, screen: ScreenSize) -> str:
+    """The virtual X server xpra starts: exactly the session's size (xpra's default is 5760x2560)."""
+    return (
+        f"Xvfb +extension GLX +extension Composite -screen 0 {screen.width}x{screen.height}x24+32 "
+        f"-dpi 96 -nolisten tcp -noreset -auth {shlex.quote(str(layout.xauthority))}"
+    )
+
+
+def xpra_command(
+    xpra: str,
+    display: int,
+    port: int,
+    layout: SessionLayout,
+    screen: ScreenSize,
+    child: list[str],
+) -> list[str]:
+    """xpra on its own display, HTML5 client and websocket on a loopback port behind a password."""
+    return [
+        xpra,
+        "start",
+        f":{display}",
+        "--daemon=no",
+        f"--bind-tcp=127.0.0.1:{port}",
+        f"--tcp-auth=file:filename={layout.xpra_password_file}",
+        "--html=on",
+        f"--socket-dirs={layout.runtime_dir}",
+        f"--log-dir={layout.logs_dir}",
+        "--mdns=no",
+        "--pulseaudio=no",
+        "--notifications=no",
+        "--webcam=no",
+        "--printing=no",
+        "--file-transfer=no",
+        "--open-files=no",
+        "--speaker=off",
+        "--microphone=off",
+        "--clipboard=no",
+        "--dbus-launch=no",
+        "--dbus-proxy=no",
+        "--dbus-control=no",
+        "--systemd-run=no",
+        "--start-new-commands=no",
+        "--exit-with-children=yes",
+        f"--xvfb={xvfb_command(layout, screen)}",
+        f"--start-child={shlex.join(child)}",
+    ]
+
+
+def jupyter_command(layout: SessionLayout) -> list[str]:
+    """An embedded JupyterLab on a free loopback port; its token comes from the environment."""
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        # port 0: the server binds any free port and writes it to its runtime file
+        "--ServerApp.port=0",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={layout.notebooks_dir}",
+        f"--HeavyAISessionManager.session_file={layout.heavyai_session_file}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    if running_as_root():
+        argv.append("--allow-root")
+    return argv
+
+
+def jupyter_runtime_dir(layout: SessionLayout) -> Path:
+    return layout.runtime_dir / "jupyter"

@@ -1,0 +1,119 @@
+"""The Jupyter side of a session: an embedded server of its own, or an existing one."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from keepalive.engine.commands import jupyter_command, jupyter_runtime_dir
+from keepalive.engine.layout import SessionLayout
+from keepalive.engine.process import ChildProcess
+
+# JupyterLab settings for a kiosk nobody may be watching: no news prompt, no update check.
+KIOSK_LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
+
+
+@dataclass(frozen=True)
+class JupyterEndpoint:
+    """Where a session's browser goes: the server's URL (no token) and the token apart."""
+
+    url: str
+    token: str
+
+    def redacted(self) -> str:
+        return self.url
+
+
+def split_token(url: str) -> JupyterEndpoint:
+    """``http://h:p/base?token=T`` -> (``http://h:p/base``, ``T``): the token never travels in a URL we show."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    token = next((value for key, value in query if key == "token"), "")
+    rest = urlencode([(key, value) for key, value in query if key != "token"])
+    return JupyterEndpoint(urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), rest, "")), token)
+
+
+def write_lab_settings(layout: SessionLayout) -> None:
+    base = layout.home / ".jupyter" / "lab" / "user-settings"
+    for name, values in KIOSK_LAB_SETTINGS.items():
+        path = base / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+async def jupyter_answers(endpoint: JupyterEndpoint, timeout: float = 2.0) -> bool:
+    """True when the server answers its status API with this token."""
+    headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        response = await client.get(f"{endpoint.url}/api/status", headers=headers)
+    return response.status_code == 200
+
+
+class EmbeddedJupyter:
+    """A JupyterLab server for one session, on a free loopback port, with a random token."""
+
+    def __init__(
+        self,
+        layout: SessionLayout,
+        env: dict[str, str],
+        on_exit: Callable[[ChildProcess, int], None] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.token = secrets.token_urlsafe(24)
+        self.runtime_dir = jupyter_runtime_dir(layout)
+        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        env = {
+            **env,
+            # from the environment, not argv: argv is visible to every user in `ps`
+            "JUPYTER_TOKEN": self.token,
+            "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
+            "JUPYTERLAB_SETTINGS_DIR": str(layout.home / ".jupyter" / "lab" / "user-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(layout.home / ".jupyter" / "lab" / "workspaces"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process = ChildProcess(
+            "jupyter",
+            jupyter_command(layout),
+            env=env,
+            cwd=layout.notebooks_dir,
+            log_path=layout.log("jupyter"),
+            on_exit=on_exit,
+        )
+        self.endpoint: JupyterEndpoint | None = None
+
+    def _read_runtime_file(self) -> JupyterEndpoint | None:
+        path: Path = self.runtime_dir / f"jpserver-{self.process.pid}.json"
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return JupyterEndpoint(f"http://127.0.0.1:{info['port']}{info['base_url'].rstrip('/')}", self.token)
+
+    async def start(self, timeout: float) -> JupyterEndpoint:
+        write_lab_settings(self.layout)
+        await self.process.start()
+
+        async def serving() -> bool:
+            endpoint = self._read_runtime_file()
+            if endpoint is None or not await jupyter_answers(endpoint):
+                return False
+            self.endpoint = endpoint
+            return True
+
+        await self.process.wait_ready(serving, timeout, what="serving")
+        assert self.endpoint is not None
+        return self.endpoint
+
+    async def stop(self) -> None:
+        await self.process.terminate(timeout=5.0)

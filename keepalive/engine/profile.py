@@ -1,0 +1,146 @@
+"""Chromium profile state: a template tarball, restored into each session's folder.
+
+Chromium refuses or complains about a profile that another instance seems to hold
+(its Singleton* files and LevelDB ``LOCK`` files), and shows first-run UI for a
+profile it has never seen. So the template is made once by running Chromium, the
+lock files are stripped, and they are stripped again at every restore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tarfile
+import tempfile
+import uuid
+from pathlib import Path
+
+from keepalive.engine.layout import SessionLayout
+from keepalive.engine.process import ChildFailed, ChildProcess
+from keepalive.engine.reaper import reap
+
+log = logging.getLogger(__name__)
+
+#: Files that make Chromium think the profile is in use by another instance.
+LOCK_FILES = frozenset({"LOCK", "Local State", "SingletonCookie", "SingletonSecret", "SingletonLock"})
+#: Stale runtime files worth removing too: an old CDP port would mislead the engine.
+STALE_FILES = frozenset({"DevToolsActivePort"})
+#: Chrome's marker that the first run already happened: no welcome page, no first-run dialog.
+FIRST_RUN_SENTINEL = "First Run"
+
+
+class ProfileError(RuntimeError):
+    pass
+
+
+def strip_lock_files(profile_dir: Path) -> list[Path]:
+    """Delete lock and stale runtime files anywhere in the profile; returns what was removed."""
+    removed = []
+    for path in sorted(profile_dir.rglob("*"), reverse=True):
+        if path.name in LOCK_FILES or path.name in STALE_FILES:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+def mark_clean_exit(profile_dir: Path) -> None:
+    """Tell Chromium its last run ended well: no 'Restore pages?' bubble after a crash."""
+    preferences = profile_dir / "Default" / "Preferences"
+    try:
+        data = json.loads(preferences.read_text())
+    except (OSError, ValueError):
+        return
+    profile = data.setdefault("profile", {})
+    profile["exit_type"] = "Normal"
+    profile["exited_cleanly"] = True
+    preferences.write_text(json.dumps(data))
+
+
+def _safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    members = []
+    for member in archive.getmembers():
+        name = Path(member.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise ProfileError(f"profile template holds an unsafe path: {member.name!r}")
+        if member.issym() or member.islnk() or member.isdev():
+            continue  # a profile needs none of these, and they could point outside the folder
+        members.append(member)
+    return members
+
+
+def restore_profile(template: Path, profile_dir: Path) -> None:
+    """Unpack ``template`` into ``profile_dir`` and make it ready for a fresh Chromium."""
+    if not template.is_file():
+        raise ProfileError(f"profile template {template} does not exist")
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(template) as archive:
+            archive.extractall(profile_dir, members=_safe_members(archive), filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise ProfileError(f"cannot unpack profile template {template}: {error}") from error
+    strip_lock_files(profile_dir)
+    mark_clean_exit(profile_dir)
+    (profile_dir / FIRST_RUN_SENTINEL).touch()
+
+
+def pack_profile(profile_dir: Path, template: Path) -> None:
+    """Write ``profile_dir`` (lock files stripped) as a gzip tarball, atomically."""
+    strip_lock_files(profile_dir)
+    (profile_dir / FIRST_RUN_SENTINEL).touch()
+    template.parent.mkdir(parents=True, exist_ok=True)
+    partial = template.with_name(template.name + ".partial")
+    with tarfile.open(partial, "w:gz") as archive:
+        for path in sorted(profile_dir.iterdir()):
+            archive.add(path, arcname=path.name)
+    partial.replace(template)
+
+
+async def make_template(chromium: str, template: Path, timeout: float = 60.0) -> Path:
+    """Run Chromium once, headless, on an empty profile; pack what it wrote as the template."""
+    with tempfile.TemporaryDirectory(prefix="keepalive-template-") as scratch:
+        layout = SessionLayout(Path(scratch) / "t")
+        layout.create()
+        argv = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--disable-gpu",
+            f"--user-data-dir={layout.profile_dir}",
+            "about:blank",
+        ]
+        marker = f"template-{uuid.uuid4().hex}"
+        child = ChildProcess(
+            "chromium-template",
+            argv,
+            env=layout.environment(marker),
+            cwd=layout.home,
+            log_path=layout.log("chromium-template"),
+        )
+        preferences = layout.profile_dir / "Default" / "Preferences"
+
+        async def written() -> bool:
+            return preferences.is_file() and preferences.stat().st_size > 0
+
+        try:
+            await child.start()
+            await child.wait_ready(written, timeout, what="done writing its profile")
+            await asyncio.sleep(1.0)  # let it finish the first flush of its databases
+        except ChildFailed as error:
+            raise ProfileError(f"could not make a profile template with {chromium}: {error}") from error
+        finally:
+            await child.terminate()
+            await asyncio.to_thread(reap, marker)
+        pack_profile(layout.profile_dir, template)
+    log.info("made Chromium profile template %s", template)
+    return template

@@ -1,0 +1,353 @@
+"""One session: its record (what it is) and its runtime parts (what runs for it).
+
+The record is plain data, written to ``session.json`` without secrets, so a later
+service can find sessions again; the parts (Jupyter, xpra with the kiosk Chromium,
+the CDP connection) are started, watched and stopped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from playwright.async_api import Playwright
+
+from keepalive.engine.allocation import Allocator
+from keepalive.engine.browser import WORKSPACE_PATH, KioskBrowser, read_devtools_port
+from keepalive.engine.commands import ScreenSize, chromium_command, xpra_command
+from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, split_token
+from keepalive.engine.layout import SessionLayout
+from keepalive.engine.process import ChildFailed, ChildProcess
+from keepalive.engine.profile import mark_clean_exit, restore_profile, strip_lock_files
+from keepalive.engine.reaper import reap
+from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
+from keepalive.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: After this many automatic recoveries a session is left failed rather than restarted again.
+MAX_RESTARTS = 3
+#: Where a recovered browser goes: the saved workspace, not a fresh ``reset`` one.
+RECOVERY_PATH = "/lab"
+
+
+class SessionStartError(RuntimeError):
+    """A session could not start; the message names the part and carries its log's last lines."""
+
+
+@dataclass
+class SessionRecord:
+    """What a session is, without secrets: persisted as ``session.json``."""
+
+    id: str
+    name: str
+    width: int
+    height: int
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    state: str = SessionState.starting.value
+    restarts: int = 0
+    display: int | None = None
+    xpra_port: int | None = None
+    error: str | None = None
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(6)
+
+
+class Session:
+    def __init__(
+        self,
+        record: SessionRecord,
+        settings: Settings,
+        allocator: Allocator,
+        playwright: Playwright,
+        profile_template: Path,
+        heavyai: HeavyAIConnection | None = None,
+    ) -> None:
+        self.record = record
+        self.settings = settings
+        self.layout = SessionLayout(settings.sessions_dir / record.id)
+        self._allocator = allocator
+        self._playwright = playwright
+        self._profile_template = profile_template
+        self._heavyai = heavyai
+        self.jupyter: EmbeddedJupyter | None = None
+        self.endpoint: JupyterEndpoint | None = None
+        self.xpra: ChildProcess | None = None
+        self.browser: KioskBrowser | None = None
+        self.xpra_password = secrets.token_urlsafe(24)
+        self._recovery: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- what the API shows -------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def width(self) -> int:
+        return self.record.width
+
+    @property
+    def height(self) -> int:
+        return self.record.height
+
+    @property
+    def display(self) -> int | None:
+        return self.record.display
+
+    @property
+    def xpra_port(self) -> int | None:
+        return self.record.xpra_port
+
+    @property
+    def state(self) -> SessionState:
+        return SessionState(self.record.state)
+
+    def _set_state(self, state: SessionState, error: str | None = None) -> None:
+        self.record.state = state.value
+        if error is not None:
+            self.record.error = error
+        self._save_record()
+
+    @property
+    def health(self) -> SessionHealth:
+        return SessionHealth(
+            xpra=self.xpra is not None and self.xpra.running,
+            browser=self.browser is not None and self.browser.connected,
+            page=self.browser is not None and self.browser.page_alive,
+            jupyter=self.jupyter.process.running if self.jupyter else self.endpoint is not None,
+        )
+
+    def pids(self) -> dict[str, int | None]:
+        return {
+            "jupyter": self.jupyter.process.pid if self.jupyter else None,
+            "xpra": self.xpra.pid if self.xpra else None,
+        }
+
+    def _save_record(self) -> None:
+        if self.layout.folder.is_dir():
+            self.layout.record_file.write_text(json.dumps(asdict(self.record), indent=2))
+
+    # -- start ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every part and wait until JupyterLab is on screen, or clean up and raise."""
+        timeout = self.settings.start_timeout
+        try:
+            await asyncio.wait_for(self._start_parts(), timeout)
+        except TimeoutError:
+            reason = f"session did not become ready within {timeout:.0f} s"
+            await self._fail_start(reason)
+            raise SessionStartError(reason) from None
+        except (ChildFailed, SessionStartError, OSError, RuntimeError) as error:
+            await self._fail_start(str(error))
+            raise SessionStartError(str(error)) from error
+        except asyncio.CancelledError:
+            await self._fail_start("start was cancelled")
+            raise
+        self._set_state(SessionState.ready)
+        log.info("session %s (%s): ready, pids %s", self.id, self.name, self.pids())
+
+    async def _start_parts(self) -> None:
+        self.layout.create()
+        self._save_record()
+        env = self.layout.environment(self.id)
+        await asyncio.to_thread(restore_profile, self._profile_template, self.layout.profile_dir)
+        self.endpoint = await self._start_jupyter(env)
+        await self._start_display(env)
+        await self._open_browser(WORKSPACE_PATH)
+
+    async def _start_jupyter(self, env: dict[str, str]) -> JupyterEndpoint:
+        if self.settings.jupyter_url:
+            endpoint = split_token(self.settings.jupyter_url)
+            log.info("session %s: using the Jupyter server at %s", self.id, endpoint.url)
+            return endpoint
+        jupyter_env = dict(env)
+        if self._heavyai is not None:
+            jupyter_env.update(self._write_heavyai_handoff())
+        self.jupyter = EmbeddedJupyter(self.layout, jupyter_env, on_exit=self._child_exited)
+        endpoint = await self.jupyter.start(self.settings.start_timeout)
+        log.info("session %s: jupyter pid %s serving %s", self.id, self.jupyter.process.pid, endpoint.url)
+        return endpoint
+
+    def _write_heavyai_handoff(self) -> dict[str, str]:
+        """Session file (0600) plus environment, as the server extension's docs describe."""
+        heavyai = self._heavyai
+        assert heavyai is not None
+        content = {
+            "session": heavyai.session_id.get_secret_value() if heavyai.session_id else "",
+            "query": heavyai.query or "",
+        }
+        path = self.layout.heavyai_session_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(content, handle)
+        return {
+            "HEAVYAI_PROTOCOL": heavyai.protocol,
+            "HEAVYAI_HOST": heavyai.host,
+            "HEAVYAI_PORT": str(heavyai.port),
+        }
+
+    async def _start_display(self, env: dict[str, str]) -> None:
+        """xpra on a fresh display with the kiosk Chromium as its child."""
+        if self.record.display is None:
+            self.record.display = self._allocator.display()
+        if self.record.xpra_port is None:
+            self.record.xpra_port = self._allocator.port()
+        self._save_record()
+        password_fd = os.open(self.layout.xpra_password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(password_fd, "w") as handle:
+            handle.write(self.xpra_password)
+        screen = ScreenSize(self.width, self.height)
+        argv = xpra_command(
+            self.settings.xpra,
+            self.record.display,
+            self.record.xpra_port,
+            self.layout,
+            screen,
+            chromium_command(self.settings.chromium, self.layout, screen),
+        )
+        self.xpra = ChildProcess(
+            "xpra", argv, env=env, cwd=self.layout.home, log_path=self.layout.log("xpra"), on_exit=self._child_exited
+        )
+        await self.xpra.start()
+        log.info("session %s: xpra pid %s on display :%s", self.id, self.xpra.pid, self.record.display)
+        port = self.record.xpra_port
+
+        async def serving_and_browser_up() -> bool:
+            if read_devtools_port(self.layout.profile_dir) is None:
+                return False
+            async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+                response = await client.get(f"http://127.0.0.1:{port}/")
+            return response.status_code < 500
+
+        await self.xpra.wait_ready(serving_and_browser_up, self.settings.start_timeout, what="showing Chromium")
+
+    async def _open_browser(self, path: str) -> None:
+        cdp_port = read_devtools_port(self.layout.profile_dir)
+        if cdp_port is None:
+            raise SessionStartError("Chromium wrote no DevToolsActivePort")
+        assert self.endpoint is not None
+        self.browser = KioskBrowser(self._playwright, on_lost=self._browser_lost)
+        await self.browser.connect(cdp_port, self.settings.start_timeout)
+        await self.browser.open_jupyter(self.endpoint, self.settings.start_timeout, path)
+        log.info("session %s: kiosk browser on %s%s (cdp port %s)", self.id, self.endpoint.url, path, cdp_port)
+
+    async def _fail_start(self, reason: str) -> None:
+        log.error("session %s (%s): failed to start: %s", self.id, self.name, reason)
+        self.record.error = reason
+        await self._stop_parts()
+        self._remove_folder()
+        self.record.state = SessionState.failed.value
+
+    # -- crashes and recovery -----------------------------------------------------------
+
+    def _child_exited(self, child: ChildProcess, code: int) -> None:
+        log.error("session %s: %s (pid %s) exited unexpectedly with code %s", self.id, child.name, child.pid, code)
+        self._part_lost(f"{child.name} exited with code {code}")
+
+    def _browser_lost(self, why: str) -> None:
+        log.error("session %s: %s", self.id, why)
+        self._part_lost(why)
+
+    def _part_lost(self, why: str) -> None:
+        if self.state is not SessionState.ready or (self._recovery and not self._recovery.done()):
+            return
+        if self.record.restarts >= MAX_RESTARTS:
+            self._set_state(SessionState.failed, f"{why}; gave up after {MAX_RESTARTS} restarts")
+            asyncio.get_running_loop().create_task(self._stop_parts())
+            return
+        self._recovery = asyncio.get_running_loop().create_task(self._recover(why))
+
+    async def _recover(self, why: str) -> None:
+        """Bring back what died; the Jupyter server (and its kernels) is kept if it still runs."""
+        async with self._lock:
+            if self.state is not SessionState.ready:
+                return
+            self.record.restarts += 1
+            self._set_state(SessionState.recovering, why)
+            log.warning("session %s: recovering (restart %s) after: %s", self.id, self.record.restarts, why)
+            try:
+                await self._recover_parts()
+            except Exception as error:  # any failure here leaves the session failed, not half-up
+                log.error("session %s: recovery failed: %s", self.id, error)
+                await self._stop_parts()
+                self._set_state(SessionState.failed, f"recovery after '{why}' failed: {error}")
+                return
+            self.record.error = None
+            self._set_state(SessionState.ready)
+            log.info("session %s: recovered, pids %s", self.id, self.pids())
+
+    async def _recover_parts(self) -> None:
+        env = self.layout.environment(self.id)
+        if self.browser is not None and self.browser.connected and self.xpra and self.xpra.running:
+            # only the page died: a reload is enough
+            await self.browser.close()
+        else:
+            await self._stop_display()
+            strip_lock_files(self.layout.profile_dir)
+            mark_clean_exit(self.layout.profile_dir)
+            if self.jupyter is not None and not self.jupyter.process.running:
+                await self.jupyter.stop()
+                self.endpoint = await self._start_jupyter(env)
+            await self._start_display(env)
+        await self._open_browser(RECOVERY_PATH)
+
+    # -- use ------------------------------------------------------------------------------
+
+    async def screenshot(self) -> bytes:
+        if self.browser is None:
+            raise RuntimeError("the session has no browser")
+        return await self.browser.screenshot()
+
+    # -- stop -----------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop every part, reap every leftover process, free the numbers, remove the folder."""
+        self._set_state(SessionState.stopping)
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        async with self._lock:
+            await self._stop_parts()
+            self._remove_folder()
+            self.record.state = SessionState.stopped.value
+        log.info("session %s (%s): stopped", self.id, self.name)
+
+    async def _stop_display(self) -> None:
+        if self.browser is not None:
+            await self.browser.close()
+            self.browser = None
+        if self.xpra is not None:
+            await self.xpra.terminate(timeout=8.0)
+            self.xpra = None
+
+    async def _stop_parts(self) -> None:
+        await self._stop_display()
+        if self.jupyter is not None:
+            await self.jupyter.stop()
+            self.jupyter = None
+        # whatever escaped the process groups (crashpad handlers, kernels) goes now
+        await asyncio.to_thread(reap, self.id)
+        if self.record.display is not None:
+            self._allocator.release_display(self.record.display)
+        if self.record.xpra_port is not None:
+            self._allocator.release_port(self.record.xpra_port)
+
+    def _remove_folder(self) -> None:
+        shutil.rmtree(self.layout.folder, ignore_errors=True)
