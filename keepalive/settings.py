@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,37 @@ class Settings(BaseSettings):
         100, ge=1, le=60000, description="Lowest X display number handed to sessions (xpra's :N)."
     )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
+    # The viewer (xpra's HTML5 client, proxied by the service).
+    viewer_ticket_ttl: float = Field(
+        300.0, gt=0, le=86400, description="Seconds a shareable viewer link stays valid (it works once)."
+    )
+    viewer_cookie_ttl: float = Field(
+        43200.0, gt=0, le=30 * 86400, description="Seconds a browser stays admitted to a viewer after using a link."
+    )
+    viewer_keyboard_layout: str = Field(
+        "us",
+        pattern=r"^[A-Za-z0-9_+-]{0,32}$",
+        description="Keyboard layout the viewer asks xpra for (a viewer URL's ?keyboard_layout= wins). "
+        "Empty: xpra guesses from the viewer browser's language.",
+    )
+    viewer_sharing: Literal["share", "takeover"] = Field(
+        "takeover",
+        description="A second viewer of a session: 'share' (both see and control it) "
+        "or 'takeover' (the first one is disconnected).",
+    )
+    viewer_resize: bool = Field(
+        True, description="Resize the session's screen to the viewer's window while a viewer is connected."
+    )
+    viewer_max_width: int = Field(
+        2560, ge=320, le=7680, description="Widest screen a viewer may resize a session to (X memory grows with it)."
+    )
+    viewer_max_height: int = Field(
+        1600, ge=240, le=4320, description="Tallest screen a viewer may resize a session to."
+    )
+    viewer_clipboard: bool = Field(False, description="Share the clipboard between viewer and session.")
+    viewer_sound: bool = Field(False, description="Forward the session's sound to the viewer (needs pulseaudio).")
+    viewer_printing: bool = Field(False, description="Let the session print to the viewer's printers.")
+    viewer_file_transfer: bool = Field(False, description="Allow file transfer between viewer and session.")
 
     @field_validator("jupyter_url")
     @classmethod

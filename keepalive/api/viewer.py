@@ -1,0 +1,331 @@
+"""The viewer: xpra's HTML5 client for one session, proxied under ``/sessions/{id}/viewer/``.
+
+Who may open it: a caller with the API token (``Authorization: Bearer``), or a browser holding the
+session's viewer cookie. The cookie comes from a viewer link (``POST /sessions/{id}/viewer-link``):
+its ticket works once, for a few minutes, and is swapped for the HttpOnly, SameSite=Strict cookie
+scoped to the session's viewer path on first use, after which the browser moves on to the clean
+URL. The websocket checks the same proof before the service opens anything towards xpra.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, WebSocket, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
+from keepalive.auth import token_matches
+from keepalive.engine.manager import SessionManager, SessionNotFound
+from keepalive.models import SessionState
+from keepalive.settings import Settings
+from keepalive.viewer import client as html5
+from keepalive.viewer.proxy import ViewerTracker, XpraUnavailable, fetch, relay, response_headers
+from keepalive.viewer.screen import set_screen_size
+from keepalive.viewer.tickets import TicketError, TicketSigner
+from keepalive.viewer.xpra_options import client_defaults, client_settings
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["viewer"])
+
+COOKIE = "keepalive_viewer"
+#: States in which xpra is (or is about to be) there to talk to.
+VIEWABLE = {SessionState.ready, SessionState.recovering}
+#: Paths of xpra's www dir a viewer needs; xpra's other HTTP endpoints stay out of reach.
+_STATIC = re.compile(r"^(?:index\.html|favicon\.(?:ico|png)|(?:css|js|icons)/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*)$")
+_SECURITY_HEADERS = {"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+_NO_STORE = {"Cache-Control": "no-store", **_SECURITY_HEADERS}
+
+
+def viewer_url(base_url: str, session_id: str) -> str:
+    """The session's viewer address; it carries no secret (opening it needs a ticket or the token)."""
+    return f"{base_url.rstrip('/')}/sessions/{session_id}/viewer/"
+
+
+def viewer_path(session_id: str) -> str:
+    return f"/sessions/{session_id}/viewer/"
+
+
+# -- per-app state ------------------------------------------------------------------------
+
+
+class ViewerState:
+    """What the viewer keeps for the life of the service: its signing key and viewer counts."""
+
+    def __init__(self) -> None:
+        # a fresh key per service start: links and cookies die with the service that issued them
+        self.signer = TicketSigner()
+        self.tracker = ViewerTracker()
+
+
+def viewer_state(app) -> ViewerState:
+    state = getattr(app.state, "viewer", None)
+    if state is None:
+        state = app.state.viewer = ViewerState()
+    return state
+
+
+def get_viewer_state(request: Request) -> ViewerState:
+    return viewer_state(request.app)
+
+
+ViewerStateDep = Annotated[ViewerState, Depends(get_viewer_state)]
+
+
+# -- the shareable link ---------------------------------------------------------------------
+
+
+class ViewerLinkRequest(BaseModel):
+    ttl: float | None = Field(
+        None, gt=0, description="Seconds the link stays valid; at most (and by default) the viewer_ticket_ttl setting."
+    )
+    keyboard_layout: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_+-]{1,32}$", description="Keyboard layout for this viewer (e.g. 'de', 'fr')."
+    )
+
+
+class ViewerLink(BaseModel):
+    url: str = Field(description="Open this once, within the expiry; it carries a single-use ticket.")
+    expires_at: datetime
+
+
+@router.post("/sessions/{session_id}/viewer-link", dependencies=[Authorized], response_model=ViewerLink)
+async def create_viewer_link(
+    session_id: str,
+    request: Request,
+    manager: ManagerDep,
+    settings: SettingsDep,
+    viewer: ViewerStateDep,
+    body: Annotated[ViewerLinkRequest | None, Body()] = None,
+) -> ViewerLink:
+    """A single-use, short-lived link that admits one browser to the session's viewer."""
+    try:
+        session = manager.get(session_id)
+    except SessionNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no session {session_id!r}") from None
+    body = body or ViewerLinkRequest()
+    ttl = min(body.ttl or settings.viewer_ticket_ttl, settings.viewer_ticket_ttl)
+    now = datetime.now(UTC).timestamp()
+    ticket = viewer.signer.issue(session.id, "link", ttl, now=now)
+    query = {"ticket": ticket}
+    if body.keyboard_layout:
+        query["keyboard_layout"] = body.keyboard_layout
+    url = viewer_url(str(request.base_url), session.id) + "?" + urlencode(query)
+    return ViewerLink(url=url, expires_at=datetime.fromtimestamp(int(now + ttl), UTC))
+
+
+# -- who is asking -------------------------------------------------------------------------
+
+
+class Refused(Exception):
+    def __init__(self, status_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
+
+
+def _bearer(headers) -> str | None:
+    scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
+def check_access(
+    api_token: str, signer: TicketSigner, session_id: str, headers, cookies: dict[str, str]
+) -> None:
+    """Raise :class:`Refused` unless the API token or a valid viewer cookie comes along."""
+    presented = _bearer(headers)
+    if presented is not None:
+        if token_matches(api_token, presented):
+            return
+        raise Refused(status.HTTP_401_UNAUTHORIZED, "The API token is wrong.")
+    cookie = cookies.get(COOKIE)
+    if not cookie:
+        raise Refused(
+            status.HTTP_401_UNAUTHORIZED,
+            "This viewer needs a viewer link (with its ticket) or the API token.",
+        )
+    try:
+        signer.verify(cookie, session_id, "cookie")
+    except TicketError as exc:
+        raise Refused(status.HTTP_403_FORBIDDEN, f"Your viewer pass is no longer valid: {exc}.") from None
+
+
+def _refused(refusal: Refused) -> HTMLResponse:
+    headers = dict(_NO_STORE)
+    if refusal.status_code == status.HTTP_401_UNAUTHORIZED:
+        headers["WWW-Authenticate"] = 'Bearer realm="keepalive viewer"'
+    return HTMLResponse(html5.refused_page(refusal.reason), status_code=refusal.status_code, headers=headers)
+
+
+def _viewable(manager: SessionManager, session_id: str):
+    """The session, if its viewer can be shown; otherwise an HTML error response."""
+    try:
+        session = manager.get(session_id)
+    except SessionNotFound:
+        return None, HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=_NO_STORE)
+    if session.state not in VIEWABLE or not session.xpra_port:
+        reason = f"The session is {session.state.value}."
+        return None, HTMLResponse(html5.unavailable_page(reason), status_code=503, headers=_NO_STORE)
+    return session, None
+
+
+def _xpra_password(session) -> str:
+    password = getattr(session, "xpra_password", None)
+    if password:
+        return password
+    return session.layout.xpra_password_file.read_text().strip()
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+@router.get("/sessions/{session_id}/viewer", include_in_schema=False)
+async def viewer_without_slash(session_id: str, request: Request) -> RedirectResponse:
+    # the HTML5 client loads its files relative to the page: the path must end in "/"
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(viewer_path(session_id) + query, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
+@router.get("/sessions/{session_id}/viewer/{path:path}", summary="The session's viewer (xpra HTML5 client)")
+async def viewer_http(
+    session_id: str, path: str, request: Request, manager: ManagerDep, settings: SettingsDep, viewer: ViewerStateDep
+) -> Response:
+    """Serve the viewer to whoever proves access; a ``?ticket=`` is swapped for a cookie first."""
+    api_token = request.app.state.api_token
+    ticket = request.query_params.get("ticket")
+    if ticket is not None:
+        return _exchange_ticket(session_id, ticket, request, manager, settings, viewer)
+    try:
+        check_access(api_token, viewer.signer, session_id, request.headers, request.cookies)
+    except Refused as refusal:
+        return _refused(refusal)
+    session, error = _viewable(manager, session_id)
+    if error is not None:
+        return error
+
+    if path in ("", "index.html"):
+        return await _index(session.xpra_port)
+    if path == html5.CONNECT_SCRIPT:
+        script = html5.connect_script(client_settings(settings, _xpra_password(session)), client_defaults(settings))
+        return Response(script, media_type="text/javascript", headers=_NO_STORE)
+    if path == html5.DISCONNECTED_PAGE:
+        return HTMLResponse(html5.disconnected_page(), headers=_NO_STORE)
+    if ".." in path or not _STATIC.match(path):
+        return HTMLResponse(html5.unavailable_page(f"There is no viewer file {path!r}."), status_code=404)
+    try:
+        upstream = await fetch(session.xpra_port, path, dict(request.headers))
+    except XpraUnavailable as exc:
+        return HTMLResponse(html5.unavailable_page(str(exc)), status_code=502, headers=_NO_STORE)
+    return Response(
+        upstream.content,
+        status_code=upstream.status_code,
+        headers={**response_headers(upstream), **_SECURITY_HEADERS},
+    )
+
+
+async def _index(port: int) -> Response:
+    try:
+        upstream = await fetch(port, "index.html", {})
+    except XpraUnavailable as exc:
+        return HTMLResponse(html5.unavailable_page(str(exc)), status_code=502, headers=_NO_STORE)
+    if upstream.status_code != 200:
+        reason = f"xpra answered {upstream.status_code} for its HTML5 client."
+        return HTMLResponse(html5.unavailable_page(reason), status_code=502, headers=_NO_STORE)
+    try:
+        page = html5.inject_connect_script(upstream.content)
+    except html5.UnsupportedClient as exc:
+        return HTMLResponse(html5.unavailable_page(str(exc)), status_code=502, headers=_NO_STORE)
+    headers = {**response_headers(upstream), **_NO_STORE}
+    csp = upstream.headers.get("content-security-policy")
+    if csp:
+        headers["Content-Security-Policy"] = csp
+    return Response(page, status_code=200, headers=headers)
+
+
+def _exchange_ticket(
+    session_id: str, ticket: str, request: Request, manager: SessionManager, settings: Settings, viewer: ViewerState
+) -> Response:
+    """Spend a link ticket: set the viewer cookie and move on to the same URL without the ticket."""
+    rest = [(k, v) for k, v in request.query_params.multi_items() if k != "ticket"]
+    clean = viewer_path(session_id) + (f"?{urlencode(rest)}" if rest else "")
+    try:
+        viewer.signer.redeem(ticket, session_id)
+    except TicketError as exc:
+        # the same browser reopening a link it already used still holds a good cookie
+        try:
+            check_access("", viewer.signer, session_id, {}, request.cookies)
+        except Refused:
+            log.info("viewer of session %s refused: %s", session_id, exc)
+            return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
+        return HTMLResponse(html5.redirect_page(clean), headers=_NO_STORE)
+    try:
+        manager.get(session_id)
+    except SessionNotFound:
+        return HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=_NO_STORE)
+    response = HTMLResponse(html5.redirect_page(clean), headers=_NO_STORE)
+    response.set_cookie(
+        COOKIE,
+        viewer.signer.issue(session_id, "cookie", settings.viewer_cookie_ttl),
+        max_age=int(settings.viewer_cookie_ttl),
+        path=viewer_path(session_id),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    log.info("viewer link for session %s exchanged for a cookie", session_id)
+    return response
+
+
+# -- websocket -----------------------------------------------------------------------------
+
+
+def _same_origin(websocket: WebSocket) -> bool:
+    """A browser's websocket must come from the service's own pages (no cross-site hijacking)."""
+    origin = websocket.headers.get("origin")
+    if origin is None:  # not a browser: the token or cookie check alone decides
+        return True
+    host = websocket.headers.get("host", "")
+    return origin.split("://", 1)[-1].rstrip("/") == host
+
+
+@router.websocket("/sessions/{session_id}/viewer/{path:path}")
+async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> None:
+    """Relay xpra's websocket, after the same access check as the viewer page."""
+    app = websocket.app
+    viewer = viewer_state(app)
+    manager: SessionManager = app.state.manager
+    try:
+        if not _same_origin(websocket):
+            raise Refused(status.HTTP_403_FORBIDDEN, "cross-origin viewer connection")
+        check_access(app.state.api_token, viewer.signer, session_id, websocket.headers, websocket.cookies)
+    except Refused as refusal:
+        log.info("viewer websocket for session %s refused: %s", session_id, refusal.reason)
+        # closing before accepting answers the handshake with HTTP 403: nothing reaches xpra
+        await websocket.close(code=4403 if refusal.status_code == 403 else 4401)
+        return
+    try:
+        session = manager.get(session_id)
+    except SessionNotFound:
+        await websocket.close(code=4404)
+        return
+    if session.state not in VIEWABLE or not session.xpra_port:
+        await websocket.close(code=1013)  # try again later
+        return
+
+    async def restore_size() -> None:
+        # xpra sized the screen to the viewer; with nobody watching it goes back to the session's
+        if app.state.settings.viewer_resize and session.display is not None and session.state in VIEWABLE:
+            env = {"PATH": session.layout.environment(session.id).get("PATH", "/usr/bin:/bin"),
+                   "XAUTHORITY": str(session.layout.xauthority)}
+            await set_screen_size(f":{session.display}", session.width, session.height, env)
+
+    async with viewer.tracker.viewing(session_id, restore_size):
+        log.info("viewer connected to session %s (%d watching)", session_id, viewer.tracker.count(session_id))
+        await relay(websocket, session.xpra_port)
+    log.info("viewer left session %s", session_id)

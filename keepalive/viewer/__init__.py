@@ -1,0 +1,1 @@
+"""The viewer: xpra's HTML5 client behind keepalive's own authentication."""

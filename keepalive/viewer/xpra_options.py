@@ -1,0 +1,73 @@
+"""What the viewer settings mean for xpra: server flags, and the HTML5 client's connect settings.
+
+The server flags are the lock that matters (a viewer cannot switch on what the server refuses);
+the client settings only make the HTML5 client ask for the same thing, so it does not offer
+features that would then fail.
+"""
+
+from __future__ import annotations
+
+from keepalive.settings import Settings
+from keepalive.viewer.screen import xpra_start_option
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def viewer_screen(settings: Settings, width: int, height: int) -> tuple[int, int]:
+    """The Xvfb ``-screen`` size: large enough for any viewer, never smaller than the session."""
+    if not settings.viewer_resize:
+        return width, height
+    return max(width, settings.viewer_max_width), max(height, settings.viewer_max_height)
+
+
+def xpra_viewer_flags(settings: Settings, width: int, height: int) -> list[str]:
+    """Flags appended to ``xpra start`` (later flags win over the engine's defaults)."""
+    flags = [
+        # takeover: a new viewer disconnects the old one; share: both stay connected
+        f"--sharing={_yes(settings.viewer_sharing == 'share')}",
+        # no viewer may lock others out: "takeover" must always be able to take over
+        "--lock=no",
+        f"--resize-display={_yes(settings.viewer_resize)}",
+        f"--clipboard={_yes(settings.viewer_clipboard)}",
+        f"--printing={_yes(settings.viewer_printing)}",
+        f"--file-transfer={_yes(settings.viewer_file_transfer)}",
+        f"--pulseaudio={_yes(settings.viewer_sound)}",
+        f"--speaker={'on' if settings.viewer_sound else 'off'}",
+        "--microphone=off",
+    ]
+    if viewer_screen(settings, width, height) != (width, height):
+        # Xvfb starts at the viewer maximum; bring it down to the session's size at once
+        flags.append(xpra_start_option(width, height))
+    return flags
+
+
+def client_settings(settings: Settings, password: str) -> dict[str, str]:
+    """Connect settings forced on the HTML5 client (a viewer URL cannot override these)."""
+    return {
+        "password": password,
+        "sharing": _yes(settings.viewer_sharing == "share"),
+        "steal": "yes",
+        "sound": _yes(settings.viewer_sound),
+        "clipboard": _yes(settings.viewer_clipboard),
+        "printing": _yes(settings.viewer_printing),
+        "file_transfer": _yes(settings.viewer_file_transfer),
+        # the xpra password must not be written to sessionStorage on disconnect
+        "insecure": "no",
+        "action": "connect",
+        # "connect" only: never ask the server to start anything
+        "start": "",
+        "exit_with_client": "no",
+        "exit_with_children": "no",
+        "floating_menu": "no",
+        "remote_logging": "no",
+    }
+
+
+def client_defaults(settings: Settings) -> dict[str, str]:
+    """Connect settings a viewer URL may override (``?keyboard_layout=de``)."""
+    defaults = {}
+    if settings.viewer_keyboard_layout:
+        defaults["keyboard_layout"] = settings.viewer_keyboard_layout
+    return defaults
