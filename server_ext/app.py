@@ -1,0 +1,85 @@
+"""The server extension application and its configuration."""
+
+from __future__ import annotations
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import TraitError, Type
+from traitlets.config import Config, LoggingConfigurable
+from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
+
+from .handlers import SessionHandler
+from .session import BaseSessionManager, HeavyAISessionManager
+
+#: Legacy (Notebook-era) config files, read as well because the HeavyAI documentation tells
+#: users to put these settings there.  jupyter_server itself does not read them.
+LEGACY_CONFIG_NAME = "jupyter_notebook_config"
+
+
+class HeavyAIConfig(LoggingConfigurable):
+    """Settings of the HeavyAI session handoff (``c.HeavyAIConfig.*``)."""
+
+    session_manager = Type(
+        default_value=HeavyAISessionManager,
+        klass=BaseSessionManager,
+        help="The session manager that provides the HeavyAI session: a subclass of "
+        "server_ext.session.BaseSessionManager, given as a class or as an import string "
+        '"your_module.YourImplementation". Checked when the server starts.',
+    ).tag(config=True)
+
+
+class HeavyAIExtension(ExtensionApp):
+    """Serves ``GET {base_url}/heavyai/session`` to the JupyterLab frontend."""
+
+    name = "heavyai"
+    load_other_extensions = True
+    classes = [HeavyAIConfig, HeavyAISessionManager]
+
+    session_manager: BaseSessionManager | None = None
+
+    def _legacy_notebook_config(self) -> Config:
+        """Load jupyter_notebook_config.{json,py} from the server's config path."""
+        config = Config()
+        # Lowest priority first, as traitlets applications do.
+        for directory in reversed(self.config_file_paths):
+            for loader_class, ext in ((PyFileConfigLoader, ".py"), (JSONFileConfigLoader, ".json")):
+                loader = loader_class(LEGACY_CONFIG_NAME + ext, path=directory, log=self.log)
+                try:
+                    loaded = loader.load_config()
+                except ConfigFileNotFound:
+                    continue
+                self.log.debug("HeavyAI: read settings from %s", loader.full_filename)
+                config.merge(loaded)
+        return config
+
+    def _effective_config(self) -> Config:
+        """Legacy notebook config, overridden by the server's config files and command line."""
+        config = self._legacy_notebook_config()
+        config.merge(self.config)
+        return config
+
+    def _create_session_manager(self) -> BaseSessionManager:
+        config = self._effective_config()
+        try:
+            settings = HeavyAIConfig(config=config, log=self.log)
+            manager_class = settings.session_manager
+        except TraitError as e:
+            raise SystemExit(
+                "HeavyAI server extension: c.HeavyAIConfig.session_manager must name a "
+                "subclass of server_ext.session.BaseSessionManager (as a class or an import "
+                f"string such as 'your_module.YourImplementation'): {e}"
+            ) from None
+        self.log.info("HeavyAI: session manager %s.%s", manager_class.__module__, manager_class.__qualname__)
+        return manager_class(config=config, log=self.log)
+
+    def _link_jupyter_server_extension(self, serverapp):
+        super()._link_jupyter_server_extension(serverapp)
+        # Check the provider at start-up, not on the first request.
+        self.session_manager = self._create_session_manager()
+
+    def initialize_settings(self):
+        if self.session_manager is None:
+            self.session_manager = self._create_session_manager()
+        self.settings["heavyai_session_manager"] = self.session_manager
+
+    def initialize_handlers(self):
+        self.handlers.append((r"/heavyai/session", SessionHandler))

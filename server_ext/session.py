@@ -1,0 +1,224 @@
+"""Where the HeavyAI session comes from: the provider interface and the default provider.
+
+A *session manager* answers one question, on every request: which HeavyDB session should
+JupyterLab use right now, and how is the database reached?  The default
+:class:`HeavyAISessionManager` reads the session ID from a file and the connection from
+environment variables.  A replacement is any subclass of :class:`BaseSessionManager`,
+named by ``c.HeavyAIConfig.session_manager``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
+
+#: Refuse to read session files larger than this: a session file holds an ID, not data.
+MAX_SESSION_FILE_BYTES = 64 * 1024
+
+
+class SessionError(Exception):
+    """The session cannot be provided; answered to the client as a JSON error.
+
+    ``status`` is the HTTP status, ``reason`` a short machine-readable code and the message
+    (``str(error)``) is shown to the user, so it must never contain the session ID.
+    """
+
+    def __init__(self, message: str, *, status: int = 503, reason: str = "unavailable"):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class HeavyAISession:
+    """What a session manager provides.
+
+    - ``session``: the HeavyDB session ID (non-empty).
+    - ``query``: an SQL query to open with the session, ``""`` for none.
+    - ``connection``: ``{"protocol", "host", "port"}`` values; ``None`` for a value that is
+      not known (for the default provider: its environment variable is unset or empty).
+    - ``environment``: ``{"protocol", "host", "port"}`` names of the environment variables
+      the kernel can read these values from; ``None`` (or a missing key) when the value is
+      only known to the provider, in which case the notebook uses the value itself.
+    """
+
+    session: str
+    query: str = ""
+    connection: dict[str, str | None] = field(default_factory=dict)
+    environment: dict[str, str | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("protocol", "host", "port")
+        return {
+            "session": self.session,
+            "query": self.query or "",
+            "connection": {k: self.connection.get(k) for k in keys},
+            "environment": {k: self.environment.get(k) for k in keys},
+        }
+
+
+class BaseSessionManager(LoggingConfigurable):
+    """The interface of a HeavyAI session provider.
+
+    Implement :meth:`get_session` in a subclass and select it with::
+
+        c.HeavyAIConfig.session_manager = "your_module.YourImplementation"
+
+    - The class is instantiated once, at server start, as a traitlets ``LoggingConfigurable``:
+      it can declare its own ``config=True`` traits (set as ``c.YourImplementation.name``)
+      and log with ``self.log``.
+    - :meth:`get_session` is called on every ``GET /heavyai/session``; it may be a plain or an
+      ``async`` method.  It returns a :class:`HeavyAISession` (or a dict with the same keys),
+      or raises :class:`SessionError` with a message for the user and an HTTP status.
+      Any other exception is answered as a 500 JSON error without its details.
+    - Never log the session ID.
+    """
+
+    def get_session(self) -> HeavyAISession:
+        """Return the current session, or raise :class:`SessionError`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement get_session()")
+
+
+def _parse_session_file(text: str, path: str) -> tuple[str, str]:
+    """Return (session, query) from a session file's text; raise SessionError if invalid.
+
+    Two forms are accepted, surrounding whitespace ignored: plain text holding only the ID,
+    or a JSON object ``{"session": "<id>", "query": "<sql>"}`` (``query`` optional).
+    """
+    text = text.strip()
+    if not text:
+        raise SessionError(
+            f"The HeavyAI session file {path} is empty: no session has been handed over.",
+            status=404,
+            reason="no_session",
+        )
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise SessionError(
+                f"The HeavyAI session file {path} starts like JSON but is not valid JSON.",
+                status=500,
+                reason="malformed",
+            ) from None
+        session = data.get("session")
+        query = data.get("query")
+        if session is not None and not isinstance(session, str):
+            raise SessionError(
+                f'The HeavyAI session file {path} has a "session" that is not a string.',
+                status=500,
+                reason="malformed",
+            )
+        if not session or not session.strip():
+            raise SessionError(
+                f'The HeavyAI session file {path} has no "session": '
+                "no session has been handed over.",
+                status=404,
+                reason="no_session",
+            )
+        if query is not None and not isinstance(query, str):
+            raise SessionError(
+                f'The HeavyAI session file {path} has a "query" that is not a string.',
+                status=500,
+                reason="malformed",
+            )
+        session = session.strip()
+        query = (query or "").strip()
+    else:
+        session, query = text, ""
+    if any(ch.isspace() for ch in session):
+        raise SessionError(
+            f"The HeavyAI session file {path} must hold only the session ID "
+            '(or JSON {"session": ..., "query": ...}), but it holds several words.',
+            status=500,
+            reason="malformed",
+        )
+    return session, query
+
+
+class HeavyAISessionManager(BaseSessionManager):
+    """Default provider: session ID from a file, connection from environment variables."""
+
+    protocol = Unicode(
+        "HEAVYAI_PROTOCOL",
+        help="Name of the environment variable holding the HeavyDB protocol "
+        "(binary, http or https).",
+    ).tag(config=True)
+
+    host = Unicode(
+        "HEAVYAI_HOST",
+        help="Name of the environment variable holding the HeavyDB host name.",
+    ).tag(config=True)
+
+    port = Unicode(
+        "HEAVYAI_PORT",
+        help="Name of the environment variable holding the HeavyDB port.",
+    ).tag(config=True)
+
+    session_file = Unicode(
+        "",
+        help="Path of the file the HeavyDB session ID is read from, on every request "
+        "(the session is ephemeral). Plain text holding only the ID, or JSON "
+        '{"session": "<id>", "query": "<sql>"}. Must be set: there is no default.',
+    ).tag(config=True)
+
+    def _environment(self) -> dict[str, str]:
+        return {"protocol": self.protocol, "host": self.host, "port": self.port}
+
+    def _read_session_file(self) -> tuple[str, str]:
+        if not self.session_file:
+            raise SessionError(
+                "No HeavyAI session file is configured: "
+                "set c.HeavyAISessionManager.session_file.",
+                status=503,
+                reason="not_configured",
+            )
+        path = os.path.expanduser(self.session_file)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_SESSION_FILE_BYTES + 1)
+        except FileNotFoundError:
+            raise SessionError(
+                f"The HeavyAI session file {path} (c.HeavyAISessionManager.session_file) "
+                "does not exist: no session has been handed over.",
+                status=404,
+                reason="no_session",
+            ) from None
+        except OSError as e:
+            raise SessionError(
+                f"The HeavyAI session file {path} (c.HeavyAISessionManager.session_file) "
+                f"cannot be read: {e.strerror or type(e).__name__}.",
+                status=500,
+                reason="unreadable",
+            ) from None
+        if len(raw) > MAX_SESSION_FILE_BYTES:
+            raise SessionError(
+                f"The HeavyAI session file {path} is larger than {MAX_SESSION_FILE_BYTES} "
+                "bytes: it should hold a session ID only.",
+                status=500,
+                reason="malformed",
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SessionError(
+                f"The HeavyAI session file {path} is not UTF-8 text.",
+                status=500,
+                reason="malformed",
+            ) from None
+        return _parse_session_file(text, path)
+
+    def get_session(self) -> HeavyAISession:
+        session, query = self._read_session_file()
+        environment = self._environment()
+        # An unset or empty variable is reported as None, never as "" that looks valid.
+        connection = {key: (os.environ.get(name) or None) for key, name in environment.items()}
+        return HeavyAISession(
+            session=session, query=query, connection=connection, environment=environment
+        )

@@ -1,0 +1,52 @@
+"""Replacement session managers used by the tests (importable by name: 'heavyai_test_providers.X')."""
+
+from __future__ import annotations
+
+from traitlets import Unicode
+
+from server_ext.session import BaseSessionManager, HeavyAISession, SessionError
+
+SECRET = "s3cr3t-provider-detail"
+
+
+class StaticSessionManager(BaseSessionManager):
+    """Answers a fixed session with literal connection values, configurable by traitlets."""
+
+    session_id = Unicode("static-session-id", help="The session ID to hand out.").tag(config=True)
+
+    def get_session(self):
+        return HeavyAISession(
+            session=self.session_id,
+            query="SELECT 1",
+            connection={"protocol": "binary", "host": "vault.example", "port": "6274"},
+            environment={},
+        )
+
+
+class AsyncDictSessionManager(BaseSessionManager):
+    """An async provider returning a plain dict."""
+
+    async def get_session(self):
+        return {
+            "session": "async-session-id",
+            "query": "",
+            "connection": {"protocol": "http", "host": "h", "port": "1"},
+            "environment": {"protocol": "P", "host": "H", "port": "N"},
+        }
+
+
+class RefusingSessionManager(BaseSessionManager):
+    def get_session(self):
+        raise SessionError("The vault says no.", status=403, reason="denied")
+
+
+class BrokenSessionManager(BaseSessionManager):
+    def get_session(self):
+        raise RuntimeError(f"connection string with {SECRET}")
+
+
+class NotASessionManager:
+    """Has the method, but is not a BaseSessionManager subclass."""
+
+    def get_session(self):
+        return {"session": "x"}
