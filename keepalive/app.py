@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from keepalive import __version__
-from keepalive.api import health, sessions
+from keepalive.api import dashboard, health, sessions, viewer
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
 from keepalive.settings import Settings
@@ -44,4 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.manager = SessionManager(settings)
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(viewer.router)
+    app.include_router(dashboard.router)
     return app

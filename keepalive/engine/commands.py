@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +63,15 @@ def chromium_command(chromium: str, layout: SessionLayout, screen: ScreenSize) -
     return argv
 
 
-def xvfb_command(layout: SessionLayout, screen: ScreenSize) -> str:
-    """The virtual X server xpra starts: exactly the session's size (xpra's default is 5760x2560)."""
+def xvfb_command(layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenSize | None = None) -> str:
+    """The virtual X server xpra starts: exactly the session's size (xpra's default is 5760x2560).
+
+    ``framebuffer``: start larger (RandR can shrink Xvfb's screen but never grow it), so that a
+    viewer's window bigger than the session still fits; the viewer flags then size it down.
+    """
+    fb = framebuffer or screen
     return (
-        f"Xvfb +extension GLX +extension Composite -screen 0 {screen.width}x{screen.height}x24+32 "
+        f"Xvfb +extension GLX +extension Composite -screen 0 {fb.width}x{fb.height}x24+32 "
         f"-dpi 96 -nolisten tcp -noreset -auth {shlex.quote(str(layout.xauthority))}"
     )
 
@@ -77,8 +83,14 @@ def xpra_command(
     layout: SessionLayout,
     screen: ScreenSize,
     child: list[str],
+    viewer_flags: Sequence[str] = (),
+    framebuffer: ScreenSize | None = None,
 ) -> list[str]:
-    """xpra on its own display, HTML5 client and websocket on a loopback port behind a password."""
+    """xpra on its own display, HTML5 client and websocket on a loopback port behind a password.
+
+    ``viewer_flags`` (keepalive.viewer.xpra_options.xpra_viewer_flags) come last: they override the
+    defaults above with what the viewer settings allow; ``framebuffer`` is their Xvfb size.
+    """
     return [
         xpra,
         "start",
@@ -105,8 +117,9 @@ def xpra_command(
         "--systemd-run=no",
         "--start-new-commands=no",
         "--exit-with-children=yes",
-        f"--xvfb={xvfb_command(layout, screen)}",
+        f"--xvfb={xvfb_command(layout, screen, framebuffer)}",
         f"--start-child={shlex.join(child)}",
+        *viewer_flags,
     ]
 
 
