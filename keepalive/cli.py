@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,8 +101,16 @@ def serve(settings: Settings) -> int:
         _print_banner(settings, app.state.api_token, app.state.token_created, f"http://{host}:{bound}")
 
     server.startup = startup  # print the banner only once the port is really bound
+    # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown, sessions stopped), then
+    # re-raises the signal under the handlers it found: make those end the process with 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_after_shutdown)
     server.run()
     return 0
+
+
+def _exit_after_shutdown(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

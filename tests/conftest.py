@@ -1,8 +1,29 @@
-"""Shared test set-up: pytest-playwright drives Debian's Chromium, never a downloaded one."""
+"""Shared test set-up.
 
+- pytest-playwright drives Debian's Chromium, never a downloaded one.
+- ``keepalive_service`` runs the real ``keepalive serve`` on a free loopback port, waits
+  until it answers, yields a handle, and always stops it (and checks nothing is left).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+SESSION_MARKER = "KEEPALIVE_SESSION_ID"
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +40,168 @@ def browser_type_launch_args(browser_type_launch_args):
             "--no-first-run",
         ],
     }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def session_processes(session_id: str | None = None, state_dir: Path | None = None) -> list[psutil.Process]:
+    """Processes carrying keepalive's session marker: of one session, or of any under ``state_dir``."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            env = process.environ()
+        except (psutil.Error, OSError):
+            continue
+        value = env.get(SESSION_MARKER)
+        if value is None or (session_id is not None and value != session_id):
+            continue
+        if state_dir is not None and not env.get("XDG_RUNTIME_DIR", "").startswith(str(state_dir)):
+            continue
+        found.append(process)
+    return found
+
+
+@dataclass
+class Service:
+    """A running ``keepalive serve``: its URL, token, an authenticated client, its state dir."""
+
+    url: str
+    token: str
+    state_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+    client: httpx.Client = field(init=False)
+    started: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=240,
+            trust_env=False,
+        )
+
+    def start_session(self, **body) -> dict:
+        """POST /sessions and insist on 201; the session is stopped at teardown if still there."""
+        response = self.client.post("/sessions", json=body)
+        assert response.status_code == 201, response.text
+        session = response.json()
+        self.started.append(session["id"])
+        return session
+
+    def stop_session(self, session_id: str) -> None:
+        response = self.client.delete(f"/sessions/{session_id}")
+        assert response.status_code in (204, 404), response.text
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, timeout: float = 60) -> Service:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    token = secrets.token_urlsafe(16)
+    env = {
+        **os.environ,
+        "KEEPALIVE_STATE_DIR": str(state_dir),
+        "KEEPALIVE_API_TOKEN": token,
+        "KEEPALIVE_PORT": str(port),
+        "KEEPALIVE_HOST": "127.0.0.1",
+        **(extra_env or {}),
+    }
+    # a template made once per test run keeps every service from making its own
+    template = os.environ.get("KEEPALIVE_TEST_PROFILE_TEMPLATE")
+    if template and "KEEPALIVE_PROFILE_TEMPLATE" not in env:
+        env["KEEPALIVE_PROFILE_TEMPLATE"] = template
+    log_path = state_dir / "service.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keepalive", "serve"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"keepalive serve exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code in (200, 503):
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"keepalive serve did not answer within {timeout} s:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    return Service(url=url, token=token, state_dir=state_dir, log_path=log_path, process=process)
+
+
+def stop_service(service: Service, timeout: float = 60) -> int:
+    """SIGTERM, as a user's Ctrl-C or systemd would; returns the exit code."""
+    for session_id in service.started:
+        try:
+            service.client.delete(f"/sessions/{session_id}", timeout=60)
+        except httpx.HTTPError:
+            pass
+    service.client.close()
+    if service.process.poll() is None:
+        service.process.send_signal(signal.SIGTERM)
+        try:
+            service.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+            raise AssertionError(f"keepalive serve ignored SIGTERM for {timeout} s")
+    return service.process.returncode
+
+
+@pytest.fixture(scope="session")
+def profile_template(tmp_path_factory) -> Iterator[Path]:
+    """One Chromium profile template for the whole run, made by keepalive's own code."""
+    import asyncio
+
+    from keepalive.engine.profile import make_template
+
+    path = tmp_path_factory.mktemp("template") / "profile.tar.gz"
+    asyncio.run(make_template(CHROMIUM, path))
+    previous = os.environ.get("KEEPALIVE_TEST_PROFILE_TEMPLATE")
+    os.environ["KEEPALIVE_TEST_PROFILE_TEMPLATE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("KEEPALIVE_TEST_PROFILE_TEMPLATE", None)
+    else:
+        os.environ["KEEPALIVE_TEST_PROFILE_TEMPLATE"] = previous
+
+
+@pytest.fixture(scope="session")
+def keepalive_service(tmp_path_factory, profile_template) -> Iterator[Service]:
+    """The real service, shared by the tests of a run; sessions they start are stopped after."""
+    service = start_service(tmp_path_factory.mktemp("keepalive-state"))
+    yield service
+    code = stop_service(service)
+    leftovers = session_processes(state_dir=service.state_dir)
+    assert code == 0, f"keepalive serve exited with {code}:\n{service.log_text()[-4000:]}"
+    assert not leftovers, f"processes outlived the service: {[p.pid for p in leftovers]}"
+
+
+@pytest.fixture
+def service_factory(tmp_path, profile_template) -> Iterator:
+    """Start extra services with their own settings (e.g. MAX_SESSIONS); all stopped at teardown."""
+    services: list[Service] = []
+
+    def make(name: str = "svc", **env: str) -> Service:
+        service = start_service(tmp_path / name, {f"KEEPALIVE_{key.upper()}": str(value) for key, value in env.items()})
+        services.append(service)
+        return service
+
+    yield make
+    for service in services:
+        stop_service(service)
+        assert session_processes(state_dir=service.state_dir) == []

@@ -76,6 +76,23 @@ def xvfb_command(layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenS
     )
 
 
+#: Read by xpra as the user's config, after the system's: Debian's config starts
+#: ``/etc/X11/Xsession`` in every session, which a kiosk does not need and which pops an
+#: xmessage error over the browser. Command-line options can only add to such lists.
+XPRA_SESSION_CONFIG = """\
+# written by keepalive for this session only
+start =
+system-tray = no
+"""
+
+
+def write_xpra_config(layout: SessionLayout) -> dict[str, str]:
+    """Write the session's xpra config; returns the environment that makes xpra read it."""
+    layout.xpra_conf_dir.mkdir(parents=True, exist_ok=True)
+    (layout.xpra_conf_dir / "xpra.conf").write_text(XPRA_SESSION_CONFIG)
+    return {"XPRA_USER_CONF_DIRS": str(layout.xpra_conf_dir)}
+
+
 def xpra_command(
     xpra: str,
     display: int,

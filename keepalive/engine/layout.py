@@ -51,6 +51,10 @@ class SessionLayout:
         return self.folder / "xpra.password"
 
     @property
+    def xpra_conf_dir(self) -> Path:
+        return self.folder / "xpra-conf"
+
+    @property
     def xauthority(self) -> Path:
         return self.folder / "Xauthority"
 

@@ -22,7 +22,7 @@ from playwright.async_api import Playwright
 
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.browser import WORKSPACE_PATH, KioskBrowser, read_devtools_port
-from keepalive.engine.commands import ScreenSize, chromium_command, xpra_command
+from keepalive.engine.commands import ScreenSize, chromium_command, write_xpra_config, xpra_command
 from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, split_token
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
@@ -223,7 +223,10 @@ class Session:
             chromium_command(self.settings.chromium, self.layout, screen),
         )
         self.xpra = ChildProcess(
-            "xpra", argv, env=env, cwd=self.layout.home, log_path=self.layout.log("xpra"), on_exit=self._child_exited
+            "xpra",
+            argv,
+            env={**env, **write_xpra_config(self.layout)},
+            cwd=self.layout.home, log_path=self.layout.log("xpra"), on_exit=self._child_exited
         )
         await self.xpra.start()
         log.info("session %s: xpra pid %s on display :%s", self.id, self.xpra.pid, self.record.display)

@@ -1,0 +1,196 @@
+"""The session lifecycle against the real service: real xpra, Chromium and Jupyter on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+from PIL import Image, ImageStat
+
+from tests.conftest import session_processes
+
+
+def assert_jupyterlab_png(png: bytes, width: int, height: int) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    # the kiosk page fills the screen (Chromium may keep a 1 px edge for its own frame)
+    assert abs(image.width - width) <= 2 and abs(image.height - height) <= 2, image.size
+    rgb = image.convert("RGB")
+    colors = rgb.getcolors(maxcolors=1 << 16)
+    assert colors is None or len(colors) > 50, "screenshot is (nearly) a single colour"
+    assert max(ImageStat.Stat(rgb).stddev) > 10, "screenshot has no contrast: blank page?"
+    return rgb
+
+
+def test_start_screenshot_list_delete(keepalive_service):
+    service = keepalive_service
+    session = service.start_session(name="lifecycle")
+    assert session["state"] == "ready"
+    assert session["name"] == "lifecycle"
+    assert session["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
+    assert session["restarts"] == 0
+    assert (session["width"], session["height"]) == (1280, 800)
+    session_id = session["id"]
+
+    png = service.client.get(f"/sessions/{session_id}/screenshot")
+    assert png.status_code == 200
+    assert png.headers["content-type"] == "image/png"
+    image = assert_jupyterlab_png(png.content, 1280, 800)
+    # JupyterLab's top menu bar is white and its launcher/dock area is lighter than a blank X screen
+    assert image.getpixel((640, 5))[0] > 200
+
+    listed = service.client.get("/sessions").json()["sessions"]
+    assert session_id in [item["id"] for item in listed]
+    assert service.client.get(f"/sessions/{session_id}").json()["state"] == "ready"
+
+    health = service.client.get("/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert health.json()["sessions"]["ready"] >= 1
+
+    folder = service.state_dir / "sessions" / session_id
+    record = json.loads((folder / "session.json").read_text())
+    pids = [p.pid for p in session_processes(session_id)]
+    assert len(pids) >= 4, "expected xpra, Xvfb, Chromium and Jupyter at least"
+    xpra_port = record["xpra_port"]
+    assert any(c.laddr.port == xpra_port for c in psutil.net_connections("tcp") if c.status == "LISTEN")
+
+    assert service.client.delete(f"/sessions/{session_id}").status_code == 204
+    assert session_processes(session_id) == [], "a process of the session survived DELETE"
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+    assert not folder.exists()
+    assert not any(c.laddr.port == xpra_port for c in psutil.net_connections("tcp") if c.status == "LISTEN")
+    assert not Path(f"/tmp/.X11-unix/X{record['display']}").exists()
+    assert service.client.get(f"/sessions/{session_id}").status_code == 404
+
+
+def test_session_is_isolated_and_keeps_no_secret_in_view(keepalive_service):
+    service = keepalive_service
+    session = service.start_session(name="isolated", width=1024, height=768)
+    session_id = session["id"]
+    folder = service.state_dir / "sessions" / session_id
+    assert oct(stat.S_IMODE((folder / "run").stat().st_mode)) == "0o700"
+
+    for process in session_processes(session_id):
+        try:
+            env = process.environ()
+        except psutil.Error:
+            continue
+        for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "HOME"):
+            assert env[name].startswith(str(folder)), (process.name(), name, env[name])
+        # the Jupyter token travels in the environment, never on a command line `ps` shows
+        assert not any("token" in arg.lower() for arg in process.cmdline() if "=" in arg and "Token" not in arg)
+
+    image = assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1024, 768)
+    assert image.width <= 1024
+
+    token = None
+    for process in session_processes(session_id):
+        try:
+            token = token or process.environ().get("JUPYTER_TOKEN")
+        except psutil.Error:
+            continue
+    assert token, "the embedded Jupyter server has a token"
+    text = json.dumps(service.client.get("/sessions").json()) + service.log_text()
+    assert token not in text
+    assert service.token not in text
+    service.stop_session(session_id)
+
+
+def test_two_sessions_started_at_the_same_instant(keepalive_service):
+    service = keepalive_service
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda name: service.client.post("/sessions", json={"name": name}), ["twin-a", "twin-b"]))
+    sessions = []
+    for response in responses:
+        assert response.status_code == 201, response.text
+        sessions.append(response.json())
+        service.started.append(sessions[-1]["id"])
+    records = [
+        json.loads((service.state_dir / "sessions" / s["id"] / "session.json").read_text()) for s in sessions
+    ]
+    assert records[0]["display"] != records[1]["display"]
+    assert records[0]["xpra_port"] != records[1]["xpra_port"]
+    for session in sessions:
+        shot = service.client.get(f"/sessions/{session['id']}/screenshot")
+        assert_jupyterlab_png(shot.content, 1280, 800)
+    for session in sessions:
+        service.stop_session(session["id"])
+        assert session_processes(session["id"]) == []
+
+
+def test_wait_false_answers_202_then_becomes_ready(keepalive_service):
+    service = keepalive_service
+    response = service.client.post("/sessions", params={"wait": "false"}, json={"name": "background"})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    service.started.append(body["id"])
+    assert body["state"] == "starting"
+    screenshot = service.client.get(f"/sessions/{body['id']}/screenshot")
+    assert screenshot.status_code == 409
+    deadline = time.monotonic() + 180
+    state = body["state"]
+    while state == "starting" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = service.client.get(f"/sessions/{body['id']}").json()["state"]
+    assert state == "ready"
+    service.stop_session(body["id"])
+
+
+def test_heavyai_connection_reaches_the_jupyter_server(keepalive_service):
+    service = keepalive_service
+    secret = "s3ss10n-" + "x" * 24
+    session = service.start_session(
+        name="heavy",
+        heavyai={"protocol": "https", "host": "db.example", "port": 6274, "session_id": secret, "query": "SELECT 1"},
+    )
+    session_id = session["id"]
+    folder = service.state_dir / "sessions" / session_id
+    handoff = folder / "heavyai-session.json"
+    assert stat.S_IMODE(handoff.stat().st_mode) == 0o600
+    assert json.loads(handoff.read_text()) == {"session": secret, "query": "SELECT 1"}
+
+    jupyter = [p for p in session_processes(session_id) if "jupyterlab" in " ".join(p.cmdline())]
+    assert len(jupyter) == 1
+    env = jupyter[0].environ()
+    assert (env["HEAVYAI_PROTOCOL"], env["HEAVYAI_HOST"], env["HEAVYAI_PORT"]) == ("https", "db.example", "6274")
+    assert f"--HeavyAISessionManager.session_file={handoff}" in jupyter[0].cmdline()
+    assert secret not in " ".join(jupyter[0].cmdline())
+
+    everything = json.dumps(session) + json.dumps(service.client.get("/sessions").json()) + service.log_text()
+    assert secret not in everything
+    service.stop_session(session_id)
+
+
+def test_a_crashed_browser_is_recovered_and_counted(keepalive_service):
+    service = keepalive_service
+    session = service.start_session(name="crashy")
+    session_id = session["id"]
+    browsers = [
+        p
+        for p in session_processes(session_id)
+        if p.name() in ("chromium", "chrome") and not any(a.startswith("--type=") for a in p.cmdline())
+    ]
+    assert len(browsers) == 1, [p.cmdline()[:2] for p in browsers]
+    browsers[0].kill()
+
+    deadline = time.monotonic() + 180
+    seen_states = set()
+    current = {}
+    while time.monotonic() < deadline:
+        current = service.client.get(f"/sessions/{session_id}").json()
+        seen_states.add(current["state"])
+        if current["restarts"] >= 1 and current["state"] == "ready":
+            break
+        time.sleep(0.3)
+    assert current["state"] == "ready", current
+    assert current["restarts"] == 1
+    assert current["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
+    assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1280, 800)
+    assert "exited unexpectedly" in service.log_text() or "browser disconnected" in service.log_text()
+    service.stop_session(session_id)
