@@ -296,14 +296,22 @@ def _same_origin(websocket: WebSocket) -> bool:
 
 @router.websocket("/sessions/{session_id}/viewer/{path:path}")
 async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> None:
-    """Relay xpra's websocket, after the same access check as the viewer page."""
+    """Relay xpra's websocket, after the same access check as the viewer page (or a link ticket)."""
     app = websocket.app
     viewer = viewer_state(app)
     manager: SessionManager = app.state.manager
     try:
         if not _same_origin(websocket):
             raise Refused(status.HTTP_403_FORBIDDEN, "cross-origin viewer connection")
-        check_access(app.state.api_token, viewer.signer, session_id, websocket.headers, websocket.cookies)
+        ticket = websocket.query_params.get("ticket")
+        if ticket is not None:
+            # a non-browser client may present a link ticket directly (spent like any link)
+            try:
+                viewer.signer.redeem(ticket, session_id)
+            except TicketError as exc:
+                raise Refused(status.HTTP_403_FORBIDDEN, str(exc)) from None
+        else:
+            check_access(app.state.api_token, viewer.signer, session_id, websocket.headers, websocket.cookies)
     except Refused as refusal:
         log.info("viewer websocket for session %s refused: %s", session_id, refusal.reason)
         # closing before accepting answers the handshake with HTTP 403: nothing reaches xpra

@@ -4,7 +4,8 @@ xpra resizes the screen to a viewer's window when one connects, but never back w
 and Xvfb's RandR can only pick sizes up to the ``-screen`` size it started with. So Xvfb starts
 at the largest size a viewer may ask for, and keepalive sets the session's own size at start and
 again when the last viewer leaves: the kiosk page (and its screenshot) keeps its width x height
-whenever nobody watches.
+whenever nobody watches. With no viewer there is also nobody to resize the kiosk window to the new
+screen (xpra leaves that to its client), so keepalive resizes it itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import sys
+
+from Xlib import X
+from Xlib import display as xdisplay
+from Xlib.error import DisplayError, XError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +45,45 @@ def xpra_start_option(width: int, height: int) -> str:
     return "--start=sh -c " + shlex.quote(xrandr_script(width, height))
 
 
+def fit_windows(display: str, width: int, height: int) -> int:
+    """Resize every mapped application window on ``display`` to the screen; returns how many.
+
+    xpra wraps each application window in one of its own, so the windows that carry a WM_CLASS
+    are looked for a few levels down. Runs in a child process (``python -m
+    keepalive.viewer.screen``): python-xlib takes the X cookie from ``$XAUTHORITY`` only.
+    """
+    conn = xdisplay.Display(display)
+    resized = 0
+    try:
+
+        def visit(window, depth: int) -> None:
+            nonlocal resized
+            for child in window.query_tree().children:
+                try:
+                    mapped = child.get_attributes().map_state == X.IsViewable
+                    wm_class = child.get_wm_class()
+                except XError:
+                    continue
+                if not mapped:
+                    continue
+                if wm_class:
+                    child.configure(x=0, y=0, width=width, height=height)
+                    resized += 1
+                elif depth < 3:
+                    visit(child, depth + 1)
+
+        visit(conn.screen().root, 0)
+        conn.sync()
+    finally:
+        conn.close()
+    return resized
+
+
 async def set_screen_size(display: str, width: int, height: int, env: dict[str, str]) -> bool:
-    """Switch ``display`` to ``width`` x ``height``; False (and a log line) if xrandr failed."""
+    """Switch ``display`` to ``width`` x ``height`` and fit the kiosk window to it.
+
+    False (and a log line) if that failed.
+    """
     proc = await asyncio.create_subprocess_exec(
         "sh",
         "-c",
@@ -59,4 +102,39 @@ async def set_screen_size(display: str, width: int, height: int, env: dict[str, 
     if proc.returncode != 0:
         log.warning("xrandr on %s failed: %s", display, err.decode(errors="replace").strip())
         return False
+    fit = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "keepalive.viewer.screen",
+        display,
+        str(width),
+        str(height),
+        env={**env, "DISPLAY": display},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(fit.communicate(), timeout=15)
+    except TimeoutError:
+        fit.kill()
+        await fit.wait()
+        err = b"no answer"
+    if fit.returncode != 0:
+        log.warning("resizing the windows of %s failed: %s", display, err.decode(errors="replace").strip())
+        return False
     return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m keepalive.viewer.screen :N WIDTH HEIGHT``: fit the windows of :N to WxH."""
+    display, width, height = (argv if argv is not None else sys.argv[1:])[:3]
+    try:
+        fit_windows(display, int(width), int(height))
+    except (DisplayError, XError, OSError, ValueError) as exc:
+        print(f"cannot resize the windows of {display}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The viewer through the real service: xpra's HTML5 client in a real browser, keyboard and
+mouse through xpra, and the checks that keep strangers out (page and websocket)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
+
+from tests.e2e.viewer_helpers import (
+    canvas_pixels,
+    looks_like_jupyterlab,
+    new_notebook,
+    ocr,
+    open_viewer,
+    png_size,
+    run_in_new_cell,
+    screenshot,
+    viewer_link,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def session(keepalive_service):
+    created = keepalive_service.start_session(name="viewer-e2e")
+    yield created
+    keepalive_service.stop_session(created["id"])
+
+
+def test_viewer_url_carries_no_secret(keepalive_service, session):
+    url = session["viewer_url"]
+    assert url.endswith(f"/sessions/{session['id']}/viewer/")
+    assert keepalive_service.token not in url
+    assert "ticket" not in url and "password" not in url
+
+
+def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service, session, page):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    open_viewer(page, keepalive_service, session["id"])
+    assert "ticket" not in page.url  # the ticket was swapped for a cookie and left the address bar
+    stats = canvas_pixels(page)
+    assert looks_like_jupyterlab(stats), stats
+
+    new_notebook(page)
+    wait_for("a new notebook", lambda: "Untitled" in ocr(screenshot(keepalive_service, session["id"])))
+    run_in_new_cell(page, "print(6*7)")
+    def answer_shown() -> str | None:
+        text = ocr(screenshot(keepalive_service, session["id"]))
+        return text if re.search(r"(?m)^\s*42\s*$", text) else None
+
+    text = wait_for("42 in the session's screenshot", answer_shown)
+    assert "print" in text
+
+
+def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, browser):
+    session = keepalive_service.start_session(name="viewer-detach")
+    sid = session["id"]
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    page = context.new_page()
+    open_viewer(page, keepalive_service, sid)
+    # the kiosk browser follows the viewer's window
+    wait_for("the kiosk to take the viewer's size", lambda: png_size(screenshot(keepalive_service, sid))[0] == 1100)
+
+    new_notebook(page)
+    wait_for("a new notebook", lambda: "Untitled" in ocr(screenshot(keepalive_service, sid)))
+    run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
+
+    def ticks() -> list[int]:
+        return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(screenshot(keepalive_service, sid)))]
+
+    seen_while_watching = max(wait_for("the first ticks", ticks))
+    context.close()  # nobody watches any more
+
+    # with nobody watching, the session goes back to its own size and keeps printing
+    wait_for(
+        "the session's own size back",
+        lambda: png_size(screenshot(keepalive_service, sid)) == (session["width"], session["height"]),
+    )
+    printed_alone = wait_for("ticks printed while nobody watched", lambda: max(ticks(), default=0) >= seen_while_watching + 3)
+    assert printed_alone
+
+    # a new viewer shows the same JupyterLab, including what arrived meanwhile
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    open_viewer(page, keepalive_service, sid)
+    shown = [int(n) for n in re.findall(r"tick-(\d{3})", ocr(page.screenshot()))]
+    assert shown and max(shown) >= seen_while_watching + 3, shown
+    context.close()
+    assert keepalive_service.client.get(f"/sessions/{sid}").json()["state"] == "ready"
+    keepalive_service.stop_session(sid)
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+def test_viewer_without_proof_is_refused_with_a_page(keepalive_service, session, page):
+    response = page.goto(session["viewer_url"])
+    assert response.status == 401
+    assert "text/html" in response.headers["content-type"]
+    assert "refused" in page.locator("h1").inner_text().lower()
+    assert "viewer link" in page.locator("#reason").inner_text()
+
+
+def test_viewer_with_a_wrong_ticket_is_refused(keepalive_service, session, page):
+    good = viewer_link(keepalive_service, session["id"])
+    forged = re.sub(r"ticket=([^&.]+)\.([^&]+)", lambda m: f"ticket={m[1]}.{m[2][::-1]}", good)
+    assert forged != good
+    response = page.goto(forged)
+    assert response.status == 403
+    assert "not valid" in page.locator("#reason").inner_text()
+
+
+def test_viewer_link_of_another_session_is_refused(keepalive_service, session, page):
+    link = viewer_link(keepalive_service, session["id"])
+    response = page.goto(link.replace(f"/sessions/{session['id']}/", "/sessions/000000000000/"))
+    assert response.status == 403
+    assert "another session" in page.locator("#reason").inner_text()
+
+
+def test_viewer_with_an_expired_ticket_is_refused(keepalive_service, session, page):
+    link = viewer_link(keepalive_service, session["id"], ttl=1)
+    page.wait_for_timeout(2500)
+    response = page.goto(link)
+    assert response.status == 403
+    assert "expired" in page.locator("#reason").inner_text()
+
+
+def test_a_viewer_link_works_once(keepalive_service, session, browser):
+    link = viewer_link(keepalive_service, session["id"])
+    first = browser.new_context()
+    assert first.new_page().goto(link).status == 200
+    second = browser.new_context()  # someone else trying the same link
+    page = second.new_page()
+    assert page.goto(link).status == 403
+    assert "already used" in page.locator("#reason").inner_text()
+    first.close()
+    second.close()
+
+
+def test_api_token_opens_the_viewer_page(keepalive_service, session):
+    response = keepalive_service.client.get(f"/sessions/{session['id']}/viewer/")
+    assert response.status_code == 200
+    assert "keepalive-connect.js" in response.text
+    wrong = httpx.get(session["viewer_url"], headers={"Authorization": "Bearer nope"}, trust_env=False)
+    assert wrong.status_code == 401
+
+
+def _ws_url(service, session_id: str) -> str:
+    return service.url.replace("http://", "ws://") + f"/sessions/{session_id}/viewer/"
+
+
+def _viewer_cookie(service, session_id: str) -> str:
+    """Exchange a link the way a browser does and return the cookie it got."""
+    with httpx.Client(trust_env=False) as client:
+        response = client.get(viewer_link(service, session_id))
+        assert response.status_code == 200
+        set_cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie.replace("Strict", "strict")
+    assert f"Path=/sessions/{session_id}/viewer/" in set_cookie
+    return set_cookie.split(";", 1)[0]
+
+
+@pytest.mark.parametrize("proof", ["nothing", "forged-cookie", "wrong-ticket", "expired-ticket", "other-session"])
+def test_websocket_refuses_without_a_valid_pass(keepalive_service, session, proof, tmp_path):
+    url = _ws_url(keepalive_service, session["id"])
+    headers = {}
+    if proof == "forged-cookie":
+        headers["Cookie"] = "keepalive_viewer=eyJzIjoieCJ9.forged"
+    elif proof == "wrong-ticket":
+        link = viewer_link(keepalive_service, session["id"])
+        url += "?ticket=" + link.split("ticket=", 1)[1][::-1]
+    elif proof == "expired-ticket":
+        link = viewer_link(keepalive_service, session["id"], ttl=1)
+        import time
+
+        time.sleep(2.5)
+        url += "?" + link.split("?", 1)[1]
+    elif proof == "other-session":
+        other = keepalive_service.start_session(name="viewer-other")
+        headers["Cookie"] = _viewer_cookie(keepalive_service, other["id"])
+        keepalive_service.stop_session(other["id"])
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(url, subprotocols=["binary"], additional_headers=headers)
+    assert refused.value.response.status_code == 403
+
+
+def test_websocket_accepts_a_fresh_ticket_once(keepalive_service, session):
+    link = viewer_link(keepalive_service, session["id"])
+    url = _ws_url(keepalive_service, session["id"]) + "?" + link.split("?", 1)[1]
+    with ws_connect(url, subprotocols=["binary"]) as ws:
+        assert ws.subprotocol == "binary"
+    with pytest.raises(InvalidStatus):
+        ws_connect(url, subprotocols=["binary"])
+
+
+def test_websocket_with_a_viewer_cookie_reaches_xpra(keepalive_service, session):
+    cookie = _viewer_cookie(keepalive_service, session["id"])
+    with ws_connect(
+        _ws_url(keepalive_service, session["id"]), subprotocols=["binary"], additional_headers={"Cookie": cookie}
+    ) as ws:
+        assert ws.subprotocol == "binary"
+
+
+def test_websocket_from_another_origin_is_refused(keepalive_service, session):
+    cookie = _viewer_cookie(keepalive_service, session["id"])
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(
+            _ws_url(keepalive_service, session["id"]),
+            subprotocols=["binary"],
+            additional_headers={"Cookie": cookie},
+            origin="http://evil.example",
+        )
+    assert refused.value.response.status_code == 403

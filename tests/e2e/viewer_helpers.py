@@ -1,0 +1,119 @@
+"""Helpers shared by the viewer and dashboard end-to-end tests: reading screenshots, driving xpra."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from playwright.sync_api import Page
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", png[16:24])
+
+
+def ocr(png: bytes) -> str:
+    """The text in a screenshot (tesseract; installed with the test dependencies)."""
+    tesseract = shutil.which("tesseract")
+    assert tesseract, "tesseract-ocr is needed by the viewer tests (apt-get install tesseract-ocr)"
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "shot.png"
+        image.write_bytes(png)
+        # psm 11: sparse text, finds short lines such as a cell's "42" among the UI
+        done = subprocess.run([tesseract, str(image), "stdout", "--psm", "11"], capture_output=True, check=True)
+    return done.stdout.decode(errors="replace")
+
+
+def wait_for(what: str, probe: Callable[[], object], timeout: float = 60, every: float = 0.5):
+    """Poll ``probe`` until it returns something true; fail naming ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def screenshot(service, session_id: str) -> bytes:
+    response = service.client.get(f"/sessions/{session_id}/screenshot")
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def viewer_link(service, session_id: str, **body) -> str:
+    response = service.client.post(f"/sessions/{session_id}/viewer-link", json=body or None)
+    assert response.status_code == 200, response.text
+    return response.json()["url"]
+
+
+def canvas_pixels(page: Page) -> dict:
+    """Colour statistics of what xpra's client painted: every canvas composited into one."""
+    return page.evaluate(
+        """() => {
+        const canvases = Array.from(document.querySelectorAll('canvas'))
+            .filter(c => c.width > 200 && c.height > 200);
+        if (!canvases.length) return {count: 0};
+        const c = canvases.reduce((a, b) => (a.width * a.height >= b.width * b.height ? a : b));
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let white = 0, dark = 0, blue = 0, orange = 0, n = 0;
+        for (let i = 0; i < data.length; i += 4 * 7) {
+            const r = data[i], g = data[i + 1], b = data[i + 2];
+            n++;
+            if (r > 240 && g > 240 && b > 240) white++;
+            if (r < 80 && g < 80 && b < 80) dark++;
+            if (b > 150 && r < 80 && g > 60 && g < 150) blue++;       // JupyterLab's brand blue
+            if (r > 200 && g > 90 && g < 170 && b < 80) orange++;     // the Jupyter logo / notebook icon
+        }
+        return {count: canvases.length, width: c.width, height: c.height,
+                white: white / n, dark: dark / n, blue: blue / n, orange: orange / n};
+    }"""
+    )
+
+
+def open_viewer(page: Page, service, session_id: str, **link) -> None:
+    """Open the session's viewer through a fresh link and wait until xpra painted JupyterLab."""
+    page.goto(viewer_link(service, session_id, **link))
+    page.wait_for_url(re.compile(r"/viewer/(\?(?!.*ticket=).*)?$"))
+    wait_for("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
+
+
+def looks_like_jupyterlab(stats: dict) -> bool:
+    """Mostly white, some dark text, a little of JupyterLab's blue and the orange logo."""
+    return bool(
+        stats.get("count")
+        and stats["white"] > 0.5
+        and stats["dark"] > 0.001
+        and stats["blue"] > 0.0005
+        and stats["orange"] > 0.00005
+    )
+
+
+def type_into_lab(page: Page, text: str) -> None:
+    page.keyboard.type(text, delay=30)
+
+
+def new_notebook(page: Page) -> None:
+    """Through the viewer: focus the kiosk page, open the command palette, create a notebook."""
+    width = page.viewport_size["width"]
+    # the empty right part of JupyterLab's menu bar: focuses the page, triggers nothing
+    page.mouse.click(width * 0.75, 12)
+    page.keyboard.press("Control+Shift+C")
+    page.wait_for_timeout(800)
+    type_into_lab(page, "New Notebook")
+    page.wait_for_timeout(500)
+    page.keyboard.press("Enter")
+
+
+def run_in_new_cell(page: Page, code: str) -> None:
+    page.keyboard.press("Enter")  # command mode -> edit mode in the new notebook's first cell
+    type_into_lab(page, code)
+    page.keyboard.press("Shift+Enter")
