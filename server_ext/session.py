@@ -94,7 +94,7 @@ def _parse_session_file(text: str, path: str) -> tuple[str, str]:
     text = text.strip()
     if not text:
         raise SessionError(
-            f"The HeavyAI session file {path} is empty: no session has been handed over.",
+            f"No HeavyAI session: the session file is empty: {path}",
             status=404,
             reason="no_session",
         )
@@ -103,7 +103,7 @@ def _parse_session_file(text: str, path: str) -> tuple[str, str]:
             data = json.loads(text)
         except ValueError:
             raise SessionError(
-                f"The HeavyAI session file {path} starts like JSON but is not valid JSON.",
+                f"The HeavyAI session file is not valid JSON: {path}",
                 status=500,
                 reason="malformed",
             ) from None
@@ -111,20 +111,19 @@ def _parse_session_file(text: str, path: str) -> tuple[str, str]:
         query = data.get("query")
         if session is not None and not isinstance(session, str):
             raise SessionError(
-                f'The HeavyAI session file {path} has a "session" that is not a string.',
+                f'The HeavyAI session file\'s "session" is not a string: {path}',
                 status=500,
                 reason="malformed",
             )
         if not session or not session.strip():
             raise SessionError(
-                f'The HeavyAI session file {path} has no "session": '
-                "no session has been handed over.",
+                f'No HeavyAI session: the session file has no "session": {path}',
                 status=404,
                 reason="no_session",
             )
         if query is not None and not isinstance(query, str):
             raise SessionError(
-                f'The HeavyAI session file {path} has a "query" that is not a string.',
+                f'The HeavyAI session file\'s "query" is not a string: {path}',
                 status=500,
                 reason="malformed",
             )
@@ -134,8 +133,8 @@ def _parse_session_file(text: str, path: str) -> tuple[str, str]:
         session, query = text, ""
     if any(ch.isspace() for ch in session):
         raise SessionError(
-            f"The HeavyAI session file {path} must hold only the session ID "
-            '(or JSON {"session": ..., "query": ...}), but it holds several words.',
+            "The HeavyAI session file must hold only the session ID "
+            f'(or JSON {{"session": ..., "query": ...}}): {path}',
             status=500,
             reason="malformed",
         )
@@ -185,22 +184,22 @@ class HeavyAISessionManager(BaseSessionManager):
                 raw = f.read(MAX_SESSION_FILE_BYTES + 1)
         except FileNotFoundError:
             raise SessionError(
-                f"The HeavyAI session file {path} (c.HeavyAISessionManager.session_file) "
-                "does not exist: no session has been handed over.",
+                "No HeavyAI session: the session file does not exist: "
+                f"{path} (c.HeavyAISessionManager.session_file)",
                 status=404,
                 reason="no_session",
             ) from None
         except OSError as e:
             raise SessionError(
-                f"The HeavyAI session file {path} (c.HeavyAISessionManager.session_file) "
-                f"cannot be read: {e.strerror or type(e).__name__}.",
+                f"The HeavyAI session file cannot be read ({e.strerror or type(e).__name__}): "
+                f"{path} (c.HeavyAISessionManager.session_file)",
                 status=500,
                 reason="unreadable",
             ) from None
         if len(raw) > MAX_SESSION_FILE_BYTES:
             raise SessionError(
-                f"The HeavyAI session file {path} is larger than {MAX_SESSION_FILE_BYTES} "
-                "bytes: it should hold a session ID only.",
+                f"The HeavyAI session file is too large for a session ID "
+                f"(over {MAX_SESSION_FILE_BYTES} bytes): {path}",
                 status=500,
                 reason="malformed",
             )
@@ -208,7 +207,7 @@ class HeavyAISessionManager(BaseSessionManager):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise SessionError(
-                f"The HeavyAI session file {path} is not UTF-8 text.",
+                f"The HeavyAI session file is not UTF-8 text: {path}",
                 status=500,
                 reason="malformed",
             ) from None

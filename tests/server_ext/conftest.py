@@ -11,9 +11,6 @@ from traitlets.config import Config
 # only this directory uses them.
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
-SESSION_ID = "b7f2c9e4a1d84c0f9e6a3b5d7c8e9f01"
-
-
 @pytest.fixture
 def session_file(tmp_path):
     """Where the session file is (not created: each test writes what it needs)."""

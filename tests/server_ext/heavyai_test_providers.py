@@ -1,4 +1,4 @@
-"""Replacement session managers used by the tests (importable by name: 'heavyai_test_providers.X')."""
+"""Replacement session managers (and constants) used by the tests (importable by name: 'heavyai_test_providers.X')."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from traitlets import Unicode
 from server_ext.session import BaseSessionManager, HeavyAISession, SessionError
 
 SECRET = "s3cr3t-provider-detail"
+
+#: A session ID shaped like HeavyDB's.
+SESSION_ID = "b7f2c9e4a1d84c0f9e6a3b5d7c8e9f01"
 
 
 class StaticSessionManager(BaseSessionManager):

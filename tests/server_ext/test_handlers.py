@@ -7,7 +7,7 @@ import json
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from conftest import SESSION_ID
+from heavyai_test_providers import SESSION_ID
 
 ENVIRONMENT = {"protocol": "HEAVYAI_PROTOCOL", "host": "HEAVYAI_HOST", "port": "HEAVYAI_PORT"}
 CONNECTION = {"protocol": "https", "host": "db.example", "port": "6278"}

@@ -1,0 +1,133 @@
+/**
+ * keepalive-heavyai: opening `lab?heavyai` (with or without `reset`) builds a workspace with a
+ * notebook connected to HeavyDB using the session handed over to the server.
+ */
+import {
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { Notification, showErrorMessage } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { fetchSession, HeavyAISessionError, IHeavyAISession } from './api';
+import { NOTEBOOK_PATH, notebookContent } from './notebook';
+import { HeavyAIStatus } from './status';
+
+const PLUGIN_ID = 'keepalive-heavyai:plugin';
+
+/** The command that (re)builds the HeavyAI workspace; also in the command palette. */
+export const OPEN_COMMAND = 'heavyai:open-session';
+
+/** Whether the page was opened with the `heavyai` URL parameter. */
+function requested(): boolean {
+  const query = URLExt.queryStringToObject(window.location.search.replace(/^\?/, ''));
+  return 'heavyai' in query;
+}
+
+async function writeNotebook(
+  app: JupyterFrontEnd,
+  docManager: IDocumentManager,
+  info: IHeavyAISession
+): Promise<void> {
+  const contents = app.serviceManager.contents;
+  let existing: any = undefined;
+  try {
+    existing = (await contents.get(NOTEBOOK_PATH, { content: true })).content;
+  } catch {
+    // Not there yet.
+  }
+  await contents.save(NOTEBOOK_PATH, {
+    type: 'notebook',
+    format: 'json',
+    content: notebookContent(info, existing)
+  });
+  // Already open (e.g. restored without `reset`): show what was just written.
+  // Its context may still be loading the old file: wait for that, then load the new one.
+  const open = docManager.findWidget(NOTEBOOK_PATH);
+  const context = open ? docManager.contextForWidget(open) : undefined;
+  if (context) {
+    await context.ready;
+    await context.revert();
+  }
+  docManager.openOrReveal(NOTEBOOK_PATH);
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Builds a HeavyAI workspace from the session handed over to the server.',
+  autoStart: true,
+  requires: [IDocumentManager],
+  optional: [IStatusBar],
+  activate: (app: JupyterFrontEnd, docManager: IDocumentManager, statusBar: IStatusBar | null) => {
+    const status = new HeavyAIStatus();
+    let statusShown = false;
+    const showStatus = () => {
+      if (statusBar && !statusShown) {
+        statusBar.registerStatusItem(PLUGIN_ID, { item: status, align: 'left', rank: 50 });
+        statusShown = true;
+      }
+    };
+
+    let running: Promise<void> | null = null;
+    const openSession = async (): Promise<void> => {
+      showStatus();
+      let info: IHeavyAISession;
+      try {
+        info = await fetchSession(app.serviceManager.serverSettings);
+      } catch (error) {
+        const message =
+          error instanceof HeavyAISessionError ? error.message : `Unexpected error: ${String(error)}`;
+        status.showError(message);
+        // Toasts are cut short; "Details" shows the server's whole message (file, setting).
+        Notification.error(`HeavyAI session: ${message}`, {
+          autoClose: false,
+          actions: [
+            {
+              label: 'Details',
+              callback: () => void showErrorMessage('HeavyAI session', message)
+            }
+          ]
+        });
+        return;
+      }
+      status.showSession(info);
+      const unset = (['protocol', 'host', 'port'] as const)
+        .filter(key => info.environment[key] && info.connection[key] === null)
+        .map(key => info.environment[key]);
+      if (unset.length) {
+        Notification.warning(
+          `HeavyAI session: ${unset.join(', ')} not set in the server's environment.`,
+          { autoClose: 10000 }
+        );
+      }
+      try {
+        await writeNotebook(app, docManager, info);
+      } catch (error) {
+        Notification.error(`HeavyAI session: could not write ${NOTEBOOK_PATH}: ${String(error)}`, {
+          autoClose: false
+        });
+      }
+    };
+
+    app.commands.addCommand(OPEN_COMMAND, {
+      label: 'Open HeavyAI Session Notebook',
+      execute: () => {
+        // One build at a time: a second request while one runs joins it.
+        if (!running) {
+          running = openSession().finally(() => {
+            running = null;
+          });
+        }
+        return running;
+      }
+    });
+
+    if (requested()) {
+      void app.restored.then(() => app.commands.execute(OPEN_COMMAND));
+    }
+  }
+};
+
+export default plugin;
