@@ -1,0 +1,43 @@
+"""Two viewers of one session at once: the second takes over (default) or both share it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab, open_viewer, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_second_viewer_takes_over_by_default(keepalive_service, browser):
+    session = keepalive_service.start_session(name="takeover")
+    first_ctx, second_ctx = browser.new_context(), browser.new_context()
+    first, second = first_ctx.new_page(), second_ctx.new_page()
+    open_viewer(first, keepalive_service, session["id"])
+    open_viewer(second, keepalive_service, session["id"])
+    # the first viewer lands on keepalive's page that says why, not on xpra's connect form
+    first.wait_for_url("**/viewer/connect.html", timeout=30_000)
+    assert "disconnected" in first.locator("h1").inner_text().lower()
+    assert first.evaluate("() => sessionStorage.getItem('password')") is None
+    assert looks_like_jupyterlab(canvas_pixels(second))
+    assert keepalive_service.client.get(f"/sessions/{session['id']}").json()["state"] == "ready"
+    first_ctx.close()
+    second_ctx.close()
+    keepalive_service.stop_session(session["id"])
+
+
+def test_viewers_share_when_configured(service_factory, browser):
+    service = service_factory("shared", viewer_sharing="share")
+    session = service.start_session(name="shared")
+    first_ctx, second_ctx = browser.new_context(), browser.new_context()
+    first, second = first_ctx.new_page(), second_ctx.new_page()
+    open_viewer(first, service, session["id"])
+    open_viewer(second, service, session["id"])
+    # both stay connected and keep showing JupyterLab
+    second.wait_for_timeout(3000)
+    assert first.url.endswith("/viewer/") and second.url.endswith("/viewer/")
+    wait_for("both viewers painting", lambda: looks_like_jupyterlab(canvas_pixels(first))
+             and looks_like_jupyterlab(canvas_pixels(second)))
+    assert service.client.get(f"/sessions/{session['id']}").json()["state"] == "ready"
+    first_ctx.close()
+    second_ctx.close()

@@ -1,0 +1,78 @@
+"""The HTML5 client's connect settings and keepalive's pages (no xpra needed)."""
+
+from pathlib import Path
+
+import pytest
+
+from keepalive.settings import Settings
+from keepalive.viewer import client
+from keepalive.viewer.screen import xrandr_script
+from keepalive.viewer.xpra_options import client_defaults, client_settings, viewer_screen, xpra_viewer_flags
+
+XPRA_INDEX = Path("/usr/share/xpra/www/index.html")
+
+
+def test_connect_script_is_loaded_right_after_utilities():
+    page = XPRA_INDEX.read_bytes()
+    patched = client.inject_connect_script(page)
+    utilities = patched.index(b'src="js/Utilities.js"')
+    ours = patched.index(b'src="keepalive-connect.js"')
+    first_use = patched.index(b"Utilities.getparam", ours)
+    assert utilities < ours < first_use
+
+
+def test_an_unknown_index_is_refused():
+    with pytest.raises(client.UnsupportedClient):
+        client.inject_connect_script(b"<html></html>")
+
+
+def test_connect_script_cannot_be_broken_out_of():
+    script = client.connect_script({"password": '</script><script>alert(1)</script>"'}, {})
+    assert "</script>" not in script
+
+
+def test_settings_off_by_default_and_password_forced(tmp_path):
+    settings = Settings(state_dir=tmp_path)
+    forced = client_settings(settings, "pw")
+    assert forced["password"] == "pw"
+    assert {forced[k] for k in ("sound", "clipboard", "printing", "file_transfer")} == {"no"}
+    assert forced["sharing"] == "no" and forced["steal"] == "yes"
+    assert client_defaults(settings) == {"keyboard_layout": "us"}
+    assert client_defaults(Settings(state_dir=tmp_path, viewer_keyboard_layout="")) == {}
+
+
+def test_xpra_flags_follow_the_settings(tmp_path):
+    on = Settings(state_dir=tmp_path, viewer_sharing="share", viewer_clipboard=True, viewer_sound=True)
+    flags = xpra_viewer_flags(on, 1280, 800)
+    assert "--sharing=yes" in flags and "--clipboard=yes" in flags and "--speaker=on" in flags
+    assert "--microphone=off" in flags
+    off = xpra_viewer_flags(Settings(state_dir=tmp_path), 1280, 800)
+    assert "--sharing=no" in off and "--clipboard=no" in off and "--printing=no" in off
+    assert any(flag.startswith("--start=sh -c") and "1280" in flag for flag in off)
+
+
+def test_xvfb_screen_is_large_enough_for_viewers(tmp_path):
+    settings = Settings(state_dir=tmp_path, viewer_max_width=1920, viewer_max_height=1080)
+    assert viewer_screen(settings, 1280, 800) == (1920, 1080)
+    assert viewer_screen(settings, 2560, 800) == (2560, 1080)
+    no_resize = Settings(state_dir=tmp_path, viewer_resize=False)
+    assert viewer_screen(no_resize, 1280, 800) == (1280, 800)
+    assert not any(flag.startswith("--start=") for flag in xpra_viewer_flags(no_resize, 1280, 800))
+
+
+def test_xrandr_script_sets_exactly_the_size():
+    script = xrandr_script(1024, 768)
+    assert "--output screen --mode keepalive-1024x768" in script
+
+
+@pytest.mark.parametrize("layout", ["de ch", "us;rm", "x" * 40])
+def test_a_bad_keyboard_layout_setting_is_rejected(tmp_path, layout):
+    with pytest.raises(ValueError):
+        Settings(state_dir=tmp_path, viewer_keyboard_layout=layout)
+
+
+def test_pages_escape_what_they_show():
+    page = client.refused_page("<b>bad</b>")
+    assert "<b>bad</b>" not in page and "&lt;b&gt;" in page
+    redirect = client.redirect_page('/sessions/x/viewer/?keyboard_layout="><script>')
+    assert '"><script>' not in redirect
