@@ -34,6 +34,22 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["viewer"])
 
+_TICKET_IN_URL = re.compile(r"([?&]ticket=)[^&\s\"]+")
+
+
+class _RedactTickets(logging.Filter):
+    """Keeps viewer tickets out of the access log (uvicorn logs every request's full path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TICKET_IN_URL.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("uvicorn.access").addFilter(_RedactTickets())
+
 COOKIE = "keepalive_viewer"
 #: States in which xpra is (or is about to be) there to talk to.
 VIEWABLE = {SessionState.ready, SessionState.recovering}

@@ -4,6 +4,7 @@ mouse through xpra, and the checks that keep strangers out (page and websocket).
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
@@ -167,7 +168,7 @@ def _viewer_cookie(service, session_id: str) -> str:
 
 
 @pytest.mark.parametrize("proof", ["nothing", "forged-cookie", "wrong-ticket", "expired-ticket", "other-session"])
-def test_websocket_refuses_without_a_valid_pass(keepalive_service, session, proof, tmp_path):
+def test_websocket_refuses_without_a_valid_pass(keepalive_service, session, proof):
     url = _ws_url(keepalive_service, session["id"])
     headers = {}
     if proof == "forged-cookie":
@@ -177,9 +178,7 @@ def test_websocket_refuses_without_a_valid_pass(keepalive_service, session, proo
         url += "?ticket=" + link.split("ticket=", 1)[1][::-1]
     elif proof == "expired-ticket":
         link = viewer_link(keepalive_service, session["id"], ttl=1)
-        import time
-
-        time.sleep(2.5)
+        time.sleep(2.5)  # let it expire
         url += "?" + link.split("?", 1)[1]
     elif proof == "other-session":
         other = keepalive_service.start_session(name="viewer-other")
@@ -217,3 +216,13 @@ def test_websocket_from_another_origin_is_refused(keepalive_service, session):
             origin="http://evil.example",
         )
     assert refused.value.response.status_code == 403
+
+
+def test_tickets_stay_out_of_the_service_log(keepalive_service, session, page):
+    link = viewer_link(keepalive_service, session["id"])
+    page.goto(link)
+    page.wait_for_url("**/viewer/")
+    ticket = link.split("ticket=", 1)[1]
+    log = keepalive_service.log_text()
+    assert ticket not in log and ticket.split(".")[1] not in log
+    assert keepalive_service.token not in log
