@@ -49,19 +49,33 @@ def free_port() -> int:
 
 
 def session_processes(session_id: str | None = None, state_dir: Path | None = None) -> list[psutil.Process]:
-    """Processes carrying keepalive's session marker: of one session, or of any under ``state_dir``."""
+    """Processes of keepalive sessions: of one session, or of any under ``state_dir``.
+
+    Found independently of keepalive's own reaper: by the environment marker, or by the
+    session folder in the command line (Chromium empties its zygote children's environment).
+    """
     found = []
     for process in psutil.process_iter():
         try:
             env = process.environ()
+            argv = " ".join(process.cmdline())
         except (psutil.Error, OSError):
             continue
-        value = env.get(SESSION_MARKER)
-        if value is None or (session_id is not None and value != session_id):
-            continue
-        if state_dir is not None and not env.get("XDG_RUNTIME_DIR", "").startswith(str(state_dir)):
-            continue
-        found.append(process)
+        marker = env.get(SESSION_MARKER)
+        if marker is not None:
+            if session_id is not None and marker != session_id:
+                continue
+            if state_dir is not None and not env.get("XDG_RUNTIME_DIR", "").startswith(str(state_dir)):
+                continue
+            found.append(process)
+        elif "/sessions/" in argv:
+            if session_id is not None and f"/sessions/{session_id}/" not in argv:
+                continue
+            if state_dir is not None and str(state_dir) not in argv:
+                continue
+            if session_id is None and state_dir is None:
+                continue
+            found.append(process)
     return found
 
 

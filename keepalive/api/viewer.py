@@ -26,7 +26,6 @@ from keepalive.models import SessionState
 from keepalive.settings import Settings
 from keepalive.viewer import client as html5
 from keepalive.viewer.proxy import ViewerTracker, XpraUnavailable, fetch, relay, response_headers
-from keepalive.viewer.screen import set_screen_size
 from keepalive.viewer.tickets import TicketError, TicketSigner
 from keepalive.viewer.xpra_options import client_defaults, client_settings
 
@@ -345,9 +344,7 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
     async def restore_size() -> None:
         # xpra sized the screen to the viewer; with nobody watching it goes back to the session's
         if app.state.settings.viewer_resize and session.display is not None and session.state in VIEWABLE:
-            env = {"PATH": session.layout.environment(session.id).get("PATH", "/usr/bin:/bin"),
-                   "XAUTHORITY": str(session.layout.xauthority)}
-            await set_screen_size(f":{session.display}", session.width, session.height, env)
+            await session.fit_screen()
 
     async with viewer.tracker.viewing(session_id, restore_size):
         log.info("viewer connected to session %s (%d watching)", session_id, viewer.tracker.count(session_id))

@@ -140,7 +140,7 @@ async def make_template(chromium: str, template: Path, timeout: float = 60.0) ->
             raise ProfileError(f"could not make a profile template with {chromium}: {error}") from error
         finally:
             await child.terminate()
-            await asyncio.to_thread(reap, marker)
+            await asyncio.to_thread(reap, marker, layout.folder)
         pack_profile(layout.profile_dir, template)
     log.info("made Chromium profile template %s", template)
     return template

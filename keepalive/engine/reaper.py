@@ -1,15 +1,16 @@
 """Finds and ends every process of a session, wherever it went.
 
 Process groups are not enough: Chromium's crashpad handler double-forks to PID 1.
-Every child of a session inherits ``KEEPALIVE_SESSION_ID`` in its environment, so
-that marker finds them all.
+Two marks find them all: every child of a session inherits ``KEEPALIVE_SESSION_ID``
+in its environment, and the processes Chromium forks from its zygote (whose
+environment Chromium empties) name the session's profile folder on their command line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
+from pathlib import Path
 
 import psutil
 
@@ -18,23 +19,27 @@ from keepalive.engine.layout import SESSION_MARKER
 log = logging.getLogger(__name__)
 
 
-def session_processes(session_id: str) -> list[psutil.Process]:
-    found = []
+def belongs_to(process: psutil.Process, session_id: str, folder: Path | None) -> bool:
+    try:
+        if process.environ().get(SESSION_MARKER) == session_id:
+            return True
+        if folder is not None:
+            mark = str(folder) + os.sep
+            return any(mark in arg for arg in process.cmdline())
+    except (psutil.Error, OSError):
+        pass
+    return False
+
+
+def session_processes(session_id: str, folder: Path | None = None) -> list[psutil.Process]:
+    """Every live process of the session: by environment marker, or naming ``folder`` in its argv."""
     me = os.getpid()
-    for process in psutil.process_iter():
-        if process.pid == me:
-            continue
-        try:
-            if process.environ().get(SESSION_MARKER) == session_id:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-    return found
+    return [p for p in psutil.process_iter() if p.pid != me and belongs_to(p, session_id, folder)]
 
 
-def reap(session_id: str, grace: float = 3.0) -> list[int]:
+def reap(session_id: str, folder: Path | None = None, grace: float = 3.0) -> list[int]:
     """SIGTERM what is left of the session, SIGKILL what outlives ``grace``; returns the PIDs hit."""
-    processes = session_processes(session_id)
+    processes = session_processes(session_id, folder)
     if not processes:
         return []
     for process in processes:
@@ -54,10 +59,3 @@ def reap(session_id: str, grace: float = 3.0) -> list[int]:
     return pids
 
 
-def wait_gone(session_id: str, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not session_processes(session_id):
-            return True
-        time.sleep(0.1)
-    return not session_processes(session_id)

@@ -30,6 +30,8 @@ from keepalive.engine.profile import mark_clean_exit, restore_profile, strip_loc
 from keepalive.engine.reaper import reap
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
 from keepalive.settings import Settings
+from keepalive.viewer.screen import set_screen_size
+from keepalive.viewer.xpra_options import viewer_screen, xpra_viewer_flags
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +223,8 @@ class Session:
             self.layout,
             screen,
             chromium_command(self.settings.chromium, self.layout, screen),
+            viewer_flags=xpra_viewer_flags(self.settings, self.width, self.height),
+            framebuffer=ScreenSize(*viewer_screen(self.settings, self.width, self.height)),
         )
         self.xpra = ChildProcess(
             "xpra",
@@ -249,6 +253,7 @@ class Session:
         self.browser = KioskBrowser(self._playwright, on_lost=self._browser_lost)
         await self.browser.connect(cdp_port, self.settings.start_timeout)
         await self.browser.open_jupyter(self.endpoint, self.settings.start_timeout, path)
+        await self.fit_screen()
         log.info("session %s: kiosk browser on %s%s (cdp port %s)", self.id, self.endpoint.url, path, cdp_port)
 
     async def _fail_start(self, reason: str) -> None:
@@ -311,6 +316,17 @@ class Session:
             await self._start_display(env)
         await self._open_browser(RECOVERY_PATH)
 
+    async def fit_screen(self) -> bool:
+        """Put the X screen and the kiosk window back to the session's own size.
+
+        Xvfb starts at the viewers' maximum, and Chromium leaves a 1 px edge on a window that
+        is exactly screen-sized until someone resizes it; with no viewer, nobody else will.
+        """
+        assert self.record.display is not None
+        return await set_screen_size(
+            f":{self.record.display}", self.width, self.height, self.layout.environment(self.id)
+        )
+
     # -- use ------------------------------------------------------------------------------
 
     async def screenshot(self) -> bytes:
@@ -346,7 +362,7 @@ class Session:
             await self.jupyter.stop()
             self.jupyter = None
         # whatever escaped the process groups (crashpad handlers, kernels) goes now
-        await asyncio.to_thread(reap, self.id)
+        await asyncio.to_thread(reap, self.id, self.layout.folder)
         if self.record.display is not None:
             self._allocator.release_display(self.record.display)
         if self.record.xpra_port is not None:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what keepalive needs on a Debian 12 machine, then the package into ./.venv.
+#   scripts/setup.sh          the service
+#   scripts/setup.sh --test   the service and the test tools
+# Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+# xpra (its HTML5 client ships inside), Debian's Chromium, the X servers xpra can use,
+# xrandr (sizes a session's screen), xpra's optional encoders and auth helpers; venv and
+# node for the Python package build.
+packages=(xpra chromium xvfb xserver-xorg-video-dummy xauth x11-xserver-utils
+          python3-pil python3-numpy python3-lz4 python3-cryptography)
+# the tests read text off screenshots with OCR
+[ -n "$extras" ] && packages+=(tesseract-ocr)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  python3 -m venv .venv
+fi
+echo "setup: installing keepalive${extras} into .venv (builds the JupyterLab extension on first run)"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".${extras}"
+echo "setup: done"

@@ -1,0 +1,69 @@
+"""Command lines and the session environment, built without running anything."""
+
+from __future__ import annotations
+
+import shlex
+import stat
+
+from keepalive.engine.commands import ScreenSize, chromium_command, jupyter_command, xpra_command, write_xpra_config
+from keepalive.engine.layout import SESSION_MARKER, SessionLayout
+
+
+def option(argv: list[str], name: str) -> str:
+    values = [arg.split("=", 1)[1] for arg in argv if arg.startswith(name + "=")]
+    assert len(values) == 1, (name, argv)
+    return values[0]
+
+
+def test_xpra_listens_on_loopback_behind_a_password(tmp_path):
+    layout = SessionLayout(tmp_path / "s")
+    chromium = chromium_command("chromium", layout, ScreenSize(1280, 800))
+    argv = xpra_command("xpra", 123, 40000, layout, ScreenSize(1280, 800), chromium)
+    assert argv[:3] == ["xpra", "start", ":123"]
+    assert option(argv, "--bind-tcp") == "127.0.0.1:40000"
+    assert option(argv, "--tcp-auth") == f"file:filename={layout.xpra_password_file}"
+    assert option(argv, "--daemon") == "no"
+    assert "-screen 0 1280x800x24" in option(argv, "--xvfb")
+    # the child command survives xpra's shell parsing intact
+    assert shlex.split(option(argv, "--start-child")) == chromium
+
+
+def test_kiosk_chromium_has_no_fixed_cdp_port_and_its_own_profile(tmp_path):
+    layout = SessionLayout(tmp_path / "with space")
+    argv = chromium_command("/usr/bin/chromium", layout, ScreenSize(1024, 768))
+    assert "--kiosk" in argv and "--no-first-run" in argv
+    assert option(argv, "--remote-debugging-port") == "0"
+    assert option(argv, "--user-data-dir") == str(layout.profile_dir)
+    assert option(argv, "--window-size") == "1024,768"
+    assert "--disable-background-networking" in argv
+    assert argv[-1] == "about:blank"
+
+
+def test_jupyter_command_carries_no_token(tmp_path):
+    layout = SessionLayout(tmp_path / "s")
+    argv = jupyter_command(layout)
+    assert "--ip=127.0.0.1" in argv
+    assert option(argv, "--HeavyAISessionManager.session_file") == str(layout.heavyai_session_file)
+    assert not [arg for arg in argv if "token" in arg.lower()]
+
+
+def test_environment_keeps_everything_inside_the_session_folder(tmp_path):
+    layout = SessionLayout(tmp_path / "s")
+    layout.create()
+    env = layout.environment("abc", base={"PATH": "/usr/bin", "DISPLAY": ":0", "HOME": "/root"})
+    assert env[SESSION_MARKER] == "abc"
+    assert "DISPLAY" not in env
+    assert env["PATH"] == "/usr/bin"
+    for name in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+        assert env[name].startswith(str(layout.folder)), name
+    assert stat.S_IMODE(layout.runtime_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(layout.folder.stat().st_mode) == 0o700
+
+
+def test_xpra_config_clears_debians_xsession_start(tmp_path):
+    layout = SessionLayout(tmp_path / "s")
+    layout.create()
+    env = write_xpra_config(layout)
+    text = (layout.xpra_conf_dir / "xpra.conf").read_text()
+    assert env == {"XPRA_USER_CONF_DIRS": str(layout.xpra_conf_dir)}
+    assert "start =\n" in text

@@ -1,0 +1,110 @@
+"""ChildProcess: start, readiness, crash reporting, terminate of the whole group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import psutil
+import pytest
+
+from keepalive.engine.process import ChildFailed, ChildProcess
+
+
+def child(tmp_path, code: str, on_exit=None) -> ChildProcess:
+    return ChildProcess(
+        "probe",
+        [sys.executable, "-c", code],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        log_path=tmp_path / "logs" / "probe.log",
+        on_exit=on_exit,
+    )
+
+
+async def test_ready_then_terminate_kills_the_whole_group(tmp_path):
+    marker = tmp_path / "ready"
+    code = (
+        "import subprocess, sys, time, pathlib\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "time.sleep(300)\n"
+    )
+    exits = []
+    process = child(tmp_path, code, on_exit=lambda c, rc: exits.append(rc))
+    await process.start()
+
+    async def marker_exists() -> bool:
+        return marker.exists()
+
+    await process.wait_ready(marker_exists, timeout=30)
+    group = [p for p in psutil.process_iter() if _pgid(p) == process.pid]
+    assert len(group) == 2
+    await process.terminate(timeout=5)
+    assert not process.running
+    await asyncio.sleep(0.2)
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in group)
+    assert exits == [], "a deliberate stop is not a crash"
+
+
+def _pgid(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (ProcessLookupError, psutil.Error):
+        return None
+
+
+async def test_crash_is_reported_through_on_exit(tmp_path):
+    exits = []
+    process = child(tmp_path, "import sys; sys.exit(7)", on_exit=lambda c, rc: exits.append((c.name, rc)))
+    await process.start()
+    for _ in range(100):
+        if exits:
+            break
+        await asyncio.sleep(0.05)
+    assert exits == [("probe", 7)]
+
+
+async def test_child_that_dies_before_ready_fails_with_its_log(tmp_path):
+    process = child(tmp_path, "import sys; print('bad config: port in use', flush=True); sys.exit(3)")
+    await process.start()
+
+    async def never() -> bool:
+        return False
+
+    with pytest.raises(ChildFailed) as failure:
+        await process.wait_ready(never, timeout=30)
+    assert "exited with code 3" in str(failure.value)
+    assert "bad config: port in use" in str(failure.value)
+
+
+async def test_readiness_timeout(tmp_path):
+    process = child(tmp_path, "import time; time.sleep(300)")
+    await process.start()
+
+    async def never() -> bool:
+        return False
+
+    with pytest.raises(ChildFailed, match="not ready after"):
+        await process.wait_ready(never, timeout=0.5)
+    await process.terminate()
+
+
+async def test_sigterm_ignored_gets_sigkill(tmp_path):
+    marker = tmp_path / "armed"
+    code = (
+        "import signal, time, pathlib\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "time.sleep(300)\n"
+    )
+    process = child(tmp_path, code)
+    await process.start()
+
+    async def armed() -> bool:
+        return marker.exists()
+
+    await process.wait_ready(armed, timeout=30)
+    code = await process.terminate(timeout=0.5)
+    assert code == -9

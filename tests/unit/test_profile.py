@@ -1,0 +1,77 @@
+"""Profile restore: lock files stripped, clean exit marked, unsafe archives refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from keepalive.engine.profile import (
+    FIRST_RUN_SENTINEL,
+    LOCK_FILES,
+    ProfileError,
+    pack_profile,
+    restore_profile,
+    strip_lock_files,
+)
+
+
+def make_profile(root):
+    (root / "Default" / "Local Storage" / "leveldb").mkdir(parents=True)
+    (root / "Default" / "Local Storage" / "leveldb" / "LOCK").write_text("")
+    (root / "Default" / "Local Storage" / "leveldb" / "000003.log").write_text("data")
+    (root / "Default" / "Preferences").write_text(json.dumps({"profile": {"exit_type": "Crashed"}}))
+    for name in ("Local State", "SingletonCookie", "SingletonSecret", "SingletonLock", "DevToolsActivePort"):
+        (root / name).write_text("x")
+    return root
+
+
+def test_strip_removes_every_lock_file_and_nothing_else(tmp_path):
+    profile = make_profile(tmp_path / "p")
+    removed = {p.name for p in strip_lock_files(profile)}
+    assert removed == set(LOCK_FILES) | {"DevToolsActivePort"}
+    assert (profile / "Default" / "Local Storage" / "leveldb" / "000003.log").read_text() == "data"
+
+
+def test_pack_then_restore_round_trip(tmp_path):
+    profile = make_profile(tmp_path / "p")
+    template = tmp_path / "t.tar.gz"
+    pack_profile(profile, template)
+    with tarfile.open(template) as archive:
+        names = {name.rsplit("/", 1)[-1] for name in archive.getnames()}
+    assert not names & LOCK_FILES
+    restored = tmp_path / "r"
+    restore_profile(template, restored)
+    assert (restored / "Default" / "Local Storage" / "leveldb" / "000003.log").read_text() == "data"
+    assert (restored / FIRST_RUN_SENTINEL).exists()
+    prefs = json.loads((restored / "Default" / "Preferences").read_text())
+    assert prefs["profile"]["exit_type"] == "Normal"
+    assert prefs["profile"]["exited_cleanly"] is True
+
+
+def test_locks_inside_a_foreign_template_are_stripped_at_restore(tmp_path):
+    profile = make_profile(tmp_path / "p")
+    template = tmp_path / "t.tar"
+    with tarfile.open(template, "w") as archive:  # a template packed by hand, locks and all
+        archive.add(profile, arcname=".")
+    restored = tmp_path / "r"
+    restore_profile(template, restored)
+    assert not [p for p in restored.rglob("*") if p.name in LOCK_FILES]
+
+
+def test_unsafe_paths_are_refused(tmp_path):
+    template = tmp_path / "evil.tar"
+    with tarfile.open(template, "w") as archive:
+        info = tarfile.TarInfo("../escape")
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ProfileError, match="unsafe"):
+        restore_profile(template, tmp_path / "r")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_missing_template_is_a_clear_error(tmp_path):
+    with pytest.raises(ProfileError, match="does not exist"):
+        restore_profile(tmp_path / "nope.tar.gz", tmp_path / "r")
