@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+from http.server import HTTPServer
 import time
 import urllib.error
 import urllib.request
@@ -119,16 +120,29 @@ def heavyai_env():
 
 
 @pytest.fixture
-def lab(tmp_path, heavyai_env):
-    proc, log, server = _start_lab(tmp_path, heavyai_env)
-    try:
-        yield server
-    finally:
+def lab_factory(tmp_path):
+    """Start JupyterLab servers (each in its own folder) and always stop them."""
+    started = []
+
+    def start(env: dict[str, str]) -> LabServer:
+        folder = tmp_path / f"lab{len(started)}"
+        folder.mkdir()
+        proc, log, server = _start_lab(folder, env)
+        started.append((proc, log, server, folder))
+        return server
+
+    yield start
+    for proc, log, server, folder in started:
         _stop(proc, log)
-        log_text = (tmp_path / "jupyter.log").read_text(errors="replace")
+        log_text = (folder / "jupyter.log").read_text(errors="replace")
         # The session ID travels only in the authenticated answer, never into the log.
-        for sid in getattr(server, "secrets_written", []):
+        for sid in server.__dict__.get("secrets_written", []):
             assert sid not in log_text, "a session ID was logged"
+
+
+@pytest.fixture
+def lab(lab_factory, heavyai_env):
+    return lab_factory(heavyai_env)
 
 
 def write_session(server: LabServer, session: str, query: str = "") -> None:
@@ -281,3 +295,128 @@ def test_plain_lab_is_untouched(lab: LabServer, page: Page):
     expect(page.locator(".jp-Launcher")).to_be_visible(timeout=UI_TIMEOUT_MS)
     expect(page.locator(".jp-HeavyAIStatus")).to_have_count(0)
     assert lab.notebooks() == []
+
+
+# --- against a HeavyDB stand-in that speaks HeavyDB's Thrift protocol -------------------------
+
+
+class HeavyDBStandIn:
+    """Handler for heavydb.thrift.Heavy (pyheavydb's generated service): records sessions."""
+
+    def __init__(self, valid_session: str):
+        self.valid_session = valid_session
+        self.sessions_seen: list[str] = []
+
+    def get_tables(self, session):
+        from heavydb.thrift.ttypes import TDBException
+
+        self.sessions_seen.append(session)
+        if session != self.valid_session:
+            raise TDBException(error_msg="Session not valid.")
+        return ["flights"]
+
+    def get_version(self):
+        return "8.0.0-standin"
+
+
+class ThriftStandIn:
+    """A HeavyDB stand-in on a free loopback port, binary (TCP) or http (TJSONProtocol)."""
+
+    def __init__(self, protocol: str, handler: HeavyDBStandIn):
+        from heavydb.thrift import Heavy
+
+        self.protocol = protocol
+        self.handler = handler
+        self.processor = Heavy.Processor(handler)
+        self._stop = threading.Event()
+        if protocol == "binary":
+            self.sock = socket.create_server(("127.0.0.1", 0))
+            self.sock.settimeout(0.2)
+            self.port = self.sock.getsockname()[1]
+            self.thread = threading.Thread(target=self._serve_binary, daemon=True)
+        else:
+            from thrift.protocol import TJSONProtocol
+            from thrift.server.THttpServer import THttpServer
+
+            self.http = THttpServer(
+                self.processor, ("127.0.0.1", 0), TJSONProtocol.TJSONProtocolFactory(),
+                server_class=HTTPServer,
+            )
+            self.port = self.http.httpd.server_address[1]
+            self.thread = threading.Thread(target=self.http.serve, daemon=True)
+        self.thread.start()
+
+    def _serve_binary(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        from thrift.protocol import TBinaryProtocol
+        from thrift.transport import TSocket, TTransport
+
+        conn.settimeout(None)
+        sock = TSocket.TSocket()
+        sock.setHandle(conn)
+        transport = TTransport.TBufferedTransport(sock)
+        protocol = TBinaryProtocol.TBinaryProtocol(transport)
+        try:
+            while True:
+                self.processor.process(protocol, protocol)
+        except (TTransport.TTransportException, EOFError, OSError):
+            pass
+        finally:
+            transport.close()
+
+    def stop(self):
+        self._stop.set()
+        if self.protocol == "binary":
+            self.sock.close()
+        else:
+            self.http.httpd.shutdown()
+            self.http.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def standin_factory():
+    started = []
+
+    def start(protocol: str, handler: HeavyDBStandIn) -> ThriftStandIn:
+        server = ThriftStandIn(protocol, handler)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["binary", "http"])
+def test_connection_cell_reaches_heavydb_with_session(lab_factory, standin_factory, page: Page, protocol):
+    session_id = "5e55104d0000000000000000c0ffee01"
+    handler = HeavyDBStandIn(valid_session=session_id)
+    db = standin_factory(protocol, handler)
+    lab = lab_factory(
+        {"HEAVYAI_PROTOCOL": protocol, "HEAVYAI_HOST": "127.0.0.1", "HEAVYAI_PORT": str(db.port)}
+    )
+    write_session(lab, session_id, "SELECT carrier FROM flights")
+    open_heavyai(page, lab.lab())
+    first = cell_editors(page).first
+    expect(first).to_contain_text(f'sessionid="{session_id}"', timeout=UI_TIMEOUT_MS)
+
+    # Run the connection cell in the notebook's kernel (this environment's Python), once the
+    # kernel is up: a cell run before that is silently not executed.
+    expect(page.locator(".jp-StatusBar-Widget", has_text="| Idle").first).to_be_visible(
+        timeout=UI_TIMEOUT_MS * 2
+    )
+    first.click()
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.locator(".jp-OutputArea-output")
+    expect(output).to_contain_text("Connection(heavydb://", timeout=UI_TIMEOUT_MS * 2)
+    expect(output).to_contain_text(f"127.0.0.1:{db.port}")
+    # The stand-in saw the handed-over session: heavyai validated it with get_tables.
+    assert handler.sessions_seen == [session_id]
