@@ -281,6 +281,19 @@ def test_no_session_shows_notification(lab: LabServer, page: Page):
     expect(page.locator(".jp-Launcher")).to_be_visible()
 
 
+@pytest.mark.parametrize("heavyai_env", [{"HEAVYAI_PROTOCOL": "binary", "HEAVYAI_PORT": "6274"}])
+def test_unset_host_is_reported_not_guessed(lab: LabServer, page: Page):
+    write_session(lab, "dddddddddddddddddddddddddddddddd")
+    open_heavyai(page, lab.lab())
+    first = cell_editors(page).first
+    expect(first).to_contain_text("# HEAVYAI_HOST is not set", timeout=UI_TIMEOUT_MS)
+    toast = page.locator(".Toastify__toast", has_text="HeavyAI session:")
+    expect(toast).to_contain_text("HEAVYAI_HOST not set")
+    expect(page.locator(".jp-HeavyAIStatus")).to_have_text("HeavyAI: binary://?:6274 · session ✓")
+    source = "".join(lab.notebook()["cells"][0]["source"])
+    assert "host" not in parse_connection_cell(source)
+
+
 def test_malformed_session_shows_server_message(lab: LabServer, page: Page):
     lab.session_file.write_text('{"session": ')
     open_heavyai(page, lab.lab())

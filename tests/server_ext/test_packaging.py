@@ -1,0 +1,77 @@
+"""The installed package: server extension enabled on install, labextension found by Jupyter.
+
+These run the `jupyter` commands of this environment against what `pip install` (wheel or
+editable) put into sys.prefix; a user config dir of their own keeps them from seeing or
+changing the developer's ~/.jupyter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def jupyter(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
+    env.update(
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        NO_COLOR="1",
+    )
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [str(BIN / "jupyter"), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+
+    return run
+
+
+def test_auto_enable_config_is_installed():
+    path = Path(sys.prefix, "etc", "jupyter", "jupyter_server_config.d", "keepalive_server_ext.json")
+    assert path.is_file(), f"{path} missing: is the package installed (pip install -e .)?"
+    assert '"server_ext": true' in path.read_text()
+
+
+def test_server_extension_enabled_on_install(jupyter):
+    out = jupyter("server", "extension", "list")
+    assert re.search(r"server_ext\s+enabled", out), out
+    assert re.search(r"server_ext\s+OK", out), out
+
+
+def test_server_extension_disable_and_enable(jupyter):
+    jupyter("server", "extension", "disable", "server_ext")
+    assert re.search(r"server_ext\s+disabled", jupyter("server", "extension", "list"))
+    jupyter("server", "extension", "enable", "server_ext")
+    assert re.search(r"server_ext\s+enabled", jupyter("server", "extension", "list"))
+
+
+def test_labextension_installed(jupyter):
+    out = jupyter("labextension", "list")
+    assert re.search(r"keepalive-heavyai v\S+ enabled OK \(python, keepalive\)", out), out
+    static = Path(sys.prefix, "share", "jupyter", "labextensions", "keepalive-heavyai", "static")
+    assert list(static.glob("remoteEntry.*.js")), f"no built labextension in {static}"
+
+
+def test_labextension_paths_point_at_the_build():
+    """`jupyter labextension develop` and the npm build agree on where the build goes."""
+    import json
+
+    import server_ext
+
+    (entry,) = server_ext._jupyter_labextension_paths()
+    assert entry["dest"] == "keepalive-heavyai"
+    package = json.loads((Path(__file__).parents[2] / "web" / "heavyai" / "package.json").read_text())
+    assert package["name"] == entry["dest"]
+    assert package["jupyterlab"]["outputDir"] == f"../../server_ext/{entry['src']}"
