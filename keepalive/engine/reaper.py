@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import psutil
@@ -37,9 +38,22 @@ def session_processes(session_id: str, folder: Path | None = None) -> list[psuti
     return [p for p in psutil.process_iter() if p.pid != me and belongs_to(p, session_id, folder)]
 
 
-def reap(session_id: str, folder: Path | None = None, grace: float = 3.0) -> list[int]:
-    """SIGTERM what is left of the session, SIGKILL what outlives ``grace``; returns the PIDs hit."""
-    processes = session_processes(session_id, folder)
+def with_descendants(pid: int | None) -> set[int]:
+    """``pid`` and every process below it (empty if it is gone)."""
+    if pid is None:
+        return set()
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(child.pid for child in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+def reap(
+    session_id: str, folder: Path | None = None, grace: float = 3.0, keep: Collection[int] = ()
+) -> list[int]:
+    """SIGTERM what is left of the session but ``keep``, SIGKILL what outlives ``grace``; returns the PIDs hit."""
+    processes = [p for p in session_processes(session_id, folder) if p.pid not in keep]
     if not processes:
         return []
     for process in processes:

@@ -27,7 +27,7 @@ from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, split_tok
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_profile, strip_lock_files
-from keepalive.engine.reaper import reap
+from keepalive.engine.reaper import reap, with_descendants
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
 from keepalive.settings import Settings
 from keepalive.viewer.screen import set_screen_size
@@ -303,16 +303,19 @@ class Session:
 
     async def _recover_parts(self) -> None:
         env = self.layout.environment(self.id)
-        if self.browser is not None and self.browser.connected and self.xpra and self.xpra.running:
-            # only the page died: a reload is enough
+        display_up = self.browser is not None and self.browser.connected and self.xpra is not None and self.xpra.running
+        if display_up:
+            # only the page (or Jupyter) died: a new CDP connection and a fresh load will do
             await self.browser.close()
         else:
             await self._stop_display()
             strip_lock_files(self.layout.profile_dir)
             mark_clean_exit(self.layout.profile_dir)
-            if self.jupyter is not None and not self.jupyter.process.running:
-                await self.jupyter.stop()
-                self.endpoint = await self._start_jupyter(env)
+        if self.jupyter is not None and not self.jupyter.process.running:
+            await self.jupyter.stop()
+            self.jupyter = None
+            self.endpoint = await self._start_jupyter(env)
+        if not display_up:
             await self._start_display(env)
         await self._open_browser(RECOVERY_PATH)
 
@@ -339,6 +342,8 @@ class Session:
     async def stop(self) -> None:
         """Stop every part, reap every leftover process, free the numbers, remove the folder."""
         self._set_state(SessionState.stopping)
+        pids = self.pids()
+        log.info("session %s (%s): stopping, pids %s", self.id, self.name, pids)
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
@@ -355,6 +360,10 @@ class Session:
         if self.xpra is not None:
             await self.xpra.terminate(timeout=8.0)
             self.xpra = None
+        # Xvfb and Chromium's helpers can outlive xpra's process group; the display number is
+        # not free again until they are gone. The Jupyter server and its kernels stay.
+        keep = with_descendants(self.jupyter.process.pid) if self.jupyter and self.jupyter.process.running else set()
+        await asyncio.to_thread(reap, self.id, self.layout.folder, keep=keep)
 
     async def _stop_parts(self) -> None:
         await self._stop_display()

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
+import pytest
 from PIL import Image, ImageStat
 
 from tests.conftest import session_processes
@@ -104,6 +105,10 @@ def test_session_is_isolated_and_keeps_no_secret_in_view(keepalive_service):
     text = json.dumps(service.client.get("/sessions").json()) + service.log_text()
     assert token not in text
     assert service.token not in text
+    child_logs = list((folder / "logs").glob("*.log"))
+    assert {p.name for p in child_logs} >= {"jupyter.log", "xpra.log"}
+    for path in child_logs:
+        assert token not in path.read_text(errors="replace"), f"the Jupyter token is in {path.name}"
     service.stop_session(session_id)
 
 
@@ -172,24 +177,32 @@ def test_heavyai_connection_reaches_the_jupyter_server(keepalive_service):
     service.stop_session(session_id)
 
 
-def test_a_crashed_browser_is_recovered_and_counted(keepalive_service):
+def crash_victims(session_id: str, part: str) -> list[psutil.Process]:
+    processes = session_processes(session_id)
+    if part == "browser":  # the browser process itself (no --type=)
+        return [
+            p for p in processes
+            if p.name() in ("chromium", "chrome") and not any(a.startswith("--type=") for a in p.cmdline())
+        ]
+    if part == "renderer":  # the page's renderer(s): the page crashes, the browser lives
+        return [p for p in processes if "--type=renderer" in p.cmdline() and "--top-chrome-webui" not in p.cmdline()]
+    return [p for p in processes if "jupyterlab" in " ".join(p.cmdline())]
+
+
+@pytest.mark.parametrize("part", ["browser", "renderer", "jupyter"])
+def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
     service = keepalive_service
-    session = service.start_session(name="crashy")
+    session = service.start_session(name=f"crashy-{part}")
     session_id = session["id"]
-    browsers = [
-        p
-        for p in session_processes(session_id)
-        if p.name() in ("chromium", "chrome") and not any(a.startswith("--type=") for a in p.cmdline())
-    ]
-    assert len(browsers) == 1, [p.cmdline()[:2] for p in browsers]
-    browsers[0].kill()
+    victims = crash_victims(session_id, part)
+    assert victims, f"no {part} process found"
+    for victim in victims:
+        victim.kill()
 
     deadline = time.monotonic() + 180
-    seen_states = set()
     current = {}
     while time.monotonic() < deadline:
         current = service.client.get(f"/sessions/{session_id}").json()
-        seen_states.add(current["state"])
         if current["restarts"] >= 1 and current["state"] == "ready":
             break
         time.sleep(0.3)
@@ -197,5 +210,24 @@ def test_a_crashed_browser_is_recovered_and_counted(keepalive_service):
     assert current["restarts"] == 1
     assert current["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
     assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1280, 800)
-    assert "exited unexpectedly" in service.log_text() or "browser disconnected" in service.log_text()
+    log = service.log_text()
+    assert f"session {session_id}: recovering (restart 1)" in log
     service.stop_session(session_id)
+    assert session_processes(session_id) == []
+
+
+def test_a_killed_service_leaves_nothing_once_started_again(service_factory):
+    first = service_factory("crashed-service")
+    session = first.start_session(name="left-behind")
+    folder = first.state_dir / "sessions" / session["id"]
+    first.started.clear()
+    first.process.kill()  # no graceful shutdown at all
+    first.process.wait(30)
+    second = service_factory("crashed-service")  # same state dir
+    assert not folder.exists()
+    deadline = time.monotonic() + 30
+    while session_processes(session["id"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session_processes(session["id"]) == []
+    assert "left by an earlier run" in second.log_text()
+    assert second.client.get("/sessions").json() == {"sessions": []}

@@ -23,6 +23,7 @@ def test_xpra_listens_on_loopback_behind_a_password(tmp_path):
     assert option(argv, "--bind-tcp") == "127.0.0.1:40000"
     assert option(argv, "--tcp-auth") == f"file:filename={layout.xpra_password_file}"
     assert option(argv, "--daemon") == "no"
+    assert option(argv, "--bind") == "none"  # no unix socket: deep state dirs pass AF_UNIX's limit
     assert "-screen 0 1280x800x24" in option(argv, "--xvfb")
     # the child command survives xpra's shell parsing intact
     assert shlex.split(option(argv, "--start-child")) == chromium
