@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 
 #: Where the kiosk lands: the bundled extension turns ``heavyai`` into a ready workspace,
 #: ``reset`` makes JupyterLab drop whatever workspace was saved before.
-WORKSPACE_PATH = "/lab?heavyai&reset"
+HEAVYAI_WORKSPACE_PATH = "/lab?heavyai&reset"
+#: A session with no HeavyAI connection: plain JupyterLab, no "no session" error toast.
+PLAIN_WORKSPACE_PATH = "/lab?reset"
 #: JupyterLab's main dock panel: present once the shell has rendered.
 LAB_SHELL_SELECTOR = "#jp-main-dock-panel"
 
@@ -57,7 +59,7 @@ class KioskBrowser:
         if not self._closing and self._on_lost is not None:
             self._on_lost(why)
 
-    async def open_jupyter(self, endpoint: JupyterEndpoint, timeout: float, path: str = WORKSPACE_PATH) -> None:
+    async def open_jupyter(self, endpoint: JupyterEndpoint, timeout: float, path: str) -> None:
         """Log in with the token out of band, then load the workspace with a clean URL."""
         assert self.page is not None
         page = self.page

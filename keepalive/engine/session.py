@@ -21,7 +21,12 @@ import httpx
 from playwright.async_api import Playwright
 
 from keepalive.engine.allocation import Allocator
-from keepalive.engine.browser import WORKSPACE_PATH, KioskBrowser, read_devtools_port
+from keepalive.engine.browser import (
+    HEAVYAI_WORKSPACE_PATH,
+    PLAIN_WORKSPACE_PATH,
+    KioskBrowser,
+    read_devtools_port,
+)
 from keepalive.engine.commands import ScreenSize, chromium_command, write_xpra_config, xpra_command
 from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, split_token
 from keepalive.engine.layout import SessionLayout
@@ -39,6 +44,10 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 #: Where a recovered browser goes: the saved workspace, not a fresh ``reset`` one.
 RECOVERY_PATH = "/lab"
+#: Displays (and ports) tried before a session gives up because others keep taking them.
+DISPLAY_ATTEMPTS = 5
+#: What Xvfb and xpra say when the display or port they were given is in use.
+TAKEN_SIGNS = ("Server is already active for display", "Address already in use")
 
 
 class SessionStartError(RuntimeError):
@@ -172,7 +181,18 @@ class Session:
         await asyncio.to_thread(restore_profile, self._profile_template, self.layout.profile_dir)
         self.endpoint = await self._start_jupyter(env)
         await self._start_display(env)
-        await self._open_browser(WORKSPACE_PATH)
+        await self._open_browser(self.landing_path)
+
+    @property
+    def landing_path(self) -> str:
+        """``lab?heavyai&reset`` when there is a HeavyAI session to build the workspace from.
+
+        That is: this session was handed one, or it uses an external Jupyter server, which may
+        have its own. Otherwise the extension could only report that there is none.
+        """
+        if self._heavyai is not None or self.settings.jupyter_url:
+            return HEAVYAI_WORKSPACE_PATH
+        return PLAIN_WORKSPACE_PATH
 
     async def _start_jupyter(self, env: dict[str, str]) -> JupyterEndpoint:
         if self.settings.jupyter_url:
@@ -206,7 +226,29 @@ class Session:
         }
 
     async def _start_display(self, env: dict[str, str]) -> None:
-        """xpra on a fresh display with the kiosk Chromium as its child."""
+        """xpra on a fresh display with the kiosk Chromium as its child.
+
+        Display numbers are only reserved within this service: another program (or another
+        keepalive) may take the same one at the same instant. X's lock file settles it, and
+        the loser moves on to the next number.
+        """
+        for attempt in range(1, DISPLAY_ATTEMPTS + 1):
+            try:
+                await self._launch_xpra(env)
+                return
+            except ChildFailed as error:
+                if attempt == DISPLAY_ATTEMPTS or not any(sign in str(error) for sign in TAKEN_SIGNS):
+                    raise
+                log.warning(
+                    "session %s: display :%s or port %s was taken by someone else; trying others",
+                    self.id, self.record.display, self.record.xpra_port,
+                )
+                await self._stop_display()
+                self._release_numbers()
+                self.layout.log("xpra").replace(self.layout.log(f"xpra-attempt-{attempt}"))
+                strip_lock_files(self.layout.profile_dir)
+
+    async def _launch_xpra(self, env: dict[str, str]) -> None:
         if self.record.display is None:
             self.record.display = self._allocator.display()
         if self.record.xpra_port is None:
@@ -230,7 +272,9 @@ class Session:
             "xpra",
             argv,
             env={**env, **write_xpra_config(self.layout)},
-            cwd=self.layout.home, log_path=self.layout.log("xpra"), on_exit=self._child_exited
+            cwd=self.layout.home,
+            log_path=self.layout.log("xpra"),
+            on_exit=self._child_exited,
         )
         await self.xpra.start()
         log.info("session %s: xpra pid %s on display :%s", self.id, self.xpra.pid, self.record.display)
@@ -244,6 +288,14 @@ class Session:
             return response.status_code < 500
 
         await self.xpra.wait_ready(serving_and_browser_up, self.settings.start_timeout, what="showing Chromium")
+
+    def _release_numbers(self) -> None:
+        if self.record.display is not None:
+            self._allocator.release_display(self.record.display)
+            self.record.display = None
+        if self.record.xpra_port is not None:
+            self._allocator.release_port(self.record.xpra_port)
+            self.record.xpra_port = None
 
     async def _open_browser(self, path: str) -> None:
         cdp_port = read_devtools_port(self.layout.profile_dir)
@@ -372,10 +424,7 @@ class Session:
             self.jupyter = None
         # whatever escaped the process groups (crashpad handlers, kernels) goes now
         await asyncio.to_thread(reap, self.id, self.layout.folder)
-        if self.record.display is not None:
-            self._allocator.release_display(self.record.display)
-        if self.record.xpra_port is not None:
-            self._allocator.release_port(self.record.xpra_port)
+        self._release_numbers()
 
     def _remove_folder(self) -> None:
         shutil.rmtree(self.layout.folder, ignore_errors=True)

@@ -60,15 +60,18 @@ def fit_windows(display: str, width: int, height: int) -> int:
             nonlocal resized
             for child in window.query_tree().children:
                 try:
-                    mapped = child.get_attributes().map_state == X.IsViewable
+                    # IsUnviewable counts too: with no viewer connected xpra keeps the kiosk
+                    # window mapped inside a frame of its own that is itself unmapped
+                    mapped = child.get_attributes().map_state != X.IsUnmapped
                     wm_class = child.get_wm_class()
                 except XError:
                     continue
-                if not mapped:
-                    continue
                 if wm_class:
-                    child.configure(x=0, y=0, width=width, height=height)
-                    resized += 1
+                    if mapped:
+                        if depth > 0:  # xpra's frame around it: make room first
+                            window.configure(width=width, height=height)
+                        child.configure(x=0, y=0, width=width, height=height)
+                        resized += 1
                 elif depth < 3:
                     visit(child, depth + 1)
 

@@ -144,3 +144,25 @@ def test_sigterm_stops_every_session(service_factory):
     assert service.process.wait(90) == 0
     assert session_processes(state_dir=service.state_dir) == []
     assert not (service.state_dir / "sessions" / session["id"]).exists()
+
+
+def test_a_display_taken_by_someone_else_is_skipped(service_factory, tmp_path):
+    """Another X server grabbing our display between allocation and start: try the next one."""
+    marker = tmp_path / "first-launch-done"
+    wrapper = tmp_path / "xpra-racing"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"if [ ! -e {marker} ]; then\n"
+        f"  touch {marker}\n"
+        "  echo '(EE) Server is already active for display 100' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        'exec xpra "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    service = service_factory("racing", xpra=str(wrapper))
+    session = service.start_session(name="second-try")
+    assert session["state"] == "ready"
+    assert "was taken by someone else" in service.log_text()
+    logs = service.state_dir / "sessions" / session["id"] / "logs"
+    assert (logs / "xpra-attempt-1.log").is_file()

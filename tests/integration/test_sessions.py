@@ -19,8 +19,8 @@ from tests.conftest import session_processes
 def assert_jupyterlab_png(png: bytes, width: int, height: int) -> Image.Image:
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG"
-    # the kiosk page fills the screen (Chromium may keep a 1 px edge for its own frame)
-    assert abs(image.width - width) <= 2 and abs(image.height - height) <= 2, image.size
+    # the kiosk page fills the session's screen exactly
+    assert image.size == (width, height)
     rgb = image.convert("RGB")
     colors = rgb.getcolors(maxcolors=1 << 16)
     assert colors is None or len(colors) > 50, "screenshot is (nearly) a single colour"
@@ -92,8 +92,7 @@ def test_session_is_isolated_and_keeps_no_secret_in_view(keepalive_service):
         # the Jupyter token travels in the environment, never on a command line `ps` shows
         assert not any("token" in arg.lower() for arg in process.cmdline() if "=" in arg and "Token" not in arg)
 
-    image = assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1024, 768)
-    assert image.width <= 1024
+    assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1024, 768)
 
     token = None
     for process in session_processes(session_id):
