@@ -82,48 +82,33 @@ def fit_windows(display: str, width: int, height: int) -> int:
     return resized
 
 
+async def _run(argv: list[str], env: dict[str, str], timeout: float = 15) -> str | None:
+    """Run a short helper; None when it succeeded, else what went wrong."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return f"no answer within {timeout:.0f} s"
+    return None if proc.returncode == 0 else err.decode(errors="replace").strip() or f"exit code {proc.returncode}"
+
+
 async def set_screen_size(display: str, width: int, height: int, env: dict[str, str]) -> bool:
     """Switch ``display`` to ``width`` x ``height`` and fit the kiosk window to it.
 
     False (and a log line) if that failed.
     """
-    proc = await asyncio.create_subprocess_exec(
-        "sh",
-        "-c",
-        xrandr_script(width, height),
-        env={**env, "DISPLAY": display},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout=15)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        log.warning("xrandr on %s did not answer; screen size left as is", display)
+    env = {**env, "DISPLAY": display}
+    problem = await _run(["sh", "-c", xrandr_script(width, height)], env)
+    if problem:
+        log.warning("xrandr on %s failed: %s", display, problem)
         return False
-    if proc.returncode != 0:
-        log.warning("xrandr on %s failed: %s", display, err.decode(errors="replace").strip())
-        return False
-    fit = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "keepalive.viewer.screen",
-        display,
-        str(width),
-        str(height),
-        env={**env, "DISPLAY": display},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(fit.communicate(), timeout=15)
-    except TimeoutError:
-        fit.kill()
-        await fit.wait()
-        err = b"no answer"
-    if fit.returncode != 0:
-        log.warning("resizing the windows of %s failed: %s", display, err.decode(errors="replace").strip())
+    problem = await _run([sys.executable, "-m", "keepalive.viewer.screen", display, str(width), str(height)], env)
+    if problem:
+        log.warning("resizing the windows of %s failed: %s", display, problem)
         return False
     return True
 

@@ -51,12 +51,14 @@ def test_a_bad_name_shows_the_apis_message(keepalive_service, page):
 
 def test_start_see_open_and_stop_a_session(keepalive_service, page):
     sign_in(page, keepalive_service)
+    expect(page.locator("#start-progress")).to_be_hidden()  # nothing is starting yet
     page.fill("#start-name", "from-dashboard")
     page.click("#start-button")
-    # progress shows while the session starts
+    # progress shows while the session starts, and goes once it is ready
     expect(page.locator("#start-progress")).to_be_visible()
     card = page.locator('li.session[data-name="from-dashboard"]')
     expect(card).to_have_attribute("data-state", "ready", timeout=180_000)
+    expect(page.locator("#start-progress")).to_be_hidden()
     session_id = card.get_attribute("data-id")
     keepalive_service.started.append(session_id)  # stopped at teardown should the test fail
 
