@@ -179,8 +179,15 @@ class Session:
         self._save_record()
         env = self.layout.environment(self.id)
         await asyncio.to_thread(restore_profile, self._profile_template, self.layout.profile_dir)
-        self.endpoint = await self._start_jupyter(env)
-        await self._start_display(env)
+        # Jupyter and the display do not need each other, only the browser needs both: start
+        # them side by side. A failure of one cancels the other; start() then cleans up.
+        try:
+            async with asyncio.TaskGroup() as group:
+                jupyter = group.create_task(self._start_jupyter(env))
+                group.create_task(self._start_display(env))
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None
+        self.endpoint = jupyter.result()
         await self._open_browser(self.landing_path)
 
     @property
