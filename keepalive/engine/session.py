@@ -165,9 +165,10 @@ class Session:
             reason = f"session did not become ready within {timeout:.0f} s"
             await self._fail_start(reason)
             raise SessionStartError(reason) from None
-        except (ChildFailed, SessionStartError, OSError, RuntimeError) as error:
-            await self._fail_start(str(error))
-            raise SessionStartError(str(error)) from error
+        except Exception as error:  # whatever failed (a child, Playwright, the disk): leave nothing behind
+            reason = str(error) or type(error).__name__
+            await self._fail_start(reason)
+            raise SessionStartError(reason) from error
         except asyncio.CancelledError:
             await self._fail_start("start was cancelled")
             raise

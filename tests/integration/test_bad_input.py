@@ -166,3 +166,22 @@ def test_a_display_taken_by_someone_else_is_skipped(service_factory, tmp_path):
     assert "was taken by someone else" in service.log_text()
     logs = service.state_dir / "sessions" / session["id"] / "logs"
     assert (logs / "xpra-attempt-1.log").is_file()
+
+
+def test_a_browser_that_cannot_be_driven_is_503_and_leaves_nothing(service_factory, tmp_path):
+    """xpra and the 'browser' come up, but CDP leads nowhere: a Playwright error, cleaned up."""
+    fake = tmp_path / "chromium-without-cdp"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in --user-data-dir=*) dir="${arg#--user-data-dir=}";; esac; done\n'
+        'mkdir -p "$dir" && printf "9\\n/devtools/browser/none\\n" > "$dir/DevToolsActivePort"\n'
+        "exec sleep 600\n"
+    )
+    fake.chmod(0o755)
+    service = service_factory("no-cdp", chromium=str(fake), start_timeout=60)
+    response = service.client.post("/sessions", json={"name": "undrivable"})
+    assert response.status_code == 503, response.text
+    assert "could not start" in response.json()["detail"]
+    assert folders(service) == set()
+    assert session_processes(state_dir=service.state_dir) == []
+    assert service.client.get("/sessions").json() == {"sessions": []}
