@@ -15,11 +15,15 @@ from keepalive.engine.commands import jupyter_command, jupyter_runtime_dir
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildProcess
 
-# JupyterLab settings for a kiosk nobody may be watching: no news prompt, no update check.
+# JupyterLab settings for a kiosk nobody may be watching: no news prompt, no update check,
+# and a new notebook starts the preferred kernel instead of waiting in a "Select Kernel" dialog.
 KIOSK_LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
         "checkForUpdates": False,
+    },
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "autoStartDefaultKernel": True,
     },
 }
 
@@ -30,9 +34,6 @@ class JupyterEndpoint:
 
     url: str
     token: str
-
-    def redacted(self) -> str:
-        return self.url
 
 
 def split_token(url: str) -> JupyterEndpoint:

@@ -22,6 +22,7 @@ from tests.e2e.viewer_helpers import (
     screenshot,
     viewer_link,
     wait_for,
+    wait_for_new_notebook,
 )
 
 pytestmark = pytest.mark.e2e
@@ -49,13 +50,18 @@ def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service,
     assert looks_like_jupyterlab(stats), stats
 
     new_notebook(page)
-    wait_for("a new notebook", lambda: "Untitled" in ocr(screenshot(keepalive_service, session["id"])))
+    wait_for_new_notebook(keepalive_service, session["id"])
     run_in_new_cell(page, "print(6*7)")
-    def answer_shown() -> str | None:
-        text = ocr(screenshot(keepalive_service, session["id"]))
-        return text if re.search(r"(?m)^\s*42\s*$", text) else None
+    seen = []
 
-    text = wait_for("42 in the session's screenshot", answer_shown)
+    def answer_shown() -> str | None:
+        seen.append(ocr(screenshot(keepalive_service, session["id"])))
+        return seen[-1] if re.search(r"(?m)^\s*42\s*$", seen[-1]) else None
+
+    try:
+        text = wait_for("42 in the session's screenshot", answer_shown)
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; the screenshot last read:\n{seen[-1] if seen else ''}") from None
     assert "print" in text
 
 
@@ -69,7 +75,7 @@ def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, bro
     wait_for("the kiosk to take the viewer's size", lambda: png_size(screenshot(keepalive_service, sid))[0] == 1100)
 
     new_notebook(page)
-    wait_for("a new notebook", lambda: "Untitled" in ocr(screenshot(keepalive_service, sid)))
+    wait_for_new_notebook(keepalive_service, sid)
     run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
 
     def ticks() -> list[int]:

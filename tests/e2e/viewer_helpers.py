@@ -113,6 +113,23 @@ def new_notebook(page: Page) -> None:
     page.keyboard.press("Enter")
 
 
+def wait_for_new_notebook(service, session_id: str) -> None:
+    """Until the new notebook is open and its kernel idle (status bar: "... | Idle").
+
+    Its tab shows up before the notebook takes keys; typing earlier loses them under load.
+    """
+    seen: list[str] = []
+
+    def ready() -> bool:
+        seen.append(ocr(screenshot(service, session_id)))
+        return "Untitled" in seen[-1] and "Idle" in seen[-1]
+
+    try:
+        wait_for("a new notebook with an idle kernel", ready, timeout=120)
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}; the screenshot last read:\n{seen[-1] if seen else ''}") from None
+
+
 def run_in_new_cell(page: Page, code: str) -> None:
     page.keyboard.press("Enter")  # command mode -> edit mode in the new notebook's first cell
     type_into_lab(page, code)

@@ -7,8 +7,12 @@ import json
 from tests.e2e.viewer_helpers import ocr, screenshot, wait_for
 
 
-def notebook_cells(path) -> list[str]:
-    cells = json.loads(path.read_text())["cells"]
+def notebook_cells(path) -> list[str] | None:
+    """The cells' sources, or None while Jupyter is still writing the file."""
+    try:
+        cells = json.loads(path.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
     return ["".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"] for cell in cells]
 
 
