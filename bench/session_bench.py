@@ -16,7 +16,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,13 +26,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from keepalive.engine.allocation import free_port
 from keepalive.engine.reaper import session_processes
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def uss_by_name(session_id: str, folder: Path) -> dict[str, tuple[int, int]]:
     """{process name: (count, USS bytes)} over every process of the session."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from keepalive.engine.allocation import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 SESSION_MARKER = "KEEPALIVE_SESSION_ID"
@@ -62,12 +63,6 @@ def browser_type_launch_args(browser_type_launch_args):
             "--no-first-run",
         ],
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def session_processes(session_id: str | None = None, state_dir: Path | None = None) -> list[psutil.Process]:

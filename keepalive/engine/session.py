@@ -413,20 +413,22 @@ class Session:
             self.record.state = SessionState.stopped.value
         log.info("session %s (%s): stopped", self.id, self.name)
 
-    async def _stop_display(self) -> None:
+    async def _stop_display(self, reap_leftovers: bool = True) -> None:
         if self.browser is not None:
             await self.browser.close()
             self.browser = None
         if self.xpra is not None:
             await self.xpra.terminate(timeout=8.0)
             self.xpra = None
-        # Xvfb and Chromium's helpers can outlive xpra's process group; the display number is
-        # not free again until they are gone. The Jupyter server and its kernels stay.
-        keep = with_descendants(self.jupyter.process.pid) if self.jupyter and self.jupyter.process.running else set()
-        await asyncio.to_thread(reap, self.id, self.layout.folder, keep=keep)
+        if reap_leftovers:
+            # Xvfb and Chromium's helpers can outlive xpra's process group; the display number
+            # is not free again until they are gone. The Jupyter server and its kernels stay.
+            jupyter_alive = self.jupyter is not None and self.jupyter.process.running
+            keep = with_descendants(self.jupyter.process.pid) if jupyter_alive else set()
+            await asyncio.to_thread(reap, self.id, self.layout.folder, keep=keep)
 
     async def _stop_parts(self) -> None:
-        await self._stop_display()
+        await self._stop_display(reap_leftovers=False)  # everything is reaped below
         if self.jupyter is not None:
             await self.jupyter.stop()
             self.jupyter = None
