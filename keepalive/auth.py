@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from keepalive.files import write_private
 
 
 def load_or_create_token(configured: str | None, token_file: Path) -> tuple[str, bool]:
@@ -18,13 +19,7 @@ def load_or_create_token(configured: str | None, token_file: Path) -> tuple[str,
             return token, False
     token_file.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    # O_EXCL + 0600: the token is never readable by others, not even for an instant.
-    tmp = token_file.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    tmp.replace(token_file)
+    write_private(token_file, token + "\n")
     return token, True
 
 

@@ -185,16 +185,13 @@ def _viewable(manager: SessionManager, session_id: str):
     except SessionNotFound:
         return None, HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=_NO_STORE)
     if session.state not in VIEWABLE or not session.xpra_port:
-        reason = f"The session is {session.state.value}."
-        return None, HTMLResponse(html5.unavailable_page(reason), status_code=503, headers=_NO_STORE)
+        return None, _unavailable(f"The session is {session.state.value}.", 503)
     return session, None
 
 
-def _xpra_password(session) -> str:
-    password = getattr(session, "xpra_password", None)
-    if password:
-        return password
-    return session.layout.xpra_password_file.read_text().strip()
+def _unavailable(reason: str, status_code: int = 502) -> HTMLResponse:
+    """The viewer cannot be shown (xpra not answering, no such file): a page that says why."""
+    return HTMLResponse(html5.unavailable_page(reason), status_code=status_code, headers=_NO_STORE)
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -227,16 +224,16 @@ async def viewer_http(
     if path in ("", "index.html"):
         return await _index(session.xpra_port)
     if path == html5.CONNECT_SCRIPT:
-        script = html5.connect_script(client_settings(settings, _xpra_password(session)), client_defaults(settings))
+        script = html5.connect_script(client_settings(settings, session.xpra_password), client_defaults(settings))
         return Response(script, media_type="text/javascript", headers=_NO_STORE)
     if path == html5.DISCONNECTED_PAGE:
         return HTMLResponse(html5.disconnected_page(), headers=_NO_STORE)
     if ".." in path or not _STATIC.match(path):
-        return HTMLResponse(html5.unavailable_page(f"There is no viewer file {path!r}."), status_code=404)
+        return _unavailable(f"There is no viewer file {path!r}.", 404)
     try:
         upstream = await fetch(session.xpra_port, path, dict(request.headers))
     except XpraUnavailable as exc:
-        return HTMLResponse(html5.unavailable_page(str(exc)), status_code=502, headers=_NO_STORE)
+        return _unavailable(str(exc))
     return Response(
         upstream.content,
         status_code=upstream.status_code,
@@ -248,14 +245,13 @@ async def _index(port: int) -> Response:
     try:
         upstream = await fetch(port, "index.html", {})
     except XpraUnavailable as exc:
-        return HTMLResponse(html5.unavailable_page(str(exc)), status_code=502, headers=_NO_STORE)
+        return _unavailable(str(exc))
     if upstream.status_code != 200:
-        reason = f"xpra answered {upstream.status_code} for its HTML5 client."
-        return HTMLResponse(html5.unavailable_page(reason), status_code=502, headers=_NO_STORE)
+        return _unavailable(f"xpra answered {upstream.status_code} for its HTML5 client.")
     try:
         page = html5.inject_connect_script(upstream.content)
     except html5.UnsupportedClient as exc:
-        return HTMLResponse(html5.unavailable_page(str(exc)), status_code=502, headers=_NO_STORE)
+        return _unavailable(str(exc))
     headers = {**response_headers(upstream), **_NO_STORE}
     csp = upstream.headers.get("content-security-policy")
     if csp:

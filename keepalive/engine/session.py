@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_profile, strip_lock_files
 from keepalive.engine.reaper import reap, with_descendants
+from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
 from keepalive.settings import Settings
 from keepalive.viewer.screen import set_screen_size
@@ -223,10 +223,7 @@ class Session:
             "session": heavyai.session_id.get_secret_value() if heavyai.session_id else "",
             "query": heavyai.query or "",
         }
-        path = self.layout.heavyai_session_file
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(content, handle)
+        write_private(self.layout.heavyai_session_file, json.dumps(content))
         return {
             "HEAVYAI_PROTOCOL": heavyai.protocol,
             "HEAVYAI_HOST": heavyai.host,
@@ -262,9 +259,7 @@ class Session:
         if self.record.xpra_port is None:
             self.record.xpra_port = self._allocator.port()
         self._save_record()
-        password_fd = os.open(self.layout.xpra_password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(password_fd, "w") as handle:
-            handle.write(self.xpra_password)
+        write_private(self.layout.xpra_password_file, self.xpra_password)
         screen = ScreenSize(self.width, self.height)
         argv = xpra_command(
             self.settings.xpra,
