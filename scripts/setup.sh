@@ -18,7 +18,7 @@ packages=(xpra chromium xvfb xserver-xorg-video-dummy xauth x11-xserver-utils
 [ -n "$extras" ] && packages+=(tesseract-ocr)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
+/usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || packages+=(python3-venv)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -34,7 +34,7 @@ fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
-  python3 -m venv .venv
+  /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # The JupyterLab extension's build (rspack) needs Node.js >= 20.19 (or >= 22.12); Debian 12's

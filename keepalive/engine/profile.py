@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
@@ -62,15 +63,31 @@ def mark_clean_exit(profile_dir: Path) -> None:
 
 
 def _safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Regular files and folders only, inside the target, without special mode bits.
+
+    This is what tarfile's "data" filter does, done by hand: that filter (and the
+    ``filter=`` argument) only exists from Python 3.11.4 on, and Debian 12 ships 3.11.2.
+    """
     members = []
     for member in archive.getmembers():
         name = Path(member.name)
         if name.is_absolute() or ".." in name.parts:
             raise ProfileError(f"profile template holds an unsafe path: {member.name!r}")
-        if member.issym() or member.islnk() or member.isdev():
-            continue  # a profile needs none of these, and they could point outside the folder
+        if not (member.isfile() or member.isdir()):
+            continue  # links, devices, fifos: a profile needs none, and links could point outside
+        member.mode &= 0o755 if member.isdir() else 0o644  # no setuid/setgid/sticky, nothing world-writable
+        member.mode |= 0o700 if member.isdir() else 0o600  # and always usable by its owner
+        member.uid, member.gid = os.getuid(), os.getgid()  # owned by whoever restores it
+        member.uname = member.gname = ""
         members.append(member)
     return members
+
+
+def _extract(archive: tarfile.TarFile, members: list[tarfile.TarInfo], target: Path) -> None:
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: let tarfile check once more
+        archive.extractall(target, members=members, filter="data")
+    else:
+        archive.extractall(target, members=members)  # noqa: S202 - members were checked above
 
 
 def restore_profile(template: Path, profile_dir: Path) -> None:
@@ -80,7 +97,7 @@ def restore_profile(template: Path, profile_dir: Path) -> None:
     profile_dir.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(template) as archive:
-            archive.extractall(profile_dir, members=_safe_members(archive), filter="data")
+            _extract(archive, _safe_members(archive), profile_dir)
     except (tarfile.TarError, OSError) as error:
         raise ProfileError(f"cannot unpack profile template {template}: {error}") from error
     strip_lock_files(profile_dir)

@@ -75,3 +75,48 @@ def test_unsafe_paths_are_refused(tmp_path):
 def test_missing_template_is_a_clear_error(tmp_path):
     with pytest.raises(ProfileError, match="does not exist"):
         restore_profile(tmp_path / "nope.tar.gz", tmp_path / "r")
+
+
+def _template_with_specials(path):
+    """A tarball holding a setuid file, a symlink pointing outside, a fifo and a plain file."""
+    with tarfile.open(path, "w") as archive:
+        plain = tarfile.TarInfo("Default/Preferences")
+        data = json.dumps({"profile": {}}).encode()
+        plain.size = len(data)
+        archive.addfile(plain, io.BytesIO(data))
+        setuid = tarfile.TarInfo("Default/tool")
+        setuid.mode = 0o4777
+        setuid.size = 1
+        archive.addfile(setuid, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("Default/outside")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        archive.addfile(link)
+        fifo = tarfile.TarInfo("Default/pipe")
+        fifo.type = tarfile.FIFOTYPE
+        archive.addfile(fifo)
+
+
+@pytest.mark.parametrize("has_data_filter", [True, False], ids=["python>=3.11.4", "python-3.11.2"])
+def test_restore_works_with_and_without_tarfiles_data_filter(tmp_path, monkeypatch, has_data_filter):
+    """Debian 12's Python 3.11.2 has no tarfile.data_filter (nor extractall(filter=)): restore must not need it."""
+    if not has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+        real_extractall = tarfile.TarFile.extractall
+
+        def extractall_of_3_11_2(self, path=".", members=None, *, numeric_owner=False, **kwargs):
+            assert not kwargs, f"Python 3.11.2's extractall takes no {sorted(kwargs)}"
+            return real_extractall(self, path, members, numeric_owner=numeric_owner)
+
+        monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_of_3_11_2)
+    elif not hasattr(tarfile, "data_filter"):
+        pytest.skip("this Python has no tarfile.data_filter; the other case covers it")
+    template = tmp_path / "t.tar"
+    _template_with_specials(template)
+    restored = tmp_path / "r"
+    restore_profile(template, restored)
+    assert (restored / "Default" / "Preferences").is_file()
+    tool = restored / "Default" / "tool"
+    assert tool.is_file() and not tool.stat().st_mode & 0o7022  # no setuid/sticky, not group/world-writable
+    assert not (restored / "Default" / "outside").exists() and not (restored / "Default" / "outside").is_symlink()
+    assert not (restored / "Default" / "pipe").exists()
