@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from keepalive import __version__
 from keepalive.api import dashboard, health, sessions, viewer
+from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
 from keepalive.settings import Settings
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Keeps JupyterLab browser sessions alive on the server.",
         lifespan=lifespan,
     )
+    # curl -d sends JSON labelled as a form: take it as the JSON it is (README examples use either)
+    app.add_middleware(JsonWithoutContentType)
     app.state.settings = settings
     app.state.api_token = token
     app.state.token_created = created

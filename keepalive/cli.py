@@ -75,7 +75,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from keepalive.app import create_app
-    from keepalive.health import missing_executables
+    from keepalive.health import missing_prerequisites
 
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -83,7 +83,7 @@ def serve(settings: Settings) -> int:
     )
     # httpx logs every readiness probe at INFO: noise that hides the lifecycle lines
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    missing = missing_executables(settings)
+    missing = missing_prerequisites(settings)
     if missing:
         for check in missing:
             print(f"keepalive: cannot run sessions: {check.detail}", file=sys.stderr)

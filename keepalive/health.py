@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from keepalive.settings import Settings
 
@@ -27,12 +30,49 @@ def executable_check(label: str, command: str, package: str) -> Check:
     return Check(label, False, f"'{command}' not found on PATH: install it with 'apt-get install {package}'")
 
 
+#: What a session's embedded Jupyter server needs from the Jupyter environment.
+JUPYTER_MODULES = ("jupyterlab", "ipykernel", "server_ext")
+
+
+@functools.lru_cache(maxsize=8)
+def _jupyter_environment_problem(python: Path, mtime: float) -> str:
+    """'' when ``python`` imports every module of JUPYTER_MODULES, else what is wrong.
+
+    Cached per interpreter and its modification time: an import check takes a second, and
+    /health is probed often.
+    """
+    probe = "import importlib.util as u, sys; sys.exit(','.join(m for m in sys.argv[1:] if not u.find_spec(m)) or None)"
+    try:
+        result = subprocess.run(
+            [str(python), "-c", probe, *JUPYTER_MODULES], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"cannot run {python}: {error}"
+    if result.returncode != 0:
+        missing = result.stderr.strip() or "?"
+        return f"{python} lacks {missing}"
+    return ""
+
+
+def jupyter_environment_check(python: Path) -> Check:
+    """The embedded Jupyter servers' environment can run JupyterLab with keepalive's extensions."""
+    fix = "run scripts/setup.sh (it makes .venv-jupyter), or set KEEPALIVE_JUPYTER_PYTHON"
+    try:
+        mtime = python.stat().st_mtime
+    except OSError:
+        return Check("jupyter", False, f"{python} does not exist: {fix}")
+    problem = _jupyter_environment_problem(python, mtime)
+    return Check("jupyter", not problem, f"{problem}: {fix}" if problem else str(python))
+
+
 def service_checks(settings: Settings) -> list[Check]:
     checks = [
         executable_check("xpra", settings.xpra, DEBIAN_PACKAGES["xpra"]),
         executable_check("chromium", settings.chromium, DEBIAN_PACKAGES["chromium"]),
         executable_check("xvfb", "Xvfb", DEBIAN_PACKAGES["Xvfb"]),
     ]
+    if not settings.jupyter_url:  # only embedded servers need the Jupyter environment
+        checks.append(jupyter_environment_check(settings.jupyter_python))
     state_dir = settings.state_dir
     if state_dir.is_dir() and os.access(state_dir, os.W_OK):
         free = shutil.disk_usage(state_dir).free
@@ -49,5 +89,6 @@ def service_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def missing_executables(settings: Settings) -> list[Check]:
-    return [check for check in service_checks(settings)[:3] if not check.ok]
+def missing_prerequisites(settings: Settings) -> list[Check]:
+    """Failing checks that no session could start without: executables and the Jupyter environment."""
+    return [check for check in service_checks(settings) if check.name not in ("disk", "state_dir") and not check.ok]

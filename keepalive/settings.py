@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+#: Where scripts/setup.sh puts the Jupyter side: beside the service's own ``.venv``.
+JUPYTER_VENV_NAME = ".venv-jupyter"
+
+
+def default_jupyter_python() -> Path:
+    """The Python that runs each session's Jupyter server and kernels, when none is configured.
+
+    ``.venv-jupyter`` beside this environment when scripts/setup.sh made one, so that what a
+    notebook installs or removes never touches the service's own packages; else this Python
+    (a plain ``pip install keepalive[jupyter]`` into one environment).
+    """
+    beside = Path(sys.prefix).parent / JUPYTER_VENV_NAME / "bin" / "python"
+    return beside if beside.exists() else Path(sys.executable)
 
 
 def default_state_dir() -> Path:
@@ -33,6 +49,12 @@ class Settings(BaseSettings):
         "",
         description="An existing Jupyter server for every session (its token in the URL's ?token=). "
         "Empty: each session gets its own embedded Jupyter server.",
+    )
+    jupyter_python: Path = Field(
+        default_factory=default_jupyter_python,
+        description="Python of the environment that runs each session's embedded Jupyter server and its "
+        "kernels (it needs jupyterlab and this package's server_ext). Default: the .venv-jupyter beside "
+        "this installation (scripts/setup.sh makes it), else this Python.",
     )
     chromium: str = Field("chromium", description="Chromium executable (name on PATH or path).")
     xpra: str = Field("xpra", description="xpra executable (name on PATH or path).")

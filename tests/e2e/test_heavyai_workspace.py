@@ -1,7 +1,7 @@
 """End to end: a real JupyterLab server + Chromium open `lab?heavyai&reset`.
 
 The server is started the way keepalive's session engine starts it: `python -m jupyterlab`
-from this environment, HEAVYAI_* in its environment, the session file given on the command
+from the Jupyter environment (``.venv-jupyter``), HEAVYAI_* in its environment, the session file given on the command
 line, and nothing else: the server and lab extensions must be found because they are installed.
 """
 
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from keepalive.settings import default_jupyter_python
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +75,7 @@ def _start_lab(tmp: Path, env_extra: dict[str, str]):
     log = open(tmp / "jupyter.log", "wb")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+            str(default_jupyter_python()), "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
             f"--port={port}", "--allow-root", f"--ServerApp.root_dir={root}",
             f"--IdentityProvider.token={token}",
             f"--HeavyAISessionManager.session_file={session_file}",

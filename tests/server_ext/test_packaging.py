@@ -1,8 +1,9 @@
 """The installed package: server extension enabled on install, labextension found by Jupyter.
 
-These run the `jupyter` commands of this environment against what `pip install` (wheel or
-editable) put into sys.prefix; a user config dir of their own keeps them from seeing or
-changing the developer's ~/.jupyter.
+These run the `jupyter` commands of the environment that runs the sessions' Jupyter servers
+(``.venv-jupyter``, made by scripts/setup.sh) against what `pip install` (wheel or editable)
+put into its prefix; a user config dir of their own keeps them from seeing or changing the
+developer's ~/.jupyter.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from keepalive.settings import default_jupyter_python
+
+JUPYTER_PYTHON = default_jupyter_python()
+BIN = JUPYTER_PYTHON.parent
+PREFIX = BIN.parent
 
 
 @pytest.fixture
@@ -39,7 +43,7 @@ def jupyter(tmp_path):
 
 
 def test_auto_enable_config_is_installed():
-    path = Path(sys.prefix, "etc", "jupyter", "jupyter_server_config.d", "keepalive_server_ext.json")
+    path = Path(PREFIX, "etc", "jupyter", "jupyter_server_config.d", "keepalive_server_ext.json")
     assert path.is_file(), f"{path} missing: is the package installed (pip install -e .)?"
     assert '"server_ext": true' in path.read_text()
 
@@ -60,7 +64,7 @@ def test_server_extension_disable_and_enable(jupyter):
 def test_labextension_installed(jupyter):
     out = jupyter("labextension", "list")
     assert re.search(r"keepalive-heavyai v\S+ enabled OK \(python, keepalive\)", out), out
-    static = Path(sys.prefix, "share", "jupyter", "labextensions", "keepalive-heavyai", "static")
+    static = Path(PREFIX, "share", "jupyter", "labextensions", "keepalive-heavyai", "static")
     assert list(static.glob("remoteEntry.*.js")), f"no built labextension in {static}"
 
 

@@ -44,3 +44,32 @@ def test_health_names_the_missing_executable(tmp_path):
     assert response.status_code == 503
     assert response.json()["failing"] == ["chromium"]
     assert response.json()["status"] == "failing"
+
+
+def test_health_fails_when_the_jupyter_environment_lacks_jupyterlab(tmp_path):
+    """Debian's bare /usr/bin/python3 has no JupyterLab: sessions could not start, so say how to fix it."""
+    settings = Settings(state_dir=tmp_path, jupyter_python="/usr/bin/python3", api_token="t")
+    check = {check.name: check for check in service_checks(settings)}["jupyter"]
+    assert not check.ok
+    assert "lacks jupyterlab" in check.detail and "scripts/setup.sh" in check.detail
+    assert "KEEPALIVE_JUPYTER_PYTHON" in check.detail
+
+
+def test_health_fails_for_a_jupyter_python_that_does_not_exist(tmp_path):
+    settings = Settings(state_dir=tmp_path, jupyter_python=tmp_path / "nope" / "python", api_token="t")
+    check = {check.name: check for check in service_checks(settings)}["jupyter"]
+    assert not check.ok and "does not exist" in check.detail
+
+
+def test_an_external_jupyter_server_needs_no_jupyter_environment(tmp_path):
+    settings = Settings(
+        state_dir=tmp_path, jupyter_python=tmp_path / "nope", jupyter_url="http://127.0.0.1:1/", api_token="t"
+    )
+    assert "jupyter" not in {check.name for check in service_checks(settings)}
+
+
+def test_the_default_jupyter_environment_is_the_one_setup_made(tmp_path):
+    """scripts/setup.sh makes .venv-jupyter beside .venv; the service uses it, and it has what sessions need."""
+    settings = Settings(state_dir=tmp_path, api_token="t")
+    assert settings.jupyter_python.parent.parent.name == ".venv-jupyter", settings.jupyter_python
+    assert {check.name: check for check in service_checks(settings)}["jupyter"].ok

@@ -1,0 +1,119 @@
+"""The README's commands, run exactly as printed, as a new user would type them.
+
+``bash scripts/serve.sh`` (the README's first command) runs the service on its default address,
+127.0.0.1:8900, with the default state dir under a fresh ``HOME``; then every other bash block
+of the README runs in order against it, unless a ``<!-- README test: not run (why) -->`` comment
+stands right before it. ``bash scripts/test.sh`` is what CI itself runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.readme import README, blocks
+
+pytestmark = pytest.mark.e2e
+
+REPO = README.parent
+DEFAULT_URL = "http://127.0.0.1:8900"
+
+
+def port_8900_is_free() -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", 8900))
+        except OSError:
+            return False
+    return True
+
+
+def user_environment(home: Path) -> dict[str, str]:
+    """A login's environment: no KEEPALIVE_* settings, the XDG state dir left to its default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEPALIVE_", "XDG_"))}
+    env["HOME"] = str(home)
+    # The one exception: a profile template made once per test run, so the first start is quick.
+    template = os.environ.get("KEEPALIVE_TEST_PROFILE_TEMPLATE")
+    if template:
+        env["KEEPALIVE_PROFILE_TEMPLATE"] = template
+    return env
+
+
+@pytest.fixture
+def served_by_serve_sh(tmp_path, profile_template):
+    assert port_8900_is_free(), "port 8900 is taken: the README's examples need keepalive's default port"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = user_environment(home)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        serve = subprocess.Popen(
+            ["bash", "scripts/serve.sh"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    token_file = home / ".local" / "state" / "keepalive" / "api-token"
+    deadline = time.monotonic() + 300  # serve.sh may first have to finish a set-up
+    while True:
+        assert serve.poll() is None, f"serve.sh exited with {serve.returncode}:\n{log_path.read_text()}"
+        try:
+            if httpx.get(f"{DEFAULT_URL}/health", timeout=2, trust_env=False).status_code == 200 and token_file.exists():
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"serve.sh did not serve on {DEFAULT_URL}:\n{log_path.read_text()}"
+        time.sleep(0.3)
+    headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    try:
+        yield home, env, headers, log_path
+    finally:
+        # sessions a failed example left behind are stopped explicitly: they outlive the service
+        for session in httpx.get(f"{DEFAULT_URL}/sessions", headers=headers, trust_env=False).json()["sessions"]:
+            httpx.delete(f"{DEFAULT_URL}/sessions/{session['id']}", headers=headers, timeout=120, trust_env=False)
+        os.killpg(serve.pid, signal.SIGTERM)
+        assert serve.wait(60) == 0, log_path.read_text()
+
+
+def test_serve_sh_then_every_readme_example_works_as_printed(served_by_serve_sh, tmp_path):
+    home, env, headers, log_path = served_by_serve_sh
+    banner = log_path.read_text()
+    assert "API token (shown once" in banner and DEFAULT_URL in banner
+    examples = [b for b in blocks()[1:] if b.lang == "bash" and b.not_run is None]
+    assert examples, "the README has no runnable bash example"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    for block in examples:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block.code],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, (
+            f"README.md line {block.line}: exit {result.returncode}\n{block.code}\n"
+            f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+        )
+    # What the examples did is visible: a real screenshot, and the stopped session is gone.
+    shot = workdir / "shot.png"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "the screenshot example wrote no PNG"
+    live = httpx.get(f"{DEFAULT_URL}/sessions", headers=headers, trust_env=False).json()["sessions"]
+    assert not [s for s in live if s["state"] not in ("stopped", "failed")], live
+
+
+def test_curl_d_without_json_content_type_starts_a_session(keepalive_service):
+    """The form-labelled body of ``curl -d '{...}'`` (the README's old example) is taken as JSON."""
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+         "-H", f"Authorization: Bearer {keepalive_service.token}",
+         f"{keepalive_service.url}/sessions?wait=false", "-d", '{"name": "curl-d", "width": 1024}'],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.stdout == "202", result.stdout + result.stderr
+    (session,) = [s for s in keepalive_service.client.get("/sessions").json()["sessions"] if s["name"] == "curl-d"]
+    keepalive_service.started.append(session["id"])
+    assert session["width"] == 1024
