@@ -2,8 +2,10 @@
 
 Who may open it: a caller with the API token (``Authorization: Bearer``), or a browser holding the
 session's viewer cookie. The cookie comes from a viewer link (``POST /sessions/{id}/viewer-link``):
-its ticket works once, for a few minutes, and is swapped for the HttpOnly, SameSite=Strict cookie
-scoped to the session's viewer path on first use, after which the browser moves on to the clean
+its ticket works once, for a few minutes. Opening the link shows a page with an "Open the viewer"
+button: only that click (a POST of the ticket) spends it, so a link-preview bot or a mail scanner
+that fetches the link does not use it up. The ticket is then swapped for the HttpOnly,
+SameSite=Strict cookie scoped to the session's viewer path, and the browser moves on to the clean
 URL. The websocket checks the same proof before the service opens anything towards xpra.
 """
 
@@ -13,7 +15,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, WebSocket, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -37,9 +39,12 @@ _TICKET_IN_URL = re.compile(r"([?&]ticket=)[^&\s\"]+")
 
 
 class _RedactTickets(logging.Filter):
-    """Keeps viewer tickets out of the access log (uvicorn logs every request's full path)."""
+    """Keeps viewer tickets out of the logs: uvicorn logs every request's and websocket
+    handshake's full path, the websockets library its request line at debug level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _TICKET_IN_URL.sub(r"\1[redacted]", record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(
                 _TICKET_IN_URL.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
@@ -47,7 +52,10 @@ class _RedactTickets(logging.Filter):
         return True
 
 
-logging.getLogger("uvicorn.access").addFilter(_RedactTickets())
+#: Loggers that write request paths. A filter on a logger sees only its own records, not its children's.
+PATH_LOGGERS = ("uvicorn.access", "uvicorn.error", "websockets.server", "websockets.protocol")
+for _name in PATH_LOGGERS:
+    logging.getLogger(_name).addFilter(_RedactTickets())
 
 COOKIE = "keepalive_viewer"
 #: States in which xpra is (or is about to be) there to talk to.
@@ -212,7 +220,7 @@ async def viewer_http(
     api_token = request.app.state.api_token
     ticket = request.query_params.get("ticket")
     if ticket is not None:
-        return _exchange_ticket(session_id, ticket, request, manager, settings, viewer)
+        return _confirm_ticket(session_id, ticket, request, viewer)
     try:
         check_access(api_token, viewer.signer, session_id, request.headers, request.cookies)
     except Refused as refusal:
@@ -224,7 +232,9 @@ async def viewer_http(
     if path in ("", "index.html"):
         return await _index(session.xpra_port)
     if path == html5.CONNECT_SCRIPT:
-        script = html5.connect_script(client_settings(settings, session.xpra_password), client_defaults(settings))
+        script = html5.connect_script(
+            client_settings(settings, session.xpra_password), client_defaults(settings), viewer_path(session_id)
+        )
         return Response(script, media_type="text/javascript", headers=_NO_STORE)
     if path == html5.DISCONNECTED_PAGE:
         return HTMLResponse(html5.disconnected_page(), headers=_NO_STORE)
@@ -259,27 +269,49 @@ async def _index(port: int) -> Response:
     return Response(page, status_code=200, headers=headers)
 
 
-def _exchange_ticket(
-    session_id: str, ticket: str, request: Request, manager: SessionManager, settings: Settings, viewer: ViewerState
-) -> Response:
-    """Spend a link ticket: set the viewer cookie and move on to the same URL without the ticket."""
+def _clean_url(session_id: str, request: Request) -> str:
+    """The viewer's own address with the request's query minus any ticket (keyboard_layout stays)."""
     rest = [(k, v) for k, v in request.query_params.multi_items() if k != "ticket"]
-    clean = viewer_path(session_id) + (f"?{urlencode(rest)}" if rest else "")
+    return viewer_path(session_id) + (f"?{urlencode(rest)}" if rest else "")
+
+
+def _confirm_ticket(session_id: str, ticket: str, request: Request, viewer: ViewerState) -> Response:
+    """A link was opened: show what it is for and let the user spend it; a GET spends nothing."""
+    clean = _clean_url(session_id, request)
     try:
-        viewer.signer.redeem(ticket, session_id)
+        viewer.signer.check_unspent(ticket, session_id)
     except TicketError as exc:
         # the same browser reopening a link it already used still holds a good cookie
         try:
             check_access("", viewer.signer, session_id, {}, request.cookies)
         except Refused:
-            log.info("viewer of session %s refused: %s", session_id, exc)
+            log.info("viewer link of session %s refused: %s", session_id, exc)
             return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
         return HTMLResponse(html5.redirect_page(clean), headers=_NO_STORE)
+    return HTMLResponse(html5.confirm_page(session_id, clean, ticket), headers=_NO_STORE)
+
+
+@router.post("/sessions/{session_id}/viewer/", include_in_schema=False)
+async def spend_ticket(
+    session_id: str, request: Request, manager: ManagerDep, settings: SettingsDep, viewer: ViewerStateDep
+) -> Response:
+    """The user opened the viewer from a link: spend its ticket (a form field), set the viewer cookie."""
+    body = await request.body()
+    if len(body) > 4096:
+        return _refused(Refused(status.HTTP_400_BAD_REQUEST, "That is not a viewer link's form."))
+    tickets = parse_qs(body.decode("ascii", "replace")).get("ticket", [])
+    if len(tickets) != 1:
+        return _refused(Refused(status.HTTP_400_BAD_REQUEST, "No viewer ticket came with the request."))
+    try:
+        viewer.signer.redeem(tickets[0], session_id)
+    except TicketError as exc:
+        log.info("viewer link of session %s refused: %s", session_id, exc)
+        return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
     try:
         manager.get(session_id)
     except SessionNotFound:
         return HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=_NO_STORE)
-    response = HTMLResponse(html5.redirect_page(clean), headers=_NO_STORE)
+    response = HTMLResponse(html5.redirect_page(_clean_url(session_id, request)), headers=_NO_STORE)
     response.set_cookie(
         COOKIE,
         viewer.signer.issue(session_id, "cookie", settings.viewer_cookie_ttl),

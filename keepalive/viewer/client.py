@@ -33,16 +33,31 @@ def inject_connect_script(index_html: bytes) -> bytes:
     return index_html[:at] + tag + index_html[at:]
 
 
-def connect_script(forced: dict[str, str], defaults: dict[str, str]) -> str:
-    """JavaScript that makes ``Utilities.getparam`` answer keepalive's settings."""
+#: Settings that say where the client connects to, and how. Pinned to the page's own origin
+#: and the session's viewer path, so that no URL parameter can send the client (and the xpra
+#: password it holds) anywhere else.
+PINNED = ("server", "port", "ssl", "path", "encryption", "key", "username", "display", "shadow_display")
+
+
+def connect_script(forced: dict[str, str], defaults: dict[str, str], viewer_path: str) -> str:
+    """JavaScript that makes ``Utilities.getparam`` answer keepalive's settings.
+
+    ``forced`` settings win over the URL and sessionStorage; so do the PINNED ones, computed
+    from the page's own location and ``viewer_path``; ``defaults`` apply when the URL is silent.
+    """
+    pinned = {"path": viewer_path, "encryption": "", "key": "", "username": "", "display": "", "shadow_display": ""}
     # json.dumps escapes quotes and backslashes; "<" too, so "</script>" cannot appear
-    forced_js = json.dumps(forced).replace("<", "\\u003c")
+    forced_js = json.dumps({**forced, **pinned}).replace("<", "\\u003c")
     defaults_js = json.dumps(defaults).replace("<", "\\u003c")
     return f"""// keepalive: connect settings for this viewer (not cacheable, served after authentication)
 (function () {{
   "use strict";
   var forced = {forced_js};
   var defaults = {defaults_js};
+  // the service that served this page is the one to connect to, over the same scheme
+  forced.server = window.location.hostname;
+  forced.port = window.location.port;
+  forced.ssl = window.location.protocol === "https:" ? "true" : "false";
   var original = Utilities.getparam;
   Utilities.getparam = function (prop) {{
     if (Object.prototype.hasOwnProperty.call(forced, prop)) {{
@@ -66,7 +81,7 @@ _STYLE = """
          border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.15); }
   h1 { font-size: 1.3rem; margin-top: 0; }
   .reason { background: #fdecea; color: #8a1c12; padding: .5rem .75rem; border-radius: 4px; }
-  a.button { display: inline-block; padding: .4rem 1rem; background: #1d5fbf; color: #fff;
+  a.button, button.button { display: inline-block; border: 0; font: inherit; cursor: pointer; padding: .4rem 1rem; background: #1d5fbf; color: #fff;
              border-radius: 4px; text-decoration: none; }
 """
 
@@ -104,6 +119,22 @@ def unavailable_page(reason: str) -> str:
         "Session not viewable - keepalive",
         f"<h1>The session cannot be viewed right now</h1><p class=\"reason\">{html.escape(reason)}</p>"
         "<p>It may still be starting or recovering; reload this page in a moment.</p>",
+    )
+
+
+def confirm_page(session_id: str, clean_url: str, ticket: str) -> str:
+    """What a viewer link shows: a button that spends the ticket (a POST), nothing spent before.
+
+    Link previews, mail scanners and prefetchers fetch links; a GET must not use the link up.
+    """
+    action = html.escape(clean_url, quote=True)
+    return _page(
+        "Open the session's viewer - keepalive",
+        f"<h1>Open the viewer of session {html.escape(session_id)}</h1>"
+        "<p>This link works once. Opening the viewer admits this browser to the session.</p>"
+        f"<form method=\"post\" action=\"{action}\">"
+        f"<input type=\"hidden\" name=\"ticket\" value=\"{html.escape(ticket, quote=True)}\">"
+        "<button class=\"button\" id=\"open\" type=\"submit\">Open the viewer</button></form>",
     )
 
 

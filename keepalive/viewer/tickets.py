@@ -82,12 +82,17 @@ class TicketSigner:
             raise TicketError("the viewer ticket has expired; ask for a new viewer link")
         return claims
 
-    def redeem(self, ticket: str, session_id: str, now: float | None = None) -> Ticket:
-        """Check a link ticket and spend it, so the same link cannot be used twice."""
+    def check_unspent(self, ticket: str, session_id: str, now: float | None = None) -> Ticket:
+        """Check a link ticket without spending it: valid here, not expired, not used yet."""
         now = time.time() if now is None else now
         claims = self.verify(ticket, session_id, "link", now)
         self._spent = {nonce: exp for nonce, exp in self._spent.items() if exp > now}
         if claims.nonce in self._spent:
             raise TicketError("this viewer link was already used; ask for a new one")
+        return claims
+
+    def redeem(self, ticket: str, session_id: str, now: float | None = None) -> Ticket:
+        """Check a link ticket and spend it, so the same link cannot be used twice."""
+        claims = self.check_unspent(ticket, session_id, now)
         self._spent[claims.nonce] = claims.expires
         return claims

@@ -141,13 +141,46 @@ def test_viewer_with_an_expired_ticket_is_refused(keepalive_service, session, pa
 def test_a_viewer_link_works_once(keepalive_service, session, browser):
     link = viewer_link(keepalive_service, session["id"])
     first = browser.new_context()
-    assert first.new_page().goto(link).status == 200
+    opener = first.new_page()
+    assert opener.goto(link).status == 200
+    opener.locator("#open").click()
+    opener.wait_for_url("**/viewer/")
     second = browser.new_context()  # someone else trying the same link
     page = second.new_page()
     assert page.goto(link).status == 403
     assert "already used" in page.locator("#reason").inner_text()
     first.close()
     second.close()
+
+
+def test_fetching_a_link_does_not_spend_it(keepalive_service, session, browser):
+    """A link-preview bot or a mail scanner GETs the link (maybe twice): the user's click still works."""
+    link = viewer_link(keepalive_service, session["id"])
+    for _ in range(2):
+        preview = httpx.get(link, trust_env=False, follow_redirects=True)
+        assert preview.status_code == 200 and 'id="open"' in preview.text
+        assert "set-cookie" not in preview.headers
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(link)
+    page.locator("#open").click()
+    page.wait_for_url("**/viewer/")
+    assert "ticket" not in page.url
+    wait_for("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
+    context.close()
+
+
+def test_url_parameters_cannot_send_the_viewer_elsewhere(keepalive_service, session, page, tmp_path):
+    """server/port/ssl/path in the viewer URL are ignored: the client connects to its own session only."""
+    other = keepalive_service.start_session(name="viewer-decoy")  # a session it could be pointed at
+    seen_websockets: list[str] = []
+    page.on("websocket", lambda ws: seen_websockets.append(ws.url))
+    evil = f"&server=evil.invalid&port=1&ssl=true&path=/sessions/{other['id']}/viewer/&encryption=AES&key=k"
+    open_viewer(page, keepalive_service, session["id"], query=evil)
+    assert seen_websockets, "the client opened no websocket"
+    expected = f"ws://{keepalive_service.url.split('://', 1)[1]}/sessions/{session['id']}/viewer/"
+    assert all(url.startswith(expected) for url in seen_websockets), seen_websockets
+    keepalive_service.stop_session(other["id"])
 
 
 def test_api_token_opens_the_viewer_page(keepalive_service, session):
@@ -163,9 +196,13 @@ def _ws_url(service, session_id: str) -> str:
 
 
 def _viewer_cookie(service, session_id: str) -> str:
-    """Exchange a link the way a browser does and return the cookie it got."""
+    """Spend a link the way a browser does (open it, submit its form) and return the cookie it got."""
+    link = viewer_link(service, session_id)
     with httpx.Client(trust_env=False) as client:
-        response = client.get(viewer_link(service, session_id))
+        page = client.get(link)
+        assert page.status_code == 200 and "set-cookie" not in page.headers
+        ticket = re.search(r'name="ticket" value="([^"]+)"', page.text)[1]
+        response = client.post(link.split("?", 1)[0], data={"ticket": ticket})
         assert response.status_code == 200
         set_cookie = response.headers["set-cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie.replace("Strict", "strict")
@@ -227,8 +264,16 @@ def test_websocket_from_another_origin_is_refused(keepalive_service, session):
 def test_tickets_stay_out_of_the_service_log(keepalive_service, session, page):
     link = viewer_link(keepalive_service, session["id"])
     page.goto(link)
+    page.locator("#open").click()
     page.wait_for_url("**/viewer/")
     ticket = link.split("ticket=", 1)[1]
+    # a non-browser client presenting a ticket on the websocket handshake: uvicorn logs that path too
+    socket_ticket = viewer_link(keepalive_service, session["id"]).split("ticket=", 1)[1]
+    ws_url = keepalive_service.url.replace("http", "ws", 1) + f"/sessions/{session['id']}/viewer/?ticket={socket_ticket}"
+    with ws_connect(ws_url, subprotocols=["binary"], open_timeout=30) as ws:
+        assert ws.subprotocol == "binary"
     log = keepalive_service.log_text()
-    assert ticket not in log and ticket.split(".")[1] not in log
+    for secret in (ticket, socket_ticket):
+        assert secret not in log and secret.split(".")[1] not in log
+    assert "ticket=[redacted]" in log  # the paths were logged, without their tickets
     assert keepalive_service.token not in log

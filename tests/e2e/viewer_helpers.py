@@ -79,9 +79,11 @@ def canvas_pixels(page: Page) -> dict:
     )
 
 
-def open_viewer(page: Page, service, session_id: str, **link) -> None:
-    """Open the session's viewer through a fresh link and wait until xpra painted JupyterLab."""
-    page.goto(viewer_link(service, session_id, **link))
+def open_viewer(page: Page, service, session_id: str, query: str = "", **link) -> None:
+    """Open the session's viewer through a fresh link, as a user would (open the link, click the
+    button), and wait until xpra painted JupyterLab. ``query`` is added to the link."""
+    page.goto(viewer_link(service, session_id, **link) + query)
+    page.locator("#open").click()
     page.wait_for_url(re.compile(r"/viewer/(\?(?!.*ticket=).*)?$"))
     wait_for("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
 

@@ -1,5 +1,8 @@
 """The HTML5 client's connect settings and keepalive's pages (no xpra needed)."""
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,7 +30,7 @@ def test_an_unknown_index_is_refused():
 
 
 def test_connect_script_cannot_be_broken_out_of():
-    script = client.connect_script({"password": '</script><script>alert(1)</script>"'}, {})
+    script = client.connect_script({"password": '</script><script>alert(1)</script>"'}, {}, "/sessions/s1/viewer/")
     assert "</script>" not in script
 
 
@@ -76,3 +79,36 @@ def test_pages_escape_what_they_show():
     assert "<b>bad</b>" not in page and "&lt;b&gt;" in page
     redirect = client.redirect_page('/sessions/x/viewer/?keyboard_layout="><script>')
     assert '"><script>' not in redirect
+
+
+def run_connect_script(query: dict[str, str], location: dict[str, str]) -> dict:
+    """Run the connect script in node against a stand-in of xpra's Utilities; answer every PINNED param."""
+    node = shutil.which("node")
+    assert node, "node is needed (scripts/setup.sh installs it)"
+    script = client.connect_script({"password": "pw"}, {"keyboard_layout": "us"}, "/sessions/s1/viewer/")
+    harness = (
+        f"var window = {{location: {json.dumps(location)}}};\n"
+        f"var query = {json.dumps(query)};\n"
+        "var Utilities = {getparam: function (p) { return Object.prototype.hasOwnProperty.call(query, p) ? query[p] : null; }};\n"
+        + script
+        + f"\nvar out = {{}}; {json.dumps([*client.PINNED, 'password', 'keyboard_layout'])}.forEach(function (p) {{ out[p] = Utilities.getparam(p); }});"
+        "\nconsole.log(JSON.stringify(out));"
+    )
+    done = subprocess.run([node, "-e", harness], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_no_url_parameter_can_send_the_client_elsewhere():
+    evil = {name: "evil.example" for name in client.PINNED} | {"ssl": "true", "port": "1", "password": "x"}
+    answers = run_connect_script(evil, {"hostname": "127.0.0.1", "port": "8900", "protocol": "http:"})
+    assert answers == {
+        "server": "127.0.0.1", "port": "8900", "ssl": "false", "path": "/sessions/s1/viewer/",
+        "encryption": "", "key": "", "username": "", "display": "", "shadow_display": "",
+        "password": "pw", "keyboard_layout": "us",
+    }
+
+
+def test_the_client_follows_the_page_to_https_and_keeps_url_defaults():
+    answers = run_connect_script({"keyboard_layout": "de"}, {"hostname": "kept.example", "port": "", "protocol": "https:"})
+    assert (answers["server"], answers["port"], answers["ssl"]) == ("kept.example", "", "true")
+    assert answers["keyboard_layout"] == "de"  # a default, not pinned: the URL may choose it

@@ -156,7 +156,19 @@ async function openViewer(session) {
   const win = window.open("about:blank", "_blank");
   try {
     const response = await api("POST", `/sessions/${encodeURIComponent(session.id)}/viewer-link`, {});
-    const { url } = await response.json();
+    const link = new URL((await response.json()).url, window.location.href);
+    // Spend the link's ticket here (this click is the user's action): the service answers with
+    // the viewer cookie, and the new window opens the clean viewer URL without the extra page.
+    const ticket = link.searchParams.get("ticket");
+    link.searchParams.delete("ticket");
+    const spent = await fetch(link.pathname, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ ticket }).toString(),
+    });
+    if (!spent.ok) throw new Error(`the viewer link was refused (${spent.status})`);
+    const url = link.toString();
     if (win) {
       win.opener = null;
       win.location.replace(url);
