@@ -24,7 +24,7 @@ import pytest
 from keepalive.engine.allocation import free_port
 
 CHROMIUM = "/usr/bin/chromium"
-SESSION_MARKER = "KEEPALIVE_SESSION_ID"
+SESSION_MARKER = "KA_SESSION_ID"
 
 
 PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_type", "new_context"}

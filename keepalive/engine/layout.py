@@ -8,7 +8,23 @@ from pathlib import Path
 
 #: Set in the environment of every child of a session: lets the reaper find each
 #: descendant, including the ones that re-parent themselves (chrome_crashpad_handler).
-SESSION_MARKER = "KEEPALIVE_SESSION_ID"
+#: Not named KEEPALIVE_*: a notebook sees it, and nothing of the service's own settings may show there.
+SESSION_MARKER = "KA_SESSION_ID"
+
+#: What a session's children inherit from the service's own environment; nothing else passes.
+#: The service's environment may hold its API token, an external Jupyter's token and whatever
+#: the operator's shell had: a notebook can read every variable its kernel inherits.
+INHERITED_VARIABLES = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR",
+    # a notebook's pip and requests need the site's proxy, if it has one
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+})
+
+
+def inherited(environ: dict[str, str]) -> dict[str, str]:
+    """The allow-listed part of ``environ`` (INHERITED_VARIABLES and the ``LC_*`` locale)."""
+    return {k: v for k, v in environ.items() if k in INHERITED_VARIABLES or k.startswith("LC_")}
+
 
 XDG_HOMES = {
     "XDG_CONFIG_HOME": "config",
@@ -77,11 +93,13 @@ class SessionLayout:
         return [self.folder / sub for sub in XDG_HOMES.values()]
 
     def environment(self, session_id: str, base: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment for every child: HOME and all XDG dirs inside the session folder."""
-        env = dict(os.environ if base is None else base)
-        # Nothing of the service's own display or desktop session may leak into a session.
-        for key in ("DISPLAY", "XAUTHORITY", "DBUS_SESSION_BUS_ADDRESS", "WAYLAND_DISPLAY"):
-            env.pop(key, None)
+        """The environment for every child: an allow-list of the service's own (``base``,
+        default ``os.environ``), then HOME and all XDG dirs inside the session folder.
+
+        Nothing else of the service's passes: not its settings or tokens (``KEEPALIVE_*``), not
+        its display or desktop session.
+        """
+        env = inherited(dict(os.environ if base is None else base))
         env.update({name: str(self.folder / sub) for name, sub in XDG_HOMES.items()})
         env["XDG_RUNTIME_DIR"] = str(self.runtime_dir)
         env["HOME"] = str(self.home)

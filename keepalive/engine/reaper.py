@@ -1,7 +1,7 @@
 """Finds and ends every process of a session, wherever it went.
 
 Process groups are not enough: Chromium's crashpad handler double-forks to PID 1.
-Two marks find them all: every child of a session inherits ``KEEPALIVE_SESSION_ID``
+Two marks find them all: every child of a session inherits ``KA_SESSION_ID``
 in its environment, and the processes Chromium forks from its zygote (whose
 environment Chromium empties) name the session's profile folder on their command line.
 """

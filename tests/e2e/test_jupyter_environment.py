@@ -67,6 +67,7 @@ def test_notebook_pip_leaves_the_service_alone_and_widgets_render(keepalive_serv
         "from tqdm.notebook import tqdm\nfor _ in tqdm(range(5), desc='probe-bar'):\n    pass",
         "import ipywidgets\nipywidgets.IntSlider(value=7, max=10, description='probe-slider')",
         f"%pip uninstall -y {PROBE}",
+        "import os\nprint('service variables:', sorted(k for k in os.environ if k.startswith('KEEPALIVE')))",
     ]
     with kiosk_page(playwright, session["id"]) as page:
         put_notebook(page, "environment.ipynb", cells)
@@ -84,6 +85,8 @@ def test_notebook_pip_leaves_the_service_alone_and_widgets_render(keepalive_serv
         expect(slider).to_contain_text("probe-slider")
         expect(slider.locator(".widget-readout")).to_have_text("7")
         assert not page.locator(".jp-OutputArea-output", has_text="Error displaying widget").count()
+        # the kernel inherited nothing of the service's own settings (its API token among them)
+        expect(outputs.filter(has_text="service variables:")).to_have_text("service variables: []")
     # the package came and went in the Jupyter environment only
     assert not list(jupyter_prefix.glob(f"lib/python3*/site-packages/{PROBE}*"))
     assert not list(service_prefix.glob(f"lib/python3*/site-packages/{PROBE}*"))

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from PIL import Image, ImageStat
 
-from tests.conftest import session_processes
+from tests.conftest import SESSION_MARKER, session_processes
 
 
 def assert_jupyterlab_png(png: bytes, width: int, height: int) -> Image.Image:
@@ -82,13 +82,16 @@ def test_session_is_isolated_and_keeps_no_secret_in_view(keepalive_service):
             env = process.environ()
         except psutil.Error:
             continue
-        if "KEEPALIVE_SESSION_ID" not in env:
+        if SESSION_MARKER not in env:
             # Chromium strips the environment of what it forks from its zygote; those
             # processes still name the session's profile on their command line
             assert any(str(folder) in arg for arg in process.cmdline()), process.cmdline()[:3]
             continue
         for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "HOME"):
             assert env[name].startswith(str(folder)), (process.name(), name, env[name])
+        # nothing of the service's own environment (its settings, its API token) reaches a session
+        assert not [k for k in env if k.startswith("KEEPALIVE_")], (process.name(), sorted(env))
+        assert service.token not in "\n".join(env.values()), process.name()
         # the Jupyter token travels in the environment, never on a command line `ps` shows
         assert not any("token" in arg.lower() for arg in process.cmdline() if "=" in arg and "Token" not in arg)
 

@@ -62,6 +62,20 @@ def test_environment_keeps_everything_inside_the_session_folder(tmp_path):
     assert stat.S_IMODE(layout.folder.stat().st_mode) == 0o700
 
 
+def test_children_inherit_only_an_allow_list_of_the_services_environment(tmp_path):
+    layout = SessionLayout(tmp_path / "s")
+    service_env = {
+        "PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "https_proxy": "http://proxy:3128",
+        "KEEPALIVE_API_TOKEN": "service-token", "KEEPALIVE_JUPYTER_URL": "http://h/?token=t",
+        "JUPYTER_TOKEN": "other", "AWS_SECRET_ACCESS_KEY": "s3cret", "DBUS_SESSION_BUS_ADDRESS": "unix:x",
+        "PYTHONPATH": "/service/lib", "VIRTUAL_ENV": "/service/.venv",
+    }
+    env = layout.environment("abc", base=service_env)
+    kept = {k for k in service_env if k in env}
+    assert kept == {"PATH", "LANG", "LC_ALL", "https_proxy"}
+    assert not [v for v in env.values() if "token" in v.lower() or "s3cret" in v]
+
+
 def test_xpra_config_clears_debians_xsession_start(tmp_path):
     layout = SessionLayout(tmp_path / "s")
     layout.create()
