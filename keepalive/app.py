@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from keepalive import __version__
 from keepalive.api import dashboard, health, sessions, viewer
+from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # curl -d sends JSON labelled as a form: take it as the JSON it is (README examples use either)
     app.add_middleware(JsonWithoutContentType)
+    app.add_middleware(BodySizeLimit)  # added last: runs first, before any body is read
     app.state.settings = settings
     app.state.api_token = token
     app.state.token_created = created

@@ -65,3 +65,31 @@ def test_broken_json_labelled_as_a_form_is_a_json_error():
 def test_other_content_types_are_left_alone():
     response = make_client().post("/things", content=b'{"name": "x"}', headers={"Content-Type": "application/xml"})
     assert response.status_code == 422  # not relabelled: FastAPI refuses it as before
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read():
+    from keepalive.api.body_limit import MAX_BODY_BYTES, BodySizeLimit
+
+    app = FastAPI()
+    app.add_middleware(BodySizeLimit)
+    seen = []
+
+    @app.post("/things")
+    async def create(body: Body) -> dict:
+        seen.append(body)
+        return {}
+
+    client = TestClient(app)
+    big = b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    assert client.post("/things", content=big, headers={"Content-Type": "application/json"}).status_code == 413
+
+    def chunks():  # no Content-Length: counted as it arrives
+        yield b'{"name": "'
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = client.post("/things", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "request body over" in response.json()["detail"]
+    assert client.post("/things", json={"name": "small"}).status_code == 200
+    assert len(seen) == 1
