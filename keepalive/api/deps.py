@@ -14,15 +14,17 @@ from keepalive.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="The API token (KEEPALIVE_API_TOKEN or the state dir's api-token).")
 
 
-def get_settings(request: Request) -> Settings:
+# Every dependency and route is async: sync ones run in a thread pool, which would read
+# session state while the event loop changes it.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_manager(request: Request) -> SessionManager:
+async def get_manager(request: Request) -> SessionManager:
     return request.app.state.manager
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -14,8 +16,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", summary="Can this service start and run sessions?")
-def health(settings: SettingsDep, manager: ManagerDep) -> JSONResponse:
-    checks = service_checks(settings)
+async def health(settings: SettingsDep, manager: ManagerDep) -> JSONResponse:
+    # the checks touch the disk and may run the Jupyter environment once: not on the event loop
+    checks = await asyncio.to_thread(service_checks, settings)
     sessions = manager.list()
     ok = all(check.ok for check in checks)
     body = {

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from playwright.async_api import Error as PlaywrightError
 
 from keepalive.api import viewer
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
@@ -93,12 +94,12 @@ async def create_session(
 
 
 @router.get("", response_model=SessionList, summary="List sessions")
-def list_sessions(request: Request, manager: ManagerDep) -> SessionList:
+async def list_sessions(request: Request, manager: ManagerDep) -> SessionList:
     return SessionList(sessions=[session_out(request, session) for session in manager.list()])
 
 
 @router.get("/{session_id}", response_model=SessionOut, summary="Show one session")
-def get_session(request: Request, manager: ManagerDep, session_id: str) -> SessionOut:
+async def get_session(request: Request, manager: ManagerDep, session_id: str) -> SessionOut:
     return session_out(request, lookup(manager, session_id))
 
 
@@ -121,6 +122,6 @@ async def screenshot(manager: ManagerDep, session_id: str) -> Response:
         raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} is {session.state.value}, not ready")
     try:
         png = await session.screenshot()
-    except RuntimeError as error:
+    except (RuntimeError, PlaywrightError) as error:  # the page went away while being captured
         raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} cannot be captured now: {error}") from None
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

@@ -94,7 +94,7 @@ def viewer_state(app) -> ViewerState:
     return state
 
 
-def get_viewer_state(request: Request) -> ViewerState:
+async def get_viewer_state(request: Request) -> ViewerState:
     return viewer_state(request.app)
 
 

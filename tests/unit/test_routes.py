@@ -1,0 +1,86 @@
+"""In-process route tests: the API's own behaviour, with the session engine replaced by a stand-in."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from fastapi.testclient import TestClient
+from playwright.async_api import Error as PlaywrightError
+
+from keepalive.app import create_app
+from keepalive.models import SessionState
+from keepalive.settings import Settings
+
+
+def _dependencies(dependant):
+    for sub in dependant.dependencies:
+        yield sub
+        yield from _dependencies(sub)
+
+
+def _api_routes(routes):
+    """Every route, also inside included routers (FastAPI may wrap them: ``original_router``)."""
+    for route in routes:
+        if isinstance(route, APIRoute | APIWebSocketRoute):
+            yield route
+        inner = getattr(route, "original_router", None) or getattr(route, "router", None)
+        if inner is not None and hasattr(inner, "routes"):
+            yield from _api_routes(inner.routes)
+
+
+def test_every_route_and_dependency_runs_on_the_event_loop(tmp_path):
+    """Sync routes run in a thread pool, reading session state while the loop changes it."""
+    app = create_app(Settings(state_dir=tmp_path, api_token="t"))
+    routes = list(_api_routes(app.routes))
+    assert {"/sessions", "/health", "/sessions/{session_id}/viewer/{path:path}"} <= {r.path for r in routes}
+    sync = [r.path for r in routes if not inspect.iscoroutinefunction(r.endpoint)]
+    sync += [
+        f"{r.path}: {d.call.__name__}"
+        for r in routes
+        for d in _dependencies(r.dependant)
+        if d.call is not None and inspect.isfunction(d.call) and not inspect.iscoroutinefunction(d.call)
+    ]
+    assert not sync, sync
+
+
+class CrashingPageSession:
+    """A ready session whose page goes away while it is being captured."""
+
+    id = "abc123abc123"
+    state = SessionState.ready
+
+    async def screenshot(self) -> bytes:
+        raise PlaywrightError("Target page, context or browser has been closed")
+
+
+class StandInManager:
+    def __init__(self, session) -> None:
+        self.session = session
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def list(self):
+        return []
+
+    def get(self, session_id):
+        return self.session
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(Settings(state_dir=tmp_path, api_token="t"))
+    app.state.manager = StandInManager(CrashingPageSession())
+    with TestClient(app, headers={"Authorization": "Bearer t"}) as client:
+        yield client
+
+
+def test_a_screenshot_of_a_page_that_just_died_is_409_not_500(client):
+    response = client.get("/sessions/abc123abc123/screenshot")
+    assert response.status_code == 409
+    assert "cannot be captured now" in response.json()["detail"]
