@@ -27,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 SESSION_MARKER = "KA_SESSION_ID"
 
 
-PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_type", "new_context"}
+PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_type", "new_context", "playwright"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
