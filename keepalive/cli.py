@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from keepalive import __version__
+from keepalive.client_commands import add_client_commands, run_client_command
 from keepalive.settings import Settings
 
 
@@ -19,11 +20,23 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+#: Settings that are secrets: no flag takes their value (``ps`` shows every command line to
+#: every user); ``--NAME-file`` reads it from a file instead, or the environment variable is used.
+SECRET_SETTINGS = {"api_token"}
+
+
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per settings field, with its description and environment variable in the help."""
     for name, field in Settings.model_fields.items():
+        if name in SECRET_SETTINGS:
+            parser.add_argument(
+                _flag(name) + "-file", dest=f"{name}_file", default=None, metavar="FILE",
+                help=f"{field.description} Read from FILE (a value on the command line would show in ps). "
+                f"Env: KEEPALIVE_{name.upper()}.",
+            )
+            continue
         default = field.get_default(call_default_factory=True)
-        shown = "(generated)" if name == "api_token" else default
+        shown = default
         help_text = f"{field.description} Env: KEEPALIVE_{name.upper()}. Default: {shown}."
         annotation = field.annotation
         if annotation is bool:
@@ -46,15 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the keepalive service in the foreground. Flags win over KEEPALIVE_* variables.",
     )
     _add_settings_flags(serve)
+    add_client_commands(commands)
     return parser
+
+
+class SecretFileError(ValueError):
+    pass
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None
     }
-    if "api_token" in overrides:
-        overrides["api_token"] = SecretStr(overrides["api_token"])
+    for name in SECRET_SETTINGS:
+        path = getattr(args, f"{name}_file", None)
+        if path is not None:
+            try:
+                value = Path(path).read_text().strip()
+            except OSError as error:
+                raise SecretFileError(f"{_flag(name)}-file: cannot read {path}: {error.strerror}") from None
+            if not value:
+                raise SecretFileError(f"{_flag(name)}-file: {path} is empty")
+            overrides[name] = SecretStr(value)
     return Settings(**overrides)
 
 
@@ -66,7 +92,8 @@ def _print_banner(settings: Settings, token: str, created: bool, url: str) -> No
         lines.append(f"API token: configured, or in {settings.token_file}")
     lines.append(
         "Start a session:\n"
-        f'    curl -X POST -H "Authorization: Bearer $TOKEN" {url}/sessions -d \'{{"name": "alice"}}\''
+        f'    curl --json \'{{"name": "alice"}}\' -H "Authorization: Bearer $TOKEN" {url}/sessions\n'
+        "or: keepalive start --name alice"
     )
     print("\n".join(lines), flush=True)
 
@@ -119,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command != "serve":
+        return run_client_command(args)
     try:
         settings = settings_from_args(args)
+    except SecretFileError as error:
+        print(f"keepalive: {error}", file=sys.stderr)
+        return 2
     except ValidationError as error:
         for problem in error.errors():
             field = problem["loc"][0] if problem["loc"] else "?"

@@ -1,0 +1,259 @@
+"""The client subcommands: ``keepalive start|list|show|stop|screenshot|viewer-link|doctor``.
+
+Each is a thin client of a running service's REST API (keepalive.client). Results go to stdout
+(``--json`` where a script wants them whole), progress and errors to stderr, one line per error.
+Exit codes: 0 done; 1 the service said no (or the session failed); 2 bad usage; 3 no service
+answers at the URL; 4 no API token, or a wrong one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from keepalive.client import Client, ClientError, default_url, find_token
+
+#: Health parts of a starting session, and what to call them while waiting for them.
+WAITING_FOR = {"jupyter": "Jupyter server", "xpra": "display", "browser": "browser", "page": "JupyterLab page"}
+#: How often a waiting ``start`` asks for the session's state.
+POLL_SECONDS = 0.5
+
+
+def add_client_commands(commands: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=None, help=f"the service (env KEEPALIVE_URL; default {default_url()})")
+    common.add_argument(
+        "--token-file", type=Path, default=None, metavar="FILE",
+        help="file holding the API token (default: KEEPALIVE_API_TOKEN, else the state dir's api-token)",
+    )
+    common.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="the service's state dir, where its api-token is (env KEEPALIVE_STATE_DIR)")
+
+    start = commands.add_parser("start", parents=[common], help="start a session (shows progress until it is ready)")
+    start.add_argument("--name", help="1-63 of a-z, 0-9 and '-'; unique among live sessions")
+    start.add_argument("--width", type=int, help="screen width (default: the service's)")
+    start.add_argument("--height", type=int, help="screen height (default: the service's)")
+    start.add_argument("--heavyai-host", help="HeavyDB host to hand the session")
+    start.add_argument("--heavyai-port", type=int, help="HeavyDB port (default 6278)")
+    start.add_argument("--heavyai-protocol", choices=["http", "https", "binary"], help="default https")
+    start.add_argument("--heavyai-session-id-file", type=Path, metavar="FILE",
+                       help="file holding the HeavyDB session ID ('-': standard input); never on the command line")
+    start.add_argument("--heavyai-query", help="SQL to place in the workspace")
+    start.add_argument("--no-wait", action="store_true", help="return as soon as the service accepted the session")
+    start.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for ready (default 300)")
+    start.add_argument("--json", action="store_true", help="print the session as JSON")
+    start.set_defaults(handler=cmd_start)
+
+    listing = commands.add_parser("list", parents=[common], help="list sessions (a table, or --json)")
+    listing.add_argument("--json", action="store_true", help="print the sessions as JSON")
+    listing.set_defaults(handler=cmd_list)
+
+    show = commands.add_parser("show", parents=[common], help="show one session")
+    show.add_argument("session", metavar="ID|NAME")
+    show.add_argument("--json", action="store_true", help="print the session as JSON")
+    show.set_defaults(handler=cmd_show)
+
+    stop = commands.add_parser("stop", parents=[common], help="stop sessions (their homes stay)")
+    stop.add_argument("sessions", metavar="ID|NAME", nargs="*")
+    stop.add_argument("--all", action="store_true", help="stop every session")
+    stop.set_defaults(handler=cmd_stop)
+
+    shot = commands.add_parser("screenshot", parents=[common], help="save a PNG of what the kiosk shows")
+    shot.add_argument("session", metavar="ID|NAME")
+    shot.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="where to write the PNG")
+    shot.set_defaults(handler=cmd_screenshot)
+
+    link = commands.add_parser("viewer-link", parents=[common], help="print a single-use link to the viewer")
+    link.add_argument("session", metavar="ID|NAME")
+    link.add_argument("--keyboard-layout", help="e.g. de, fr, gb")
+    link.set_defaults(handler=cmd_viewer_link)
+
+    doctor = commands.add_parser("doctor", parents=[common], help="check this machine and the running service")
+    doctor.set_defaults(handler=cmd_doctor)
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    try:
+        return args.handler(args)
+    except ClientError as error:
+        print(f"keepalive {args.command}: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"keepalive {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _client(args: argparse.Namespace, timeout: float = 30.0) -> Client:
+    url = (args.url or default_url()).rstrip("/")
+    return Client(url, find_token(args.token_file, args.state_dir), timeout=timeout)
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _age(created_at: str) -> str:
+    seconds = int((datetime.now(UTC) - datetime.fromisoformat(created_at.replace("Z", "+00:00"))).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def _health(session: dict) -> str:
+    bad = [part for part, ok in session.get("health", {}).items() if not ok]
+    return "ok" if not bad else "down: " + ",".join(bad)
+
+
+# -- the commands ---------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    body: dict = {k: v for k, v in (("name", args.name), ("width", args.width), ("height", args.height)) if v}
+    heavyai = {
+        k: v
+        for k, v in (("host", args.heavyai_host), ("port", args.heavyai_port),
+                     ("protocol", args.heavyai_protocol), ("query", args.heavyai_query))
+        if v is not None
+    }
+    if args.heavyai_session_id_file is not None:
+        source = args.heavyai_session_id_file
+        try:
+            heavyai["session_id"] = (sys.stdin.read() if str(source) == "-" else source.read_text()).strip()
+        except OSError as error:
+            raise ClientError(f"--heavyai-session-id-file: cannot read {source}: {error.strerror}", ClientError.USAGE) from None
+    if heavyai:
+        if "host" not in heavyai:
+            raise ClientError("--heavyai-host is needed for a HeavyAI handoff", ClientError.USAGE)
+        body["heavyai"] = heavyai
+    client = _client(args)
+    try:
+        session = client.start(body, wait=False)
+        if args.no_wait:
+            return _report(session, args.json)
+        return _report(_wait_until_ready(client, session, args.timeout), args.json)
+    finally:
+        client.close()
+
+
+def _wait_until_ready(client: Client, session: dict, timeout: float) -> dict:
+    """Poll until the session is ready or failed, saying on stderr what it still waits for."""
+    started = time.monotonic()
+    said = ""
+    interactive = sys.stderr.isatty()
+    while True:
+        state = session["state"]
+        if state == "ready":
+            break
+        if state in ("failed", "stopped", "stopping"):
+            raise ClientError(f"session {session['id']} {state}: {session.get('error') or 'no reason given'}")
+        elapsed = time.monotonic() - started
+        if elapsed > timeout:
+            raise ClientError(f"session {session['id']} was not ready after {timeout:.0f} s (still {state})")
+        waiting = [WAITING_FOR[p] for p, ok in session.get("health", {}).items() if not ok and p in WAITING_FOR]
+        line = f"{session['id']} {state}" + (f": waiting for {', '.join(waiting)}" if waiting else "")
+        if line != said or interactive:
+            print(("\r" if interactive else "") + f"{line} ({elapsed:.0f} s)", end="" if interactive else "\n",
+                  file=sys.stderr, flush=True)
+            said = line
+        time.sleep(POLL_SECONDS)
+        session = client.request("GET", f"/sessions/{session['id']}").json()
+    print(("\r" if interactive else "") + f"{session['id']} ready in {time.monotonic() - started:.1f} s",
+          file=sys.stderr, flush=True)
+    return session
+
+
+def _report(session: dict, as_json: bool) -> int:
+    if as_json:
+        _print_json(session)
+    else:
+        print(f"{session['id']}  {session['name']}  {session['state']}  viewer: {session['viewer_url']}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        sessions = client.sessions()
+    finally:
+        client.close()
+    if args.json:
+        _print_json({"sessions": sessions})
+        return 0
+    rows = [("ID", "NAME", "STATE", "AGE", "RESTARTS", "HEALTH")]
+    rows += [(s["id"], s["name"], s["state"], _age(s["created_at"]), str(s["restarts"]), _health(s)) for s in sessions]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if not sessions:
+        print("(no sessions)", file=sys.stderr)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        session = client.session(args.session)
+    finally:
+        client.close()
+    if args.json:
+        _print_json(session)
+        return 0
+    for key in ("id", "name", "state", "created_at", "width", "height", "restarts", "error", "viewer_url"):
+        print(f"{key + ':':<12}{session.get(key) if session.get(key) is not None else '-'}")
+    print(f"{'health:':<12}{_health(session)}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if args.all == bool(args.sessions):
+        raise ClientError("name the sessions to stop, or --all (not both)", ClientError.USAGE)
+    client = _client(args, timeout=120)
+    try:
+        targets = client.sessions() if args.all else [client.session(name) for name in args.sessions]
+        for session in targets:
+            print(f"stopping {session['id']} ({session['name']})", file=sys.stderr, flush=True)
+            client.stop(session["id"])
+            print(session["id"])
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        png = client.screenshot(client.session(args.session)["id"])
+    finally:
+        client.close()
+    try:
+        args.output.write_bytes(png)
+    except OSError as error:
+        raise ClientError(f"cannot write {args.output}: {error.strerror}") from None
+    print(f"{args.output} ({len(png)} bytes)", file=sys.stderr)
+    return 0
+
+
+def cmd_viewer_link(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        link = client.viewer_link(client.session(args.session)["id"], args.keyboard_layout)
+    finally:
+        client.close()
+    print(link["url"])
+    print(f"works once, until {link['expires_at']}", file=sys.stderr)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from keepalive import doctor
+    from keepalive.settings import Settings
+
+    overrides = {"state_dir": args.state_dir} if args.state_dir else {}
+    settings = Settings(**overrides)
+    url = (args.url or default_url()).rstrip("/")
+    return doctor.run(settings, url, args.token_file, explicit_url=args.url is not None)

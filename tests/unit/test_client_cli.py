@@ -1,0 +1,90 @@
+"""The client subcommands' own logic: arguments, token discovery, tables, exit codes (no service)."""
+
+from __future__ import annotations
+
+import pytest
+
+from keepalive import client as client_module
+from keepalive.cli import build_parser, main
+from keepalive.client import ClientError, default_url, find_token
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in ("KEEPALIVE_URL", "KEEPALIVE_HOST", "KEEPALIVE_PORT", "KEEPALIVE_API_TOKEN", "KEEPALIVE_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_url_comes_from_the_environment_or_the_services_own_settings(monkeypatch):
+    assert default_url() == "http://127.0.0.1:8900"
+    monkeypatch.setenv("KEEPALIVE_PORT", "9100")
+    monkeypatch.setenv("KEEPALIVE_HOST", "0.0.0.0")  # a service listening everywhere is on loopback too
+    assert default_url() == "http://127.0.0.1:9100"
+    monkeypatch.setenv("KEEPALIVE_URL", "http://example.test:1/")
+    assert default_url() == "http://example.test:1"
+
+
+def test_token_from_environment_then_file_then_state_dir(monkeypatch, tmp_path):
+    (tmp_path / "api-token").write_text("from-state-dir\n")
+    assert find_token(None, tmp_path) == "from-state-dir"
+    other = tmp_path / "other"
+    other.write_text("from-file")
+    assert find_token(other, tmp_path) == "from-file"
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "from-env")
+    assert find_token(other, tmp_path) == "from-env"
+
+
+def test_a_missing_token_says_where_it_looked(tmp_path):
+    with pytest.raises(ClientError) as error:
+        find_token(None, tmp_path)
+    assert error.value.exit_code == ClientError.UNAUTHORIZED
+    assert str(tmp_path / "api-token") in str(error.value) and "KEEPALIVE_API_TOKEN" in str(error.value)
+
+
+def test_no_client_command_takes_a_token_on_the_command_line():
+    parser = build_parser()
+    for command in ("start", "list", "show", "stop", "screenshot", "viewer-link", "doctor", "serve"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        flags = {flag for action in sub._actions for flag in action.option_strings}
+        assert "--api-token" not in flags and "--token" not in flags, command
+
+
+def test_serve_reads_its_token_from_a_file(tmp_path):
+    from keepalive.cli import settings_from_args
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    args = build_parser().parse_args(["serve", "--api-token-file", str(token), "--state-dir", str(tmp_path)])
+    assert settings_from_args(args).api_token.get_secret_value() == "s3cret"
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    assert main(["serve", "--api-token-file", str(empty), "--state-dir", str(tmp_path)]) == 2
+
+
+def test_stop_needs_names_or_all_but_not_both(capsys, monkeypatch):
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "t")
+    assert main(["stop"]) == 2
+    assert main(["stop", "abc", "--all"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_an_unreachable_service_exits_3_with_one_line(capsys, monkeypatch):
+    from keepalive.engine.allocation import free_port
+
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "t")
+    assert main(["list", "--url", f"http://127.0.0.1:{free_port()}"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keepalive list: cannot reach keepalive at") and "\n" not in err
+
+
+def test_a_heavyai_handoff_needs_a_host(capsys, monkeypatch):
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "t")
+    assert main(["start", "--heavyai-port", "6274"]) == 2
+    assert "--heavyai-host" in capsys.readouterr().err
+
+
+def test_api_errors_are_flattened_to_one_line():
+    import httpx
+
+    response = httpx.Response(422, json={"detail": [{"loc": ["body", "name"], "msg": "String should match pattern"}]})
+    assert client_module._detail(response) == "name: String should match pattern"
