@@ -81,26 +81,31 @@ def served_by_serve_sh(tmp_path, profile_template):
         assert serve.wait(60) == 0, log_path.read_text()
 
 
-def test_serve_sh_then_every_readme_example_works_as_printed(served_by_serve_sh, tmp_path):
+def test_serve_sh_then_every_readme_example_works_as_printed(served_by_serve_sh):
     home, env, headers, log_path = served_by_serve_sh
     banner = log_path.read_text()
     assert "API token (shown once" in banner and DEFAULT_URL in banner
     examples = [b for b in blocks()[1:] if b.lang == "bash" and b.not_run is None]
     assert examples, "the README has no runnable bash example"
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    for block in examples:
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", block.code],
-            cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
-        )
-        assert result.returncode == 0, (
-            f"README.md line {block.line}: exit {result.returncode}\n{block.code}\n"
-            f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
-        )
-    # What the examples did is visible: a real screenshot, and the stopped session is gone.
-    shot = workdir / "shot.png"
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "the screenshot example wrote no PNG"
+    # in the checkout, where the set-up commands left the reader (.venv/bin/keepalive is relative)
+    outputs = [REPO / "shot.png", REPO / "bob.png"]
+    assert not [p for p in outputs if p.exists()], "left over from an earlier run: remove them"
+    try:
+        for block in examples:
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", block.code],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+            )
+            assert result.returncode == 0, (
+                f"README.md line {block.line}: exit {result.returncode}\n{block.code}\n"
+                f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+            )
+        # What the examples did is visible: real screenshots, and the stopped sessions are gone.
+        for shot in outputs:
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"the example wrote no PNG to {shot}"
+    finally:
+        for shot in outputs:
+            shot.unlink(missing_ok=True)
     live = httpx.get(f"{DEFAULT_URL}/sessions", headers=headers, trust_env=False).json()["sessions"]
     assert not [s for s in live if s["state"] not in ("stopped", "failed")], live
 
