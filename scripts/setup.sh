@@ -58,7 +58,7 @@ done
 # serve.sh or test.sh starts at once. A set-up with the test tools also serves the service.
 stamp=.venv/.keepalive-setup
 inputs=$(cat pyproject.toml scripts/jupyter-requirements.txt web/heavyai/package.json \
-           $(find web/heavyai/src web/heavyai/style -type f | sort) | sha256sum | cut -d' ' -f1)
+           $(find web/heavyai/src web/heavyai/style jupyter-config -type f | sort) | sha256sum | cut -d' ' -f1)
 stamped_inputs="" stamped_extras=""
 [ -f "$stamp" ] && read -r stamped_inputs stamped_extras < "$stamp"
 if [ "${stamped_inputs:-}" = "$inputs" ] && { [ -z "$extras" ] || [ "${stamped_extras:-}" = "$extras" ]; } \

@@ -15,6 +15,10 @@ from .session import BaseSessionManager, HeavyAISessionManager
 LEGACY_CONFIG_NAME = "jupyter_notebook_config"
 
 
+#: Setting sections of the OmniSci edition of this handoff, and their names today.
+OMNISCI_ALIASES = {"OmniSciSessionManager": "HeavyAISessionManager", "OmniSciConfig": "HeavyAIConfig"}
+
+
 class HeavyAIConfig(LoggingConfigurable):
     """Settings of the HeavyAI session handoff (``c.HeavyAIConfig.*``)."""
 
@@ -52,9 +56,18 @@ class HeavyAIExtension(ExtensionApp):
         return config
 
     def _effective_config(self) -> Config:
-        """Legacy notebook config, overridden by the server's config files and command line."""
+        """Legacy notebook config, overridden by the server's config files and command line;
+        then the OmniSci-era section names (OMNISCI_ALIASES) as aliases of today's."""
         config = self._legacy_notebook_config()
         config.merge(self.config)
+        for old, new in OMNISCI_ALIASES.items():
+            for key, value in config.get(old, {}).items():
+                if key in config.get(new, {}):
+                    self.log.warning(
+                        "HeavyAI: both c.%s.%s and c.%s.%s are set; using c.%s.%s", old, key, new, key, new, key
+                    )
+                    continue
+                config[new][key] = value
         return config
 
     def _create_session_manager(self) -> BaseSessionManager:

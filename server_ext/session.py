@@ -141,6 +141,10 @@ def _parse_session_file(text: str, path: str) -> tuple[str, str]:
     return session, query
 
 
+#: The OmniSci edition's environment variables, read when the HeavyAI ones are unset.
+OMNISCI_VARIABLES = {"protocol": "OMNISCI_PROTOCOL", "host": "OMNISCI_HOST", "port": "OMNISCI_PORT"}
+
+
 class HeavyAISessionManager(BaseSessionManager):
     """Default provider: session ID from a file, connection from environment variables."""
 
@@ -168,7 +172,19 @@ class HeavyAISessionManager(BaseSessionManager):
     ).tag(config=True)
 
     def _environment(self) -> dict[str, str]:
-        return {"protocol": self.protocol, "host": self.host, "port": self.port}
+        """The variable to read for each part of the connection.
+
+        A name left at its default (``HEAVYAI_*``) whose variable is unset falls back to the
+        OmniSci-era ``OMNISCI_*`` when that one is set: a deployment set up from the OmniSci
+        documents works unchanged, and the notebook reads the variable that is really there.
+        """
+        environment = {"protocol": self.protocol, "host": self.host, "port": self.port}
+        for key, name in environment.items():
+            default = self.traits()[key].default_value
+            legacy = OMNISCI_VARIABLES[key]
+            if name == default and not os.environ.get(name) and os.environ.get(legacy):
+                environment[key] = legacy
+        return environment
 
     def _read_session_file(self) -> tuple[str, str]:
         if not self.session_file:

@@ -435,3 +435,22 @@ def test_connection_cell_reaches_heavydb_with_session(lab_factory, standin_facto
     expect(output).to_contain_text(f"127.0.0.1:{db.port}")
     # The stand-in saw the handed-over session: heavyai validated it with get_tables.
     assert handler.sessions_seen == [session_id]
+
+
+def test_an_omnisci_era_deployment_opens_the_same_workspace(lab_factory, page: Page):
+    """`lab?omnisci&reset` and OMNISCI_* variables, as the OmniSci documents set them up."""
+    server = lab_factory({"OMNISCI_PROTOCOL": "binary", "OMNISCI_HOST": "omnisci.example", "OMNISCI_PORT": "6274"})
+    session = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    write_session(server, session)
+    open_heavyai(page, server.lab("omnisci&reset"))
+    expect(cell_editors(page).first).to_contain_text(f'sessionid="{session}"', timeout=UI_TIMEOUT_MS)
+    expect(heavyai_tabs(page)).to_have_count(1)
+    source = "".join(server.notebook()["cells"][0]["source"])
+    # the kernel reads the variables that are really set
+    assert parse_connection_cell(source) == {
+        "sessionid": repr(session),
+        "protocol": "os.environ['OMNISCI_PROTOCOL']",
+        "host": "os.environ['OMNISCI_HOST']",
+        "port": "int(os.environ['OMNISCI_PORT'])",
+    }
+    expect(page.locator(".jp-HeavyAIStatus")).to_have_text("HeavyAI: binary://omnisci.example:6274 · session ✓")

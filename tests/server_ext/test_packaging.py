@@ -39,6 +39,7 @@ def jupyter(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
 
+    run.env = env
     return run
 
 
@@ -79,3 +80,64 @@ def test_labextension_paths_point_at_the_build():
     package = json.loads((Path(__file__).parents[2] / "web" / "heavyai" / "package.json").read_text())
     assert package["name"] == entry["dest"]
     assert package["jupyterlab"]["outputDir"] == f"../../server_ext/{entry['src']}"
+
+
+def test_the_omnisci_era_enable_command_maps_to_server_ext(jupyter, tmp_path):
+    """`jupyter serverextension enable --sys-prefix jupyterlab_omnisci.serverextension` (OmniSci's
+    docs) is today `jupyter server extension enable ... jupyterlab_omnisci.serverextension`: it
+    validates, and a server with only that name enabled serves the handoff."""
+    # --sys-prefix, as OmniSci's docs say: it changes the Jupyter environment's own config, so the
+    # shipped state (known, disabled) is put back whatever happens
+    try:
+        jupyter("server", "extension", "enable", "--sys-prefix", "jupyterlab_omnisci.serverextension")
+        listing = jupyter("server", "extension", "list")
+        assert re.search(r"jupyterlab_omnisci\.serverextension\s+enabled", listing), listing
+        assert re.search(r"jupyterlab_omnisci\.serverextension\s+OK", listing), listing
+        # this server only: server_ext off, so the old name alone must serve the handoff
+        (tmp_path / "config").mkdir(exist_ok=True)
+        (tmp_path / "config" / "jupyter_server_config.json").write_text(
+            '{"ServerApp": {"jpserver_extensions": {"server_ext": false}}}'
+        )
+        _serve_the_handoff_under_the_old_name(jupyter, tmp_path)
+    finally:
+        jupyter("server", "extension", "disable", "--sys-prefix", "jupyterlab_omnisci.serverextension")
+
+
+def _serve_the_handoff_under_the_old_name(jupyter, tmp_path):
+    import secrets
+    import time
+
+    import httpx
+
+    from keepalive.engine.allocation import free_port
+
+    token, port = secrets.token_hex(8), free_port()
+    env = {**jupyter.env, "JUPYTER_TOKEN": token, "OMNISCI_HOST": "omnisci.example"}
+    (tmp_path / "root").mkdir()
+    (tmp_path / "session").write_text("omnisci-era-session")
+    server = subprocess.Popen(
+        [str(JUPYTER_PYTHON), "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         "--allow-root", f"--ServerApp.root_dir={tmp_path / 'root'}",
+         f"--OmniSciSessionManager.session_file={tmp_path / 'session'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/heavyai/session",
+                                     headers={"Authorization": f"token {token}"}, timeout=2, trust_env=False)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.2)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["session"] == "omnisci-era-session"
+        assert body["connection"]["host"] == "omnisci.example" and body["environment"]["host"] == "OMNISCI_HOST"
+        log = (tmp_path / "server.log").read_text()
+        assert "loading server_ext under its OmniSci-era name" in log
+    finally:
+        server.terminate()
+        server.wait(30)

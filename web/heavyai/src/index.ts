@@ -20,10 +20,10 @@ const PLUGIN_ID = 'keepalive-heavyai:plugin';
 /** The command that (re)builds the HeavyAI workspace; also in the command palette. */
 export const OPEN_COMMAND = 'heavyai:open-session';
 
-/** Whether the page was opened with the `heavyai` URL parameter. */
+/** Whether the page was opened with the `heavyai` URL parameter (or the OmniSci-era `omnisci`). */
 function requested(): boolean {
   const query = URLExt.queryStringToObject(window.location.search.replace(/^\?/, ''));
-  return 'heavyai' in query;
+  return 'heavyai' in query || 'omnisci' in query;
 }
 
 async function writeNotebook(
