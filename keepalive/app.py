@@ -9,17 +9,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from keepalive import __version__
-from keepalive.api import dashboard, health, sessions, viewer
+from keepalive.api import dashboard, health, homes, sessions, viewer
 from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
+from keepalive.engine.statelock import StateDirLock
 from keepalive.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, state_lock: StateDirLock | None = None) -> FastAPI:
+    """The service. ``state_lock``: the state dir's lock, when the caller took it already."""
     settings = settings or Settings()
     token, created = load_or_create_token(
         settings.api_token.get_secret_value() if settings.api_token else None, settings.token_file
@@ -31,8 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            log.info("shutting down: stopping %s session(s)", len(app.state.manager.list()))
-            await app.state.manager.close()
+            await app.state.manager.close(stop_sessions=settings.stop_sessions_on_exit)
 
     app = FastAPI(
         title="keepalive",
@@ -46,9 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.api_token = token
     app.state.token_created = created
-    app.state.manager = SessionManager(settings)
+    app.state.manager = SessionManager(settings, state_lock)
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(homes.router)
     app.include_router(viewer.router)
     app.include_router(dashboard.router)
     return app

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        help="run the service in the foreground (Ctrl-C or SIGTERM stops it and every session)",
+        help="run the service in the foreground (Ctrl-C or SIGTERM stops it; sessions keep running)",
         description="Run the keepalive service in the foreground. Flags win over KEEPALIVE_* variables.",
     )
     _add_settings_flags(serve)
@@ -102,6 +102,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from keepalive.app import create_app
+    from keepalive.engine.statelock import StateDirBusy, StateDirLock
     from keepalive.health import missing_prerequisites
 
     logging.basicConfig(
@@ -115,7 +116,12 @@ def serve(settings: Settings) -> int:
         for check in missing:
             print(f"keepalive: cannot run sessions: {check.detail}", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    try:  # before anything listens: a second service on one state dir would fight the first
+        state_lock = StateDirLock(settings.state_dir).acquire()
+    except StateDirBusy as error:
+        print(f"keepalive: {error}", file=sys.stderr)
+        return 2
+    app = create_app(settings, state_lock)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     server = uvicorn.Server(config)
 

@@ -8,9 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
+#: Also names the session's home folder: it can never leave the homes dir.
+SESSION_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
 SessionName = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"),
+    StringConstraints(pattern=SESSION_NAME_PATTERN),
     Field(description="1-63 of a-z, 0-9 and '-', starting with a letter or digit."),
 ]
 

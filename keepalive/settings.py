@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     display_base: int = Field(
         100, ge=1, le=60000, description="Lowest X display number handed to sessions (xpra's :N)."
     )
+    stop_sessions_on_exit: bool = Field(
+        False,
+        description="Stop every session when the service stops. Without it, Ctrl-C and SIGTERM leave "
+        "sessions running and the next keepalive serve on the same state dir adopts them.",
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(
@@ -110,6 +115,11 @@ class Settings(BaseSettings):
     @property
     def sessions_dir(self) -> Path:
         return self.state_dir / "sessions"
+
+    @property
+    def homes_dir(self) -> Path:
+        """One home per session name: notebooks, settings, the saved browser profile."""
+        return self.state_dir / "homes"
 
     @property
     def token_file(self) -> Path:

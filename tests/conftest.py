@@ -231,6 +231,8 @@ def service_factory(tmp_path, profile_template) -> Iterator:
         return service
 
     yield make
-    for service in services:
+    # the newest first: services on one state dir follow each other, and the live one stops its sessions
+    for service in reversed(services):
         stop_service(service)
+    for service in services:
         assert session_processes(state_dir=service.state_dir) == []

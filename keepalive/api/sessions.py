@@ -11,7 +11,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from keepalive.api import viewer
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
-from keepalive.engine.manager import NameTaken, SessionNotFound, TooManySessions
+from keepalive.engine.manager import NameTaken, SessionNotFound, TemplateUnavailable, TooManySessions
 from keepalive.engine.session import Session, SessionStartError
 from keepalive.models import SessionCreate, SessionList, SessionOut, SessionState
 
@@ -83,6 +83,8 @@ async def create_session(
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
     except TooManySessions as error:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(error)) from None
+    except TemplateUnavailable as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"session could not start: {error}") from None
     if not wait:
         manager.start_in_background(session)
         return JSONResponse(session_out(request, session).model_dump(mode="json"), status.HTTP_202_ACCEPTED)
@@ -103,7 +105,9 @@ async def get_session(request: Request, manager: ManagerDep, session_id: str) ->
     return session_out(request, lookup(manager, session_id))
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Stop a session")
+@router.delete(
+    "/{session_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Stop a session (its home stays)"
+)
 async def delete_session(manager: ManagerDep, session_id: str) -> Response:
     lookup(manager, session_id)
     await manager.delete(session_id)

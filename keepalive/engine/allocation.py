@@ -68,6 +68,14 @@ class Allocator:
                     return port
         raise AllocationError("no free loopback port")
 
+    def reserve(self, display: int | None, port: int | None) -> None:
+        """Note numbers a session adopted from an earlier service already holds."""
+        with self._lock:
+            if display is not None:
+                self._displays.add(display)
+            if port is not None:
+                self._ports.add(port)
+
     def release_display(self, number: int) -> None:
         with self._lock:
             self._displays.discard(number)

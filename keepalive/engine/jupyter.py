@@ -14,6 +14,7 @@ import httpx
 from keepalive.engine.commands import jupyter_command, jupyter_runtime_dir
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildProcess
+from keepalive.files import write_private
 
 # JupyterLab settings for a kiosk nobody may be watching: no news prompt, no update check,
 # and a new notebook starts the preferred kernel instead of waiting in a "Select Kernel" dialog.
@@ -69,10 +70,11 @@ class EmbeddedJupyter:
         layout: SessionLayout,
         env: dict[str, str],
         python: Path,
-        on_exit: Callable[[ChildProcess, int], None] | None = None,
+        on_exit: Callable[[ChildProcess, int | None], None] | None = None,
+        token: str | None = None,
     ) -> None:
         self.layout = layout
-        self.token = secrets.token_urlsafe(24)
+        self.token = token or secrets.token_urlsafe(24)
         self.runtime_dir = jupyter_runtime_dir(layout)
         self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = {
@@ -102,8 +104,29 @@ class EmbeddedJupyter:
             return None
         return JupyterEndpoint(f"http://127.0.0.1:{info['port']}{info['base_url'].rstrip('/')}", self.token)
 
+    @classmethod
+    def adopt(
+        cls,
+        layout: SessionLayout,
+        python: Path,
+        pid: int | None,
+        started_at: float | None,
+        url: str | None,
+        on_exit: Callable[[ChildProcess, int | None], None] | None = None,
+    ) -> EmbeddedJupyter:
+        """The server an earlier service started for this session, with its token from the
+        session's 0600 file. A new one can be started over it with ``restart``."""
+        jupyter = cls(layout, {}, python, on_exit=on_exit, token=layout.jupyter_token_file.read_text().strip())
+        jupyter.process = ChildProcess.adopt(
+            "jupyter", pid, started_at, log_path=layout.log("jupyter"), on_exit=on_exit
+        )
+        jupyter.endpoint = JupyterEndpoint(url, jupyter.token) if url else None
+        return jupyter
+
     async def start(self, timeout: float) -> JupyterEndpoint:
         write_lab_settings(self.layout)
+        # kept for a later service, which adopts this server (0600, in the session's folder)
+        write_private(self.layout.jupyter_token_file, self.token)
         await self.process.start()
 
         async def serving() -> bool:

@@ -36,11 +36,40 @@ XDG_HOMES = {
 
 @dataclass(frozen=True)
 class SessionLayout:
+    """A session's two folders.
+
+    ``folder`` is the running session's (``STATE_DIR/sessions/<id>``): sockets, logs, the
+    live browser profile, secrets; it goes when the session stops. ``home_folder`` is the
+    session name's home (``STATE_DIR/homes/<name>``): notebooks, HOME with JupyterLab's
+    workspaces and settings, the XDG dirs, the saved browser profile; it outlives the session,
+    and the next session of that name opens it again. Without one, all is in ``folder``.
+    """
+
     folder: Path
+    home_folder: Path | None = None
+
+    @property
+    def kept(self) -> Path:
+        """Where what outlives the session lives."""
+        return self.home_folder or self.folder
 
     @property
     def home(self) -> Path:
-        return self.folder / "home"
+        return self.kept / "home"
+
+    @property
+    def saved_profile(self) -> Path:
+        """The browser profile as saved when the session last stopped (a tarball)."""
+        return self.kept / "profile.tar.gz"
+
+    @property
+    def previous_profile(self) -> Path:
+        """The save before that: taken when the last one is found damaged."""
+        return self.kept / "profile.previous.tar.gz"
+
+    @property
+    def jupyter_token_file(self) -> Path:
+        return self.folder / "jupyter.token"
 
     @property
     def runtime_dir(self) -> Path:
@@ -76,21 +105,23 @@ class SessionLayout:
 
     @property
     def notebooks_dir(self) -> Path:
-        return self.folder / "notebooks"
+        return self.kept / "notebooks"
 
     def log(self, part: str) -> Path:
         return self.logs_dir / f"{part}.log"
 
     def create(self) -> None:
-        """Make the folder tree; private to the user, since it holds tokens and profiles."""
+        """Make the folder tree; private to the user, since it holds tokens and profiles.
+        The home may exist already: a session of the same name had it before."""
         self.folder.mkdir(parents=True, mode=0o700)
+        self.kept.mkdir(parents=True, exist_ok=True, mode=0o700)
         for sub in (self.home, self.profile_dir, self.logs_dir, self.notebooks_dir, *self.xdg_dirs()):
             sub.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.runtime_dir, 0o700)  # XDG spec: the runtime dir must be 0700
 
     def xdg_dirs(self) -> list[Path]:
-        return [self.folder / sub for sub in XDG_HOMES.values()]
+        return [self.kept / sub for sub in XDG_HOMES.values()]
 
     def environment(self, session_id: str, base: dict[str, str] | None = None) -> dict[str, str]:
         """The environment for every child: an allow-list of the service's own (``base``,
@@ -100,7 +131,7 @@ class SessionLayout:
         its display or desktop session.
         """
         env = inherited(dict(os.environ if base is None else base))
-        env.update({name: str(self.folder / sub) for name, sub in XDG_HOMES.items()})
+        env.update({name: str(self.kept / sub) for name, sub in XDG_HOMES.items()})
         env["XDG_RUNTIME_DIR"] = str(self.runtime_dir)
         env["HOME"] = str(self.home)
         env["XAUTHORITY"] = str(self.xauthority)

@@ -1,4 +1,11 @@
-"""All sessions of one service: create with checks, look up, stop, shut down."""
+"""All sessions of one service: adopt, create with checks, look up, stop, let go.
+
+Sessions outlive the service (Docker's live-restore is the model): a service that stops,
+or dies, leaves them running; the next one on the same state dir finds them in the store
+and adopts them. Only an explicit request stops a session: ``DELETE``, ``keepalive stop``,
+or ``serve --stop-sessions-on-exit``. Homes (notebooks, settings, the browser profile) outlive
+sessions: deleting one is its own request.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,11 @@ from pathlib import Path
 from playwright.async_api import Playwright, async_playwright
 
 from keepalive.engine.allocation import Allocator
-from keepalive.engine.profile import make_template
+from keepalive.engine.profile import ProfileError, make_template
 from keepalive.engine.reaper import reap
 from keepalive.engine.session import Session, SessionRecord, new_session_id
+from keepalive.engine.statelock import StateDirLock
+from keepalive.engine.store import SessionStore
 from keepalive.models import SessionCreate, SessionState
 from keepalive.settings import Settings
 
@@ -31,60 +40,129 @@ class TooManySessions(RuntimeError):
     pass
 
 
+class HomeNotFound(KeyError):
+    pass
+
+
+class HomeInUse(RuntimeError):
+    pass
+
+
+class TemplateUnavailable(RuntimeError):
+    """The browser profile template could not be made; the message says why."""
+
+
 class SessionManager:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, state_lock: StateDirLock | None = None) -> None:
         self.settings = settings
         self.allocator = Allocator(display_base=settings.display_base)
         self._sessions: dict[str, Session] = {}
         self._playwright_cm = None
         self._playwright: Playwright | None = None
-        self._template_lock = asyncio.Lock()
+        self._state_lock = state_lock
+        self._store: SessionStore | None = None
+        self._template: asyncio.Task[Path] | None = None
         self._admit_lock = asyncio.Lock()
         self._starts: dict[str, asyncio.Task[None]] = {}
 
     async def open(self) -> None:
+        """Take the state dir, start making the profile template, adopt what an earlier service left."""
+        if self._state_lock is None:
+            self._state_lock = StateDirLock(self.settings.state_dir).acquire()
         self.settings.sessions_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._clear_stale_folders()
+        self.settings.homes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._store = SessionStore(self.settings.state_dir / "sessions.db")
+        # made now, in the background: the first POST of a fresh install does not wait 17 s
+        # inside the admission lock, and a failure is answered with its reason (503)
+        self._template = asyncio.get_running_loop().create_task(self._profile_template(), name="profile-template")
         self._playwright_cm = async_playwright()
         self._playwright = await self._playwright_cm.start()
+        await self._adopt_all()
 
-    def _clear_stale_folders(self) -> None:
-        """Sessions left by a service that was killed: end what survived it, remove the folders.
+    async def _adopt_all(self) -> None:
+        assert self._store is not None and self._playwright is not None
+        records = self._store.load()
+        for data in records:
+            record = SessionRecord(**{k: v for k, v in data.items() if k in SessionRecord.__dataclass_fields__})
+            folder = self.settings.sessions_dir / record.id
+            if record.state == SessionState.stopped.value or (
+                record.state == SessionState.failed.value and not folder.exists()
+            ):  # nothing runs for it any more: only its home stays
+                self._store.delete(record.id)
+                continue
+            if record.state == SessionState.stopping.value:
+                await self._finish_stop(record)
+                continue
+            try:
+                session = await Session.adopt(record, self.settings, self.allocator, self._playwright, self._store.save)
+            except Exception as error:  # one bad record must not keep the others from being adopted
+                log.error("session %s (%s): cannot be adopted: %s", record.id, record.name, error)
+                continue
+            self._sessions[record.id] = session
+        if records:
+            log.info("adopted %s session(s) from an earlier service", len(self._sessions))
 
-        Its direct children died with it (PDEATHSIG); this catches their own descendants.
-        """
-        for folder in self.settings.sessions_dir.iterdir():
-            if folder.is_dir():
-                log.warning("cleaning up session %s, left by an earlier run", folder.name)
-                reap(folder.name, folder)
-                shutil.rmtree(folder, ignore_errors=True)
+    async def _finish_stop(self, record: SessionRecord) -> None:
+        """A stop that the previous service did not finish: end what is left of it (never the home)."""
+        folder = self.settings.sessions_dir / record.id
+        log.warning("session %s (%s): finishing a stop an earlier service began", record.id, record.name)
+        await asyncio.to_thread(reap, record.id, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        assert self._store is not None
+        self._store.delete(record.id)
 
-    async def close(self) -> None:
-        """Stop every session, then Playwright: nothing of ours keeps running."""
+    async def close(self, stop_sessions: bool = False) -> None:
+        """Let go of every session (they keep running), or stop them all; then Playwright."""
         for task in self._starts.values():
             task.cancel()
         await asyncio.gather(*self._starts.values(), return_exceptions=True)
-        await asyncio.gather(*(session.stop() for session in list(self._sessions.values())), return_exceptions=True)
+        sessions = list(self._sessions.values())
+        if stop_sessions:
+            log.info("stopping %s session(s), as asked (--stop-sessions-on-exit)", len(sessions))
+            await asyncio.gather(*(self._stop(session) for session in sessions), return_exceptions=True)
+        else:
+            log.info("leaving %s session(s) running; the next keepalive serve on %s adopts them",
+                     len(sessions), self.settings.state_dir)
+            await asyncio.gather(*(session.detach() for session in sessions), return_exceptions=True)
         self._sessions.clear()
+        if self._template is not None and not self._template.done():
+            self._template.cancel()
         if self._playwright_cm is not None:
             await self._playwright_cm.__aexit__(None, None, None)
             self._playwright_cm = self._playwright = None
+        if self._store is not None:
+            self._store.close()
+        if self._state_lock is not None:
+            self._state_lock.release()
 
-    async def profile_template(self) -> Path:
+    async def _profile_template(self) -> Path:
         """The configured template, or one made (once) in the state dir."""
         if self.settings.profile_template is not None:
             return self.settings.profile_template
         template = self.settings.state_dir / "profile-template.tar.gz"
-        async with self._template_lock:
-            if not template.is_file():
-                log.info("making the Chromium profile template (first start only)")
-                await make_template(self.settings.chromium, template)
+        if not template.is_file():
+            log.info("making the Chromium profile template (first start only)")
+            await make_template(self.settings.chromium, template)
         return template
+
+    async def profile_template(self) -> Path:
+        assert self._template is not None, "SessionManager.open() was not called"
+        try:
+            return await asyncio.shield(self._template)
+        except ProfileError as error:
+            self._template = asyncio.get_running_loop().create_task(self._profile_template())  # try again next time
+            raise TemplateUnavailable(f"no browser profile template: {error}") from None
+
+    def _live(self) -> list[Session]:
+        """Sessions holding processes or a name: everything not stopped (a failed one may still
+        run its Jupyter server and kernels, in its home, until it is deleted)."""
+        return [s for s in self._sessions.values() if s.state is not SessionState.stopped]
 
     async def create(self, request: SessionCreate) -> Session:
         """Admit a session (name, limit) and return it in state ``starting``; call ``start`` next."""
+        template = await self.profile_template()  # outside the admission lock: may take a while once
         async with self._admit_lock:
-            live = [s for s in self._sessions.values() if s.state not in (SessionState.stopped, SessionState.failed)]
+            live = self._live()
             if len(live) >= self.settings.max_sessions:
                 raise TooManySessions(f"{len(live)} sessions are running; the limit is {self.settings.max_sessions}")
             session_id = new_session_id()
@@ -97,14 +175,15 @@ class SessionManager:
                 width=request.width or self.settings.default_width,
                 height=request.height or self.settings.default_height,
             )
-            assert self._playwright is not None, "SessionManager.open() was not called"
+            assert self._playwright is not None and self._store is not None, "SessionManager.open() was not called"
             session = Session(
                 record,
                 self.settings,
                 self.allocator,
                 self._playwright,
-                await self.profile_template(),
+                template,
                 heavyai=request.heavyai,
+                persist=self._store.save,
             )
             self._sessions[session_id] = session
         log.info("session %s (%s): starting at %sx%s", session.id, session.name, session.width, session.height)
@@ -115,7 +194,7 @@ class SessionManager:
         try:
             await session.start()
         except BaseException:
-            self._sessions.pop(session.id, None)
+            self._forget(session.id)
             raise
 
     def start_in_background(self, session: Session) -> None:
@@ -144,5 +223,30 @@ class SessionManager:
         if start is not None:  # deleting a session that is still starting: stop the start first
             start.cancel()
             await asyncio.gather(start, return_exceptions=True)
+        await self._stop(session)
+
+    async def _stop(self, session: Session) -> None:
         await session.stop()
+        self._forget(session.id)
+
+    def _forget(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+        if self._store is not None:
+            self._store.delete(session_id)
+
+    # -- homes ----------------------------------------------------------------------------
+
+    def homes(self) -> list[str]:
+        return sorted(p.name for p in self.settings.homes_dir.iterdir() if p.is_dir())
+
+    async def delete_home(self, name: str) -> None:
+        """Delete a session name's home (notebooks, settings, saved profile); not while in use."""
+        home = self.settings.homes_dir / name
+        if home.parent != self.settings.homes_dir or not home.is_dir():
+            raise HomeNotFound(name)
+        async with self._admit_lock:  # no session of that name may start meanwhile
+            users = [s.id for s in self._live() if s.name == name]
+            if users:
+                raise HomeInUse(f"the home {name!r} is in use by session {users[0]}; stop it first")
+            await asyncio.to_thread(shutil.rmtree, home)
+        log.info("home %s deleted", name)

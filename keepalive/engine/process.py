@@ -1,33 +1,31 @@
-"""One small class that owns one child process: start, ready, terminate, kill.
+"""One small class that owns one child process: start (or adopt), ready, terminate, kill.
 
-The child gets its own process group (so a terminate reaches everything it spawned),
-its output goes to a log file in the session folder, and it is asked to die with the
-service (PR_SET_PDEATHSIG) so a killed service leaves no orphan behind. A child that
-exits while nobody asked it to is reported through ``on_exit``; one that was stopped
-on purpose is not, and is never restarted from here.
+The child gets its own session and process group (so a terminate reaches everything it
+spawned, and a Ctrl-C in the service's terminal reaches none of it) and its output goes to a
+log file in the session folder. It is *not* tied to the service's life: no parent-death
+signal, and no asyncio subprocess transport (asyncio kills those when its loop goes away).
+Whatever runs a session outlives a service that stops or dies; the next service adopts it.
+
+Exits are watched through a pidfd, which works the same for the service's own children and
+for processes it adopted from an earlier service (no longer its children). A child that exits
+while nobody asked it to is reported through ``on_exit``; one stopped on purpose is not, and
+is never restarted from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psutil
+
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 class ChildFailed(RuntimeError):
@@ -47,6 +45,23 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(kept[-lines:])
 
 
+def start_time(pid: int) -> float | None:
+    """When ``pid`` started (psutil's create_time), or None if it is gone: with the pid, an
+    identity that a recycled pid cannot fake."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def same_process(pid: int | None, started: float | None) -> bool:
+    """True while ``pid`` is still the process that started at ``started``."""
+    if pid is None or started is None:
+        return False
+    now = start_time(pid)
+    return now is not None and abs(now - started) < 0.05
+
+
 class ChildProcess:
     def __init__(
         self,
@@ -56,7 +71,7 @@ class ChildProcess:
         env: dict[str, str],
         cwd: Path,
         log_path: Path,
-        on_exit: Callable[[ChildProcess, int], None] | None = None,
+        on_exit: Callable[[ChildProcess, int | None], None] | None = None,
     ) -> None:
         self.name = name
         self.argv = argv
@@ -64,44 +79,88 @@ class ChildProcess:
         self.cwd = cwd
         self.log_path = log_path
         self.on_exit = on_exit
-        self._process: asyncio.subprocess.Process | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self.pid: int | None = None
+        #: psutil's create_time of the process: with ``pid``, what adoption checks.
+        self.started_at: float | None = None
+        self.returncode: int | None = None
+        self._popen: subprocess.Popen | None = None  # only for our own children: reaps the zombie
+        self._pidfd: int | None = None
+        self._exited = asyncio.Event()
         self._stopping = False
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    @property
-    def returncode(self) -> int | None:
-        return self._process.returncode if self._process else None
+    @classmethod
+    def adopt(
+        cls,
+        name: str,
+        pid: int | None,
+        started_at: float | None,
+        *,
+        log_path: Path,
+        on_exit: Callable[[ChildProcess, int | None], None] | None = None,
+    ) -> ChildProcess:
+        """Watch a process an earlier service started. If ``pid`` is not (any more) the
+        process that started at ``started_at``, the result is simply not running."""
+        child = cls(name, [], env={}, cwd=Path("/"), log_path=log_path, on_exit=on_exit)
+        child.pid, child.started_at = pid, started_at
+        if same_process(pid, started_at):
+            try:
+                child._watch(os.pidfd_open(pid))
+            except ProcessLookupError:
+                child._exited.set()
+        else:
+            child._exited.set()
+        return child
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
+        return self.pid is not None and not self._exited.is_set()
 
     async def start(self) -> None:
-        if self._process is not None:
+        if self.pid is not None:
             raise RuntimeError(f"{self.name} was started already")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=asyncio.subprocess.DEVNULL,
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
                 stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
-        self._watcher = asyncio.create_task(self._watch(), name=f"watch-{self.name}-{self.pid}")
+        self.pid = self._popen.pid
+        self.started_at = start_time(self.pid)
+        self._watch(os.pidfd_open(self.pid))
 
-    async def _watch(self) -> None:
-        assert self._process is not None
-        code = await self._process.wait()
+    def _watch(self, pidfd: int) -> None:
+        """Readable once the process has exited: no thread, no polling, any process we may signal."""
+        self._pidfd = pidfd
+        asyncio.get_running_loop().add_reader(pidfd, self._on_pidfd)
+
+    def _on_pidfd(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._pidfd is not None:
+            loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._popen is not None:
+            self.returncode = self._popen.wait()  # our own child: collect its status (no zombie)
+        self._exited.set()
         if not self._stopping and self.on_exit is not None:
-            self.on_exit(self, code)
+            self.on_exit(self, self.returncode)
+
+    def detach(self) -> None:
+        """Stop watching, leave the process running (the service is going away without it)."""
+        self._stopping = True
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._popen is not None:
+            # subprocess's own bookkeeping would kill nothing, but keep it from reporting a
+            # "still running" child at interpreter exit
+            self._popen.returncode = 0
 
     async def wait_ready(
         self,
@@ -133,30 +192,30 @@ class ChildProcess:
     async def terminate(self, timeout: float = 5.0) -> int | None:
         """SIGTERM the child's process group, SIGKILL it if it is still there after ``timeout``."""
         self._stopping = True
-        if self._process is None:
+        if self.pid is None:
             return None
-        if self._process.returncode is None:
+        if self.running:
             self._signal_group(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self._process.wait(), timeout)
+                await asyncio.wait_for(self._exited.wait(), timeout)
             except TimeoutError:
                 log.warning("%s (pid %s) ignored SIGTERM for %.0f s; killing it", self.name, self.pid, timeout)
                 self.kill()
-                await self._process.wait()
+                await self._exited.wait()
         # The leader is gone; make sure nothing else of its group lingers.
         self._signal_group(signal.SIGKILL)
-        if self._watcher is not None:
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        return self._process.returncode
+        return self.returncode
 
     def kill(self) -> None:
         self._stopping = True
         self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, signum: int) -> None:
-        if self._process is None:
+        # the group is named after its leader (start_new_session made the child one). An adopted
+        # process that is gone is never signalled: its pid may belong to someone else by now.
+        if self.pid is None or (self._popen is None and not self.running):
             return
         try:
-            os.killpg(self._process.pid, signum)
+            os.killpg(self.pid, signum)
         except (ProcessLookupError, PermissionError):
             pass

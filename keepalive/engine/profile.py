@@ -16,6 +16,7 @@ import shutil
 import tarfile
 import tempfile
 import uuid
+import zlib
 from pathlib import Path
 
 from keepalive.engine.layout import SessionLayout
@@ -115,6 +116,46 @@ def pack_profile(profile_dir: Path, template: Path) -> None:
         for path in sorted(profile_dir.iterdir()):
             archive.add(path, arcname=path.name)
     partial.replace(template)
+
+
+def _readable(archive_path: Path) -> bool:
+    """A whole, readable tarball: every member's data is read once (a torn write fails here)."""
+    try:
+        with tarfile.open(archive_path) as archive:
+            for member in archive:
+                if member.isfile():
+                    extracted = archive.extractfile(member)
+                    if extracted is not None:
+                        while extracted.read(1 << 20):
+                            pass
+        return True
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return False
+
+
+def save_profile(profile_dir: Path, saved: Path, previous: Path) -> None:
+    """Save a session's profile into its home: atomically, keeping the last good save as ``previous``."""
+    partial = saved.with_name(saved.name + ".partial")
+    pack_profile(profile_dir, partial)  # pack_profile itself writes atomically, to its target
+    if saved.exists() and _readable(saved):
+        saved.replace(previous)
+    partial.replace(saved)
+
+
+def restore_session_profile(saved: Path, previous: Path, template: Path, profile_dir: Path) -> Path:
+    """Restore the home's saved profile, else the previous save, else the template; returns which.
+
+    A save that cannot be read whole (a crash while writing, a full disk) is skipped with a warning.
+    """
+    for candidate in (saved, previous):
+        if not candidate.exists():
+            continue
+        if _readable(candidate):
+            restore_profile(candidate, profile_dir)
+            return candidate
+        log.warning("the saved browser profile %s is damaged; trying an older one", candidate)
+    restore_profile(template, profile_dir)
+    return template
 
 
 async def make_template(chromium: str, template: Path, timeout: float = 60.0) -> Path:

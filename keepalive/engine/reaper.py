@@ -20,9 +20,9 @@ from keepalive.engine.layout import SESSION_MARKER
 log = logging.getLogger(__name__)
 
 
-def belongs_to(process: psutil.Process, session_id: str, folder: Path | None) -> bool:
+def belongs_to(process: psutil.Process, session_id: str, folder: Path | None, by_marker: bool = True) -> bool:
     try:
-        if process.environ().get(SESSION_MARKER) == session_id:
+        if by_marker and process.environ().get(SESSION_MARKER) == session_id:
             return True
         if folder is not None:
             mark = str(folder) + os.sep
@@ -32,10 +32,14 @@ def belongs_to(process: psutil.Process, session_id: str, folder: Path | None) ->
     return False
 
 
-def session_processes(session_id: str, folder: Path | None = None) -> list[psutil.Process]:
-    """Every live process of the session: by environment marker, or naming ``folder`` in its argv."""
+def session_processes(session_id: str, folder: Path | None = None, by_marker: bool = True) -> list[psutil.Process]:
+    """Every live process of the session: by environment marker, or naming ``folder`` in its argv.
+
+    ``by_marker=False``: only those naming ``folder`` (the display's: Xvfb, Chromium and its
+    helpers). Every process a user starts from a notebook or terminal carries the marker too.
+    """
     me = os.getpid()
-    return [p for p in psutil.process_iter() if p.pid != me and belongs_to(p, session_id, folder)]
+    return [p for p in psutil.process_iter() if p.pid != me and belongs_to(p, session_id, folder, by_marker)]
 
 
 def with_descendants(pid: int | None) -> set[int]:
@@ -50,10 +54,14 @@ def with_descendants(pid: int | None) -> set[int]:
 
 
 def reap(
-    session_id: str, folder: Path | None = None, grace: float = 3.0, keep: Collection[int] = ()
+    session_id: str,
+    folder: Path | None = None,
+    grace: float = 3.0,
+    keep: Collection[int] = (),
+    by_marker: bool = True,
 ) -> list[int]:
     """SIGTERM what is left of the session but ``keep``, SIGKILL what outlives ``grace``; returns the PIDs hit."""
-    processes = [p for p in session_processes(session_id, folder) if p.pid not in keep]
+    processes = [p for p in session_processes(session_id, folder, by_marker) if p.pid not in keep]
     if not processes:
         return []
     for process in processes:

@@ -1,8 +1,9 @@
 """One session: its record (what it is) and its runtime parts (what runs for it).
 
-The record is plain data, written to ``session.json`` without secrets, so a later
-service can find sessions again; the parts (Jupyter, xpra with the kiosk Chromium,
-the CDP connection) are started, watched and stopped here.
+The record is plain data without secrets, kept in the service's store (keepalive.engine.store)
+and as ``session.json`` in the session's folder, so that a later service finds the session
+again and adopts its parts (``Session.adopt``); the parts (Jupyter, xpra with the kiosk
+Chromium, the CDP connection) are started, watched and stopped here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import json
 import logging
 import secrets
 import shutil
+import tarfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +34,7 @@ from keepalive.engine.commands import ScreenSize, chromium_command, write_xpra_c
 from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, split_token
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
-from keepalive.engine.profile import mark_clean_exit, restore_profile, strip_lock_files
+from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
 from keepalive.engine.reaper import reap, with_descendants
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
@@ -40,8 +44,11 @@ from keepalive.viewer.xpra_options import viewer_screen, xpra_viewer_flags
 
 log = logging.getLogger(__name__)
 
-#: After this many automatic recoveries a session is left failed rather than restarted again.
+#: After this many automatic recoveries within RESTART_WINDOW seconds a session gives up (a
+#: crash once a day never adds up to that), waiting RESTART_BACKOFF[n] seconds before the n-th.
 MAX_RESTARTS = 3
+RESTART_WINDOW = 600.0
+RESTART_BACKOFF = (0.0, 2.0, 5.0)
 #: Where a recovered browser goes: the saved workspace, not a fresh ``reset`` one.
 RECOVERY_PATH = "/lab"
 #: Displays (and ports) tried before a session gives up because others keep taking them.
@@ -68,6 +75,15 @@ class SessionRecord:
     display: int | None = None
     xpra_port: int | None = None
     error: str | None = None
+    # What a later service needs to adopt the running parts: each process's pid with its
+    # start time (a recycled pid never passes for the process), and where Jupyter serves.
+    jupyter_pid: int | None = None
+    jupyter_started_at: float | None = None
+    jupyter_url: str | None = None
+    xpra_pid: int | None = None
+    xpra_started_at: float | None = None
+    #: The HeavyAI connection without its session ID (that is in the session's 0600 file).
+    heavyai: dict | None = None
 
 
 def new_session_id() -> str:
@@ -81,22 +97,27 @@ class Session:
         settings: Settings,
         allocator: Allocator,
         playwright: Playwright,
-        profile_template: Path,
+        profile_template: Path | None,
         heavyai: HeavyAIConnection | None = None,
+        persist: Callable[[dict], None] | None = None,
     ) -> None:
         self.record = record
         self.settings = settings
-        self.layout = SessionLayout(settings.sessions_dir / record.id)
+        self.layout = SessionLayout(settings.sessions_dir / record.id, settings.homes_dir / record.name)
+        self._persist = persist
         self._allocator = allocator
         self._playwright = playwright
         self._profile_template = profile_template
         self._heavyai = heavyai
+        if heavyai is not None:
+            record.heavyai = {"protocol": heavyai.protocol, "host": heavyai.host, "port": heavyai.port}
         self.jupyter: EmbeddedJupyter | None = None
         self.endpoint: JupyterEndpoint | None = None
         self.xpra: ChildProcess | None = None
         self.browser: KioskBrowser | None = None
         self.xpra_password = secrets.token_urlsafe(24)
         self._recovery: asyncio.Task[None] | None = None
+        self._recent_restarts: list[float] = []  # monotonic times of the restarts in the window
         self._lock = asyncio.Lock()
 
     # -- what the API shows -------------------------------------------------------------
@@ -151,8 +172,11 @@ class Session:
         }
 
     def _save_record(self) -> None:
-        if self.layout.folder.is_dir():
-            self.layout.record_file.write_text(json.dumps(asdict(self.record), indent=2))
+        record = asdict(self.record)
+        if self._persist is not None:
+            self._persist(record)
+        if self.layout.folder.is_dir():  # a copy for people looking into the folder
+            self.layout.record_file.write_text(json.dumps(record, indent=2))
 
     # -- start ------------------------------------------------------------------------
 
@@ -179,7 +203,14 @@ class Session:
         self.layout.create()
         self._save_record()
         env = self.layout.environment(self.id)
-        await asyncio.to_thread(restore_profile, self._profile_template, self.layout.profile_dir)
+        assert self._profile_template is not None
+        used = await asyncio.to_thread(
+            restore_session_profile,
+            self.layout.saved_profile, self.layout.previous_profile, self._profile_template, self.layout.profile_dir,
+        )
+        log.info("session %s (%s): browser profile from %s", self.id, self.name, used)
+        if self._heavyai is not None:
+            self._write_heavyai_handoff()
         # Jupyter and the display do not need each other, only the browser needs both: start
         # them side by side. A failure of one cancels the other; start() then cleans up.
         try:
@@ -198,7 +229,7 @@ class Session:
         That is: this session was handed one, or it uses an external Jupyter server, which may
         have its own. Otherwise the extension could only report that there is none.
         """
-        if self._heavyai is not None or self.settings.jupyter_url:
+        if self.record.heavyai is not None or self.settings.jupyter_url:
             return HEAVYAI_WORKSPACE_PATH
         return PLAIN_WORKSPACE_PATH
 
@@ -208,17 +239,25 @@ class Session:
             log.info("session %s: using the Jupyter server at %s", self.id, endpoint.url)
             return endpoint
         jupyter_env = dict(env)
-        if self._heavyai is not None:
-            jupyter_env.update(self._write_heavyai_handoff())
+        if self.record.heavyai is not None:  # the kernel reads the connection from here
+            jupyter_env.update({
+                "HEAVYAI_PROTOCOL": self.record.heavyai["protocol"],
+                "HEAVYAI_HOST": self.record.heavyai["host"],
+                "HEAVYAI_PORT": str(self.record.heavyai["port"]),
+            })
         self.jupyter = EmbeddedJupyter(
             self.layout, jupyter_env, self.settings.jupyter_python, on_exit=self._child_exited
         )
         endpoint = await self.jupyter.start(self.settings.start_timeout)
+        self.record.jupyter_pid = self.jupyter.process.pid
+        self.record.jupyter_started_at = self.jupyter.process.started_at
+        self.record.jupyter_url = endpoint.url
+        self._save_record()
         log.info("session %s: jupyter pid %s serving %s", self.id, self.jupyter.process.pid, endpoint.url)
         return endpoint
 
-    def _write_heavyai_handoff(self) -> dict[str, str]:
-        """Session file (0600) plus environment, as the server extension's docs describe."""
+    def _write_heavyai_handoff(self) -> None:
+        """The session file (0600) the server extension reads; the rest goes in Jupyter's environment."""
         heavyai = self._heavyai
         assert heavyai is not None
         content = {
@@ -226,11 +265,6 @@ class Session:
             "query": heavyai.query or "",
         }
         write_private(self.layout.heavyai_session_file, json.dumps(content))
-        return {
-            "HEAVYAI_PROTOCOL": heavyai.protocol,
-            "HEAVYAI_HOST": heavyai.host,
-            "HEAVYAI_PORT": str(heavyai.port),
-        }
 
     async def _start_display(self, env: dict[str, str]) -> None:
         """xpra on a fresh display with the kiosk Chromium as its child.
@@ -282,6 +316,8 @@ class Session:
             on_exit=self._child_exited,
         )
         await self.xpra.start()
+        self.record.xpra_pid, self.record.xpra_started_at = self.xpra.pid, self.xpra.started_at
+        self._save_record()
         log.info("session %s: xpra pid %s on display :%s", self.id, self.xpra.pid, self.record.display)
         port = self.record.xpra_port
 
@@ -319,6 +355,7 @@ class Session:
         await self._stop_parts()
         self._remove_folder()
         self.record.state = SessionState.failed.value
+        self._save_record()
 
     # -- crashes and recovery -----------------------------------------------------------
 
@@ -333,25 +370,36 @@ class Session:
     def _part_lost(self, why: str) -> None:
         if self.state is not SessionState.ready or (self._recovery and not self._recovery.done()):
             return
-        if self.record.restarts >= MAX_RESTARTS:
-            self._set_state(SessionState.failed, f"{why}; gave up after {MAX_RESTARTS} restarts")
-            asyncio.get_running_loop().create_task(self._stop_parts())
+        now = time.monotonic()
+        self._recent_restarts = [t for t in self._recent_restarts if now - t < RESTART_WINDOW]
+        if len(self._recent_restarts) >= MAX_RESTARTS:
+            # A burst of crashes: stop trying, but never at the cost of the computation. The
+            # display goes; the Jupyter server and its kernels keep running until a DELETE.
+            self._set_state(
+                SessionState.failed,
+                f"{why}; gave up after {MAX_RESTARTS} restarts within {RESTART_WINDOW / 60:.0f} minutes "
+                "(the Jupyter server and its kernels keep running)",
+            )
+            self._recovery = asyncio.get_running_loop().create_task(self._stop_display())
             return
-        self._recovery = asyncio.get_running_loop().create_task(self._recover(why))
+        delay = RESTART_BACKOFF[len(self._recent_restarts)]
+        self._recent_restarts.append(now)
+        self._recovery = asyncio.get_running_loop().create_task(self._recover(why, delay))
 
-    async def _recover(self, why: str) -> None:
+    async def _recover(self, why: str, delay: float = 0.0) -> None:
         """Bring back what died; the Jupyter server (and its kernels) is kept if it still runs."""
+        self.record.restarts += 1
+        self._set_state(SessionState.recovering, why)
+        log.warning("session %s: recovering (restart %s) in %.0f s after: %s", self.id, self.record.restarts, delay, why)
+        await asyncio.sleep(delay)  # backoff: a part that keeps crashing gets time to stop doing so
         async with self._lock:
-            if self.state is not SessionState.ready:
-                return
-            self.record.restarts += 1
-            self._set_state(SessionState.recovering, why)
-            log.warning("session %s: recovering (restart %s) after: %s", self.id, self.record.restarts, why)
+            if self.state is not SessionState.recovering:
+                return  # stopped meanwhile
             try:
                 await self._recover_parts()
             except Exception as error:  # any failure here leaves the session failed, not half-up
                 log.error("session %s: recovery failed: %s", self.id, error)
-                await self._stop_parts()
+                await self._stop_display()  # the display only: kernels keep computing
                 self._set_state(SessionState.failed, f"recovery after '{why}' failed: {error}")
                 return
             self.record.error = None
@@ -406,9 +454,90 @@ class Session:
             await asyncio.gather(self._recovery, return_exceptions=True)
         async with self._lock:
             await self._stop_parts()
+            await self._save_profile()
             self._remove_folder()
             self.record.state = SessionState.stopped.value
-        log.info("session %s (%s): stopped", self.id, self.name)
+        log.info("session %s (%s): stopped; its home %s stays", self.id, self.name, self.layout.kept)
+
+    async def _save_profile(self) -> None:
+        """Keep the browser profile (cookies, site data, settings) in the home for the next session."""
+        if not (self.layout.profile_dir / "Default").is_dir():
+            return  # the browser never ran: nothing worth keeping
+        try:
+            await asyncio.to_thread(
+                save_profile, self.layout.profile_dir, self.layout.saved_profile, self.layout.previous_profile
+            )
+        except (OSError, tarfile.TarError) as error:  # the processes are gone either way; say what was lost
+            log.error("session %s: could not save the browser profile into %s: %s", self.id, self.layout.kept, error)
+
+    async def detach(self) -> None:
+        """Let go of the session without stopping it: the service is going away, the session stays.
+
+        The CDP connection is dropped (the kiosk page stays as it is) and no process is watched
+        any more; a later service adopts them (``adopt``).
+        """
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        if self.browser is not None:
+            await self.browser.close()
+            self.browser = None
+        for child in (self.xpra, self.jupyter.process if self.jupyter else None):
+            if child is not None:
+                child.detach()
+        log.info("session %s (%s): left running, pids %s", self.id, self.name, self.pids())
+
+    @classmethod
+    async def adopt(
+        cls,
+        record: SessionRecord,
+        settings: Settings,
+        allocator: Allocator,
+        playwright: Playwright,
+        persist: Callable[[dict], None],
+    ) -> Session:
+        """The session an earlier service started, found again from its record.
+
+        Each process is taken over only if its pid still belongs to the process that started
+        at the recorded time. The kiosk page is reconnected over CDP as it is, without a
+        reload. Parts that died meanwhile are brought back as after a crash.
+        """
+        session = cls(record, settings, allocator, playwright, None, persist=persist)
+        allocator.reserve(record.display, record.xpra_port)
+        session.xpra_password = session.layout.xpra_password_file.read_text().strip()
+        if settings.jupyter_url:
+            session.endpoint = split_token(settings.jupyter_url)
+        else:
+            session.jupyter = EmbeddedJupyter.adopt(
+                session.layout, settings.jupyter_python, record.jupyter_pid, record.jupyter_started_at,
+                record.jupyter_url, on_exit=session._child_exited,
+            )
+            session.endpoint = session.jupyter.endpoint
+        session.xpra = ChildProcess.adopt(
+            "xpra", record.xpra_pid, record.xpra_started_at,
+            log_path=session.layout.log("xpra"), on_exit=session._child_exited,
+        )
+        lost = [name for name, up in (("jupyter", session.health.jupyter), ("xpra", session.xpra.running)) if not up]
+        if not lost:
+            cdp_port = read_devtools_port(session.layout.profile_dir)
+            try:
+                if cdp_port is None:
+                    raise RuntimeError("no DevToolsActivePort")
+                session.browser = KioskBrowser(playwright, on_lost=session._browser_lost)
+                await session.browser.connect(cdp_port, 30)
+                if not await session.browser.page_shows_lab():
+                    lost.append("page")
+            except Exception as error:  # a browser that cannot be reached is a lost browser
+                log.warning("session %s: cannot reconnect to the kiosk browser: %s", record.id, error)
+                lost.append("browser")
+        was = record.state
+        record.state = SessionState.ready.value
+        session._save_record()
+        if lost:
+            session._part_lost(f"{', '.join(lost)} died while no service watched (was {was})")
+        log.info("session %s (%s): adopted (was %s), pids %s%s", record.id, record.name, was, session.pids(),
+                 f"; recovering {', '.join(lost)}" if lost else "")
+        return session
 
     async def _stop_display(self, reap_leftovers: bool = True) -> None:
         if self.browser is not None:
@@ -420,9 +549,11 @@ class Session:
         if reap_leftovers:
             # Xvfb and Chromium's helpers can outlive xpra's process group; the display number
             # is not free again until they are gone. The Jupyter server and its kernels stay.
+            # Only what positively belongs to the display: processes naming the session's folder
+            # (Xvfb's -auth, Chromium's profile), never one a user started from a notebook.
             jupyter_alive = self.jupyter is not None and self.jupyter.process.running
             keep = with_descendants(self.jupyter.process.pid) if jupyter_alive else set()
-            await asyncio.to_thread(reap, self.id, self.layout.folder, keep=keep)
+            await asyncio.to_thread(reap, self.id, self.layout.folder, keep=keep, by_marker=False)
 
     async def _stop_parts(self) -> None:
         await self._stop_display(reap_leftovers=False)  # everything is reaped below

@@ -216,20 +216,3 @@ def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
     assert f"session {session_id}: recovering (restart 1)" in log
     service.stop_session(session_id)
     assert session_processes(session_id) == []
-
-
-def test_a_killed_service_leaves_nothing_once_started_again(service_factory):
-    first = service_factory("crashed-service")
-    session = first.start_session(name="left-behind")
-    folder = first.state_dir / "sessions" / session["id"]
-    first.started.clear()
-    first.process.kill()  # no graceful shutdown at all
-    first.process.wait(30)
-    second = service_factory("crashed-service")  # same state dir
-    assert not folder.exists()
-    deadline = time.monotonic() + 30
-    while session_processes(session["id"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert session_processes(session["id"]) == []
-    assert "left by an earlier run" in second.log_text()
-    assert second.client.get("/sessions").json() == {"sessions": []}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 
 import psutil
@@ -108,3 +110,42 @@ async def test_sigterm_ignored_gets_sigkill(tmp_path):
     await process.wait_ready(armed, timeout=30)
     code = await process.terminate(timeout=0.5)
     assert code == -9
+
+
+async def test_an_adopted_process_is_watched_and_its_crash_reported(tmp_path):
+    """A process another service started (not our child) is watched through its pidfd."""
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    try:
+        started = psutil.Process(stranger.pid).create_time()
+        exits = []
+        adopted = ChildProcess.adopt("stranger", stranger.pid, started, log_path=tmp_path / "x.log",
+                                     on_exit=lambda c, rc: exits.append(c.name))
+        assert adopted.running
+        os.kill(stranger.pid, signal.SIGKILL)
+        for _ in range(100):
+            if exits:
+                break
+            await asyncio.sleep(0.05)
+        assert exits == ["stranger"] and not adopted.running
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+async def test_a_recycled_pid_is_never_adopted(tmp_path):
+    """Same pid, another start time: not the process that was recorded."""
+    me = psutil.Process()
+    adopted = ChildProcess.adopt("impostor", me.pid, me.create_time() - 3600, log_path=tmp_path / "x.log")
+    assert not adopted.running
+    assert not ChildProcess.adopt("gone", None, None, log_path=tmp_path / "x.log").running
+
+
+async def test_a_detached_child_keeps_running(tmp_path):
+    process = child(tmp_path, "import time; time.sleep(300)", on_exit=lambda c, rc: pytest.fail("reported"))
+    await process.start()
+    process.detach()
+    try:
+        assert psutil.Process(process.pid).is_running()
+        assert os.getpgid(process.pid) == process.pid and os.getsid(process.pid) == process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)

@@ -120,3 +120,27 @@ def test_restore_works_with_and_without_tarfiles_data_filter(tmp_path, monkeypat
     assert tool.is_file() and not tool.stat().st_mode & 0o7022  # no setuid/sticky, not group/world-writable
     assert not (restored / "Default" / "outside").exists() and not (restored / "Default" / "outside").is_symlink()
     assert not (restored / "Default" / "pipe").exists()
+
+
+def test_a_saved_profile_comes_back_and_a_damaged_one_falls_back(tmp_path):
+    from keepalive.engine.profile import restore_session_profile, save_profile
+
+    saved, previous, template = tmp_path / "p.tar.gz", tmp_path / "prev.tar.gz", tmp_path / "t.tar.gz"
+    pack_profile(make_profile(tmp_path / "template"), template)
+    first = make_profile(tmp_path / "first")
+    (first / "Default" / "Bookmarks").write_text("first")
+    save_profile(first, saved, previous)
+    second = make_profile(tmp_path / "second")
+    (second / "Default" / "Bookmarks").write_text("second")
+    save_profile(second, saved, previous)  # the first save is kept as the previous one
+
+    used = restore_session_profile(saved, previous, template, tmp_path / "r1")
+    assert used == saved and (tmp_path / "r1" / "Default" / "Bookmarks").read_text() == "second"
+
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])  # torn while writing
+    used = restore_session_profile(saved, previous, template, tmp_path / "r2")
+    assert used == previous and (tmp_path / "r2" / "Default" / "Bookmarks").read_text() == "first"
+
+    previous.write_bytes(b"not a tarball")
+    assert restore_session_profile(saved, previous, template, tmp_path / "r3") == template
+    assert not (tmp_path / "r3" / "Default" / "Bookmarks").exists()

@@ -62,7 +62,7 @@ class StandInManager:
     async def open(self) -> None:
         pass
 
-    async def close(self) -> None:
+    async def close(self, stop_sessions: bool = False) -> None:
         pass
 
     def list(self):

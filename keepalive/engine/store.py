@@ -1,0 +1,61 @@
+"""What the service needs to find its sessions again, kept in SQLite in the state dir.
+
+One row per session: its id and name, the format of its record, and the record itself as
+JSON (ids, name, home, pids with their start times, display, ports, state, restarts). No
+secret is stored here: the Jupyter token and xpra's password stay in 0600 files in the
+session's own folder. Every write is a transaction, so a service killed mid-write leaves the
+previous row, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+#: The format of the records this keepalive writes. A newer keepalive reads every older
+#: format (upgrading it in ``upgrade``), so it can adopt sessions an older one started.
+RECORD_FORMAT = 1
+
+
+class UnknownRecordFormat(ValueError):
+    pass
+
+
+def upgrade(record_format: int, record: dict) -> dict:
+    """A stored record in today's format. Format 1 is today's; later formats add cases here."""
+    if record_format == RECORD_FORMAT:
+        return record
+    raise UnknownRecordFormat(f"session record format {record_format} is newer than this keepalive ({RECORD_FORMAT})")
+
+
+class SessionStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS sessions ("
+            " id TEXT PRIMARY KEY, name TEXT NOT NULL, format INTEGER NOT NULL, record TEXT NOT NULL)"
+        )
+        path.chmod(0o600)
+
+    def save(self, record: dict) -> None:
+        with self._db:  # one transaction
+            self._db.execute(
+                "INSERT OR REPLACE INTO sessions (id, name, format, record) VALUES (?, ?, ?, ?)",
+                (record["id"], record["name"], RECORD_FORMAT, json.dumps(record)),
+            )
+
+    def delete(self, session_id: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def load(self) -> list[dict]:
+        """Every stored record, upgraded to today's format (unreadable ones raise)."""
+        rows = self._db.execute("SELECT format, record FROM sessions ORDER BY rowid").fetchall()
+        return [upgrade(record_format, json.loads(text)) for record_format, text in rows]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,222 @@
+"""Nothing a session keeps is lost: sessions outlive the service, homes outlive sessions.
+
+A real kernel runs a cell that writes a numbered line every half second; the service is then
+killed (SIGKILL) or stopped (SIGTERM), and a new service on the same state dir must find the
+session, with the same kernel process still writing, and the kiosk page not reloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from tests.conftest import session_processes, start_service
+
+pytestmark = pytest.mark.e2e
+
+TICKER = """
+import time, pathlib
+out = pathlib.Path("ticks.txt")
+for i in range(100000):
+    with out.open("a") as f:
+        f.write(f"{i}\\n")
+    print(f"tick {i}", flush=True)
+    time.sleep(0.5)
+"""
+
+
+def wait_until(what: str, probe, timeout: float = 120, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class SessionJupyter:
+    """The session's own Jupyter server, reached as its kiosk does: URL from the record, token
+    from the Jupyter process's environment (the test runs as the same user)."""
+
+    def __init__(self, state_dir: Path, session_id: str) -> None:
+        record = json.loads((state_dir / "sessions" / session_id / "session.json").read_text())
+        self.url = record["jupyter_url"]
+        self.pid = record["jupyter_pid"]
+        self.token = psutil.Process(self.pid).environ()["JUPYTER_TOKEN"]
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"token {self.token}"},
+                                   timeout=30, trust_env=False)
+
+    def start_ticker(self) -> tuple[str, int]:
+        """A kernel running TICKER; returns its id and the kernel process's pid."""
+        kernel = self.client.post("/api/kernels", json={"name": "python3"}).json()
+        ws_url = self.url.replace("http", "ws", 1) + f"/api/kernels/{kernel['id']}/channels"
+        message = {
+            "header": {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "username": "test",
+                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": TICKER, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }
+        with ws_connect(ws_url, additional_headers={"Authorization": f"token {self.token}"}, open_timeout=60) as ws:
+            ws.send(json.dumps(message))
+            # the cell runs once the kernel says so; the websocket may go: the kernel keeps going
+            wait_until("the cell to start", lambda: '"execute_input"' in ws.recv(timeout=30), timeout=60, every=0)
+        kernel_pid = next(
+            p.pid for p in psutil.Process(self.pid).children(recursive=True) if kernel["id"] in " ".join(p.cmdline())
+        )
+        return kernel["id"], kernel_pid
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def ticks(home: Path) -> int:
+    path = home / "notebooks" / "ticks.txt"
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+def keeps_ticking(home: Path, timeout: float = 30) -> None:
+    before = ticks(home)
+    wait_until("the cell to print more lines", lambda: ticks(home) >= before + 3, timeout=timeout)
+
+
+def wait_ready(service, session_id: str, timeout: float = 180) -> dict:
+    def ready():
+        response = service.client.get(f"/sessions/{session_id}")
+        return response.json() if response.status_code == 200 and response.json()["state"] == "ready" else None
+
+    return wait_until(f"session {session_id} to be ready", ready, timeout=timeout)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_sessions_outlive_the_service_and_are_adopted(service_factory, how):
+    first = service_factory("survivor")
+    session = first.start_session(name=f"survive-{how.lower()}")
+    session_id = session["id"]
+    home = first.state_dir / "homes" / session["name"]
+    jupyter = SessionJupyter(first.state_dir, session_id)
+    _, kernel_pid = jupyter.start_ticker()
+    keeps_ticking(home)
+    before = {p.pid for p in session_processes(session_id)}
+
+    first.process.send_signal(getattr(signal, how))
+    first.process.wait(60)
+    if how == "SIGTERM":
+        assert first.process.returncode == 0
+        assert "leaving 1 session(s) running" in first.log_text()
+    # nothing of the session went down with the service, and the computation goes on meanwhile
+    assert {p.pid for p in session_processes(session_id)} >= before
+    keeps_ticking(home)
+
+    started = time.monotonic()
+    second = service_factory("survivor")  # same state dir
+    adopted = wait_ready(second, session_id)
+    adopt_seconds = time.monotonic() - started
+    second.started.append(session_id)
+    assert adopted["restarts"] == 0 and adopted["name"] == session["name"]
+    assert adopted["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
+    assert f"session {session_id} ({session['name']}): adopted" in second.log_text()
+    assert psutil.Process(kernel_pid).is_running(), "the kernel did not survive"
+    keeps_ticking(home)
+    shot = second.client.get(f"/sessions/{session_id}/screenshot")
+    assert shot.status_code == 200 and shot.content[:4] == b"\x89PNG"
+    print(f"{how}: re-adopted in {adopt_seconds:.1f} s (service start included)")
+    jupyter.close()
+
+
+def test_a_kiosk_page_is_adopted_without_a_reload(service_factory, playwright):
+    from tests.e2e.kiosk import cdp_port
+
+    first = service_factory("no-reload")
+    session = first.start_session(name="no-reload")
+    browser = playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port(session['id'])}")
+    (page,) = [p for c in browser.contexts for p in c.pages if p.url.startswith("http")]
+    page.evaluate("window.__keepaliveProbe = 'still the same page'")
+    browser.close()  # disconnects; the kiosk stays
+    first.process.kill()
+    first.process.wait(30)
+    second = service_factory("no-reload")
+    wait_ready(second, session["id"])
+    second.started.append(session["id"])
+    browser = playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port(session['id'])}")
+    (page,) = [p for c in browser.contexts for p in c.pages if p.url.startswith("http")]
+    assert page.evaluate("window.__keepaliveProbe") == "still the same page"
+    browser.close()
+
+
+def test_a_second_service_on_one_state_dir_is_refused(service_factory, tmp_path):
+    first = service_factory("one-dir")
+    with pytest.raises(RuntimeError) as refused:
+        start_service(first.state_dir, timeout=30)
+    message = str(refused.value)
+    assert "exited with 2" in message
+    assert f"another keepalive (pid {first.process.pid}) is already serving the state dir" in message
+
+
+def test_stop_sessions_on_exit_stops_them(service_factory):
+    service = service_factory("stop-on-exit", stop_sessions_on_exit="true")
+    session = service.start_session(name="stopped-with-service")
+    service.started.clear()  # not deleted by the fixture: the service itself must stop it
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(120) == 0
+    assert session_processes(session["id"]) == []
+    assert (service.state_dir / "homes" / "stopped-with-service").is_dir(), "the home must stay"
+
+
+def test_a_home_outlives_its_session_and_is_deleted_only_on_request(keepalive_service):
+    service = keepalive_service
+    first = service.start_session(name="homey")
+    home = service.state_dir / "homes" / "homey"
+    jupyter = SessionJupyter(service.state_dir, first["id"])
+    saved = jupyter.client.put("/api/contents/kept.ipynb", json={
+        "type": "notebook",
+        "content": {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+            {"cell_type": "markdown", "id": "a", "metadata": {}, "source": "written in the first session"}]},
+    })
+    assert saved.status_code in (200, 201), saved.text
+    jupyter.close()
+    assert service.client.delete("/homes/homey").status_code == 409  # in use
+    service.stop_session(first["id"])
+    assert not (service.state_dir / "sessions" / first["id"]).exists()
+    assert (home / "notebooks" / "kept.ipynb").is_file() and (home / "profile.tar.gz").is_file()
+
+    second = service.start_session(name="homey")  # the same name opens the same home
+    jupyter = SessionJupyter(service.state_dir, second["id"])
+    listing = jupyter.client.get("/api/contents/kept.ipynb").json()
+    assert listing["content"]["cells"][0]["source"] == "written in the first session"
+    jupyter.close()
+    service.stop_session(second["id"])
+    assert service.client.get("/homes").json()["homes"].count("homey") == 1
+    assert service.client.delete("/homes/homey").status_code == 204
+    assert not home.exists()
+    assert service.client.delete("/homes/homey").status_code == 404
+    # a name can never leave the homes dir: the path is checked against the session-name pattern
+    assert service.client.delete("/homes/%2E%2E").status_code == 422
+
+
+def test_processes_left_by_a_killed_start_are_not_deleted_but_adopted_or_reaped(service_factory):
+    """A killed service's successor deletes no home, and leaves no process of a dead session."""
+    first = service_factory("successor")
+    session = first.start_session(name="left-behind")
+    first.started.clear()
+    first.process.kill()
+    first.process.wait(30)
+    # the session's Jupyter dies too while no service watches
+    jupyter_pid = json.loads((first.state_dir / "sessions" / session["id"] / "session.json").read_text())["jupyter_pid"]
+    os.kill(jupyter_pid, signal.SIGKILL)
+    second = service_factory("successor")
+    recovered = wait_ready(second, session["id"])
+    second.started.append(session["id"])
+    assert recovered["restarts"] == 1  # recovered as after a crash
+    assert (second.state_dir / "homes" / "left-behind").is_dir()
