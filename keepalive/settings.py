@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="Stop every session when the service stops. Without it, Ctrl-C and SIGTERM leave "
         "sessions running and the next keepalive serve on the same state dir adopts them.",
     )
+    probe_interval: float = Field(
+        15.0, gt=0, le=3600,
+        description="Seconds between liveness probes of each ready session's page and Jupyter server; "
+        "three unanswered probes in a row count as hung, handled like a crash.",
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(

@@ -19,7 +19,7 @@ from playwright.async_api import Playwright, async_playwright
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.profile import ProfileError, make_template
 from keepalive.engine.reaper import reap
-from keepalive.engine.session import Session, SessionRecord, new_session_id
+from keepalive.engine.session import Session, SessionRecord, SessionStartError, new_session_id
 from keepalive.engine.statelock import StateDirLock
 from keepalive.engine.store import SessionStore
 from keepalive.models import SessionCreate, SessionState
@@ -190,17 +190,27 @@ class SessionManager:
         return session
 
     async def start(self, session: Session) -> None:
-        """Start ``session``; a session that fails is forgotten (its error was already reported)."""
+        """Start ``session`` and wait for it; a session that fails is forgotten (its error was
+        already reported). A DELETE meanwhile cancels the start and wins."""
+        task = self._track_start(session, session.start())
         try:
-            await session.start()
+            await asyncio.shield(task)  # the caller going away does not cancel the start: DELETE does
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise SessionStartError("the session was deleted while it started") from None
+            raise
         except BaseException:
             self._forget(session.id)
             raise
 
     def start_in_background(self, session: Session) -> None:
-        task = asyncio.get_running_loop().create_task(self._start_quietly(session), name=f"start-{session.id}")
+        self._track_start(session, self._start_quietly(session))
+
+    def _track_start(self, session: Session, coroutine) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine, name=f"start-{session.id}")
         self._starts[session.id] = task
         task.add_done_callback(lambda _: self._starts.pop(session.id, None))
+        return task
 
     async def _start_quietly(self, session: Session) -> None:
         try:

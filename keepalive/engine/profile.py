@@ -106,15 +106,22 @@ def restore_profile(template: Path, profile_dir: Path) -> None:
     (profile_dir / FIRST_RUN_SENTINEL).touch()
 
 
+def _without_locks(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    name = member.name.rsplit("/", 1)[-1]
+    return None if name in LOCK_FILES or name in STALE_FILES else member
+
+
 def pack_profile(profile_dir: Path, template: Path) -> None:
-    """Write ``profile_dir`` (lock files stripped) as a gzip tarball, atomically."""
-    strip_lock_files(profile_dir)
+    """Write ``profile_dir`` as a gzip tarball without its lock files, atomically.
+
+    The folder itself is left as it is: a running Chromium's profile may be packed too.
+    """
     (profile_dir / FIRST_RUN_SENTINEL).touch()
     template.parent.mkdir(parents=True, exist_ok=True)
     partial = template.with_name(template.name + ".partial")
     with tarfile.open(partial, "w:gz") as archive:
         for path in sorted(profile_dir.iterdir()):
-            archive.add(path, arcname=path.name)
+            archive.add(path, arcname=path.name, filter=_without_locks)
     partial.replace(template)
 
 

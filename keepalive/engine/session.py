@@ -31,7 +31,7 @@ from keepalive.engine.browser import (
     read_devtools_port,
 )
 from keepalive.engine.commands import ScreenSize, chromium_command, write_xpra_config, xpra_command
-from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, split_token
+from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, jupyter_answers, split_token
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
@@ -55,6 +55,29 @@ RECOVERY_PATH = "/lab"
 DISPLAY_ATTEMPTS = 5
 #: What Xvfb and xpra say when the display or port they were given is in use.
 TAKEN_SIGNS = ("Server is already active for display", "Address already in use")
+
+
+#: Liveness, not just exits: a ready session's page and Jupyter server are asked every
+#: ``probe_interval`` seconds (a setting) whether they answer, within that same time;
+#: PROBE_MISSES misses in a row count as hung, and a hung part is handled like a crashed one.
+PROBE_MISSES = 3
+#: How often a running session's browser profile is saved into its home (and at every stop).
+PROFILE_SAVE_INTERVAL = 600.0
+
+
+#: The state changes a session may make; everything else is a bug, refused by ``_set_state``.
+ALLOWED: dict[SessionState, frozenset[SessionState]] = {
+    SessionState.starting: frozenset({SessionState.ready, SessionState.failed, SessionState.stopping}),
+    SessionState.ready: frozenset({SessionState.recovering, SessionState.failed, SessionState.stopping}),
+    SessionState.recovering: frozenset({SessionState.ready, SessionState.failed, SessionState.stopping}),
+    SessionState.failed: frozenset({SessionState.stopping}),
+    SessionState.stopping: frozenset({SessionState.stopped}),
+    SessionState.stopped: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
 
 
 class SessionStartError(RuntimeError):
@@ -118,6 +141,7 @@ class Session:
         self.xpra_password = secrets.token_urlsafe(24)
         self._recovery: asyncio.Task[None] | None = None
         self._recent_restarts: list[float] = []  # monotonic times of the restarts in the window
+        self._watchdog: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # -- what the API shows -------------------------------------------------------------
@@ -151,6 +175,10 @@ class Session:
         return SessionState(self.record.state)
 
     def _set_state(self, state: SessionState, error: str | None = None) -> None:
+        """Every state change goes through here, checked against ALLOWED: a start can never end
+        ``ready`` after a stop began, a recovery never revives a stopped session."""
+        if state is not self.state and state not in ALLOWED[self.state]:
+            raise InvalidTransition(f"session {self.id}: {self.state.value} -> {state.value} is not allowed")
         self.record.state = state.value
         if error is not None:
             self.record.error = error
@@ -197,6 +225,7 @@ class Session:
             await self._fail_start("start was cancelled")
             raise
         self._set_state(SessionState.ready)
+        self._start_watchdog()
         log.info("session %s (%s): ready, pids %s", self.id, self.name, self.pids())
 
     async def _start_parts(self) -> None:
@@ -351,11 +380,10 @@ class Session:
 
     async def _fail_start(self, reason: str) -> None:
         log.error("session %s (%s): failed to start: %s", self.id, self.name, reason)
-        self.record.error = reason
         await self._stop_parts()
         self._remove_folder()
-        self.record.state = SessionState.failed.value
-        self._save_record()
+        if self.state is SessionState.starting:  # not when a stop took over: it says how it ended
+            self._set_state(SessionState.failed, reason)
 
     # -- crashes and recovery -----------------------------------------------------------
 
@@ -424,6 +452,59 @@ class Session:
             await self._start_display(env)
         await self._open_browser(RECOVERY_PATH)
 
+    # -- liveness ---------------------------------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(), name=f"watch-{self.id}")
+
+    async def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
+
+    async def _watch(self) -> None:
+        """Probe the page and Jupyter while ready; save the browser profile now and then."""
+        misses = {"page": 0, "jupyter": 0}
+        last_save = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            if self.state is not SessionState.ready:
+                misses = dict.fromkeys(misses, 0)
+                continue
+            for part, answers in (("page", self._page_answers), ("jupyter", self._jupyter_answers)):
+                misses[part] = 0 if await answers() else misses[part] + 1
+                if misses[part] >= PROBE_MISSES and self.state is SessionState.ready:
+                    misses[part] = 0
+                    await self._hung(part)
+            if time.monotonic() - last_save >= PROFILE_SAVE_INTERVAL and self.state is SessionState.ready:
+                last_save = time.monotonic()
+                await self._save_profile()
+
+    async def _page_answers(self) -> bool:
+        if self.browser is None or not self.browser.page_alive:
+            return True  # not hung: gone, and the crash path deals with that
+        try:
+            return await asyncio.wait_for(self.browser.page.evaluate("1"), self.settings.probe_interval) == 1
+        except Exception:  # a timeout, or Playwright's error: no answer either way
+            return False
+
+    async def _jupyter_answers(self) -> bool:
+        if self.jupyter is None or not self.jupyter.process.running or self.endpoint is None:
+            return True  # external, or gone: the exit watcher deals with a dead one
+        try:
+            return await jupyter_answers(self.endpoint, timeout=self.settings.probe_interval)
+        except Exception:
+            return False
+
+    async def _hung(self, part: str) -> None:
+        silent = f"{PROBE_MISSES * self.settings.probe_interval:.0f} s"
+        log.error("session %s: the %s did not answer for %s; handling it as a crash", self.id, part, silent)
+        if part == "jupyter" and self.jupyter is not None:
+            await self.jupyter.stop()  # a hung server cannot be talked to: only a new one helps
+        self._part_lost(f"the {part} did not answer for {silent}")
+
     async def fit_screen(self) -> bool:
         """Put the X screen and the kiosk window back to the session's own size.
 
@@ -446,7 +527,10 @@ class Session:
 
     async def stop(self) -> None:
         """Stop every part, reap every leftover process, free the numbers, remove the folder."""
+        if self.state is SessionState.stopped:
+            return
         self._set_state(SessionState.stopping)
+        await self._stop_watchdog()
         pids = self.pids()
         log.info("session %s (%s): stopping, pids %s", self.id, self.name, pids)
         if self._recovery is not None and not self._recovery.done():
@@ -456,7 +540,7 @@ class Session:
             await self._stop_parts()
             await self._save_profile()
             self._remove_folder()
-            self.record.state = SessionState.stopped.value
+            self._set_state(SessionState.stopped)
         log.info("session %s (%s): stopped; its home %s stays", self.id, self.name, self.layout.kept)
 
     async def _save_profile(self) -> None:
@@ -476,6 +560,7 @@ class Session:
         The CDP connection is dropped (the kiosk page stays as it is) and no process is watched
         any more; a later service adopts them (``adopt``).
         """
+        await self._stop_watchdog()
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
@@ -533,6 +618,7 @@ class Session:
         was = record.state
         record.state = SessionState.ready.value
         session._save_record()
+        session._start_watchdog()
         if lost:
             session._part_lost(f"{', '.join(lost)} died while no service watched (was {was})")
         log.info("session %s (%s): adopted (was %s), pids %s%s", record.id, record.name, was, session.pids(),

@@ -220,3 +220,68 @@ def test_processes_left_by_a_killed_start_are_not_deleted_but_adopted_or_reaped(
     second.started.append(session["id"])
     assert recovered["restarts"] == 1  # recovered as after a crash
     assert (second.state_dir / "homes" / "left-behind").is_dir()
+
+
+def test_a_hung_jupyter_server_is_restarted_like_a_crashed_one(service_factory):
+    """Liveness is an answer, not just a process: a stopped (SIGSTOP) server is replaced."""
+    service = service_factory("hung", probe_interval="1")
+    session = service.start_session(name="hung")
+    record = json.loads((service.state_dir / "sessions" / session["id"] / "session.json").read_text())
+    os.kill(record["jupyter_pid"], signal.SIGSTOP)
+    try:
+        def recovered():
+            current = service.client.get(f"/sessions/{session['id']}").json()
+            return current if current["restarts"] >= 1 and current["state"] == "ready" else None
+
+        current = wait_until("the hung server to be replaced", recovered, timeout=120)
+    finally:
+        try:
+            os.kill(record["jupyter_pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert current["health"]["jupyter"] is True
+    assert "the jupyter did not answer for 3 s; handling it as a crash" in service.log_text()
+    new_pid = json.loads((service.state_dir / "sessions" / session["id"] / "session.json").read_text())["jupyter_pid"]
+    assert new_pid != record["jupyter_pid"] and not psutil.pid_exists(record["jupyter_pid"])
+
+
+def test_delete_during_start_wins(keepalive_service):
+    """A DELETE while the session starts cancels the start: it never turns ready, nothing is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = keepalive_service
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(service.client.post, "/sessions", json={"name": "deleted-early"})
+
+        def starting():
+            found = [s for s in service.client.get("/sessions").json()["sessions"] if s["name"] == "deleted-early"]
+            return found[0] if found else None
+
+        session = wait_until("the session to be listed", starting, timeout=60, every=0.05)
+        assert session["state"] == "starting"
+        assert service.client.delete(f"/sessions/{session['id']}").status_code == 204
+        answer = pending.result(timeout=120)
+    assert answer.status_code == 503 and "deleted while it started" in answer.text, answer.text
+    assert service.client.get(f"/sessions/{session['id']}").status_code == 404
+    assert session_processes(session["id"]) == []
+    assert f"session {session['id']}" in service.log_text()
+    assert f"session {session['id']} (deleted-early): ready" not in service.log_text()
+
+
+def test_delete_during_recovery_wins(keepalive_service):
+    service = keepalive_service
+    session = service.start_session(name="deleted-recovering")
+    browser = [p for p in session_processes(session["id"])
+               if p.name() in ("chromium", "chrome") and not any(a.startswith("--type=") for a in p.cmdline())]
+    assert browser
+    for process in browser:
+        process.kill()
+
+    def recovering():
+        return service.client.get(f"/sessions/{session['id']}").json()["state"] == "recovering"
+
+    wait_until("the session to recover", recovering, timeout=60, every=0.05)
+    assert service.client.delete(f"/sessions/{session['id']}").status_code == 204
+    assert service.client.get(f"/sessions/{session['id']}").status_code == 404
+    assert session_processes(session["id"]) == []
+    assert f"session {session['id']}: recovered" not in service.log_text()
