@@ -1,4 +1,4 @@
-"""The client subcommands: ``keepalive start|list|show|stop|screenshot|viewer-link|doctor``.
+"""The client subcommands: ``keepalive start|list|show|stop|screenshot|viewer-link|homes|delete-home|doctor``.
 
 Each is a thin client of a running service's REST API (keepalive.client). Results go to stdout
 (``--json`` where a script wants them whole), progress and errors to stderr, one line per error.
@@ -71,6 +71,15 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     link.add_argument("session", metavar="ID|NAME")
     link.add_argument("--keyboard-layout", help="e.g. de, fr, gb")
     link.set_defaults(handler=cmd_viewer_link)
+
+    homes = commands.add_parser("homes", parents=[common], help="list the homes (one per session name)")
+    homes.set_defaults(handler=cmd_homes)
+
+    delete_home = commands.add_parser(
+        "delete-home", parents=[common], help="delete a home: its notebooks, settings and browser profile"
+    )
+    delete_home.add_argument("name", metavar="NAME")
+    delete_home.set_defaults(handler=cmd_delete_home)
 
     doctor = commands.add_parser("doctor", parents=[common], help="check this machine and the running service")
     doctor.set_defaults(handler=cmd_doctor)
@@ -246,6 +255,26 @@ def cmd_viewer_link(args: argparse.Namespace) -> int:
         client.close()
     print(link["url"])
     print(f"works once, until {link['expires_at']}", file=sys.stderr)
+    return 0
+
+
+def cmd_homes(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        for name in client.request("GET", "/homes").json()["homes"]:
+            print(name)
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_delete_home(args: argparse.Namespace) -> int:
+    client = _client(args, timeout=120)
+    try:
+        client.request("DELETE", f"/homes/{args.name}", ok=(204,))
+    finally:
+        client.close()
+    print(f"home {args.name} deleted", file=sys.stderr)
     return 0
 
 

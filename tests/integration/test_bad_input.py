@@ -135,17 +135,6 @@ def test_serve_refuses_to_start_without_xpra(tmp_path):
     assert "apt-get install xpra" in result.stderr
 
 
-def test_sigterm_stops_every_session(service_factory):
-    service = service_factory("shutdown")
-    session = service.start_session(name="orphan-check")
-    assert session_processes(session["id"])
-    service.started.clear()  # let the signal, not the API, stop it
-    service.process.send_signal(signal.SIGTERM)
-    assert service.process.wait(90) == 0
-    assert session_processes(state_dir=service.state_dir) == []
-    assert not (service.state_dir / "sessions" / session["id"]).exists()
-
-
 def test_a_display_taken_by_someone_else_is_skipped(service_factory, tmp_path):
     """Another X server grabbing our display between allocation and start: try the next one."""
     marker = tmp_path / "first-launch-done"

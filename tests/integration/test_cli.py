@@ -57,9 +57,14 @@ def test_start_list_show_screenshot_link_stop(keepalive_service, tmp_path):
     page = httpx.get(url, trust_env=False)
     assert page.status_code == 200 and 'id="open"' in page.text  # a working link, not yet spent
 
+    in_use = run(keepalive_service, "delete-home", "cli-one")
+    assert in_use.returncode == 1 and "409" in in_use.stderr and "in use" in in_use.stderr
     stopped = run(keepalive_service, "stop", "cli-one")
     assert stopped.returncode == 0 and stopped.stdout.strip() == session["id"]
     assert keepalive_service.client.get(f"/sessions/{session['id']}").status_code == 404
+    assert "cli-one" in run(keepalive_service, "homes").stdout.split()  # the home stays
+    assert run(keepalive_service, "delete-home", "cli-one").returncode == 0
+    assert "cli-one" not in run(keepalive_service, "homes").stdout.split()
 
 
 def test_start_without_waiting_then_stop_all(service_factory):

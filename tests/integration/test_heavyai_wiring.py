@@ -24,7 +24,7 @@ def test_heavyai_session_lands_on_the_connection_notebook(keepalive_service):
         name="immerse",
         heavyai={"protocol": "https", "host": "db.example", "port": 6278, "session_id": secret, "query": query},
     )
-    notebook = service.state_dir / "sessions" / session["id"] / "notebooks" / "HeavyAI.ipynb"
+    notebook = service.state_dir / "homes" / "immerse" / "notebooks" / "HeavyAI.ipynb"
     cells = wait_for("the HeavyAI notebook on disk", lambda: notebook.is_file() and notebook_cells(notebook))
     assert "connect(" in cells[0] and secret in cells[0]
     assert 'os.environ["HEAVYAI_HOST"]' in cells[0]  # read from the environment, not pasted
@@ -55,8 +55,7 @@ def test_plain_session_starts_without_a_notebook(keepalive_service):
     service = keepalive_service
     session = service.start_session(name="plain")
     assert session["health"]["page"] is True
-    folder = service.state_dir / "sessions" / session["id"]
-    assert not (folder / "notebooks" / "HeavyAI.ipynb").exists()
+    assert not (service.state_dir / "homes" / "plain" / "notebooks" / "HeavyAI.ipynb").exists()
     text = wait_for("the launcher on screen", lambda: (t := ocr(screenshot(service, session["id"]))) and "Launcher" in t and t)
     assert "HeavyAI session" not in text.replace("Al", "AI")  # no error toast for a session that never had one
     service.stop_session(session["id"])

@@ -87,8 +87,11 @@ def test_session_is_isolated_and_keeps_no_secret_in_view(keepalive_service):
             # processes still name the session's profile on their command line
             assert any(str(folder) in arg for arg in process.cmdline()), process.cmdline()[:3]
             continue
-        for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "HOME"):
-            assert env[name].startswith(str(folder)), (process.name(), name, env[name])
+        # everything inside the session's own folder, or its name's home (what outlives it)
+        home = service.state_dir / "homes" / "isolated"
+        for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "HOME"):
+            assert env[name].startswith(str(home) + "/"), (process.name(), name, env[name])
+        assert env["XDG_RUNTIME_DIR"].startswith(str(folder) + "/"), (process.name(), env["XDG_RUNTIME_DIR"])
         # nothing of the service's own environment (its settings, its API token) reaches a session
         assert not [k for k in env if k.startswith("KEEPALIVE_")], (process.name(), sorted(env))
         assert service.token not in "\n".join(env.values()), process.name()
