@@ -24,14 +24,14 @@ def test_url_comes_from_the_environment_or_the_services_own_settings(monkeypatch
     assert default_url() == "http://example.test:1"
 
 
-def test_token_from_environment_then_file_then_state_dir(monkeypatch, tmp_path):
+def test_token_from_named_file_then_environment_then_state_dir(monkeypatch, tmp_path):
     (tmp_path / "api-token").write_text("from-state-dir\n")
     assert find_token(None, tmp_path) == "from-state-dir"
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "from-env")
+    assert find_token(None, tmp_path) == "from-env"  # the environment wins over the state dir
     other = tmp_path / "other"
     other.write_text("from-file")
-    assert find_token(other, tmp_path) == "from-file"
-    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "from-env")
-    assert find_token(other, tmp_path) == "from-env"
+    assert find_token(other, tmp_path) == "from-file"  # a flag wins over the environment
 
 
 def test_a_missing_token_says_where_it_looked(tmp_path):
