@@ -88,3 +88,26 @@ def test_api_errors_are_flattened_to_one_line():
 
     response = httpx.Response(422, json={"detail": [{"loc": ["body", "name"], "msg": "String should match pattern"}]})
     assert client_module._detail(response) == "name: String should match pattern"
+
+
+def test_serve_banner_examples_name_only_what_the_client_would_miss(tmp_path, monkeypatch):
+    from keepalive.cli import start_examples
+    from keepalive.settings import Settings
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    default = Settings(state_dir=tmp_path / "xdg" / "keepalive")
+    token_line, curl_line, client_line = start_examples(default, "http://127.0.0.1:8900")
+    assert token_line == f"TOKEN=$(cat {default.token_file})"
+    assert curl_line == ('curl --json \'{"name": "alice"}\' -H "Authorization: Bearer $TOKEN" '
+                         "http://127.0.0.1:8900/sessions")
+    assert client_line == "# or: keepalive start --name alice"
+
+    elsewhere = Settings(state_dir=tmp_path / "other")
+    client_line = start_examples(elsewhere, "http://127.0.0.1:9001")[2]
+    assert client_line == (f"# or: keepalive start --url http://127.0.0.1:9001 "
+                           f"--token-file {elsewhere.token_file} --name alice")
+
+    configured = Settings(state_dir=tmp_path / "other", api_token="configured-token")
+    token_line, _, client_line = start_examples(configured, "http://127.0.0.1:9001")
+    assert "cat" not in token_line and "--token-file" not in client_line  # the file is not the token
+    assert "configured-token" not in " ".join(start_examples(configured, "http://127.0.0.1:9001"))
