@@ -111,3 +111,19 @@ def test_serve_banner_examples_name_only_what_the_client_would_miss(tmp_path, mo
     token_line, _, client_line = start_examples(configured, "http://127.0.0.1:9001")
     assert "cat" not in token_line and "--token-file" not in client_line  # the file is not the token
     assert "configured-token" not in " ".join(start_examples(configured, "http://127.0.0.1:9001"))
+
+
+def test_ctrl_c_while_waiting_names_the_session_left_starting(capsys, monkeypatch):
+    from keepalive import client_commands
+
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "t")
+    monkeypatch.setattr(client_module.Client, "start", lambda self, body, wait: {"id": "s1", "state": "starting"})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client_commands, "_wait_until_ready", interrupted)
+    assert main(["start", "--name", "x"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "keepalive start: interrupted; session s1 goes on starting (keepalive stop s1)"
+    )
