@@ -88,3 +88,17 @@ def test_differing_heavyai_and_omnisci_variables_warn_once(caplog, fetch, sessio
     assert len(warnings) == 1 and "using HEAVYAI_HOST" in warnings[0], said
     assert not [message for message in said if "HEAVYAI_PORT and" in message]
     assert not [m for m in said if "omnisci.example" in m or "heavyai.example" in m]  # names, never values
+
+
+@pytest.mark.parametrize("heavyai_overrides", [{"session_file": None}])
+@pytest.mark.parametrize(
+    "config_files",
+    [{"jupyter_notebook_config.py": "c.OmniSciConfig.session_manager = "
+                                    "'heavyai_test_providers.OmniSciEraSessionManager'\n"
+                                    "c.OmniSciSessionManager.session_file = '{session_file}'\n"}],
+)
+def test_a_provider_subclassing_the_omnisci_class_works_unchanged(fetch, session_file):
+    session_file.write_text(SESSION_ID)
+    body = get_session(fetch)
+    assert body["session"] == SESSION_ID and body["query"] == "SELECT 'omnisci-era'"
+    assert body["environment"] == OMNISCI_ENV
