@@ -6,6 +6,14 @@ It loads keepalive's ``server_ext`` under its old name, unless ``server_ext`` is
 
 from __future__ import annotations
 
+# The OmniSci-era class names, for replacement providers written against them
+# (``class Mine(OmniSciSessionManager)``, set by ``c.OmniSciConfig.session_manager``).
+from server_ext.app import HeavyAIConfig as OmniSciConfig
+from server_ext.session import BaseSessionManager, HeavyAISession, SessionError
+from server_ext.session import HeavyAISessionManager as OmniSciSessionManager
+
+__all__ = ["BaseSessionManager", "HeavyAISession", "OmniSciConfig", "OmniSciSessionManager", "SessionError"]
+
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "jupyterlab_omnisci.serverextension"}]

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from keepalive import __version__
+from keepalive.client import default_url, token_file_for
 from keepalive.client_commands import add_client_commands, run_client_command
 from keepalive.settings import Settings
 
@@ -84,17 +85,33 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def start_examples(settings: Settings, url: str) -> list[str]:
+    """Commands that start a session when pasted into a shell as they are printed.
+
+    The token comes from its file (never onto a command line, where ``ps`` shows it); the
+    client command names the URL and token file only where its own defaults would miss them.
+    """
+    from_file = settings.api_token is None  # generated once and kept in the state dir
+    token_line = f"TOKEN=$(cat {settings.token_file})" if from_file else "TOKEN=...  # the API token you configured"
+    client = ["keepalive start"]
+    if url != default_url():
+        client.append(f"--url {url}")
+    if from_file and settings.token_file != token_file_for(None):
+        client.append(f"--token-file {settings.token_file}")
+    return [
+        token_line,
+        f'curl --json \'{{"name": "alice"}}\' -H "Authorization: Bearer $TOKEN" {url}/sessions',
+        "# or: " + " ".join([*client, "--name alice"]),
+    ]
+
+
 def _print_banner(settings: Settings, token: str, created: bool, url: str) -> None:
     lines = [f"keepalive {__version__} serving the API at {url} (docs: {url}/docs)"]
     if created:
         lines.append(f"API token (shown once, stored in {settings.token_file}):\n    {token}")
     else:
         lines.append(f"API token: configured, or in {settings.token_file}")
-    lines.append(
-        "Start a session:\n"
-        f'    curl --json \'{{"name": "alice"}}\' -H "Authorization: Bearer $TOKEN" {url}/sessions\n'
-        "or: keepalive start --name alice"
-    )
+    lines.append("Start a session:\n" + "\n".join(f"    {line}" for line in start_examples(settings, url)))
     print("\n".join(lines), flush=True)
 
 

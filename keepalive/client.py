@@ -3,8 +3,9 @@
 Where the service is and how to prove who we are, in this order:
 - the URL: ``--url``, else ``KEEPALIVE_URL``, else ``http://KEEPALIVE_HOST:KEEPALIVE_PORT``
   (``127.0.0.1:8900`` by default);
-- the token: ``KEEPALIVE_API_TOKEN``, else ``--token-file``, else the state dir's ``api-token``
-  (the file ``keepalive serve`` wrote). Never a command-line value: ``ps`` shows those to everyone.
+- the token: ``--token-file``, else ``KEEPALIVE_API_TOKEN``, else the state dir's ``api-token``
+  (the file ``keepalive serve`` wrote); a flag wins over the environment, as with every setting.
+  Never a command-line value: ``ps`` shows those to everyone.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ def token_file_for(state_dir: Path | None) -> Path:
 
 
 def find_token(token_file: Path | None, state_dir: Path | None = None) -> str:
-    """The API token from the environment or a file; a clear error if there is none."""
-    if os.environ.get("KEEPALIVE_API_TOKEN"):
+    """The API token from a named file, the environment or the state dir; a clear error if none.
+
+    A ``--token-file`` given on the command line wins over ``KEEPALIVE_API_TOKEN`` (flags win
+    over the environment): whoever names a file means that file.
+    """
+    if token_file is None and os.environ.get("KEEPALIVE_API_TOKEN"):
         return os.environ["KEEPALIVE_API_TOKEN"]
     path = token_file or token_file_for(state_dir)
     try:

@@ -3,7 +3,7 @@
 Each is a thin client of a running service's REST API (keepalive.client). Results go to stdout
 (``--json`` where a script wants them whole), progress and errors to stderr, one line per error.
 Exit codes: 0 done; 1 the service said no (or the session failed); 2 bad usage; 3 no service
-answers at the URL; 4 no API token, or a wrong one.
+answers at the URL; 4 no API token, or a wrong one; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from keepalive.client import Client, ClientError, default_url, find_token
 
 #: Health parts of a starting session, and what to call them while waiting for them.
 WAITING_FOR = {"jupyter": "Jupyter server", "xpra": "display", "browser": "browser", "page": "JupyterLab page"}
+#: The exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
 #: How often a waiting ``start`` asks for the session's state.
 POLL_SECONDS = 0.5
 
@@ -93,7 +95,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         print(f"keepalive {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def _client(args: argparse.Namespace, timeout: float = 30.0) -> Client:
@@ -144,7 +146,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         session = client.start(body, wait=False)
         if args.no_wait:
             return _report(session, args.json)
-        return _report(_wait_until_ready(client, session, args.timeout), args.json)
+        try:
+            ready = _wait_until_ready(client, session, args.timeout)
+        except KeyboardInterrupt:
+            # the service goes on starting it: say which session is left, and how to end it
+            raise ClientError(
+                f"interrupted; session {session['id']} goes on starting (keepalive stop {session['id']})",
+                INTERRUPTED,
+            ) from None
+        return _report(ready, args.json)
     finally:
         client.close()
 

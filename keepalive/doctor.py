@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keepalive.client import Client, ClientError, find_token
-from keepalive.health import DEBIAN_PACKAGES, service_checks
+from keepalive.health import DEBIAN_PACKAGES, MIN_FREE_DISK_BYTES, service_checks
 from keepalive.settings import Settings
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 #: What a session needs besides xpra, Chromium and Xvfb, with the Debian package that has it.
 HELPERS = {"xauth": "xauth", "xrandr": "x11-xserver-utils"}
 FIXES = {
-    "xpra": "apt-get install xpra",
+    "xpra": "apt-get install xpra (or set KEEPALIVE_XPRA)",
     "chromium": "apt-get install chromium (or set KEEPALIVE_CHROMIUM)",
     "xvfb": f"apt-get install {DEBIAN_PACKAGES['Xvfb']}",
     "jupyter": "bash scripts/setup.sh (makes .venv-jupyter), or set KEEPALIVE_JUPYTER_PYTHON",
@@ -49,6 +49,8 @@ def machine_findings(settings: Settings) -> list[Finding]:
         for check in service_checks(settings)
         if check.name != "state_dir"  # said more precisely below: missing is fine, unwritable is not
     ]
+    if not any(finding.name == "disk" for finding in findings):
+        findings.append(_disk_before_first_start(settings.state_dir))
     for command, package in HELPERS.items():
         found = shutil.which(command)
         findings.append(Finding(command, OK if found else FAIL, found or "not found on PATH", f"apt-get install {package}"))
@@ -65,6 +67,15 @@ def machine_findings(settings: Settings) -> list[Finding]:
     else:
         findings.append(Finding("user", OK, f"uid {os.geteuid()}: Chromium keeps its sandbox"))
     return findings
+
+
+def _disk_before_first_start(state: Path) -> Finding:
+    """Free space where a state dir that does not exist yet will be made (its nearest parent)."""
+    existing = next((parent for parent in (state, *state.parents) if parent.is_dir()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    enough = free >= MIN_FREE_DISK_BYTES
+    detail = f"{free // (1024 * 1024)} MiB free in {existing}" + ("" if enough else f" (need {MIN_FREE_DISK_BYTES // (1024 * 1024)} MiB)")
+    return Finding("disk", OK if enough else FAIL, detail, FIXES["disk"])
 
 
 def _fonts() -> Finding:

@@ -171,6 +171,11 @@ class HeavyAISessionManager(BaseSessionManager):
         '{"session": "<id>", "query": "<sql>"}. Must be set: there is no default.',
     ).tag(config=True)
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Variables already warned about: the warning is said once, not on every request.
+        self._warned_both_set: set[str] = set()
+
     def _environment(self) -> dict[str, str]:
         """The variable to read for each part of the connection.
 
@@ -182,9 +187,19 @@ class HeavyAISessionManager(BaseSessionManager):
         for key, name in environment.items():
             default = self.traits()[key].default_value
             legacy = OMNISCI_VARIABLES[key]
-            if name == default and not os.environ.get(name) and os.environ.get(legacy):
+            if name != default or not os.environ.get(legacy):
+                continue
+            if not os.environ.get(name):
                 environment[key] = legacy
+            elif os.environ[name] != os.environ[legacy]:
+                self._warn_both_set(name, legacy)
         return environment
+
+    def _warn_both_set(self, name: str, legacy: str) -> None:
+        """Say once per pair that the OmniSci-era variable is ignored (names only, never values)."""
+        if name not in self._warned_both_set:
+            self._warned_both_set.add(name)
+            self.log.warning("HeavyAI: both %s and %s are set and differ; using %s", name, legacy, name)
 
     def _read_session_file(self) -> tuple[str, str]:
         if not self.session_file:

@@ -74,3 +74,31 @@ def test_heavyai_variables_win_when_both_are_set(fetch, session_file, monkeypatc
     body = get_session(fetch)
     assert body["connection"]["host"] == "heavyai.example" and body["environment"]["host"] == "HEAVYAI_HOST"
     assert body["environment"]["port"] == "OMNISCI_PORT"  # HEAVYAI_PORT is unset: the old one is read
+
+
+def test_differing_heavyai_and_omnisci_variables_warn_once(caplog, fetch, session_file, monkeypatch):
+    monkeypatch.setenv("HEAVYAI_HOST", "heavyai.example")  # OMNISCI_HOST is omnisci.example
+    monkeypatch.setenv("HEAVYAI_PORT", "6274")  # the same as OMNISCI_PORT: nothing to warn about
+    session_file.write_text(SESSION_ID)
+    for _ in range(2):
+        assert get_session(fetch)["connection"]["host"] == "heavyai.example"
+    # the session manager's logger propagates to the server's, which pytest captures
+    said = [record.getMessage() for record in caplog.records]
+    warnings = [message for message in said if "both HEAVYAI_HOST and OMNISCI_HOST" in message]
+    assert len(warnings) == 1 and "using HEAVYAI_HOST" in warnings[0], said
+    assert not [message for message in said if "HEAVYAI_PORT and" in message]
+    assert not [m for m in said if "omnisci.example" in m or "heavyai.example" in m]  # names, never values
+
+
+@pytest.mark.parametrize("heavyai_overrides", [{"session_file": None}])
+@pytest.mark.parametrize(
+    "config_files",
+    [{"jupyter_notebook_config.py": "c.OmniSciConfig.session_manager = "
+                                    "'heavyai_test_providers.OmniSciEraSessionManager'\n"
+                                    "c.OmniSciSessionManager.session_file = '{session_file}'\n"}],
+)
+def test_a_provider_subclassing_the_omnisci_class_works_unchanged(fetch, session_file):
+    session_file.write_text(SESSION_ID)
+    body = get_session(fetch)
+    assert body["session"] == SESSION_ID and body["query"] == "SELECT 'omnisci-era'"
+    assert body["environment"] == OMNISCI_ENV

@@ -24,14 +24,14 @@ def test_url_comes_from_the_environment_or_the_services_own_settings(monkeypatch
     assert default_url() == "http://example.test:1"
 
 
-def test_token_from_environment_then_file_then_state_dir(monkeypatch, tmp_path):
+def test_token_from_named_file_then_environment_then_state_dir(monkeypatch, tmp_path):
     (tmp_path / "api-token").write_text("from-state-dir\n")
     assert find_token(None, tmp_path) == "from-state-dir"
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "from-env")
+    assert find_token(None, tmp_path) == "from-env"  # the environment wins over the state dir
     other = tmp_path / "other"
     other.write_text("from-file")
-    assert find_token(other, tmp_path) == "from-file"
-    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "from-env")
-    assert find_token(other, tmp_path) == "from-env"
+    assert find_token(other, tmp_path) == "from-file"  # a flag wins over the environment
 
 
 def test_a_missing_token_says_where_it_looked(tmp_path):
@@ -88,3 +88,42 @@ def test_api_errors_are_flattened_to_one_line():
 
     response = httpx.Response(422, json={"detail": [{"loc": ["body", "name"], "msg": "String should match pattern"}]})
     assert client_module._detail(response) == "name: String should match pattern"
+
+
+def test_serve_banner_examples_name_only_what_the_client_would_miss(tmp_path, monkeypatch):
+    from keepalive.cli import start_examples
+    from keepalive.settings import Settings
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    default = Settings(state_dir=tmp_path / "xdg" / "keepalive")
+    token_line, curl_line, client_line = start_examples(default, "http://127.0.0.1:8900")
+    assert token_line == f"TOKEN=$(cat {default.token_file})"
+    assert curl_line == ('curl --json \'{"name": "alice"}\' -H "Authorization: Bearer $TOKEN" '
+                         "http://127.0.0.1:8900/sessions")
+    assert client_line == "# or: keepalive start --name alice"
+
+    elsewhere = Settings(state_dir=tmp_path / "other")
+    client_line = start_examples(elsewhere, "http://127.0.0.1:9001")[2]
+    assert client_line == (f"# or: keepalive start --url http://127.0.0.1:9001 "
+                           f"--token-file {elsewhere.token_file} --name alice")
+
+    configured = Settings(state_dir=tmp_path / "other", api_token="configured-token")
+    token_line, _, client_line = start_examples(configured, "http://127.0.0.1:9001")
+    assert "cat" not in token_line and "--token-file" not in client_line  # the file is not the token
+    assert "configured-token" not in " ".join(start_examples(configured, "http://127.0.0.1:9001"))
+
+
+def test_ctrl_c_while_waiting_names_the_session_left_starting(capsys, monkeypatch):
+    from keepalive import client_commands
+
+    monkeypatch.setenv("KEEPALIVE_API_TOKEN", "t")
+    monkeypatch.setattr(client_module.Client, "start", lambda self, body, wait: {"id": "s1", "state": "starting"})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client_commands, "_wait_until_ready", interrupted)
+    assert main(["start", "--name", "x"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "keepalive start: interrupted; session s1 goes on starting (keepalive stop s1)"
+    )

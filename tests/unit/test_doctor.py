@@ -1,0 +1,56 @@
+"""``keepalive doctor``'s machine checks on machines broken in one way each (no service needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from keepalive import doctor
+from keepalive.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in ("KEEPALIVE_XPRA", "KEEPALIVE_CHROMIUM", "KEEPALIVE_STATE_DIR", "KEEPALIVE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def by_name(findings):
+    return {finding.name: finding for finding in findings}
+
+
+def test_a_path_without_chromium_fails_with_the_package_to_install(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))  # nothing on PATH at all
+    findings = by_name(doctor.machine_findings(Settings(state_dir=tmp_path / "state")))
+    assert findings["chromium"].status == doctor.FAIL
+    assert findings["chromium"].fix.startswith("apt-get install chromium")
+    assert findings["xauth"].status == doctor.FAIL and findings["xauth"].fix == "apt-get install xauth"
+    assert "fix: apt-get install chromium" in findings["chromium"].line()
+
+
+def test_a_state_dir_that_others_can_read_and_a_loose_token_file(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    (state / "api-token").write_text("t")
+    (state / "api-token").chmod(0o644)
+    findings = by_name(doctor.machine_findings(Settings(state_dir=state)))
+    assert findings["state_dir"].status == doctor.WARN and findings["state_dir"].fix.startswith(f"chmod 700 {state}:")
+    assert findings["token"].status == doctor.FAIL and findings["token"].fix == f"chmod 600 {state / 'api-token'}"
+
+
+def test_before_the_first_start_the_disk_is_checked_where_the_state_dir_will_be(tmp_path):
+    findings = by_name(doctor.machine_findings(Settings(state_dir=tmp_path / "not" / "yet")))
+    assert findings["state_dir"].status == doctor.WARN and "does not exist yet" in findings["state_dir"].detail
+    assert findings["disk"].detail.endswith(f"free in {tmp_path}")
+
+
+def test_no_service_is_a_warning_unless_its_url_was_named(tmp_path):
+    from keepalive.engine.allocation import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = Settings(state_dir=tmp_path)
+    assert doctor.service_finding(url, None, settings, explicit=False).status == doctor.WARN
+    named = doctor.service_finding(url, None, settings, explicit=True)
+    assert named.status == doctor.FAIL and f"no keepalive answers at {url}" in named.detail
