@@ -25,7 +25,6 @@ from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
 from keepalive.auth import token_matches
 from keepalive.engine.manager import SessionManager, SessionNotFound
 from keepalive.models import SessionState
-from keepalive.settings import Settings
 from keepalive.viewer import client as html5
 from keepalive.viewer.proxy import ViewerTracker, XpraUnavailable, fetch, relay, response_headers
 from keepalive.viewer.tickets import TicketError, TicketSigner

@@ -13,7 +13,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import threading
 from http.server import HTTPServer
 import time

@@ -11,80 +11,15 @@ import json
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
-from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import session_processes, start_service
+from tests.integration.jupyter_driver import SessionJupyter, ticks, wait_until
 
 pytestmark = pytest.mark.e2e
-
-TICKER = """
-import time, pathlib
-out = pathlib.Path("ticks.txt")
-for i in range(100000):
-    with out.open("a") as f:
-        f.write(f"{i}\\n")
-    print(f"tick {i}", flush=True)
-    time.sleep(0.5)
-"""
-
-
-def wait_until(what: str, probe, timeout: float = 120, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-class SessionJupyter:
-    """The session's own Jupyter server, reached as its kiosk does: URL from the record, token
-    from the Jupyter process's environment (the test runs as the same user)."""
-
-    def __init__(self, state_dir: Path, session_id: str) -> None:
-        record = json.loads((state_dir / "sessions" / session_id / "session.json").read_text())
-        self.url = record["jupyter_url"]
-        self.pid = record["jupyter_pid"]
-        self.token = psutil.Process(self.pid).environ()["JUPYTER_TOKEN"]
-        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"token {self.token}"},
-                                   timeout=30, trust_env=False)
-
-    def start_ticker(self) -> tuple[str, int]:
-        """A kernel running TICKER; returns its id and the kernel process's pid."""
-        kernel = self.client.post("/api/kernels", json={"name": "python3"}).json()
-        ws_url = self.url.replace("http", "ws", 1) + f"/api/kernels/{kernel['id']}/channels"
-        message = {
-            "header": {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "username": "test",
-                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": TICKER, "silent": False, "store_history": False, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True},
-        }
-        with ws_connect(ws_url, additional_headers={"Authorization": f"token {self.token}"}, open_timeout=60) as ws:
-            ws.send(json.dumps(message))
-            # the cell runs once the kernel says so; the websocket may go: the kernel keeps going
-            wait_until("the cell to start", lambda: '"execute_input"' in ws.recv(timeout=30), timeout=60, every=0)
-        kernel_pid = next(
-            p.pid for p in psutil.Process(self.pid).children(recursive=True) if kernel["id"] in " ".join(p.cmdline())
-        )
-        return kernel["id"], kernel_pid
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def ticks(home: Path) -> int:
-    path = home / "notebooks" / "ticks.txt"
-    return len(path.read_text().split()) if path.exists() else 0
-
 
 def keeps_ticking(home: Path, timeout: float = 30) -> None:
     before = ticks(home)
