@@ -182,7 +182,7 @@ async function openViewer(session) {
 }
 
 async function stopSession(session, button) {
-  if (!window.confirm(`Stop session "${session.name}"? Its notebooks keep nothing that is not saved.`)) return;
+  if (!window.confirm(`Stop session "${session.name}"? Its running computations end; its notebooks stay in its home for the next session named ${session.name}.`)) return;
   button.disabled = true;
   button.textContent = "Stopping…";
   try {
