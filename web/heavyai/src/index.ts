@@ -14,6 +14,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { fetchSession, HeavyAISessionError, IHeavyAISession } from './api';
 import { NOTEBOOK_PATH, notebookContent } from './notebook';
 import { HeavyAIStatus } from './status';
+import { startReattaching } from './reattach';
 
 const PLUGIN_ID = 'keepalive-heavyai:plugin';
 
@@ -130,4 +131,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+/** Running cells keep their outputs across a reload or a browser crash (see reattach.ts). */
+const reattachPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'keepalive-heavyai:reattach',
+  description: 'Re-attaches executions that another page started to their cells.',
+  autoStart: true,
+  activate: (app: JupyterFrontEnd) => startReattaching(app)
+};
+
+export default [plugin, reattachPlugin];
