@@ -53,7 +53,8 @@ class Execution:
     msg_id: str
     cell_id: str | None = None
     session: str | None = None
-    #: queued (request seen, not started), running (execute_input seen), finished (idle seen)
+    #: queued (request seen, not started), running (execute_input seen), finished (idle seen
+    #: after it ran), aborted (idle without ever running: skipped after an earlier error)
     state: str = "queued"
     execution_count: int | None = None
     requested_at: float = field(default_factory=time.time)
@@ -171,8 +172,8 @@ class KernelRecord:
         if execution is None:
             return
         if msg_type == "status":
-            if msg["content"].get("execution_state") == "idle" and execution.state != "queued":
-                execution.state = "finished"
+            if msg["content"].get("execution_state") == "idle" and execution.finished_at is None:
+                execution.state = "finished" if execution.state == "running" else "aborted"
                 execution.finished_at = time.time()
             return
         if msg_type not in RECORDED_TYPES:
@@ -194,11 +195,11 @@ class KernelRecord:
     def prune(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         for msg_id, e in list(self.executions.items()):
-            if e.state == "finished" and e.finished_at is not None and now - e.finished_at > self.keep_finished_seconds:
+            if e.finished_at is not None and now - e.finished_at > self.keep_finished_seconds:
                 del self.executions[msg_id]
         # Too many: drop the oldest finished first, then the oldest of any kind.
         while len(self.executions) > self.max_executions:
-            finished = [k for k, e in self.executions.items() if e.state == "finished"]
+            finished = [k for k, e in self.executions.items() if e.finished_at is not None]
             del self.executions[finished[0] if finished else next(iter(self.executions))]
 
     def to_json(self, since: int = 0) -> dict:

@@ -25,48 +25,192 @@ from tests.e2e.viewer_helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
-LINES = 60
+LINES = 40
 PERIOD = 0.5
-TICK = re.compile(r"^tick (\d+)$", re.M)
-TICKS_CODE = (
-    "import time\n"
-    f"for i in range({LINES}):\n"
-    "    print(f'tick {i}', flush=True)\n"
-    f"    time.sleep({PERIOD})\n"
-)
+CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell"
 
 
-@pytest.fixture(scope="module")
-def session(keepalive_service):
-    created = keepalive_service.start_session(name="outputs-e2e")
-    yield created
-    keepalive_service.stop_session(created["id"])
+def numbers(pattern: str, text: str) -> list[int]:
+    return [int(n) for n in re.findall(pattern, text, re.M)]
 
 
-def shown_ticks(page) -> list[int]:
-    """The numbered lines in the first cell's output area, as the page shows them."""
-    texts = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.locator(
-        ".jp-OutputArea-output"
-    ).all_inner_texts()
-    return [int(n) for n in TICK.findall("\n".join(texts))]
+def cell_outputs(page, index: int = 0) -> list[str]:
+    """The texts of a cell's outputs, as the page shows them (one string per output)."""
+    return page.locator(CELLS).nth(index).locator(".jp-OutputArea-output").all_inner_texts()
 
 
-def prompt_text(page) -> str:
-    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.locator(
-        ".jp-InputPrompt"
-    ).inner_text().strip()
+def prompt_text(page, index: int = 0) -> str:
+    return page.locator(CELLS).nth(index).locator(".jp-InputPrompt").inner_text().strip()
 
 
-def file_ticks(path: Path) -> list[int]:
-    """The numbered lines in the first cell's outputs in the .ipynb on disk."""
+def saved_notebook(path: Path) -> dict | None:
     try:
-        notebook = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        return []
-    text = "".join(
-        "".join(o.get("text", "")) for o in notebook["cells"][0].get("outputs", []) if o.get("output_type") == "stream"
-    )
-    return [int(n) for n in TICK.findall(text)]
+        return None
+
+
+def output_text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        return "".join(output.get("text", ""))
+    if output.get("output_type") == "error":
+        return f"{output.get('ename')}: {output.get('evalue')}"
+    return "".join(output.get("data", {}).get("text/plain", ""))
+
+
+class Case:
+    """One kind of output. ``shown`` reads the page, ``saved`` the file: both return the
+    progress (the newest number shown) after checking what must always hold."""
+
+    cells: list[str]
+    finished_early = False  # the run ends during the fault (nothing left to grow)
+
+    def shown(self, page) -> int: ...
+    def saved(self, notebook: dict) -> int: ...
+    def check_final(self, page) -> str: ...
+    def saved_final(self, notebook: dict) -> bool: ...
+
+
+class Ticks(Case):
+    """(1) a numbered line every half second: every line once, in order."""
+
+    cells = [
+        "import time\n"
+        f"for i in range({LINES}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+    ]
+
+    def shown(self, page):
+        ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
+        assert ticks == list(range(len(ticks))), ticks
+        return len(ticks) - 1
+
+    def saved(self, notebook):
+        text = "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
+        return len(numbers(r"^tick (\d+)$", text)) - 1
+
+    def check_final(self, page):
+        ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
+        assert ticks == list(range(LINES)), ticks
+        return f"lines sent {LINES}, shown {len(ticks)} (each once, in order)"
+
+    def saved_final(self, notebook):
+        return self.saved(notebook) == LINES - 1
+
+
+class Display(Case):
+    """(2) one display updated by its display_id: one output, the newest value."""
+
+    cells = [
+        "import time\n"
+        "from IPython.display import display\n"
+        "handle = display('value 0', display_id=True)\n"
+        f"for i in range(1, {LINES}):\n"
+        f"    time.sleep({PERIOD})\n"
+        "    handle.update(f'value {i}')\n"
+    ]
+
+    def shown(self, page):
+        outputs = cell_outputs(page)
+        assert len(outputs) <= 1, outputs
+        values = numbers(r"value (\d+)", "\n".join(outputs))
+        assert len(values) <= 1, outputs
+        return values[0] if values else -1
+
+    def saved(self, notebook):
+        outputs = notebook["cells"][0]["outputs"]
+        assert len(outputs) <= 1, outputs
+        values = numbers(r"value (\d+)", "".join(output_text(o) for o in outputs))
+        return values[0] if values else -1
+
+    def check_final(self, page):
+        outputs = cell_outputs(page)
+        assert len(outputs) == 1 and numbers(r"value (\d+)", outputs[0]) == [LINES - 1], outputs
+        return f"updates sent {LINES - 1}, shown: one output with the last value ({outputs[0].strip()})"
+
+    def saved_final(self, notebook):
+        return self.saved(notebook) == LINES - 1
+
+
+class Frames(Case):
+    """(3) clear_output(wait=True) before each frame: only the last frame."""
+
+    cells = [
+        "import time\n"
+        "from IPython.display import clear_output\n"
+        f"for i in range({LINES}):\n"
+        "    clear_output(wait=True)\n"
+        "    print(f'frame {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+    ]
+
+    def shown(self, page):
+        frames = numbers(r"^frame (\d+)$", "\n".join(cell_outputs(page)))
+        assert len(frames) <= 1, frames
+        return frames[0] if frames else -1
+
+    def saved(self, notebook):
+        frames = numbers(r"^frame (\d+)$", "".join(output_text(o) for o in notebook["cells"][0]["outputs"]))
+        assert len(frames) <= 1, frames
+        return frames[0] if frames else -1
+
+    def check_final(self, page):
+        outputs = cell_outputs(page)
+        assert numbers(r"^frame (\d+)$", "\n".join(outputs)) == [LINES - 1], outputs
+        return f"frames sent {LINES}, shown: the last one only"
+
+    def saved_final(self, notebook):
+        return self.saved(notebook) == LINES - 1
+
+
+ERROR_TICKS = 14
+
+
+class ErrorQueued(Case):
+    """(6) lines, then an error, with two cells queued after it: they never run."""
+
+    finished_early = True
+    cells = [
+        "import time\n"
+        f"for i in range({ERROR_TICKS}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+        "raise ValueError('boom after the ticks')\n",
+        "print('queued cell one ran')",
+        "print('queued cell two ran')",
+    ]
+
+    def shown(self, page):
+        ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
+        assert ticks == list(range(len(ticks))), ticks
+        for index in (1, 2):
+            assert cell_outputs(page, index) == [], cell_outputs(page, index)
+        return len(ticks) - 1
+
+    def saved(self, notebook):
+        text = "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
+        return len(numbers(r"^tick (\d+)$", text)) - 1
+
+    def check_final(self, page):
+        text = "\n".join(cell_outputs(page))
+        assert numbers(r"^tick (\d+)$", text) == list(range(ERROR_TICKS)), text
+        assert "ValueError" in text and "boom after the ticks" in text, text
+        wait_for("the queued cells' empty prompts", lambda: [prompt_text(page, i) for i in (1, 2)] == ["[ ]:", "[ ]:"], timeout=30)
+        for index in (1, 2):
+            assert cell_outputs(page, index) == []
+        return f"lines sent {ERROR_TICKS}, shown {ERROR_TICKS} then the error; the 2 queued cells did not run"
+
+    def saved_final(self, notebook):
+        cells = notebook["cells"]
+        kinds = [o["output_type"] for o in cells[0]["outputs"]]
+        return (
+            self.saved(notebook) == ERROR_TICKS - 1 and "error" in kinds
+            and cells[1]["outputs"] == [] and cells[2]["outputs"] == []
+        )
+
+
+CASES = {"ticks": Ticks(), "display": Display(), "frames": Frames(), "error": ErrorQueued()}
 
 
 def kiosk_chromium(session_id: str):
@@ -85,41 +229,48 @@ def session_state(service, session_id: str) -> dict:
 
 
 class Watch:
-    """When each line was first seen on screen and in the file."""
+    """When each step of progress was first seen on screen and in the file."""
 
-    def __init__(self, notebook_file: Path):
+    def __init__(self, case: Case, notebook_file: Path):
+        self.case = case
         self.notebook_file = notebook_file
         self.on_screen: dict[int, float] = {}
         self.in_file: dict[int, float] = {}
 
-    def sample(self, page) -> list[int]:
+    def sample(self, page) -> int:
         now = time.monotonic()
-        shown = shown_ticks(page)
-        for n in shown:
-            self.on_screen.setdefault(n, now)
-        for n in file_ticks(self.notebook_file):
-            self.in_file.setdefault(n, now)
+        shown = self.case.shown(page)
+        self.on_screen.setdefault(shown, now)
+        notebook = saved_notebook(self.notebook_file)
+        if notebook is not None:
+            self.in_file.setdefault(self.case.saved(notebook), now)
         return shown
 
     def file_lag(self) -> float:
-        """At most how long a line was on screen before it was in the file, in seconds."""
-        return max(self.in_file[n] - t for n, t in self.on_screen.items() if n in self.in_file)
+        """At most how long a step was on screen before the file had it (or a later one), in s."""
+        lags = []
+        for step, seen in self.on_screen.items():
+            saved = [t for s, t in self.in_file.items() if s >= step]
+            if saved:
+                lags.append(max(0.0, min(saved) - seen))
+        return max(lags, default=0.0)
 
 
 @pytest.mark.parametrize("fault", ["reload", "kill-chromium"])
-def test_running_cell_keeps_every_line(keepalive_service, session, playwright, fault):
+@pytest.mark.parametrize("kind", list(CASES))
+def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, kind, fault):
+    case = CASES[kind]
     sid = session["id"]
-    name = f"ticks-{fault}.ipynb"
+    name = f"{kind}-{fault}.ipynb"
     with kiosk_page(playwright, sid) as page:
-        put_notebook(page, name, [TICKS_CODE])
+        put_notebook(page, name, case.cells)
         open_and_run_all(page, name)
         notebook_file = wait_for(
             f"{name} on disk", lambda: next(iter(keepalive_service.state_dir.rglob(name)), None)
         )
-        watch = Watch(notebook_file)
-        wait_for("a few lines before the fault", lambda: len(watch.sample(page)) >= 6, timeout=120, every=0.25)
+        watch = Watch(case, notebook_file)
+        wait_for("some output before the fault", lambda: watch.sample(page) >= 5, timeout=120, every=0.25)
         before = watch.sample(page)
-        assert before == list(range(len(before))), before
         restarts = session_state(keepalive_service, sid)["restarts"]
         fault_at = time.monotonic()
         if fault == "reload":
@@ -135,30 +286,27 @@ def test_running_cell_keeps_every_line(keepalive_service, session, playwright, f
         )
 
     with kiosk_page(playwright, sid) as page:
-        # The notebook is open again (the saved workspace), and shows a line it had not shown.
+        # The notebook is open again (the saved workspace) and shows output newer than the fault.
         first_new = wait_for(
-            "a line newer than the fault",
-            lambda: (shown := watch.sample(page)) and max(shown) > max(before) and time.monotonic(),
+            "output newer than the fault",
+            lambda: watch.sample(page) > before and time.monotonic(),
             timeout=120,
             every=0.1,
         )
-        recovered = watch.sample(page)
-        assert recovered == list(range(len(recovered))), recovered  # everything before and during, once
-        assert prompt_text(page) == "[*]:"  # still running
-        # still growing, live
-        wait_for("more lines", lambda: len(watch.sample(page)) > len(recovered) + 2, timeout=60, every=0.25)
-        final = wait_for(
-            "the last line", lambda: (s := watch.sample(page))[-1:] == [LINES - 1] and s, timeout=120, every=0.25
-        )
-        assert final == list(range(LINES)), final
-        wait_for("the prompt's count", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=30)
-        # The file on disk follows within seconds: every line, once, in order.
+        if not case.finished_early:
+            assert prompt_text(page) == "[*]:"  # still running
+            progress = watch.sample(page)
+            wait_for("more output, live", lambda: watch.sample(page) > progress + 2, timeout=60, every=0.25)
+        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=120, every=0.25)
+        watch.sample(page)
+        summary = case.check_final(page)
+        # The file on disk follows within seconds.
         wait_for(
-            "every line in the file", lambda: (watch.sample(page), file_ticks(notebook_file))[1] == list(range(LINES)),
+            "the file on disk to have the end",
+            lambda: (watch.sample(page), (nb := saved_notebook(notebook_file)) is not None and case.saved_final(nb))[1],
             timeout=30, every=0.25,
         )
     print(
-        f"\n[{fault}] lines sent {LINES}, shown after recovery {len(final)} (each once, in order); "
-        f"{first_new - fault_at:.1f} s from the fault to the first new line; "
-        f"file on disk behind the screen by at most {watch.file_lag():.1f} s"
+        f"\n[{kind}/{fault}] {summary}; {first_new - fault_at:.1f} s from the fault to the first new output "
+        f"on screen; file on disk behind the screen by at most {watch.file_lag():.1f} s"
     )

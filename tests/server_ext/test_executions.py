@@ -191,3 +191,19 @@ def test_endpoint_needs_auth(fetch):
     with pytest.raises(HTTPClientError) as info:
         fetch("keepalive", "executions", params={"kernel_id": "x"}, headers={"Authorization": ""})
     assert info.value.code in (401, 403)
+
+
+def test_request_skipped_after_an_error_is_aborted():
+    rec = record()
+    rec.note_request("r1", "a", "s")
+    rec.note_request("r2", "b", "s")
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "busy"}))
+    rec.on_iopub(iopub("r1", "execute_input", {"execution_count": 1}))
+    rec.on_iopub(iopub("r1", "error", {"ename": "ValueError", "evalue": "boom", "traceback": []}))
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "idle"}))
+    assert rec.executions["r2"].state == "queued"
+    # ipykernel answers a request it skips with busy/idle and no execute_input
+    rec.on_iopub(iopub("r2", "status", {"execution_state": "busy"}))
+    rec.on_iopub(iopub("r2", "status", {"execution_state": "idle"}))
+    assert rec.executions["r1"].state == "finished"
+    assert rec.executions["r2"].state == "aborted" and rec.executions["r2"].messages == []

@@ -28,7 +28,7 @@ export interface IExecution {
   msg_id: string;
   cell_id: string | null;
   session: string | null;
-  state: 'queued' | 'running' | 'finished';
+  state: 'queued' | 'running' | 'finished' | 'aborted';
   execution_count: number | null;
   dropped: number;
   messages: IRecordedMessage[];
@@ -70,12 +70,14 @@ export class CellFollower {
   /** Replace the cell's outputs with the record, then show whether it still runs. */
   replay(execution: IExecution): void {
     this.cellModel.trusted = true;
+    // As JupyterLab does when it queues a cell: no outputs, no count until it runs.
     this.outputs.clear();
+    this.cellModel.executionCount = null;
     for (const message of execution.messages) {
       this.apply(message.msg_id, message.msg_type, message.content);
     }
     this.count = execution.execution_count;
-    if (execution.state === 'finished') {
+    if (execution.state === 'finished' || execution.state === 'aborted') {
       this.finish();
     } else {
       this.showRunning();
