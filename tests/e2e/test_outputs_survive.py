@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import session_processes
-from tests.e2e.kiosk import kiosk_page, open_and_run_all, put_notebook
+from tests.e2e.kiosk import jupyter_base, kiosk_page, put_notebook
 from tests.e2e.viewer_helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -213,6 +213,22 @@ class ErrorQueued(Case):
 CASES = {"ticks": Ticks(), "display": Display(), "frames": Frames(), "error": ErrorQueued()}
 
 
+@pytest.fixture(scope="module")
+def session(keepalive_service):
+    created = keepalive_service.start_session(name="outputs-e2e")
+    yield created
+    keepalive_service.stop_session(created["id"])
+
+
+def open_alone_and_run_all(page, name: str, timeout_ms: float = 90_000) -> None:
+    """Open ``name`` as the only notebook (``?reset``: a fresh workspace) and run all its cells."""
+    page.goto(f"{jupyter_base(page)}/lab/tree/{name}?reset", wait_until="domcontentloaded", timeout=timeout_ms)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").wait_for(timeout=timeout_ms)
+    page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=timeout_ms)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
 def kiosk_chromium(session_id: str):
     """The kiosk's main Chromium process (the one with the profile, not a --type= child)."""
     for process in session_processes(session_id):
@@ -264,7 +280,7 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
     name = f"{kind}-{fault}.ipynb"
     with kiosk_page(playwright, sid) as page:
         put_notebook(page, name, case.cells)
-        open_and_run_all(page, name)
+        open_alone_and_run_all(page, name)
         notebook_file = wait_for(
             f"{name} on disk", lambda: next(iter(keepalive_service.state_dir.rglob(name)), None)
         )
