@@ -15,6 +15,7 @@ import { fetchSession, HeavyAISessionError, IHeavyAISession } from './api';
 import { NOTEBOOK_PATH, notebookContent } from './notebook';
 import { HeavyAIStatus } from './status';
 import { startReattaching } from './reattach';
+import { startSteadySaving } from './steadysave';
 
 const PLUGIN_ID = 'keepalive-heavyai:plugin';
 
@@ -139,4 +140,13 @@ const reattachPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd) => startReattaching(app)
 };
 
-export default [plugin, reattachPlugin];
+/** The file on disk follows the screen within seconds (see steadysave.ts). */
+const steadySavePlugin: JupyterFrontEndPlugin<void> = {
+  id: 'keepalive-heavyai:steady-save',
+  description: 'Saves dirty notebooks every autosave interval, however long saves take.',
+  autoStart: true,
+  requires: [IDocumentManager],
+  activate: (app: JupyterFrontEnd, docManager: IDocumentManager) => startSteadySaving(app, docManager)
+};
+
+export default [plugin, reattachPlugin, steadySavePlugin];

@@ -276,24 +276,34 @@ class NotebookReattacher {
   private followers = new Map<string, CellFollower>();
 }
 
+/** The notebook panels in the main area (recognised by shape: a session, a document context,
+ * and a notebook with an active cell). */
+export function notebookPanels(app: JupyterFrontEnd): any[] {
+  const panels: any[] = [];
+  for (const widget of app.shell.widgets('main')) {
+    const panel = widget as any;
+    if (
+      panel.sessionContext &&
+      panel.context &&
+      typeof panel.content?.activeCellIndex === 'number' &&
+      Array.isArray(panel.content?.widgets)
+    ) {
+      panels.push(panel);
+    }
+  }
+  return panels;
+}
+
 /** Watches the main area for notebook panels and re-attaches each one's executions. */
 export function startReattaching(app: JupyterFrontEnd): void {
   const settings = app.serviceManager.serverSettings;
   const known = new WeakSet<object>();
   const scan = () => {
-    for (const widget of app.shell.widgets('main')) {
-      const panel = widget as any;
-      // A notebook panel: a session, a document context, and a notebook with an active cell.
-      const isNotebook =
-        panel.sessionContext &&
-        panel.context &&
-        typeof panel.content?.activeCellIndex === 'number' &&
-        Array.isArray(panel.content?.widgets);
-      if (!isNotebook || known.has(panel)) {
-        continue;
+    for (const panel of notebookPanels(app)) {
+      if (!known.has(panel)) {
+        known.add(panel);
+        new NotebookReattacher(panel, settings);
       }
-      known.add(panel);
-      new NotebookReattacher(panel, settings);
     }
   };
   void app.restored.then(() => {
