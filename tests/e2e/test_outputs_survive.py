@@ -210,7 +210,48 @@ class ErrorQueued(Case):
         )
 
 
-CASES = {"ticks": Ticks(), "display": Display(), "frames": Frames(), "error": ErrorQueued()}
+class Widgets(Case):
+    """(4) an IntSlider and a tqdm.notebook bar driven from a loop: live, at their final values."""
+
+    cells = [
+        "import time\n"
+        "from ipywidgets import IntSlider\n"
+        "from tqdm.notebook import tqdm\n"
+        f"slider = IntSlider(value=0, max={LINES}, description='slider')\n"
+        "display(slider)\n"
+        f"for i in tqdm(range({LINES})):\n"
+        "    slider.value = i + 1\n"
+        f"    time.sleep({PERIOD})\n"
+    ]
+
+    def readout(self, page) -> int:
+        texts = page.locator(CELLS).first.locator(".widget-readout").all_inner_texts()
+        return int(texts[0]) if texts and texts[0].strip().isdigit() else -1
+
+    def bar(self, page) -> str:
+        return " ".join(page.locator(CELLS).first.locator(".widget-html-content").all_inner_texts())
+
+    def shown(self, page):
+        assert "Error" not in " ".join(cell_outputs(page)), cell_outputs(page)
+        return self.readout(page)
+
+    def saved(self, notebook):
+        return -1  # the file holds the widget views, not their values
+
+    def check_final(self, page):
+        wait_for("the bar at its end", lambda: f"{LINES}/{LINES}" in self.bar(page), timeout=30)
+        assert self.readout(page) == LINES
+        return f"slider at {self.readout(page)} of {LINES}, bar '{LINES}/{LINES}'"
+
+    def saved_final(self, notebook):
+        views = [
+            o for o in notebook["cells"][0]["outputs"]
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+        ]
+        return len(views) == 2
+
+
+CASES = {"ticks": Ticks(), "display": Display(), "frames": Frames(), "error": ErrorQueued(), "widgets": Widgets()}
 
 
 @pytest.fixture(scope="module")
