@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import TraitError, Type
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
-from .handlers import SessionHandler
+from .handlers import ExecutionsHandler, SessionHandler
+from .recorder import ExecutionRecorder, RecordingWebsocketConnection
 from .session import BaseSessionManager, HeavyAISessionManager
 
 #: Legacy (Notebook-era) config files, read as well because the HeavyAI documentation tells
@@ -36,7 +39,7 @@ class HeavyAIExtension(ExtensionApp):
 
     name = "heavyai"
     load_other_extensions = True
-    classes = [HeavyAIConfig, HeavyAISessionManager]
+    classes = [HeavyAIConfig, HeavyAISessionManager, ExecutionRecorder]
 
     session_manager: BaseSessionManager | None = None
 
@@ -88,11 +91,29 @@ class HeavyAIExtension(ExtensionApp):
         super()._link_jupyter_server_extension(serverapp)
         # Check the provider at start-up, not on the first request.
         self.session_manager = self._create_session_manager()
+        # Linking happens before the web app is built: the kernel websockets it makes will
+        # report execute requests to the execution record. A class configured by the user wins.
+        # (Reading the trait here would compute its default too early: check the config instead.)
+        configured = "kernel_websocket_connection_class" in serverapp.config.get("ServerApp", {})
+        gateway = serverapp.config.get("GatewayClient", {}).get("url") or os.environ.get("JUPYTER_GATEWAY_URL")
+        if not configured and not gateway:
+            serverapp.kernel_websocket_connection_class = RecordingWebsocketConnection
 
     def initialize_settings(self):
         if self.session_manager is None:
             self.session_manager = self._create_session_manager()
         self.settings["heavyai_session_manager"] = self.session_manager
+        self.execution_recorder = ExecutionRecorder(
+            self.serverapp.kernel_manager, config=self.config, log=self.log
+        )
+        self.settings["keepalive_execution_recorder"] = self.execution_recorder
+        self.execution_recorder.start()
 
     def initialize_handlers(self):
         self.handlers.append((r"/heavyai/session", SessionHandler))
+        self.handlers.append((r"/keepalive/executions", ExecutionsHandler))
+
+    async def stop_extension(self):
+        recorder = getattr(self, "execution_recorder", None)
+        if recorder is not None:
+            recorder.stop()

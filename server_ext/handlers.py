@@ -54,3 +54,31 @@ class SessionHandler(APIHandler):
                 "(see the Jupyter server log).",
             )
         self.finish(json.dumps(result.to_json()))
+
+
+class ExecutionsHandler(APIHandler):
+    """``GET /keepalive/executions?kernel_id=K[&since=N]``: the kernel's recorded executions.
+
+    ``since`` (a sequence number from an earlier answer) leaves out the messages already fetched.
+    """
+
+    # What it returns is kernel output: guard it as the kernels API is guarded.
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        recorder = self.settings["keepalive_execution_recorder"]
+        kernel_id = self.get_argument("kernel_id", "")
+        try:
+            since = int(self.get_argument("since", "0"))
+        except ValueError:
+            raise web.HTTPError(400, "since must be an integer") from None
+        if kernel_id not in self.kernel_manager:
+            raise web.HTTPError(404, "No such kernel")
+        record = recorder.attach(kernel_id)
+        self.set_header("Cache-Control", "no-store")
+        if record is None:
+            self.finish(json.dumps({"kernel_id": kernel_id, "seq": 0, "executions": []}))
+            return
+        self.finish(json.dumps(record.to_json(since), default=str))

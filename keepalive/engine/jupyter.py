@@ -18,7 +18,13 @@ from keepalive.files import write_private
 
 # JupyterLab settings for a kiosk nobody may be watching: no news prompt, no update check,
 # and a new notebook starts the preferred kernel instead of waiting in a "Select Kernel" dialog.
+# Documents are saved every 2 s (JupyterLab's default is 120 s): the file on disk, outputs
+# included, is never far behind the screen when the kiosk browser dies.
 KIOSK_LAB_SETTINGS = {
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {
+        "autosave": True,
+        "autosaveInterval": 2,
+    },
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
         "checkForUpdates": False,

@@ -14,6 +14,8 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { fetchSession, HeavyAISessionError, IHeavyAISession } from './api';
 import { NOTEBOOK_PATH, notebookContent } from './notebook';
 import { HeavyAIStatus } from './status';
+import { startReattaching } from './reattach';
+import { startSteadySaving } from './steadysave';
 
 const PLUGIN_ID = 'keepalive-heavyai:plugin';
 
@@ -130,4 +132,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+/** Running cells keep their outputs across a reload or a browser crash (see reattach.ts). */
+const reattachPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'keepalive-heavyai:reattach',
+  description: 'Re-attaches executions that another page started to their cells.',
+  autoStart: true,
+  activate: (app: JupyterFrontEnd) => startReattaching(app)
+};
+
+/** The file on disk follows the screen within seconds (see steadysave.ts). */
+const steadySavePlugin: JupyterFrontEndPlugin<void> = {
+  id: 'keepalive-heavyai:steady-save',
+  description: 'Saves dirty notebooks every autosave interval, however long saves take.',
+  autoStart: true,
+  requires: [IDocumentManager],
+  activate: (app: JupyterFrontEnd, docManager: IDocumentManager) => startSteadySaving(app, docManager)
+};
+
+export default [plugin, reattachPlugin, steadySavePlugin];

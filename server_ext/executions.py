@@ -1,0 +1,211 @@
+"""A server-side record of kernel executions, so that a new page can re-attach running cells.
+
+A page that dies takes the outputs it had not saved with it, and a new page never sees the
+outputs of an execution that an earlier page started (jupyter_server replays its buffer only
+to the same session key). This module keeps, per kernel, the IOPub messages of executions still
+running or recently finished, keyed by the ``execute_request`` that started them and the cell
+that sent it (the ``cellId`` JupyterLab puts in the request's metadata).
+
+The record is raw kernel messages, not rendered outputs: the frontend replays them through
+JupyterLab's own output model, so stream merging, ``clear_output(wait=True)`` and display
+updates behave exactly as in a page that never went away.
+
+Bounds (per kernel): at most ``max_executions`` executions (finished ones dropped first), a
+finished execution is forgotten ``keep_finished_seconds`` after it finished, and one
+execution's messages hold at most ``max_execution_bytes`` of JSON (the oldest messages are
+dropped beyond that, and counted in ``dropped``). Messages that a later one makes invisible
+(everything before a ``clear_output``, an earlier ``update_display_data`` of the same display)
+are compacted away as they arrive, so loops that redraw in place stay small.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+#: IOPub message types that change a cell's output area or prompt.
+RECORDED_TYPES = frozenset(
+    {
+        "execute_input",
+        "stream",
+        "display_data",
+        "update_display_data",
+        "clear_output",
+        "execute_result",
+        "error",
+    }
+)
+#: Types that put something into the output area (they end a pending ``clear_output(wait=True)``).
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str))
+
+
+@dataclass
+class Execution:
+    """One ``execute_request`` and what the kernel published for it."""
+
+    msg_id: str
+    cell_id: str | None = None
+    session: str | None = None
+    #: queued (request seen, not started), running (execute_input seen), finished (idle seen
+    #: after it ran), aborted (idle without ever running: skipped after an earlier error)
+    state: str = "queued"
+    execution_count: int | None = None
+    requested_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    messages: list[dict] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    total_bytes: int = 0
+    dropped: int = 0
+    #: index in ``messages`` of a clear_output(wait=True) whose clearing has not happened yet
+    pending_clear: int | None = None
+
+    def to_json(self, since: int = 0) -> dict:
+        return {
+            "msg_id": self.msg_id,
+            "cell_id": self.cell_id,
+            "session": self.session,
+            "state": self.state,
+            "execution_count": self.execution_count,
+            "requested_at": self.requested_at,
+            "finished_at": self.finished_at,
+            "dropped": self.dropped,
+            "messages": [m for m in self.messages if m["seq"] > since],
+        }
+
+    # --- recording ----------------------------------------------------------------------
+
+    def _drop(self, keep) -> None:
+        """Keep only the messages for which ``keep(index, message)`` is true."""
+        messages, sizes = [], []
+        for i, (m, s) in enumerate(zip(self.messages, self.sizes)):
+            if keep(i, m):
+                messages.append(m)
+                sizes.append(s)
+        self.messages, self.sizes = messages, sizes
+        self.total_bytes = sum(sizes)
+
+    def add(self, message: dict, max_bytes: int) -> None:
+        msg_type = message["msg_type"]
+        if msg_type == "clear_output":
+            if message["content"].get("wait"):
+                # The area empties only when the next output arrives: keep what it shows until then.
+                self.pending_clear = len(self.messages)
+            else:
+                self._drop(lambda i, m: m["msg_type"] == "execute_input")
+                self.pending_clear = None
+        elif msg_type in OUTPUT_TYPES and self.pending_clear is not None:
+            start = self.pending_clear
+            self._drop(lambda i, m: i >= start or m["msg_type"] == "execute_input")
+            self.pending_clear = None
+        elif msg_type == "update_display_data":
+            display_id = (message["content"].get("transient") or {}).get("display_id")
+            if display_id is not None:
+                # An update replaces the whole display: earlier updates of it are invisible.
+                self._drop(
+                    lambda i, m: not (
+                        m["msg_type"] == "update_display_data"
+                        and (m["content"].get("transient") or {}).get("display_id") == display_id
+                    )
+                )
+                if self.pending_clear is not None:
+                    self.pending_clear = min(self.pending_clear, len(self.messages))
+        size = _json_size(message["content"])
+        self.messages.append(message)
+        self.sizes.append(size)
+        self.total_bytes += size
+        # Over budget: forget the oldest messages (never the execute_input, which carries the count).
+        while self.total_bytes > max_bytes and len(self.messages) > 1:
+            index = 1 if self.messages[0]["msg_type"] == "execute_input" else 0
+            if index >= len(self.messages) - 1:
+                break
+            self.total_bytes -= self.sizes.pop(index)
+            self.messages.pop(index)
+            self.dropped += 1
+            if self.pending_clear is not None:
+                self.pending_clear = max(0, self.pending_clear - 1)
+
+
+class KernelRecord:
+    """The executions of one kernel, in the order they were requested."""
+
+    def __init__(self, kernel_id: str, max_executions: int, max_execution_bytes: int, keep_finished_seconds: float):
+        self.kernel_id = kernel_id
+        self.max_executions = max_executions
+        self.max_execution_bytes = max_execution_bytes
+        self.keep_finished_seconds = keep_finished_seconds
+        self.executions: OrderedDict[str, Execution] = OrderedDict()
+        self.seq = 0
+        self.stream = None  # the IOPub subscription (a ZMQStream), set by ExecutionRecorder
+
+    def _execution(self, msg_id: str) -> Execution:
+        execution = self.executions.get(msg_id)
+        if execution is None:
+            execution = self.executions[msg_id] = Execution(msg_id=msg_id)
+            self.prune()
+        return execution
+
+    def note_request(self, msg_id: str, cell_id: str | None, session: str | None) -> None:
+        """An ``execute_request`` went to the kernel (seen on a websocket)."""
+        execution = self._execution(msg_id)
+        execution.cell_id = cell_id or execution.cell_id
+        execution.session = session or execution.session
+
+    def on_iopub(self, msg: dict) -> None:
+        """One deserialized IOPub message."""
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        if not parent_id:
+            return
+        msg_type = msg["header"]["msg_type"]
+        execution = self.executions.get(parent_id)
+        if msg_type == "execute_input":
+            # Also executions requested by clients we did not see (no cell id then).
+            execution = self._execution(parent_id)
+            execution.state = "running"
+            execution.execution_count = msg["content"].get("execution_count")
+        if execution is None:
+            return
+        if msg_type == "status":
+            if msg["content"].get("execution_state") == "idle" and execution.finished_at is None:
+                execution.state = "finished" if execution.state == "running" else "aborted"
+                execution.finished_at = time.time()
+            return
+        if msg_type not in RECORDED_TYPES:
+            return
+        if msg_type == "execute_result":
+            execution.execution_count = msg["content"].get("execution_count", execution.execution_count)
+        self.seq += 1
+        execution.add(
+            {
+                "seq": self.seq,
+                "msg_id": msg["header"]["msg_id"],
+                "msg_type": msg_type,
+                "content": msg["content"],
+                "metadata": msg.get("metadata") or {},
+            },
+            self.max_execution_bytes,
+        )
+
+    def prune(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for msg_id, e in list(self.executions.items()):
+            if e.finished_at is not None and now - e.finished_at > self.keep_finished_seconds:
+                del self.executions[msg_id]
+        # Too many: drop the oldest finished first, then the oldest of any kind.
+        while len(self.executions) > self.max_executions:
+            finished = [k for k, e in self.executions.items() if e.finished_at is not None]
+            del self.executions[finished[0] if finished else next(iter(self.executions))]
+
+    def to_json(self, since: int = 0) -> dict:
+        self.prune()
+        return {
+            "kernel_id": self.kernel_id,
+            "seq": self.seq,
+            "executions": [e.to_json(since) for e in self.executions.values()],
+        }

@@ -1,0 +1,381 @@
+"""End to end: a running cell keeps every output when the kiosk page reloads or its Chromium dies.
+
+Real service, real Jupyter, real kiosk Chromium in xpra. A cell prints a numbered line every
+half second; mid-run the kiosk page is reloaded, or its Chromium is killed with SIGKILL and the
+service recovers it. Then the page's DOM must show every line the kernel sent, once and in
+order, still growing, and the ``.ipynb`` on disk must follow within seconds.
+
+Run with ``-s`` to see the figures (lines sent/shown, seconds to the first new line, file lag).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import session_processes
+from tests.e2e.kiosk import jupyter_base, kiosk_page, put_notebook
+from tests.e2e.viewer_helpers import wait_for
+
+pytestmark = pytest.mark.e2e
+
+LINES = 40
+PERIOD = 0.5
+CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell"
+
+
+def numbers(pattern: str, text: str) -> list[int]:
+    return [int(n) for n in re.findall(pattern, text, re.M)]
+
+
+def cell_outputs(page, index: int = 0) -> list[str]:
+    """The texts of a cell's outputs, as the page shows them (one string per output)."""
+    return page.locator(CELLS).nth(index).locator(".jp-OutputArea-output").all_inner_texts()
+
+
+def prompt_text(page, index: int = 0) -> str:
+    return page.locator(CELLS).nth(index).locator(".jp-InputPrompt").inner_text().strip()
+
+
+def saved_notebook(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def output_text(output: dict) -> str:
+    if output.get("output_type") == "stream":
+        return "".join(output.get("text", ""))
+    if output.get("output_type") == "error":
+        return f"{output.get('ename')}: {output.get('evalue')}"
+    return "".join(output.get("data", {}).get("text/plain", ""))
+
+
+class Case:
+    """One kind of output. ``shown`` reads the page, ``saved`` the file: both return the
+    progress (the newest number shown) after checking what must always hold."""
+
+    cells: list[str]
+    finished_early = False  # the run ends during the fault (nothing left to grow)
+
+    def shown(self, page) -> int: ...
+    def saved(self, notebook: dict) -> int: ...
+    def check_final(self, page) -> str: ...
+    def saved_final(self, notebook: dict) -> bool: ...
+
+
+class Ticks(Case):
+    """(1) a numbered line every half second: every line once, in order."""
+
+    cells = [
+        "import time\n"
+        f"for i in range({LINES}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+    ]
+
+    def shown(self, page):
+        ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
+        assert ticks == list(range(len(ticks))), ticks
+        return len(ticks) - 1
+
+    def saved(self, notebook):
+        text = "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
+        return len(numbers(r"^tick (\d+)$", text)) - 1
+
+    def check_final(self, page):
+        ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
+        assert ticks == list(range(LINES)), ticks
+        return f"lines sent {LINES}, shown {len(ticks)} (each once, in order)"
+
+    def saved_final(self, notebook):
+        return self.saved(notebook) == LINES - 1
+
+
+class Display(Case):
+    """(2) one display updated by its display_id: one output, the newest value."""
+
+    cells = [
+        "import time\n"
+        "from IPython.display import display\n"
+        "handle = display('value 0', display_id=True)\n"
+        f"for i in range(1, {LINES}):\n"
+        f"    time.sleep({PERIOD})\n"
+        "    handle.update(f'value {i}')\n"
+    ]
+
+    def shown(self, page):
+        outputs = cell_outputs(page)
+        assert len(outputs) <= 1, outputs
+        values = numbers(r"value (\d+)", "\n".join(outputs))
+        assert len(values) <= 1, outputs
+        return values[0] if values else -1
+
+    def saved(self, notebook):
+        outputs = notebook["cells"][0]["outputs"]
+        assert len(outputs) <= 1, outputs
+        values = numbers(r"value (\d+)", "".join(output_text(o) for o in outputs))
+        return values[0] if values else -1
+
+    def check_final(self, page):
+        outputs = cell_outputs(page)
+        assert len(outputs) == 1 and numbers(r"value (\d+)", outputs[0]) == [LINES - 1], outputs
+        return f"updates sent {LINES - 1}, shown: one output with the last value ({outputs[0].strip()})"
+
+    def saved_final(self, notebook):
+        return self.saved(notebook) == LINES - 1
+
+
+class Frames(Case):
+    """(3) clear_output(wait=True) before each frame: only the last frame."""
+
+    cells = [
+        "import time\n"
+        "from IPython.display import clear_output\n"
+        f"for i in range({LINES}):\n"
+        "    clear_output(wait=True)\n"
+        "    print(f'frame {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+    ]
+
+    def shown(self, page):
+        frames = numbers(r"^frame (\d+)$", "\n".join(cell_outputs(page)))
+        assert len(frames) <= 1, frames
+        return frames[0] if frames else -1
+
+    def saved(self, notebook):
+        frames = numbers(r"^frame (\d+)$", "".join(output_text(o) for o in notebook["cells"][0]["outputs"]))
+        assert len(frames) <= 1, frames
+        return frames[0] if frames else -1
+
+    def check_final(self, page):
+        outputs = cell_outputs(page)
+        assert numbers(r"^frame (\d+)$", "\n".join(outputs)) == [LINES - 1], outputs
+        return f"frames sent {LINES}, shown: the last one only"
+
+    def saved_final(self, notebook):
+        return self.saved(notebook) == LINES - 1
+
+
+ERROR_TICKS = 14
+
+
+class ErrorQueued(Case):
+    """(6) lines, then an error, with two cells queued after it: they never run."""
+
+    finished_early = True
+    cells = [
+        "import time\n"
+        f"for i in range({ERROR_TICKS}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+        "raise ValueError('boom after the ticks')\n",
+        "print('queued cell one ran')",
+        "print('queued cell two ran')",
+    ]
+
+    def shown(self, page):
+        ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
+        assert ticks == list(range(len(ticks))), ticks
+        for index in (1, 2):
+            assert cell_outputs(page, index) == [], cell_outputs(page, index)
+        return len(ticks) - 1
+
+    def saved(self, notebook):
+        text = "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
+        return len(numbers(r"^tick (\d+)$", text)) - 1
+
+    def check_final(self, page):
+        text = "\n".join(cell_outputs(page))
+        assert numbers(r"^tick (\d+)$", text) == list(range(ERROR_TICKS)), text
+        assert "ValueError" in text and "boom after the ticks" in text, text
+        wait_for("the queued cells' empty prompts", lambda: [prompt_text(page, i) for i in (1, 2)] == ["[ ]:", "[ ]:"], timeout=30)
+        for index in (1, 2):
+            assert cell_outputs(page, index) == []
+        return f"lines sent {ERROR_TICKS}, shown {ERROR_TICKS} then the error; the 2 queued cells did not run"
+
+    def saved_final(self, notebook):
+        cells = notebook["cells"]
+        kinds = [o["output_type"] for o in cells[0]["outputs"]]
+        return (
+            self.saved(notebook) == ERROR_TICKS - 1 and "error" in kinds
+            and cells[1]["outputs"] == [] and cells[2]["outputs"] == []
+        )
+
+
+class Widgets(Case):
+    """(4) an IntSlider and a tqdm.notebook bar driven from a loop: live, at their final values."""
+
+    cells = [
+        "import time\n"
+        "from ipywidgets import IntSlider\n"
+        "from tqdm.notebook import tqdm\n"
+        f"slider = IntSlider(value=0, max={LINES}, description='slider')\n"
+        "display(slider)\n"
+        f"for i in tqdm(range({LINES})):\n"
+        "    slider.value = i + 1\n"
+        f"    time.sleep({PERIOD})\n"
+    ]
+
+    def readout(self, page) -> int:
+        texts = page.locator(CELLS).first.locator(".widget-readout").all_inner_texts()
+        return int(texts[0]) if texts and texts[0].strip().isdigit() else -1
+
+    def bar(self, page) -> str:
+        return " ".join(page.locator(CELLS).first.locator(".widget-html-content").all_inner_texts())
+
+    def shown(self, page):
+        assert "Error" not in " ".join(cell_outputs(page)), cell_outputs(page)
+        return self.readout(page)
+
+    def saved(self, notebook):
+        return -1  # the file holds the widget views, not their values
+
+    def check_final(self, page):
+        wait_for("the bar at its end", lambda: f"{LINES}/{LINES}" in self.bar(page), timeout=30)
+        assert self.readout(page) == LINES
+        return f"slider at {self.readout(page)} of {LINES}, bar '{LINES}/{LINES}'"
+
+    def saved_final(self, notebook):
+        views = [
+            o for o in notebook["cells"][0]["outputs"]
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+        ]
+        return len(views) == 2
+
+
+CASES = {"ticks": Ticks(), "display": Display(), "frames": Frames(), "error": ErrorQueued(), "widgets": Widgets()}
+
+#: Known gap: the views are replayed at once, but jupyterlab-widgets restores the widget models
+#: with requests on the shell channel, which the kernel answers only when the running cell ends:
+#: the slider and the bar are right at the end, not live during the rest of the run.
+NOT_LIVE_YET = {"widgets"}
+
+
+@pytest.fixture(scope="module")
+def session(keepalive_service):
+    created = keepalive_service.start_session(name="outputs-e2e")
+    yield created
+    keepalive_service.stop_session(created["id"])
+
+
+def open_alone_and_run_all(page, name: str, timeout_ms: float = 90_000) -> None:
+    """Open ``name`` as the only notebook (``?reset``: a fresh workspace) and run all its cells."""
+    page.goto(f"{jupyter_base(page)}/lab/tree/{name}?reset", wait_until="domcontentloaded", timeout=timeout_ms)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").wait_for(timeout=timeout_ms)
+    page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=timeout_ms)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def kiosk_chromium(session_id: str):
+    """The kiosk's main Chromium process (the one with the profile, not a --type= child)."""
+    for process in session_processes(session_id):
+        argv = process.cmdline()
+        if any(a.startswith("--user-data-dir=") for a in argv) and not any(a.startswith("--type=") for a in argv):
+            return process
+    raise AssertionError("no kiosk Chromium found")
+
+
+def session_state(service, session_id: str) -> dict:
+    response = service.client.get(f"/sessions/{session_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+class Watch:
+    """When each step of progress was first seen on screen and in the file."""
+
+    def __init__(self, case: Case, notebook_file: Path):
+        self.case = case
+        self.notebook_file = notebook_file
+        self.on_screen: dict[int, float] = {}
+        self.in_file: dict[int, float] = {}
+
+    def sample(self, page) -> int:
+        now = time.monotonic()
+        shown = self.case.shown(page)
+        self.on_screen.setdefault(shown, now)
+        notebook = saved_notebook(self.notebook_file)
+        if notebook is not None:
+            self.in_file.setdefault(self.case.saved(notebook), now)
+        return shown
+
+    def file_lag(self, since: float = 0.0) -> float:
+        """At most how long a step (first shown after ``since``) was on screen before the file
+        had it or a later one, in seconds."""
+        lags = []
+        for step, seen in self.on_screen.items():
+            if seen < since:
+                continue
+            saved = [t for s, t in self.in_file.items() if s >= step]
+            if saved:
+                lags.append(max(0.0, min(saved) - seen))
+        return max(lags, default=0.0)
+
+
+@pytest.mark.parametrize("fault", ["reload", "kill-chromium"])
+@pytest.mark.parametrize("kind", list(CASES))
+def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, kind, fault, request):
+    if kind in NOT_LIVE_YET:
+        request.applymarker(pytest.mark.xfail(reason="widget models come back only when the cell ends", strict=True))
+    case = CASES[kind]
+    sid = session["id"]
+    name = f"{kind}-{fault}.ipynb"
+    with kiosk_page(playwright, sid) as page:
+        put_notebook(page, name, case.cells)
+        open_alone_and_run_all(page, name)
+        notebook_file = wait_for(
+            f"{name} on disk", lambda: next(iter(keepalive_service.state_dir.rglob(name)), None)
+        )
+        watch = Watch(case, notebook_file)
+        wait_for("some output before the fault", lambda: watch.sample(page) >= 5, timeout=120, every=0.25)
+        before = watch.sample(page)
+        restarts = session_state(keepalive_service, sid)["restarts"]
+        fault_at = time.monotonic()
+        if fault == "reload":
+            page.reload(wait_until="domcontentloaded")
+        else:
+            os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
+
+    if fault == "kill-chromium":
+        wait_for(
+            "the service to recover the browser",
+            lambda: (s := session_state(keepalive_service, sid))["restarts"] > restarts and s["state"] == "ready",
+            timeout=120,
+        )
+
+    with kiosk_page(playwright, sid) as page:
+        # The notebook is open again (the saved workspace) and shows output newer than the fault.
+        first_new = wait_for(
+            "output newer than the fault",
+            lambda: watch.sample(page) > before and time.monotonic(),
+            timeout=120,
+            every=0.1,
+        )
+        if not case.finished_early:
+            # still running (the prompt may show the saved count for a moment, until re-attached)
+            wait_for("the running prompt", lambda: prompt_text(page) == "[*]:", timeout=30, every=0.1)
+            progress = watch.sample(page)
+            wait_for("more output, live", lambda: watch.sample(page) > progress + 2, timeout=60, every=0.25)
+        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=120, every=0.25)
+        watch.sample(page)
+        summary = case.check_final(page)
+        # The file on disk follows within seconds.
+        wait_for(
+            "the file on disk to have the end",
+            lambda: (watch.sample(page), (nb := saved_notebook(notebook_file)) is not None and case.saved_final(nb))[1],
+            timeout=30, every=0.25,
+        )
+    print(
+        f"\n[{kind}/{fault}] {summary}; {first_new - fault_at:.1f} s from the fault to the first new output "
+        f"on screen; file on disk behind the screen by at most {watch.file_lag():.1f} s "
+        f"(outage included), {watch.file_lag(since=first_new):.1f} s after recovery"
+    )

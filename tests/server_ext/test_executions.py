@@ -1,0 +1,209 @@
+"""The execution record: compaction rules (unit) and GET /keepalive/executions with a real kernel."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from server_ext.executions import KernelRecord
+
+
+# --- the record, message by message --------------------------------------------------------
+
+
+def iopub(parent: str, msg_type: str, content: dict) -> dict:
+    return {
+        "header": {"msg_id": uuid.uuid4().hex, "msg_type": msg_type},
+        "parent_header": {"msg_id": parent},
+        "content": content,
+        "metadata": {},
+    }
+
+
+def record(**bounds) -> KernelRecord:
+    settings = {"max_executions": 10, "max_execution_bytes": 1 << 20, "keep_finished_seconds": 60.0}
+    settings.update(bounds)
+    return KernelRecord("k", **settings)
+
+
+def kinds(rec: KernelRecord, msg_id: str) -> list[str]:
+    return [m["msg_type"] for m in rec.executions[msg_id].messages]
+
+
+def test_request_then_outputs_then_idle():
+    rec = record()
+    rec.note_request("r1", "cell-a", "client-1")
+    assert rec.executions["r1"].state == "queued"
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "busy"}))
+    rec.on_iopub(iopub("r1", "execute_input", {"code": "print(1)", "execution_count": 3}))
+    rec.on_iopub(iopub("r1", "stream", {"name": "stdout", "text": "1\n"}))
+    rec.on_iopub(iopub("other", "stream", {"name": "stdout", "text": "not ours\n"}))
+    assert rec.executions["r1"].state == "running"
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "idle"}))
+    answer = rec.to_json()
+    [execution] = answer["executions"]
+    assert execution["cell_id"] == "cell-a" and execution["session"] == "client-1"
+    assert execution["state"] == "finished" and execution["execution_count"] == 3
+    assert [m["msg_type"] for m in execution["messages"]] == ["execute_input", "stream"]
+    seqs = [m["seq"] for m in execution["messages"]]
+    assert seqs == sorted(seqs) and answer["seq"] == seqs[-1]
+    # `since` leaves out what was fetched already
+    assert rec.to_json(since=seqs[0])["executions"][0]["messages"][0]["seq"] == seqs[1]
+
+
+def test_clear_output_wait_keeps_last_frame_only():
+    rec = record()
+    rec.note_request("r", "c", "s")
+    rec.on_iopub(iopub("r", "execute_input", {"execution_count": 1}))
+    for frame in range(5):
+        rec.on_iopub(iopub("r", "clear_output", {"wait": True}))
+        rec.on_iopub(iopub("r", "stream", {"name": "stdout", "text": f"frame {frame}\n"}))
+    # the last clear has taken effect: one pending clear message and the last frame
+    assert kinds(rec, "r") == ["execute_input", "clear_output", "stream"]
+    assert rec.executions["r"].messages[-1]["content"]["text"] == "frame 4\n"
+    # a clear whose next output has not come yet keeps the frame that is still on screen
+    rec.on_iopub(iopub("r", "clear_output", {"wait": True}))
+    assert kinds(rec, "r") == ["execute_input", "clear_output", "stream", "clear_output"]
+    rec.on_iopub(iopub("r", "clear_output", {"wait": False}))
+    assert kinds(rec, "r") == ["execute_input", "clear_output"]
+
+
+def test_display_updates_replace_earlier_updates():
+    rec = record()
+    rec.note_request("r", "c", "s")
+    rec.on_iopub(iopub("r", "execute_input", {"execution_count": 1}))
+    data = lambda v: {"data": {"text/plain": str(v)}, "metadata": {}, "transient": {"display_id": "d"}}
+    rec.on_iopub(iopub("r", "display_data", data(0)))
+    for value in range(1, 100):
+        rec.on_iopub(iopub("r", "update_display_data", data(value)))
+    assert kinds(rec, "r") == ["execute_input", "display_data", "update_display_data"]
+    assert rec.executions["r"].messages[-1]["content"]["data"]["text/plain"] == "99"
+
+
+def test_bytes_bound_drops_oldest_and_counts():
+    rec = record(max_execution_bytes=2000)
+    rec.note_request("r", "c", "s")
+    rec.on_iopub(iopub("r", "execute_input", {"execution_count": 1}))
+    for n in range(100):
+        rec.on_iopub(iopub("r", "stream", {"name": "stdout", "text": f"line {n:04d} " + "x" * 40 + "\n"}))
+    execution = rec.executions["r"]
+    assert execution.total_bytes <= 2000
+    assert execution.messages[0]["msg_type"] == "execute_input"
+    texts = [m["content"]["text"] for m in execution.messages[1:]]
+    assert texts[-1].startswith("line 0099") and execution.dropped == 100 - len(texts)
+
+
+def test_executions_bound_drops_finished_first():
+    rec = record(max_executions=3)
+    for n in range(3):
+        rec.note_request(f"r{n}", "c", "s")
+    rec.on_iopub(iopub("r1", "execute_input", {"execution_count": 1}))
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "idle"}))
+    rec.note_request("r3", "c", "s")
+    assert list(rec.executions) == ["r0", "r2", "r3"]
+
+
+def test_finished_executions_expire():
+    rec = record(keep_finished_seconds=10)
+    rec.note_request("r", "c", "s")
+    rec.on_iopub(iopub("r", "execute_input", {"execution_count": 1}))
+    rec.on_iopub(iopub("r", "status", {"execution_state": "idle"}))
+    rec.prune(now=time.time() + 5)
+    assert "r" in rec.executions
+    rec.prune(now=time.time() + 11)
+    assert "r" not in rec.executions
+
+
+# --- the endpoint, with a real kernel and a real websocket -----------------------------------
+
+
+@pytest.fixture
+def kernel_id(fetch):
+    response = fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kid = json.loads(response.body)["id"]
+    yield kid
+    try:
+        fetch("api", "kernels", kid, method="DELETE")
+    except HTTPClientError:
+        pass
+
+
+def execute_request(code: str, cell_id: str, session: str) -> tuple[str, dict]:
+    msg_id = uuid.uuid4().hex
+    return msg_id, {
+        "channel": "shell",
+        "header": {
+            "msg_id": msg_id, "msg_type": "execute_request", "session": session,
+            "username": "test", "version": "5.3", "date": "2026-01-01T00:00:00Z",
+        },
+        "parent_header": {},
+        "metadata": {"cellId": cell_id},
+        "content": {"code": code, "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        "buffers": [],
+    }
+
+
+def get_executions(fetch, kid, **params):
+    response = fetch("keepalive", "executions", params={"kernel_id": kid, **params})
+    assert response.headers["Cache-Control"] == "no-store"
+    return json.loads(response.body)
+
+
+def test_endpoint_records_an_execution_whose_page_went_away(fetch, jp_ws_fetch, jp_asyncio_loop, kernel_id):
+    session = uuid.uuid4().hex
+    ws = jp_asyncio_loop.run_until_complete(
+        jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": session})
+    )
+    code = "import time\nfor i in range(6):\n    print('tick', i, flush=True)\n    time.sleep(0.3)"
+    msg_id, request = execute_request(code, "cell-42", session)
+    jp_asyncio_loop.run_until_complete(ws.write_message(json.dumps(request)))
+    # The page goes away at once: what follows is seen by nobody but the record.
+    ws.close()
+
+    deadline = time.monotonic() + 60
+    while True:
+        answer = get_executions(fetch, kernel_id)
+        mine = [e for e in answer["executions"] if e["msg_id"] == msg_id]
+        if mine and mine[0]["state"] == "finished":
+            break
+        assert time.monotonic() < deadline, answer
+        jp_asyncio_loop.run_until_complete(__import__("asyncio").sleep(0.2))
+    [execution] = mine
+    assert execution["cell_id"] == "cell-42" and execution["session"] == session
+    text = "".join(m["content"]["text"] for m in execution["messages"] if m["msg_type"] == "stream")
+    assert text == "".join(f"tick {i}\n" for i in range(6))
+    assert execution["messages"][0]["msg_type"] == "execute_input"
+    assert execution["execution_count"] == 1
+
+
+def test_endpoint_errors(fetch):
+    with pytest.raises(HTTPClientError) as info:
+        fetch("keepalive", "executions", params={"kernel_id": "nope"})
+    assert info.value.code == 404
+
+
+def test_endpoint_needs_auth(fetch):
+    with pytest.raises(HTTPClientError) as info:
+        fetch("keepalive", "executions", params={"kernel_id": "x"}, headers={"Authorization": ""})
+    assert info.value.code in (401, 403)
+
+
+def test_request_skipped_after_an_error_is_aborted():
+    rec = record()
+    rec.note_request("r1", "a", "s")
+    rec.note_request("r2", "b", "s")
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "busy"}))
+    rec.on_iopub(iopub("r1", "execute_input", {"execution_count": 1}))
+    rec.on_iopub(iopub("r1", "error", {"ename": "ValueError", "evalue": "boom", "traceback": []}))
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "idle"}))
+    assert rec.executions["r2"].state == "queued"
+    # ipykernel answers a request it skips with busy/idle and no execute_input
+    rec.on_iopub(iopub("r2", "status", {"execution_state": "busy"}))
+    rec.on_iopub(iopub("r2", "status", {"execution_state": "idle"}))
+    assert rec.executions["r1"].state == "finished"
+    assert rec.executions["r2"].state == "aborted" and rec.executions["r2"].messages == []
