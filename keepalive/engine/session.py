@@ -403,11 +403,12 @@ class Session:
         if len(self._recent_restarts) >= MAX_RESTARTS:
             # A burst of crashes: stop trying, but never at the cost of the computation. The
             # display goes; the Jupyter server and its kernels keep running until a DELETE.
-            self._set_state(
-                SessionState.failed,
+            reason = (
                 f"{why}; gave up after {MAX_RESTARTS} restarts within {RESTART_WINDOW / 60:.0f} minutes "
-                "(the Jupyter server and its kernels keep running)",
+                "(the Jupyter server and its kernels keep running)"
             )
+            log.error("session %s (%s): %s", self.id, self.name, reason)
+            self._set_state(SessionState.failed, reason)
             self._recovery = asyncio.get_running_loop().create_task(self._stop_display())
             return
         delay = RESTART_BACKOFF[len(self._recent_restarts)]

@@ -259,9 +259,12 @@ CASES = {"ticks": Ticks(), "display": Display(), "frames": Frames(), "error": Er
 NOT_LIVE_YET = {"widgets"}
 
 
-@pytest.fixture(scope="module")
-def session(keepalive_service):
-    created = keepalive_service.start_session(name="outputs-e2e")
+@pytest.fixture
+def session(keepalive_service, request):
+    """A session of its own for each case: five kills of one session's browser within minutes
+    would, rightly, make it give up as a crash loop."""
+    params = request.node.callspec.params
+    created = keepalive_service.start_session(name=f"outputs-{params['kind']}-{params['fault']}")
     yield created
     keepalive_service.stop_session(created["id"])
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from tests.conftest import SESSION_MARKER, session_processes
+from tests.integration.jupyter_driver import SessionJupyter, ticks, wait_until
 
 
 def assert_jupyterlab_png(png: bytes, width: int, height: int) -> Image.Image:
@@ -191,31 +192,77 @@ def crash_victims(session_id: str, part: str) -> list[psutil.Process]:
         ]
     if part == "renderer":  # the page's renderer(s): the page crashes, the browser lives
         return [p for p in processes if "--type=renderer" in p.cmdline() and "--top-chrome-webui" not in p.cmdline()]
+    if part == "xpra":  # the xpra server (xpra start :N ...), not its helpers
+        return [p for p in processes
+                if "start" in p.cmdline()[:3] and any(arg.rsplit("/", 1)[-1] == "xpra" for arg in p.cmdline()[:2])]
     return [p for p in processes if "jupyterlab" in " ".join(p.cmdline())]
 
 
-@pytest.mark.parametrize("part", ["browser", "renderer", "jupyter"])
+@pytest.mark.parametrize("part", ["browser", "renderer", "xpra", "jupyter"])
 def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
+    """SIGKILL of a part while a cell prints: recovered, counted, and the computation goes on,
+    in the very same kernel process unless the Jupyter server itself was killed."""
     service = keepalive_service
     session = service.start_session(name=f"crashy-{part}")
     session_id = session["id"]
+    home = service.state_dir / "homes" / session["name"]
+    jupyter = SessionJupyter(service.state_dir, session_id)
+    _, kernel_pid = jupyter.start_ticker()
+    jupyter.close()
     victims = crash_victims(session_id, part)
     assert victims, f"no {part} process found"
     for victim in victims:
         victim.kill()
 
-    deadline = time.monotonic() + 180
-    current = {}
-    while time.monotonic() < deadline:
+    seen_states = set()
+
+    def recovered():
         current = service.client.get(f"/sessions/{session_id}").json()
-        if current["restarts"] >= 1 and current["state"] == "ready":
-            break
-        time.sleep(0.3)
-    assert current["state"] == "ready", current
+        seen_states.add(current["state"])
+        return current if current["restarts"] >= 1 and current["state"] == "ready" else None
+
+    current = wait_until(f"recovery from a killed {part}", recovered, timeout=180, every=0.2)
     assert current["restarts"] == 1
+    assert "recovering" in seen_states or part == "renderer"  # a renderer comes back in a blink
     assert current["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
     assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1280, 800)
     log = service.log_text()
     assert f"session {session_id}: recovering (restart 1)" in log
+    if part == "jupyter":
+        assert not psutil.pid_exists(kernel_pid)  # its kernels went with it
+    else:
+        assert psutil.pid_exists(kernel_pid), f"the kernel did not survive a killed {part}"
+        before = ticks(home)
+        wait_until("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
+    service.stop_session(session_id)
+    assert session_processes(session_id) == []
+
+
+def test_a_crash_loop_gives_up_while_the_kernels_live(keepalive_service):
+    """Four browser crashes within minutes: the session is failed, its display stopped, and the
+    Jupyter server with its kernel and the running cell go on."""
+    service = keepalive_service
+    session = service.start_session(name="crash-loop")
+    session_id = session["id"]
+    home = service.state_dir / "homes" / "crash-loop"
+    jupyter = SessionJupyter(service.state_dir, session_id)
+    _, kernel_pid = jupyter.start_ticker()
+    for restart in range(1, 5):
+        victims = wait_until("a browser to kill", lambda: crash_victims(session_id, "browser"), timeout=120)
+        for victim in victims:
+            victim.kill()
+        if restart < 4:
+            wait_until(f"restart {restart}", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
+                       ["restarts"] >= restart and s["state"] == "ready", timeout=180)
+    failed = wait_until("the session to give up", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
+                        ["state"] == "failed" and s, timeout=120)
+    assert "gave up after 3 restarts" in failed["error"] and "keep running" in failed["error"]
+    assert f"session {session_id} (crash-loop): " in service.log_text() and "gave up after 3" in service.log_text()
+    assert failed["health"]["jupyter"] is True
+    assert psutil.pid_exists(kernel_pid)
+    before = ticks(home)
+    wait_until("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
+    assert jupyter.client.get("/api/status").status_code == 200
+    jupyter.close()
     service.stop_session(session_id)
     assert session_processes(session_id) == []
