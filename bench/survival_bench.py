@@ -27,7 +27,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).parents[1]))  # the tests' Jupyter driver
 from keepalive.engine.allocation import free_port  # noqa: E402
 from keepalive.engine.reaper import session_processes  # noqa: E402
-from tests.integration.jupyter_driver import SessionJupyter, ticks, wait_until  # noqa: E402
+from tests.e2e.viewer_helpers import wait_for
+from tests.integration.jupyter_driver import SessionJupyter, ticks  # noqa: E402
 
 
 class Service:
@@ -40,7 +41,7 @@ class Service:
                                         stdout=self.log, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
                                    timeout=300, trust_env=False)
-        wait_until("the service", self._answers, timeout=60, every=0.05)
+        wait_for("the service", self._answers, timeout=60, every=0.05)
 
     def _answers(self) -> bool:
         try:
@@ -60,7 +61,7 @@ class Service:
 
 def ready_again(service: Service, session_id: str, restarts: int) -> float:
     started = time.monotonic()
-    wait_until("ready again", lambda: (s := service.session(session_id))["state"] == "ready" and s["restarts"] >= restarts,
+    wait_for("ready again", lambda: (s := service.session(session_id))["state"] == "ready" and s["restarts"] >= restarts,
                timeout=240, every=0.1)
     return time.monotonic() - started
 
@@ -96,13 +97,13 @@ def main() -> int:
         if part == "jupyter":  # a new server: a new kernel to watch
             jupyter = SessionJupyter(state_dir, sid)
             _, kernel_pid = jupyter.start_ticker()
-        wait_until("more lines", lambda: ticks(home) > before + 2, timeout=60)
+        wait_for("more lines", lambda: ticks(home) > before + 2, timeout=60)
         rows.append((f"kill -9 {part}", seconds, part != "jupyter" and psutil.pid_exists(kernel_pid)))
     for signum in (signal.SIGKILL, signal.SIGTERM):
         service.end(signum)
         started = time.monotonic()
         service = Service(state_dir, port, token)
-        wait_until("adopted", lambda: service.session(sid)["state"] == "ready", timeout=240, every=0.05)
+        wait_for("adopted", lambda: service.session(sid)["state"] == "ready", timeout=240, every=0.05)
         rows.append((f"{signal.Signals(signum).name} of the service", time.monotonic() - started,
                      psutil.pid_exists(kernel_pid)))
     service.client.delete(f"/sessions/{sid}")
@@ -113,7 +114,7 @@ def main() -> int:
         service.end(signal.SIGKILL)
         started = time.monotonic()
         service = Service(state_dir, port, token)
-        wait_until("all adopted", lambda: all(service.session(i)["state"] == "ready" for i in ids), timeout=600)
+        wait_for("all adopted", lambda: all(service.session(i)["state"] == "ready" for i in ids), timeout=600)
         adoption.append((count, time.monotonic() - started))
         for i in ids:
             service.client.delete(f"/sessions/{i}")

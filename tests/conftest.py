@@ -193,6 +193,15 @@ def stop_service(service: Service, timeout: float = 60) -> int:
     return service.process.returncode
 
 
+def end_serve(url: str, headers: dict, serve: subprocess.Popen, log_path: Path) -> None:
+    """Stop what a ``serve`` the test started left running (sessions outlive the service), then
+    SIGTERM its process group (serve.sh and the service), insisting on a clean exit."""
+    for session in httpx.get(f"{url}/sessions", headers=headers, trust_env=False).json()["sessions"]:
+        httpx.delete(f"{url}/sessions/{session['id']}", headers=headers, timeout=120, trust_env=False)
+    os.killpg(serve.pid, signal.SIGTERM)
+    assert serve.wait(60) == 0, log_path.read_text()
+
+
 @pytest.fixture(scope="session")
 def profile_template(tmp_path_factory) -> Iterator[Path]:
     """One Chromium profile template for the whole run, made by keepalive's own code."""

@@ -12,6 +12,7 @@ import httpx
 import psutil
 from websockets.sync.client import connect as ws_connect
 
+
 TICKER = """
 import time, pathlib
 out = pathlib.Path("ticks.txt")
@@ -21,17 +22,6 @@ for i in range(100000):
     print(f"tick {i}", flush=True)
     time.sleep(0.5)
 """
-
-
-def wait_until(what: str, probe, timeout: float = 120, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 class SessionJupyter:

@@ -9,7 +9,6 @@ stands right before it. ``bash scripts/test.sh`` is what CI itself runs.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import end_serve
 from tests.readme import README, blocks
 
 pytestmark = pytest.mark.e2e
@@ -74,11 +74,7 @@ def served_by_serve_sh(tmp_path, profile_template):
     try:
         yield home, env, headers, log_path
     finally:
-        # sessions a failed example left behind are stopped explicitly: they outlive the service
-        for session in httpx.get(f"{DEFAULT_URL}/sessions", headers=headers, trust_env=False).json()["sessions"]:
-            httpx.delete(f"{DEFAULT_URL}/sessions/{session['id']}", headers=headers, timeout=120, trust_env=False)
-        os.killpg(serve.pid, signal.SIGTERM)
-        assert serve.wait(60) == 0, log_path.read_text()
+        end_serve(DEFAULT_URL, headers, serve, log_path)
 
 
 def test_serve_sh_then_every_readme_example_works_as_printed(served_by_serve_sh):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from keepalive.engine.allocation import free_port
+from tests.conftest import end_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -44,10 +44,7 @@ def served(tmp_path, profile_template):
     try:
         yield url, env, headers, log_path.read_text()
     finally:
-        for session in httpx.get(f"{url}/sessions", headers=headers, trust_env=False).json()["sessions"]:
-            httpx.delete(f"{url}/sessions/{session['id']}", headers=headers, timeout=120, trust_env=False)
-        os.killpg(serve.pid, signal.SIGTERM)
-        assert serve.wait(60) == 0, log_path.read_text()
+        end_serve(url, headers, serve, log_path)
 
 
 def test_the_banners_curl_and_keepalive_start_work_as_printed(served):

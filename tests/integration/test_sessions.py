@@ -14,7 +14,8 @@ import pytest
 from PIL import Image, ImageStat
 
 from tests.conftest import SESSION_MARKER, session_processes
-from tests.integration.jupyter_driver import SessionJupyter, ticks, wait_until
+from tests.e2e.viewer_helpers import wait_for
+from tests.integration.jupyter_driver import SessionJupyter, ticks
 
 
 def assert_jupyterlab_png(png: bytes, width: int, height: int) -> Image.Image:
@@ -221,7 +222,7 @@ def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
         seen_states.add(current["state"])
         return current if current["restarts"] >= 1 and current["state"] == "ready" else None
 
-    current = wait_until(f"recovery from a killed {part}", recovered, timeout=180, every=0.2)
+    current = wait_for(f"recovery from a killed {part}", recovered, timeout=180, every=0.2)
     assert current["restarts"] == 1
     assert "recovering" in seen_states or part == "renderer"  # a renderer comes back in a blink
     assert current["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
@@ -233,7 +234,7 @@ def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
     else:
         assert psutil.pid_exists(kernel_pid), f"the kernel did not survive a killed {part}"
         before = ticks(home)
-        wait_until("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
+        wait_for("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
     service.stop_session(session_id)
     assert session_processes(session_id) == []
 
@@ -248,20 +249,20 @@ def test_a_crash_loop_gives_up_while_the_kernels_live(keepalive_service):
     jupyter = SessionJupyter(service.state_dir, session_id)
     _, kernel_pid = jupyter.start_ticker()
     for restart in range(1, 5):
-        victims = wait_until("a browser to kill", lambda: crash_victims(session_id, "browser"), timeout=120)
+        victims = wait_for("a browser to kill", lambda: crash_victims(session_id, "browser"), timeout=120)
         for victim in victims:
             victim.kill()
         if restart < 4:
-            wait_until(f"restart {restart}", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
+            wait_for(f"restart {restart}", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
                        ["restarts"] >= restart and s["state"] == "ready", timeout=180)
-    failed = wait_until("the session to give up", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
+    failed = wait_for("the session to give up", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
                         ["state"] == "failed" and s, timeout=120)
     assert "gave up after 3 restarts" in failed["error"] and "keep running" in failed["error"]
     assert f"session {session_id} (crash-loop): " in service.log_text() and "gave up after 3" in service.log_text()
     assert failed["health"]["jupyter"] is True
     assert psutil.pid_exists(kernel_pid)
     before = ticks(home)
-    wait_until("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
+    wait_for("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
     assert jupyter.client.get("/api/status").status_code == 200
     jupyter.close()
     service.stop_session(session_id)

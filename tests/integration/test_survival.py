@@ -17,13 +17,14 @@ import psutil
 import pytest
 
 from tests.conftest import session_processes, start_service
-from tests.integration.jupyter_driver import SessionJupyter, ticks, wait_until
+from tests.e2e.viewer_helpers import wait_for
+from tests.integration.jupyter_driver import SessionJupyter, ticks
 
 pytestmark = pytest.mark.e2e
 
 def keeps_ticking(home: Path, timeout: float = 30) -> None:
     before = ticks(home)
-    wait_until("the cell to print more lines", lambda: ticks(home) >= before + 3, timeout=timeout)
+    wait_for("the cell to print more lines", lambda: ticks(home) >= before + 3, timeout=timeout)
 
 
 def wait_ready(service, session_id: str, timeout: float = 180) -> dict:
@@ -31,7 +32,7 @@ def wait_ready(service, session_id: str, timeout: float = 180) -> dict:
         response = service.client.get(f"/sessions/{session_id}")
         return response.json() if response.status_code == 200 and response.json()["state"] == "ready" else None
 
-    return wait_until(f"session {session_id} to be ready", ready, timeout=timeout)
+    return wait_for(f"session {session_id} to be ready", ready, timeout=timeout)
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
@@ -168,7 +169,7 @@ def test_a_hung_jupyter_server_is_restarted_like_a_crashed_one(service_factory):
             current = service.client.get(f"/sessions/{session['id']}").json()
             return current if current["restarts"] >= 1 and current["state"] == "ready" else None
 
-        current = wait_until("the hung server to be replaced", recovered, timeout=120)
+        current = wait_for("the hung server to be replaced", recovered, timeout=120)
     finally:
         try:
             os.kill(record["jupyter_pid"], signal.SIGCONT)
@@ -192,7 +193,7 @@ def test_delete_during_start_wins(keepalive_service):
             found = [s for s in service.client.get("/sessions").json()["sessions"] if s["name"] == "deleted-early"]
             return found[0] if found else None
 
-        session = wait_until("the session to be listed", starting, timeout=60, every=0.05)
+        session = wait_for("the session to be listed", starting, timeout=60, every=0.05)
         assert session["state"] == "starting"
         assert service.client.delete(f"/sessions/{session['id']}").status_code == 204
         answer = pending.result(timeout=120)
@@ -215,7 +216,7 @@ def test_delete_during_recovery_wins(keepalive_service):
     def recovering():
         return service.client.get(f"/sessions/{session['id']}").json()["state"] == "recovering"
 
-    wait_until("the session to recover", recovering, timeout=60, every=0.05)
+    wait_for("the session to recover", recovering, timeout=60, every=0.05)
     assert service.client.delete(f"/sessions/{session['id']}").status_code == 204
     assert service.client.get(f"/sessions/{session['id']}").status_code == 404
     assert session_processes(session["id"]) == []

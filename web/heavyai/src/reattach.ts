@@ -4,8 +4,11 @@
  *
  * The server extension records each execution's IOPub messages (`GET keepalive/executions`).
  * Here they are replayed into the cell's own output model with the semantics of JupyterLab's
- * OutputArea (stream merging, `clear_output(wait)`, display updates by display id), and the
- * messages that keep coming for that execution are routed to the same cell.
+ * OutputArea (stream merging, `clear_output(wait)`, display updates by display id), and what
+ * keeps coming for that execution is fetched from the same record (`since` the last sequence
+ * number seen) and applied to the same cell. The record, not this page's websocket, is the one
+ * source: a websocket that reconnects, or messages that arrive while the record is being
+ * fetched, could otherwise leave a gap or put a line out of order.
  *
  * JupyterLab's notebook and output packages are used through their runtime objects only (duck
  * typing), so this extension builds without them.
@@ -34,23 +37,31 @@ export interface IExecution {
   messages: IRecordedMessage[];
 }
 
+/** The record of one kernel: its executions, and the newest sequence number in it. */
+export interface IRecord {
+  seq: number;
+  executions: IExecution[];
+}
+
 /** How often open notebooks are looked for, in ms. */
 const SCAN_INTERVAL_MS = 1000;
-/** Live messages kept while the record is being fetched. */
-const MAX_PENDING = 10000;
+/** How often a re-attached execution that still runs is brought up to date, in ms. */
+const FOLLOW_INTERVAL_MS = 250;
 
 export async function fetchExecutions(
   settings: ServerConnection.ISettings,
-  kernelId: string
-): Promise<IExecution[]> {
+  kernelId: string,
+  since = 0
+): Promise<IRecord> {
   const url =
     URLExt.join(settings.baseUrl, 'keepalive', 'executions') +
-    URLExt.objectToQueryString({ kernel_id: kernelId });
+    URLExt.objectToQueryString({ kernel_id: kernelId, since: String(since) });
   const response = await ServerConnection.makeRequest(url, {}, settings);
   if (!response.ok) {
     throw new Error(`keepalive/executions answered ${response.status}`);
   }
-  return ((await response.json()).executions ?? []) as IExecution[];
+  const body = await response.json();
+  return { seq: body.seq ?? 0, executions: (body.executions ?? []) as IExecution[] };
 }
 
 /**
@@ -84,16 +95,15 @@ export class CellFollower {
     }
   }
 
-  /** A live IOPub message whose parent is this execution. */
-  live(msg: any): void {
-    const type = msg.header.msg_type;
-    if (type === 'status') {
-      if (msg.content.execution_state === 'idle') {
-        this.finish();
-      }
-      return;
+  /** What the record gained since the last look: applied in its order, each message once. */
+  catchUp(execution: IExecution): void {
+    for (const message of execution.messages) {
+      this.apply(message.msg_id, message.msg_type, message.content);
     }
-    this.apply(msg.header.msg_id, type, msg.content);
+    this.count = execution.execution_count ?? this.count;
+    if (execution.state === 'finished' || execution.state === 'aborted') {
+      this.finish();
+    }
   }
 
   private get outputs(): any {
@@ -196,15 +206,11 @@ class NotebookReattacher {
     }
     this.detach();
     this.kernel = kernel;
-    const pending: any[] = [];
-    this.pending = pending;
-    kernel.iopubMessage.connect(this.onIOPub, this);
-    let executions: IExecution[];
+    let record: IRecord;
     try {
-      executions = await fetchExecutions(this.settings, kernel.id);
+      record = await fetchExecutions(this.settings, kernel.id);
     } catch (error) {
       console.warn('keepalive: could not fetch recorded executions', error);
-      this.pending = null;
       return;
     }
     if (this.kernel !== kernel) {
@@ -212,7 +218,7 @@ class NotebookReattacher {
     }
     // The newest execution of each cell that this page did not start.
     const newest = new Map<string, IExecution>();
-    for (const execution of executions) {
+    for (const execution of record.executions) {
       if (execution.cell_id && execution.session !== kernel.clientId) {
         newest.set(execution.cell_id, execution);
       }
@@ -235,44 +241,51 @@ class NotebookReattacher {
         this.followers.set(execution.msg_id, follower);
       }
     }
-    // What arrived while the record was being fetched: the follower skips what it has seen.
-    this.pending = null;
-    for (const msg of pending) {
-      this.route(msg);
-    }
+    this.seq = record.seq;
+    void this.follow(kernel);
   }
 
-  private onIOPub(_: any, msg: any): void {
-    if (this.pending) {
-      if (this.pending.length < MAX_PENDING) {
-        this.pending.push(msg);
+  /** Bring the running executions up to date from the record until they end. */
+  private async follow(kernel: any): Promise<void> {
+    while (this.kernel === kernel && this.followers.size > 0) {
+      await new Promise(resolve => window.setTimeout(resolve, FOLLOW_INTERVAL_MS));
+      let record: IRecord;
+      try {
+        record = await fetchExecutions(this.settings, kernel.id, this.seq);
+      } catch (error) {
+        continue; // the server may be restarting; the record waits for the next look
       }
-      return;
-    }
-    this.route(msg);
-  }
-
-  private route(msg: any): void {
-    const follower = this.followers.get(msg.parent_header?.msg_id);
-    if (follower) {
-      follower.live(msg);
-      if (follower.done) {
-        this.followers.delete(follower.msgId);
+      if (this.kernel !== kernel) {
+        return;
       }
+      const present = new Set<string>();
+      for (const execution of record.executions) {
+        present.add(execution.msg_id);
+        const follower = this.followers.get(execution.msg_id);
+        if (follower) {
+          follower.catchUp(execution);
+          if (follower.done) {
+            this.followers.delete(execution.msg_id);
+          }
+        }
+      }
+      for (const msgId of [...this.followers.keys()]) {
+        if (!present.has(msgId)) {
+          this.followers.delete(msgId); // forgotten by the record (its bounds): nothing more will come
+        }
+      }
+      this.seq = Math.max(this.seq, record.seq);
     }
   }
 
   private detach(): void {
-    if (this.kernel) {
-      this.kernel.iopubMessage.disconnect(this.onIOPub, this);
-    }
     this.kernel = null;
-    this.pending = null;
+    this.seq = 0;
     this.followers.clear();
   }
 
   private kernel: any = null;
-  private pending: any[] | null = null;
+  private seq = 0;
   private followers = new Map<string, CellFollower>();
 }
 
