@@ -125,8 +125,11 @@ class SessionManager:
                      len(sessions), self.settings.state_dir)
             await asyncio.gather(*(session.detach() for session in sessions), return_exceptions=True)
         self._sessions.clear()
-        if self._template is not None and not self._template.done():
-            self._template.cancel()
+        if self._template is not None:
+            if self._template.done() and not self._template.cancelled():
+                self._template.exception()  # seen: a failure was answered (503) or nobody asked
+            else:
+                self._template.cancel()
         if self._playwright_cm is not None:
             await self._playwright_cm.__aexit__(None, None, None)
             self._playwright_cm = self._playwright = None

@@ -138,12 +138,14 @@ class ChildProcess:
         self._pidfd = pidfd
         asyncio.get_running_loop().add_reader(pidfd, self._on_pidfd)
 
-    def _on_pidfd(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _unwatch(self) -> None:
         if self._pidfd is not None:
-            loop.remove_reader(self._pidfd)
+            asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+
+    def _on_pidfd(self) -> None:
+        self._unwatch()
         if self._popen is not None:
             self.returncode = self._popen.wait()  # our own child: collect its status (no zombie)
         self._exited.set()
@@ -153,10 +155,7 @@ class ChildProcess:
     def detach(self) -> None:
         """Stop watching, leave the process running (the service is going away without it)."""
         self._stopping = True
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        self._unwatch()
         if self._popen is not None:
             # subprocess's own bookkeeping would kill nothing, but keep it from reporting a
             # "still running" child at interpreter exit

@@ -201,7 +201,7 @@ async def make_template(chromium: str, template: Path, timeout: float = 60.0) ->
             await child.start()
             await child.wait_ready(written, timeout, what="done writing its profile")
             await asyncio.sleep(1.0)  # let it finish the first flush of its databases
-        except ChildFailed as error:
+        except (ChildFailed, OSError) as error:  # OSError: no such executable, for one
             raise ProfileError(f"could not make a profile template with {chromium}: {error}") from error
         finally:
             await child.terminate()
