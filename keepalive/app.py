@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     app.state.settings = settings
     app.state.api_token = token
     app.state.token_created = created
-    app.state.manager = SessionManager(settings, state_lock)
+    app.state.manager = SessionManager(settings, state_lock, api_token=token)
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(homes.router)

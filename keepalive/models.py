@@ -64,6 +64,10 @@ class SessionOut(BaseModel):
     height: int
     viewer_url: str
     screenshot_url: str
+    cdp_url: str = Field(
+        description="The browser's DevTools websocket, for Playwright's connect_over_cdp with the header "
+        "'Authorization: Bearer <API token>'.",
+    )
     health: SessionHealth
     restarts: int
     error: str | None = Field(None, description="Why the session failed, when it did.")

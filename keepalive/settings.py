@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         description="Seconds between liveness probes of each ready session's page and Jupyter server; "
         "three unanswered probes in a row count as hung, handled like a crash.",
     )
+    cdp_port: int = Field(
+        0, ge=0, le=65535,
+        description="Port of the DevTools gateway (each session's browser at ws://HOST:PORT/sessions/ID/cdp, "
+        "behind the API token). 0: any free port; GET /sessions/ID shows the URL.",
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(

@@ -132,6 +132,10 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
+#: Services started by start_service and not yet stopped: tests.e2e.kiosk finds sessions there.
+LIVE_SERVICES: list[Service] = []
+
+
 def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, timeout: float = 60) -> Service:
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -171,11 +175,15 @@ def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, time
             process.kill()
             raise RuntimeError(f"keepalive serve did not answer within {timeout} s:\n{log_path.read_text()}")
         time.sleep(0.2)
-    return Service(url=url, token=token, state_dir=state_dir, log_path=log_path, process=process)
+    service = Service(url=url, token=token, state_dir=state_dir, log_path=log_path, process=process)
+    LIVE_SERVICES.append(service)
+    return service
 
 
 def stop_service(service: Service, timeout: float = 60) -> int:
     """SIGTERM, as a user's Ctrl-C or systemd would; returns the exit code."""
+    if service in LIVE_SERVICES:
+        LIVE_SERVICES.remove(service)
     for session_id in service.started:
         try:
             service.client.delete(f"/sessions/{session_id}", timeout=60)

@@ -22,6 +22,13 @@ def base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def cdp_url(request: Request, session: Session) -> str:
+    """The gateway's URL for ``session``, on the host name the caller used to reach the API."""
+    host = request.url.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"ws://{host}:{request.app.state.manager.gateway.port}/sessions/{session.id}/cdp"
+
+
 def session_out(request: Request, session: Session) -> SessionOut:
     base = base_url(request)
     return SessionOut(
@@ -33,6 +40,7 @@ def session_out(request: Request, session: Session) -> SessionOut:
         height=session.height,
         viewer_url=viewer.viewer_url(base, session.id),
         screenshot_url=f"{base}/sessions/{session.id}/screenshot",
+        cdp_url=cdp_url(request, session),
         health=session.health,
         restarts=session.record.restarts,
         error=session.record.error,

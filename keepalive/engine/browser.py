@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from playwright.async_api import Browser, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
@@ -22,15 +21,6 @@ PLAIN_WORKSPACE_PATH = "/lab?reset"
 LAB_SHELL_SELECTOR = "#jp-main-dock-panel"
 
 
-def read_devtools_port(profile_dir: Path) -> int | None:
-    """The CDP port Chromium chose, from the file it writes into its profile."""
-    try:
-        first_line = (profile_dir / "DevToolsActivePort").read_text().splitlines()[0]
-        return int(first_line)
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 class KioskBrowser:
     """A Playwright connection to one session's Chromium, and its one page."""
 
@@ -42,14 +32,17 @@ class KioskBrowser:
         self.page_crashed = False
         self._closing = False
 
-    async def connect(self, cdp_port: int, timeout: float) -> None:
+    async def connect(self, cdp_url: str, headers: dict[str, str], timeout: float) -> None:
+        """Connect through the session's DevTools gateway (keepalive.engine.cdp_gateway)."""
         self.browser = await self._playwright.chromium.connect_over_cdp(
-            f"http://127.0.0.1:{cdp_port}", timeout=timeout * 1000
+            cdp_url, headers=headers, timeout=timeout * 1000
         )
         self.browser.on("disconnected", lambda _: self._lost("browser disconnected"))
         context = self.browser.contexts[0]
         self.page = context.pages[0] if context.pages else await context.new_page()
         self.page.on("crash", lambda _: self._on_page_crash())
+        # a DevTools client may close the kiosk page: handled like a crash, the page comes back
+        self.page.on("close", lambda _: self._on_page_crash())
 
     def _on_page_crash(self) -> None:
         self.page_crashed = True

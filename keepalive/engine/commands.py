@@ -34,8 +34,10 @@ class ScreenSize:
     height: int
 
 
-def chromium_command(chromium: str, layout: SessionLayout, screen: ScreenSize) -> list[str]:
-    """The kiosk browser: full screen, no first-run UI, CDP on a loopback port of its choosing."""
+def chromium_command(
+    chromium: str, layout: SessionLayout, screen: ScreenSize, as_other_user: bool = False
+) -> list[str]:
+    """The kiosk browser: full screen, no first-run UI, CDP on a pipe (see bridge_command)."""
     argv = [
         chromium,
         "--kiosk",
@@ -47,19 +49,29 @@ def chromium_command(chromium: str, layout: SessionLayout, screen: ScreenSize) -
         # no keyring exists in a session: without this Chromium may wait on one
         "--password-store=basic",
         *QUIET_NETWORK_FLAGS,
-        "--remote-debugging-address=127.0.0.1",
-        # port 0: Chromium picks a free one and writes it to DevToolsActivePort, so two
-        # sessions started at the same instant cannot collide
-        "--remote-debugging-port=0",
+        # CDP over fds 3 and 4, held by the session's bridge (keepalive.engine.cdp_bridge): a TCP
+        # port would let any local user drive the browser, since DevTools has no authentication
+        "--remote-debugging-pipe",
         f"--user-data-dir={layout.profile_dir}",
         f"--window-size={screen.width},{screen.height}",
         "--window-position=0,0",
     ]
-    if running_as_root():
+    if running_as_root() and not as_other_user:
         # root cannot use Chromium's sandbox; --test-type hides the warning infobar it causes
         argv += ["--no-sandbox", "--test-type"]
     argv.append("about:blank")
     return argv
+
+
+def bridge_command(python: str, layout: SessionLayout, browser: list[str]) -> list[str]:
+    """Chromium under its CDP bridge, which shares the pipe out on the session's own socket.
+
+    ``-I``: the bridge needs only the standard library, and nothing from the session's
+    environment (PYTHONPATH, user site) may change what runs it.
+    """
+    from keepalive.engine import cdp_bridge
+
+    return [python, "-I", cdp_bridge.__file__, "--socket", str(layout.cdp_socket), "--", *browser]
 
 
 def xvfb_command(layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenSize | None = None) -> str:

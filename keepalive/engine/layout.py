@@ -76,6 +76,11 @@ class SessionLayout:
         return self.folder / "run"
 
     @property
+    def cdp_socket(self) -> Path:
+        """Where the session's CDP bridge serves its browser (in the 0700 run dir)."""
+        return self.runtime_dir / "cdp.sock"
+
+    @property
     def profile_dir(self) -> Path:
         return self.folder / "profile"
 

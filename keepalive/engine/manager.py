@@ -10,6 +10,7 @@ sessions: deleting one is its own request.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from playwright.async_api import Playwright, async_playwright
 
 from keepalive.engine.allocation import Allocator
+from keepalive.engine.cdp_gateway import CdpGateway
 from keepalive.engine.profile import ProfileError, make_template
 from keepalive.engine.reaper import reap
 from keepalive.engine.session import Session, SessionRecord, SessionStartError, new_session_id
@@ -53,8 +55,12 @@ class TemplateUnavailable(RuntimeError):
 
 
 class SessionManager:
-    def __init__(self, settings: Settings, state_lock: StateDirLock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, state_lock: StateDirLock | None = None, api_token: str | None = None
+    ) -> None:
         self.settings = settings
+        self._api_token = api_token
+        self.gateway = CdpGateway(settings.host, settings.cdp_port, self._cdp_socket, self._cdp_guest)
         self.allocator = Allocator(display_base=settings.display_base)
         self._sessions: dict[str, Session] = {}
         self._playwright_cm = None
@@ -77,6 +83,7 @@ class SessionManager:
         self._template = asyncio.get_running_loop().create_task(self._profile_template(), name="profile-template")
         self._playwright_cm = async_playwright()
         self._playwright = await self._playwright_cm.start()
+        await self.gateway.start()  # before adopting: the service reaches its browsers through it
         await self._adopt_all()
 
     async def _adopt_all(self) -> None:
@@ -94,7 +101,9 @@ class SessionManager:
                 await self._finish_stop(record)
                 continue
             try:
-                session = await Session.adopt(record, self.settings, self.allocator, self._playwright, self._store.save)
+                session = await Session.adopt(
+                    record, self.settings, self.allocator, self._playwright, self.gateway, self._store.save
+                )
             except Exception as error:  # one bad record must not keep the others from being adopted
                 log.error("session %s (%s): cannot be adopted: %s", record.id, record.name, error)
                 continue
@@ -125,6 +134,7 @@ class SessionManager:
                      len(sessions), self.settings.state_dir)
             await asyncio.gather(*(session.detach() for session in sessions), return_exceptions=True)
         self._sessions.clear()
+        await self.gateway.close()
         if self._template is not None:
             if self._template.done() and not self._template.cancelled():
                 self._template.exception()  # seen: a failure was answered (503) or nobody asked
@@ -184,6 +194,7 @@ class SessionManager:
                 self.settings,
                 self.allocator,
                 self._playwright,
+                self.gateway,
                 template,
                 heavyai=request.heavyai,
                 persist=self._store.save,
@@ -246,6 +257,22 @@ class SessionManager:
         self._sessions.pop(session_id, None)
         if self._store is not None:
             self._store.delete(session_id)
+
+    # -- DevTools gateway ---------------------------------------------------------------------
+
+    def _cdp_socket(self, session_id: str) -> Path | None:
+        session = self._sessions.get(session_id)
+        if session is None or session.state in (SessionState.stopping, SessionState.stopped):
+            return None
+        return session.layout.cdp_socket
+
+    def _cdp_guest(self, session_id: str, secret: str | None) -> str | None:
+        """Who may drive a session's browser besides the service: holders of the API token."""
+        if secret is not None and self._api_token is not None and hmac.compare_digest(
+            secret.encode(), self._api_token.encode()
+        ):
+            return "api token"
+        return None
 
     # -- homes ----------------------------------------------------------------------------
 

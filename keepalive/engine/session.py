@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import shutil
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -24,13 +25,15 @@ import httpx
 from playwright.async_api import Playwright
 
 from keepalive.engine.allocation import Allocator
-from keepalive.engine.browser import (
-    HEAVYAI_WORKSPACE_PATH,
-    PLAIN_WORKSPACE_PATH,
-    KioskBrowser,
-    read_devtools_port,
+from keepalive.engine.browser import HEAVYAI_WORKSPACE_PATH, PLAIN_WORKSPACE_PATH, KioskBrowser
+from keepalive.engine.cdp_gateway import CdpGateway
+from keepalive.engine.commands import (
+    ScreenSize,
+    bridge_command,
+    chromium_command,
+    write_xpra_config,
+    xpra_command,
 )
-from keepalive.engine.commands import ScreenSize, chromium_command, write_xpra_config, xpra_command
 from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, jupyter_answers, split_token
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
@@ -120,11 +123,13 @@ class Session:
         settings: Settings,
         allocator: Allocator,
         playwright: Playwright,
+        gateway: CdpGateway,
         profile_template: Path | None,
         heavyai: HeavyAIConnection | None = None,
         persist: Callable[[dict], None] | None = None,
     ) -> None:
         self.record = record
+        self._gateway = gateway
         self.settings = settings
         self.layout = SessionLayout(settings.sessions_dir / record.id, settings.homes_dir / record.name)
         self._persist = persist
@@ -332,7 +337,7 @@ class Session:
             self.record.xpra_port,
             self.layout,
             screen,
-            chromium_command(self.settings.chromium, self.layout, screen),
+            bridge_command(sys.executable, self.layout, chromium_command(self.settings.chromium, self.layout, screen)),
             viewer_flags=xpra_viewer_flags(self.settings, self.width, self.height),
             framebuffer=ScreenSize(*viewer_screen(self.settings, self.width, self.height)),
         )
@@ -351,7 +356,7 @@ class Session:
         port = self.record.xpra_port
 
         async def serving_and_browser_up() -> bool:
-            if read_devtools_port(self.layout.profile_dir) is None:
+            if not self.layout.cdp_socket.exists():  # the bridge is up once Chromium is
                 return False
             async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
                 response = await client.get(f"http://127.0.0.1:{port}/")
@@ -368,15 +373,17 @@ class Session:
             self.record.xpra_port = None
 
     async def _open_browser(self, path: str) -> None:
-        cdp_port = read_devtools_port(self.layout.profile_dir)
-        if cdp_port is None:
-            raise SessionStartError("Chromium wrote no DevToolsActivePort")
         assert self.endpoint is not None
         self.browser = KioskBrowser(self._playwright, on_lost=self._browser_lost)
-        await self.browser.connect(cdp_port, self.settings.start_timeout)
+        await self.browser.connect(self.cdp_url, self._gateway.service_headers, self.settings.start_timeout)
         await self.browser.open_jupyter(self.endpoint, self.settings.start_timeout, path)
         await self.fit_screen()
-        log.info("session %s: kiosk browser on %s%s (cdp port %s)", self.id, self.endpoint.url, path, cdp_port)
+        log.info("session %s: kiosk browser on %s%s", self.id, self.endpoint.url, path)
+
+    @property
+    def cdp_url(self) -> str:
+        """The session's DevTools endpoint (keys needed: see keepalive.engine.cdp_gateway)."""
+        return self._gateway.url(self.id)
 
     async def _fail_start(self, reason: str) -> None:
         log.error("session %s (%s): failed to start: %s", self.id, self.name, reason)
@@ -437,20 +444,24 @@ class Session:
 
     async def _recover_parts(self) -> None:
         env = self.layout.environment(self.id)
-        display_up = self.browser is not None and self.browser.connected and self.xpra is not None and self.xpra.running
-        if display_up:
-            # only the page (or Jupyter) died: a new CDP connection and a fresh load will do
-            await self.browser.close()
-        else:
-            await self._stop_display()
-            strip_lock_files(self.layout.profile_dir)
-            mark_clean_exit(self.layout.profile_dir)
         if self.jupyter is not None and not self.jupyter.process.running:
             await self.jupyter.stop()
             self.jupyter = None
             self.endpoint = await self._start_jupyter(env)
-        if not display_up:
-            await self._start_display(env)
+        if self.browser is not None and self.browser.connected and self.xpra is not None and self.xpra.running:
+            # only the page (or Jupyter) died: a new CDP connection and a fresh load may do. The
+            # browser may be on its way out too (its page closes first): then the whole display.
+            await self.browser.close()
+            try:
+                await self._open_browser(RECOVERY_PATH)
+                return
+            except Exception as error:
+                log.warning("session %s: the browser did not come back by itself (%s); restarting the display",
+                            self.id, str(error).splitlines()[0])
+        await self._stop_display()
+        strip_lock_files(self.layout.profile_dir)
+        mark_clean_exit(self.layout.profile_dir)
+        await self._start_display(env)
         await self._open_browser(RECOVERY_PATH)
 
     # -- liveness ---------------------------------------------------------------------------
@@ -580,6 +591,7 @@ class Session:
         settings: Settings,
         allocator: Allocator,
         playwright: Playwright,
+        gateway: CdpGateway,
         persist: Callable[[dict], None],
     ) -> Session:
         """The session an earlier service started, found again from its record.
@@ -588,7 +600,7 @@ class Session:
         at the recorded time. The kiosk page is reconnected over CDP as it is, without a
         reload. Parts that died meanwhile are brought back as after a crash.
         """
-        session = cls(record, settings, allocator, playwright, None, persist=persist)
+        session = cls(record, settings, allocator, playwright, gateway, None, persist=persist)
         allocator.reserve(record.display, record.xpra_port)
         session.xpra_password = session.layout.xpra_password_file.read_text().strip()
         if settings.jupyter_url:
@@ -605,12 +617,9 @@ class Session:
         )
         lost = [name for name, up in (("jupyter", session.health.jupyter), ("xpra", session.xpra.running)) if not up]
         if not lost:
-            cdp_port = read_devtools_port(session.layout.profile_dir)
             try:
-                if cdp_port is None:
-                    raise RuntimeError("no DevToolsActivePort")
                 session.browser = KioskBrowser(playwright, on_lost=session._browser_lost)
-                await session.browser.connect(cdp_port, 30)
+                await session.browser.connect(session.cdp_url, gateway.service_headers, 30)
                 if not await session.browser.page_shows_lab():
                     lost.append("page")
             except Exception as error:  # a browser that cannot be reached is a lost browser

@@ -1,8 +1,7 @@
-"""Driving a session's own kiosk page from a test, over the session's CDP port on loopback.
+"""Driving a session's own kiosk page from a test, through the service's DevTools gateway.
 
 What the user sees is that page: tests read its DOM here instead of guessing from pixels.
-The CDP port is found the way Chromium announces it: ``DevToolsActivePort`` in the profile
-named by ``--user-data-dir`` on the kiosk Chromium's command line.
+The gateway's URL is the session's ``cdp_url``; the API token opens it.
 """
 
 from __future__ import annotations
@@ -14,25 +13,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 from playwright.sync_api import Page, Playwright
 
-from tests.conftest import session_processes
+from tests.conftest import LIVE_SERVICES
 
 
-def cdp_port(session_id: str) -> int:
-    for process in session_processes(session_id):
-        for arg in process.cmdline():
-            if arg.startswith("--user-data-dir=") and "--type=" not in " ".join(process.cmdline()):
-                port_file = Path(arg.split("=", 1)[1]) / "DevToolsActivePort"
-                if port_file.exists():
-                    return int(port_file.read_text().splitlines()[0])
-    raise AssertionError(f"no kiosk Chromium with a CDP port found for session {session_id}")
+def cdp_endpoint(session_id: str) -> tuple[str, dict[str, str]]:
+    """The session's DevTools URL and the header that opens it, from the service that runs it."""
+    for service in LIVE_SERVICES:
+        try:
+            response = service.client.get(f"/sessions/{session_id}")
+        except httpx.HTTPError:  # a service a test killed
+            continue
+        if response.status_code == 200:
+            return response.json()["cdp_url"], {"Authorization": f"Bearer {service.token}"}
+    raise AssertionError(f"no running service knows session {session_id}")
 
 
 @contextmanager
 def kiosk_page(playwright: Playwright, session_id: str) -> Iterator[Page]:
     """The session's kiosk page; the CDP connection is dropped afterwards (the browser stays)."""
-    browser = playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port(session_id)}")
+    url, headers = cdp_endpoint(session_id)
+    browser = playwright.chromium.connect_over_cdp(url, headers=headers)
     try:
         (page,) = [p for context in browser.contexts for p in context.pages if p.url.startswith("http")]
         yield page

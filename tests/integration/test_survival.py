@@ -72,23 +72,19 @@ def test_sessions_outlive_the_service_and_are_adopted(service_factory, how):
 
 
 def test_a_kiosk_page_is_adopted_without_a_reload(service_factory, playwright):
-    from tests.e2e.kiosk import cdp_port
+    from tests.e2e.kiosk import kiosk_page
 
     first = service_factory("no-reload")
     session = first.start_session(name="no-reload")
-    browser = playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port(session['id'])}")
-    (page,) = [p for c in browser.contexts for p in c.pages if p.url.startswith("http")]
-    page.evaluate("window.__keepaliveProbe = 'still the same page'")
-    browser.close()  # disconnects; the kiosk stays
+    with kiosk_page(playwright, session["id"]) as page:  # disconnects after; the kiosk stays
+        page.evaluate("window.__keepaliveProbe = 'still the same page'")
     first.process.kill()
     first.process.wait(30)
     second = service_factory("no-reload")
     wait_ready(second, session["id"])
     second.started.append(session["id"])
-    browser = playwright.chromium.connect_over_cdp(f"http://127.0.0.1:{cdp_port(session['id'])}")
-    (page,) = [p for c in browser.contexts for p in c.pages if p.url.startswith("http")]
-    assert page.evaluate("window.__keepaliveProbe") == "still the same page"
-    browser.close()
+    with kiosk_page(playwright, session["id"]) as page:
+        assert page.evaluate("window.__keepaliveProbe") == "still the same page"
 
 
 def test_a_second_service_on_one_state_dir_is_refused(service_factory, tmp_path):

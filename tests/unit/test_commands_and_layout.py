@@ -29,11 +29,12 @@ def test_xpra_listens_on_loopback_behind_a_password(tmp_path):
     assert shlex.split(option(argv, "--start-child")) == chromium
 
 
-def test_kiosk_chromium_has_no_fixed_cdp_port_and_its_own_profile(tmp_path):
+def test_kiosk_chromium_has_no_cdp_port_only_a_pipe_and_its_own_profile(tmp_path):
     layout = SessionLayout(tmp_path / "with space")
     argv = chromium_command("/usr/bin/chromium", layout, ScreenSize(1024, 768))
     assert "--kiosk" in argv and "--no-first-run" in argv
-    assert option(argv, "--remote-debugging-port") == "0"
+    assert "--remote-debugging-pipe" in argv
+    assert not [a for a in argv if a.startswith("--remote-debugging-port") or a.startswith("--remote-debugging-address")]
     assert option(argv, "--user-data-dir") == str(layout.profile_dir)
     assert option(argv, "--window-size") == "1024,768"
     assert "--disable-background-networking" in argv

@@ -15,7 +15,7 @@ from keepalive.settings import Settings
 def make_session(tmp_path, **settings) -> Session:
     record = SessionRecord(id="abcdef012345", name="unit", width=1280, height=800)
     saved = []
-    session = Session(record, Settings(state_dir=tmp_path, api_token="t", **settings), Allocator(), None, None,
+    session = Session(record, Settings(state_dir=tmp_path, api_token="t", **settings), Allocator(), None, None, None,
                       persist=saved.append)
     session.saved = saved
     return session

@@ -1,0 +1,211 @@
+"""Each session's DevTools, as an authenticated websocket: ``ws://HOST:PORT/sessions/{id}/cdp``.
+
+A session's Chromium speaks CDP only to its bridge (keepalive.engine.cdp_bridge), which serves a
+Unix socket that only the session's user and root can open. This gateway is the one way in over
+the network: it checks the caller's key before any byte reaches the browser, then relays
+websocket frames to the bridge's socket and back.
+
+Keys: the service's own (made per run, held in memory: the service's Playwright uses it), and
+whatever ``authorize`` accepts for guests (the API token; a link's own secret). It listens on
+the service's host, on a port of its own (``cdp_port``), since the service must reach its
+sessions' browsers while adopting them, before the API answers requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import re
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from keepalive.engine.cdp_bridge import MESSAGE_LIMIT, SEPARATOR
+
+log = logging.getLogger(__name__)
+
+PATH = re.compile(r"^/sessions/(?P<session_id>[0-9a-f]{1,32})/cdp$")
+#: What the bridge takes as "this connection is the service's own" (see cdp_bridge).
+SERVICE_HELLO = b'{"keepalive":{"role":"service"}}' + SEPARATOR
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Who a caller is: the service itself, or a guest allowed into one session."""
+
+    session_id: str
+    role: str  # "service" or "guest"
+    who: str  # for the log: "service", "api token", "link ..."; never a secret
+
+
+#: (session id, the bearer secret given, or None) -> a description of the guest, or None to refuse
+GuestCheck = Callable[[str, str | None], str | None]
+#: session id -> the bridge's socket path, or None when there is no such session (or no browser)
+SocketLookup = Callable[[str], Path | None]
+
+
+async def open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a Unix socket at any depth (AF_UNIX paths stop at 108 bytes)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    folder = os.open(path.parent, os.O_PATH | os.O_CLOEXEC)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, f"/proc/self/fd/{folder}/{path.name}")
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.close(folder)
+    return await asyncio.open_unix_connection(sock=sock, limit=MESSAGE_LIMIT)
+
+
+def bearer(headers: Headers) -> str | None:
+    value = headers.get("Authorization", "")
+    scheme, _, secret = value.partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+
+
+class CdpGateway:
+    def __init__(self, host: str, port: int, sockets: SocketLookup, guests: GuestCheck) -> None:
+        self.host = host
+        self._port = port
+        self._sockets = sockets
+        self._guests = guests
+        #: The service's own key: made per run, never written anywhere.
+        self.service_key = secrets.token_urlsafe(32)
+        self._server: Server | None = None
+        self._connections: set[ServerConnection] = set()
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._relay, self.host, self._port,
+            process_request=self._admit, max_size=MESSAGE_LIMIT, compression=None,
+            # CDP is chatty and latency-bound; a dead peer shows as a closed socket soon enough
+            ping_interval=None, logger=log,
+        )
+        log.info("DevTools gateway on %s", self.base_url)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "CdpGateway.start() was not called"
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def base_url(self) -> str:
+        """The gateway as the service itself reaches it (a wildcard address is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{self.port}"
+
+    def url(self, session_id: str) -> str:
+        return f"{self.base_url}/sessions/{session_id}/cdp"
+
+    @property
+    def service_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.service_key}"}
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- admission: before the websocket handshake, so a refused caller reaches nothing -------
+
+    def _admission(self, request: Request) -> Admission | Response:
+        path = request.path.partition("?")[0]
+        match = PATH.match(path)
+        if match is None:
+            return Response(404, "Not Found", Headers(), b"no such endpoint\n")
+        session_id = match["session_id"]
+        secret = bearer(request.headers)
+        if secret is not None and hmac.compare_digest(secret.encode(), self.service_key.encode()):
+            admission = Admission(session_id, "service", "service")
+        else:
+            who = self._guests(session_id, secret)
+            if who is None:
+                return Response(401, "Unauthorized", Headers({"WWW-Authenticate": "Bearer"}), b"a valid key is needed\n")
+            admission = Admission(session_id, "guest", who)
+        if self._sockets(session_id) is None:
+            return Response(404, "Not Found", Headers(), b"no such session, or its browser is not running\n")
+        return admission
+
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        admission = self._admission(request)
+        if isinstance(admission, Response):
+            log.info("DevTools: refused %s for %s (%s)", request.path.partition("?")[0], connection.remote_address,
+                     admission.status_code)
+            return admission
+        connection.admission = admission  # type: ignore[attr-defined]
+        return None
+
+    # -- the relay ------------------------------------------------------------------------------
+
+    async def _relay(self, connection: ServerConnection) -> None:
+        admission: Admission = connection.admission  # type: ignore[attr-defined]
+        path = self._sockets(admission.session_id)
+        if path is None:
+            await connection.close(1011, "the session's browser is gone")
+            return
+        try:
+            reader, writer = await open_unix(path)
+        except OSError as error:
+            log.warning("session %s: DevTools bridge not reachable: %s", admission.session_id, error)
+            await connection.close(1011, "the session's browser is not reachable")
+            return
+        if admission.role == "service":
+            writer.write(SERVICE_HELLO)
+        if admission.role == "guest":
+            log.info("session %s: DevTools client connected (%s)", admission.session_id, admission.who)
+        self._connections.add(connection)
+        try:
+            await _pump(connection, reader, writer)
+        finally:
+            self._connections.discard(connection)
+            writer.close()
+            if admission.role == "guest":
+                log.info("session %s: DevTools client disconnected (%s)", admission.session_id, admission.who)
+
+    def clients(self, session_id: str) -> int:
+        """Guest connections to one session now."""
+        return sum(
+            1 for c in self._connections
+            if c.admission.session_id == session_id and c.admission.role == "guest"  # type: ignore[attr-defined]
+        )
+
+
+async def _pump(connection: ServerConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Frames to NUL-separated messages and back, until either side goes."""
+
+    async def upstream() -> None:
+        async for frame in connection:
+            writer.write((frame.encode() if isinstance(frame, str) else frame) + SEPARATOR)
+            await writer.drain()
+
+    async def downstream() -> None:
+        while True:
+            raw = await reader.readuntil(SEPARATOR)
+            await connection.send(raw[:-1].decode())
+
+    tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(
+                result, (ConnectionClosed, asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError)
+            ):
+                log.warning("DevTools relay ended: %s", result)
+        await connection.close()
