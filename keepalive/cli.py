@@ -138,6 +138,14 @@ def serve(settings: Settings) -> int:
     except StateDirBusy as error:
         print(f"keepalive: {error}", file=sys.stderr)
         return 2
+    if settings.per_session_users:
+        from keepalive.engine.users import unreachable_reason
+
+        problem = unreachable_reason(settings.state_dir)
+        if problem is not None:
+            print(f"keepalive: {problem}", file=sys.stderr)
+            state_lock.release()
+            return 2
     app = create_app(settings, state_lock)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     server = uvicorn.Server(config)

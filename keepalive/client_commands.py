@@ -83,6 +83,11 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     delete_home.add_argument("name", metavar="NAME")
     delete_home.set_defaults(handler=cmd_delete_home)
 
+    token = commands.add_parser(
+        "token", parents=[common], help="print the API token (for scripts: TOKEN=$(keepalive token))"
+    )
+    token.set_defaults(handler=cmd_token)
+
     doctor = commands.add_parser("doctor", parents=[common], help="check this machine and the running service")
     doctor.set_defaults(handler=cmd_doctor)
 
@@ -296,3 +301,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     url = (args.url or default_url()).rstrip("/")
     return doctor.run(settings, url, args.token_file, explicit_url=args.url is not None)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """The token the other commands would use: from --token-file, the environment or the state dir."""
+    print(find_token(args.token_file, args.state_dir))
+    return 0

@@ -86,7 +86,18 @@ def service_checks(settings: Settings) -> list[Check]:
         )
     else:
         checks.append(Check("state_dir", False, f"{state_dir} is missing or not writable"))
+    checks.append(isolation_check(settings))
     return checks
+
+
+def isolation_check(settings: Settings) -> Check:
+    """Who sessions run as: always ok (both modes are legitimate), but said plainly."""
+    if settings.per_session_users:
+        return Check("isolation", True, f"per-session users (uids {settings.session_uids})")
+    return Check(
+        "isolation", True,
+        "shared user: every session runs as the service's own user (for one person or a trusted team)",
+    )
 
 
 def missing_prerequisites(settings: Settings) -> list[Check]:

@@ -26,8 +26,16 @@ def default_jupyter_python() -> Path:
     return beside if beside.exists() else Path(sys.executable)
 
 
+#: root's state dir: a system service's place, and one that session users can pass through
+#: (root's own home is 0700, so per-session users could not reach their folders under it).
+ROOT_STATE_DIR = Path("/var/lib/keepalive")
+
+
 def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/keepalive``, or ``~/.local/state/keepalive`` (the XDG default)."""
+    """``$XDG_STATE_HOME/keepalive``, or ``~/.local/state/keepalive`` (the XDG default); for
+    root, ``/var/lib/keepalive``."""
+    if os.geteuid() == 0:
+        return ROOT_STATE_DIR
     base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(base) / "keepalive"
 
@@ -84,6 +92,16 @@ class Settings(BaseSettings):
         description="Port of the DevTools gateway (each session's browser at ws://HOST:PORT/sessions/ID/cdp, "
         "behind the API token). 0: any free port; GET /sessions/ID shows the URL.",
     )
+    session_users: bool = Field(
+        True,
+        description="When the service runs as root: run each session as a Unix user of its own (from "
+        "SESSION_UIDS), owning its home and nothing else. As an ordinary user, sessions share its user.",
+    )
+    session_uids: str = Field(
+        "61000-61999",
+        description="uids for session users, FIRST-LAST. They need no /etc/passwd entry; a uid that has "
+        "one is skipped. A home keeps its uid.",
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(
@@ -116,6 +134,19 @@ class Settings(BaseSettings):
     viewer_sound: bool = Field(False, description="Forward the session's sound to the viewer (needs pulseaudio).")
     viewer_printing: bool = Field(False, description="Let the session print to the viewer's printers.")
     viewer_file_transfer: bool = Field(False, description="Allow file transfer between viewer and session.")
+
+    @field_validator("session_uids")
+    @classmethod
+    def _valid_uid_range(cls, value: str) -> str:
+        from keepalive.engine.users import parse_uid_range
+
+        parse_uid_range(value)
+        return value
+
+    @property
+    def per_session_users(self) -> bool:
+        """True when sessions run as users of their own: asked for, and possible (root)."""
+        return self.session_users and os.geteuid() == 0
 
     @field_validator("jupyter_url")
     @classmethod

@@ -40,6 +40,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: bool(PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ()))))
 
 
+def make_passable(path: Path) -> None:
+    """As root, let session users pass through the folders above ``path`` (o+x, never o+r).
+
+    pytest makes its temporary folders 0700; a state dir inside one could not hold sessions that
+    run as users of their own (the service refuses such a state dir, naming the folder).
+    """
+    if os.geteuid() != 0:
+        return
+    for folder in [path, *path.parents]:
+        if folder == Path("/") or not folder.exists():
+            continue
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod((mode & 0o7777) | 0o001)
+
+
+@pytest.fixture(autouse=True)
+def _passable_tmp_path(request) -> None:
+    if "tmp_path" in request.fixturenames:
+        make_passable(request.getfixturevalue("tmp_path"))
+
+
 def run_coroutine(coroutine):
     """``asyncio.run`` in a thread of its own: works even while Playwright's loop runs here."""
     import asyncio
@@ -138,6 +160,7 @@ LIVE_SERVICES: list[Service] = []
 
 def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, timeout: float = 60) -> Service:
     state_dir.mkdir(parents=True, exist_ok=True)
+    make_passable(state_dir)
     port = free_port()
     token = secrets.token_urlsafe(16)
     env = {

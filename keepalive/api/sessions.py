@@ -12,6 +12,7 @@ from playwright.async_api import Error as PlaywrightError
 from keepalive.api import viewer
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
 from keepalive.engine.manager import NameTaken, SessionNotFound, TemplateUnavailable, TooManySessions
+from keepalive.engine.users import NoFreeUser
 from keepalive.engine.session import Session, SessionStartError
 from keepalive.models import SessionCreate, SessionList, SessionOut, SessionState
 
@@ -91,6 +92,8 @@ async def create_session(
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
     except TooManySessions as error:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, str(error)) from None
+    except NoFreeUser as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"session could not start: {error}") from None
     except TemplateUnavailable as error:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"session could not start: {error}") from None
     if not wait:

@@ -170,6 +170,7 @@ def jupyter_command(layout: SessionLayout, python: Path | str) -> list[str]:
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={layout.notebooks_dir}",
         f"--HeavyAISessionManager.session_file={layout.heavyai_session_file}",
+        f"--LabApp.app_settings_dir={layout.lab_app_settings_dir}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     if running_as_root():

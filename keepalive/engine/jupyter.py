@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,22 +15,25 @@ import httpx
 from keepalive.engine.commands import jupyter_command, jupyter_runtime_dir
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildProcess
-from keepalive.files import write_private
+from keepalive.engine.users import SessionUser
+from keepalive.files import write_file, write_private
 
-# JupyterLab settings for a kiosk nobody may be watching: no news prompt, no update check,
+# JupyterLab defaults for a kiosk nobody may be watching: no news prompt, no update check,
 # and a new notebook starts the preferred kernel instead of waiting in a "Select Kernel" dialog.
 # Documents are saved every 2 s (JupyterLab's default is 120 s): the file on disk, outputs
 # included, is never far behind the screen when the kiosk browser dies.
+# They are JupyterLab's "overrides" (new defaults, which the user may still change), in a folder
+# of the service's own: nothing is written into the home, which the session's user owns.
 KIOSK_LAB_SETTINGS = {
-    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {
+    "@jupyterlab/docmanager-extension:plugin": {
         "autosave": True,
         "autosaveInterval": 2,
     },
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+    "@jupyterlab/apputils-extension:notification": {
         "fetchNews": "false",
         "checkForUpdates": False,
     },
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+    "@jupyterlab/notebook-extension:tracker": {
         "autoStartDefaultKernel": True,
     },
 }
@@ -53,11 +57,8 @@ def split_token(url: str) -> JupyterEndpoint:
 
 
 def write_lab_settings(layout: SessionLayout) -> None:
-    base = layout.home / ".jupyter" / "lab" / "user-settings"
-    for name, values in KIOSK_LAB_SETTINGS.items():
-        path = base / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
+    layout.lab_app_settings_dir.mkdir(mode=0o755, exist_ok=True)
+    write_file(layout.lab_app_settings_dir / "overrides.json", json.dumps(KIOSK_LAB_SETTINGS), 0o644)
 
 
 async def jupyter_answers(endpoint: JupyterEndpoint, timeout: float = 2.0) -> bool:
@@ -78,11 +79,15 @@ class EmbeddedJupyter:
         python: Path,
         on_exit: Callable[[ChildProcess, int | None], None] | None = None,
         token: str | None = None,
+        user: SessionUser | None = None,
     ) -> None:
         self.layout = layout
         self.token = token or secrets.token_urlsafe(24)
         self.runtime_dir = jupyter_runtime_dir(layout)
-        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.runtime_dir.exists():
+            self.runtime_dir.mkdir(parents=True, mode=0o700)
+            if user is not None:
+                os.lchown(self.runtime_dir, user.uid, user.gid)
         env = {
             **env,
             # from the environment, not argv: argv is visible to every user in `ps`
@@ -99,6 +104,7 @@ class EmbeddedJupyter:
             cwd=layout.notebooks_dir,
             log_path=layout.log("jupyter"),
             on_exit=on_exit,
+            user=(user.uid, user.gid) if user else None,
         )
         self.endpoint: JupyterEndpoint | None = None
 

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from keepalive.engine.users import SessionUser, give
+
 #: Set in the environment of every child of a session: lets the reaper find each
 #: descendant, including the ones that re-parent themselves (chrome_crashpad_handler).
 #: Not named KEEPALIVE_*: a notebook sees it, and nothing of the service's own settings may show there.
@@ -106,7 +108,12 @@ class SessionLayout:
 
     @property
     def xauthority(self) -> Path:
-        return self.folder / "Xauthority"
+        return self.runtime_dir / "Xauthority"  # written by xpra, as the session's user
+
+    @property
+    def lab_app_settings_dir(self) -> Path:
+        """JupyterLab's app settings (``overrides.json``: keepalive's defaults), the service's own."""
+        return self.folder / "lab-settings"
 
     @property
     def notebooks_dir(self) -> Path:
@@ -115,20 +122,41 @@ class SessionLayout:
     def log(self, part: str) -> Path:
         return self.logs_dir / f"{part}.log"
 
-    def create(self) -> None:
-        """Make the folder tree; private to the user, since it holds tokens and profiles.
-        The home may exist already: a session of the same name had it before."""
-        self.folder.mkdir(parents=True, mode=0o700)
+    def create(self, user: SessionUser | None = None, give_home: bool = False) -> None:
+        """Make the folder tree; private, since it holds tokens and profiles. The home may
+        exist already: a session of the same name had it before.
+
+        With a session ``user`` (the service is root): the session folder stays the service's
+        (0711: the user passes through, lists nothing, replaces nothing: the service writes its
+        token, logs and record there); the run dir, the browser profile and the home are the
+        user's. ``give_home``: the home is new, or was someone else's: all of it goes to the user.
+        Root never creates anything deeper than one level inside a home the user already owns,
+        where a planted symlink could send it elsewhere.
+        """
+        self.folder.mkdir(parents=True, mode=0o711 if user else 0o700)
+        os.chmod(self.folder, 0o711 if user else 0o700)
+        self.logs_dir.mkdir(mode=0o700, exist_ok=True)
+        for sub in (self.runtime_dir, self.profile_dir):
+            sub.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(sub, 0o700)  # XDG spec: the runtime dir must be 0700
+            if user:
+                os.lchown(sub, user.uid, user.gid)
+        home_is_new = not self.kept.exists()
         self.kept.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for sub in (self.home, self.profile_dir, self.logs_dir, self.notebooks_dir, *self.xdg_dirs()):
-            sub.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.runtime_dir, 0o700)  # XDG spec: the runtime dir must be 0700
+        for sub in (self.home, self.notebooks_dir, *self.xdg_dirs()):
+            if not sub.exists() and not sub.is_symlink():
+                sub.mkdir(mode=0o700)
+                if user and not (give_home or home_is_new):
+                    os.lchown(sub, user.uid, user.gid)
+        if user and (give_home or home_is_new):
+            give(self.kept, user)
 
     def xdg_dirs(self) -> list[Path]:
         return [self.kept / sub for sub in XDG_HOMES.values()]
 
-    def environment(self, session_id: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    def environment(
+        self, session_id: str, base: dict[str, str] | None = None, user: SessionUser | None = None
+    ) -> dict[str, str]:
         """The environment for every child: an allow-list of the service's own (``base``,
         default ``os.environ``), then HOME and all XDG dirs inside the session folder.
 
@@ -141,4 +169,6 @@ class SessionLayout:
         env["HOME"] = str(self.home)
         env["XAUTHORITY"] = str(self.xauthority)
         env[SESSION_MARKER] = session_id
+        if user is not None:  # the service's own name (root) would mislead whoever asks
+            env["USER"] = env["LOGNAME"] = user.name
         return env

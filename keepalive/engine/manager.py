@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from keepalive.engine.reaper import reap
 from keepalive.engine.session import Session, SessionRecord, SessionStartError, new_session_id
 from keepalive.engine.statelock import StateDirLock
 from keepalive.engine.store import SessionStore
+from keepalive.engine.users import NoFreeUser, choose_user, parse_uid_range, unreachable_reason
 from keepalive.models import SessionCreate, SessionState
 from keepalive.settings import Settings
 
@@ -48,6 +50,10 @@ class HomeNotFound(KeyError):
 
 class HomeInUse(RuntimeError):
     pass
+
+
+class UnusableStateDir(RuntimeError):
+    """The state dir cannot hold sessions as configured; the message says why and what to do."""
 
 
 class TemplateUnavailable(RuntimeError):
@@ -75,8 +81,7 @@ class SessionManager:
         """Take the state dir, start making the profile template, adopt what an earlier service left."""
         if self._state_lock is None:
             self._state_lock = StateDirLock(self.settings.state_dir).acquire()
-        self.settings.sessions_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.settings.homes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._prepare_folders()
         self._store = SessionStore(self.settings.state_dir / "sessions.db")
         # made now, in the background: the first POST of a fresh install does not wait 17 s
         # inside the admission lock, and a failure is answered with its reason (503)
@@ -85,6 +90,25 @@ class SessionManager:
         self._playwright = await self._playwright_cm.start()
         await self.gateway.start()  # before adopting: the service reaches its browsers through it
         await self._adopt_all()
+
+    def _prepare_folders(self) -> None:
+        """The sessions' and homes' parents; with per-session users, passable (never listable) by them."""
+        per_user = self.settings.per_session_users
+        for folder in (self.settings.sessions_dir, self.settings.homes_dir):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(folder, 0o711 if per_user else 0o700)
+        if not per_user:
+            log.warning(
+                "sessions run as this service's own user (%s): every notebook can read what the service "
+                "can. Fine for one person or a trusted team; run the service as root for a user per session.",
+                "root, KEEPALIVE_SESSION_USERS=false" if os.geteuid() == 0 else f"uid {os.geteuid()}",
+            )
+            return
+        os.chmod(self.settings.state_dir, 0o711)  # its own files stay 0600: passing is all users can do
+        problem = unreachable_reason(self.settings.sessions_dir)
+        if problem is not None:
+            raise UnusableStateDir(problem)
+        log.info("each session runs as a user of its own (uids %s)", self.settings.session_uids)
 
     async def _adopt_all(self) -> None:
         assert self._store is not None and self._playwright is not None
@@ -188,6 +212,14 @@ class SessionManager:
                 width=request.width or self.settings.default_width,
                 height=request.height or self.settings.default_height,
             )
+            give_home = False
+            if self.settings.per_session_users:
+                busy = {s.user.uid for s in live if s.user is not None}
+                user, give_home = choose_user(
+                    self.settings.homes_dir / name, parse_uid_range(self.settings.session_uids), busy,
+                    self.settings.homes_dir,
+                )
+                record.uid = user.uid
             assert self._playwright is not None and self._store is not None, "SessionManager.open() was not called"
             session = Session(
                 record,
@@ -199,8 +231,10 @@ class SessionManager:
                 heavyai=request.heavyai,
                 persist=self._store.save,
             )
+            session.give_home = give_home
             self._sessions[session_id] = session
-        log.info("session %s (%s): starting at %sx%s", session.id, session.name, session.width, session.height)
+        log.info("session %s (%s): starting at %sx%s%s", session.id, session.name, session.width, session.height,
+                 f" as uid {record.uid}" if record.uid is not None else "")
         return session
 
     async def start(self, session: Session) -> None:

@@ -72,8 +72,11 @@ class ChildProcess:
         cwd: Path,
         log_path: Path,
         on_exit: Callable[[ChildProcess, int | None], None] | None = None,
+        user: tuple[int, int] | None = None,
     ) -> None:
+        """``user``: (uid, gid) to run as (the service must be root), with no other groups."""
         self.name = name
+        self.user = user
         self.argv = argv
         self.env = env
         self.cwd = cwd
@@ -119,7 +122,12 @@ class ChildProcess:
         if self.pid is not None:
             raise RuntimeError(f"{self.name} was started already")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
+        as_user = {}
+        if self.user is not None:
+            uid, gid = self.user
+            as_user = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(log_fd, "ab") as log_file:
             self._popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -128,6 +136,7 @@ class ChildProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                **as_user,
             )
         self.pid = self._popen.pid
         self.started_at = start_time(self.pid)

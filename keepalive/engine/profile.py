@@ -22,6 +22,7 @@ from pathlib import Path
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.reaper import reap
+from keepalive.files import create_no_follow, open_no_follow, write_file
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,15 @@ def mark_clean_exit(profile_dir: Path) -> None:
     """Tell Chromium its last run ended well: no 'Restore pages?' bubble after a crash."""
     preferences = profile_dir / "Default" / "Preferences"
     try:
-        data = json.loads(preferences.read_text())
+        with open_no_follow(preferences) as handle:  # the session's user may own this folder
+            data = json.loads(handle.read())
+        owner = preferences.lstat()
     except (OSError, ValueError):
         return
     profile = data.setdefault("profile", {})
     profile["exit_type"] = "Normal"
     profile["exited_cleanly"] = True
-    preferences.write_text(json.dumps(data))
+    write_file(preferences, json.dumps(data), 0o600, (owner.st_uid, owner.st_gid))
 
 
 def _safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
@@ -97,7 +100,7 @@ def restore_profile(template: Path, profile_dir: Path) -> None:
         raise ProfileError(f"profile template {template} does not exist")
     profile_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(template) as archive:
+        with open_no_follow(template) as raw, tarfile.open(fileobj=raw) as archive:
             _extract(archive, _safe_members(archive), profile_dir)
     except (tarfile.TarError, OSError) as error:
         raise ProfileError(f"cannot unpack profile template {template}: {error}") from error
@@ -116,19 +119,22 @@ def pack_profile(profile_dir: Path, template: Path) -> None:
 
     The folder itself is left as it is: a running Chromium's profile may be packed too.
     """
-    (profile_dir / FIRST_RUN_SENTINEL).touch()
+    sentinel = profile_dir / FIRST_RUN_SENTINEL
+    if not sentinel.is_symlink():
+        sentinel.touch()
     template.parent.mkdir(parents=True, exist_ok=True)
     partial = template.with_name(template.name + ".partial")
-    with tarfile.open(partial, "w:gz") as archive:
+    # the home may belong to a session's user: no write through a symlink planted there
+    with create_no_follow(partial) as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
         for path in sorted(profile_dir.iterdir()):
-            archive.add(path, arcname=path.name, filter=_without_locks)
+            archive.add(path, arcname=path.name, filter=_without_locks)  # links are stored, never followed
     partial.replace(template)
 
 
 def _readable(archive_path: Path) -> bool:
     """A whole, readable tarball: every member's data is read once (a torn write fails here)."""
     try:
-        with tarfile.open(archive_path) as archive:
+        with open_no_follow(archive_path) as raw, tarfile.open(fileobj=raw) as archive:
             for member in archive:
                 if member.isfile():
                     extracted = archive.extractfile(member)

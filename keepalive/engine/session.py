@@ -39,6 +39,7 @@ from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
 from keepalive.engine.reaper import reap, with_descendants
+from keepalive.engine.users import SessionUser, give
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
 from keepalive.settings import Settings
@@ -110,6 +111,8 @@ class SessionRecord:
     xpra_started_at: float | None = None
     #: The HeavyAI connection without its session ID (that is in the session's 0600 file).
     heavyai: dict | None = None
+    #: The session's own Unix user (keepalive.engine.users), when the service runs as root.
+    uid: int | None = None
 
 
 def new_session_id() -> str:
@@ -144,6 +147,10 @@ class Session:
         self.xpra: ChildProcess | None = None
         self.browser: KioskBrowser | None = None
         self.xpra_password = secrets.token_urlsafe(24)
+        #: The session's Unix user, or None: it shares the service's (see keepalive.engine.users).
+        self.user = SessionUser(record.uid) if record.uid is not None else None
+        #: Set by the manager when the home is new or was someone else's: all of it goes to ``user``.
+        self.give_home = False
         self._recovery: asyncio.Task[None] | None = None
         self._recent_restarts: list[float] = []  # monotonic times of the restarts in the window
         self._watchdog: asyncio.Task[None] | None = None
@@ -204,12 +211,20 @@ class Session:
             "xpra": self.xpra.pid if self.xpra else None,
         }
 
+    @property
+    def _owner(self) -> tuple[int, int] | None:
+        return (self.user.uid, self.user.gid) if self.user else None
+
+    def environment(self) -> dict[str, str]:
+        """What every child of the session starts with (see SessionLayout.environment)."""
+        return self.layout.environment(self.id, user=self.user)
+
     def _save_record(self) -> None:
         record = asdict(self.record)
         if self._persist is not None:
             self._persist(record)
         if self.layout.folder.is_dir():  # a copy for people looking into the folder
-            self.layout.record_file.write_text(json.dumps(record, indent=2))
+            write_private(self.layout.record_file, json.dumps(record, indent=2))
 
     # -- start ------------------------------------------------------------------------
 
@@ -234,14 +249,16 @@ class Session:
         log.info("session %s (%s): ready, pids %s", self.id, self.name, self.pids())
 
     async def _start_parts(self) -> None:
-        self.layout.create()
+        self.layout.create(self.user, give_home=self.give_home)
         self._save_record()
-        env = self.layout.environment(self.id)
+        env = self.environment()
         assert self._profile_template is not None
         used = await asyncio.to_thread(
             restore_session_profile,
             self.layout.saved_profile, self.layout.previous_profile, self._profile_template, self.layout.profile_dir,
         )
+        if self.user is not None:
+            await asyncio.to_thread(give, self.layout.profile_dir, self.user)
         log.info("session %s (%s): browser profile from %s", self.id, self.name, used)
         if self._heavyai is not None:
             self._write_heavyai_handoff()
@@ -280,7 +297,7 @@ class Session:
                 "HEAVYAI_PORT": str(self.record.heavyai["port"]),
             })
         self.jupyter = EmbeddedJupyter(
-            self.layout, jupyter_env, self.settings.jupyter_python, on_exit=self._child_exited
+            self.layout, jupyter_env, self.settings.jupyter_python, on_exit=self._child_exited, user=self.user
         )
         endpoint = await self.jupyter.start(self.settings.start_timeout)
         self.record.jupyter_pid = self.jupyter.process.pid
@@ -298,7 +315,7 @@ class Session:
             "session": heavyai.session_id.get_secret_value() if heavyai.session_id else "",
             "query": heavyai.query or "",
         }
-        write_private(self.layout.heavyai_session_file, json.dumps(content))
+        write_private(self.layout.heavyai_session_file, json.dumps(content), owner=self._owner)
 
     async def _start_display(self, env: dict[str, str]) -> None:
         """xpra on a fresh display with the kiosk Chromium as its child.
@@ -329,7 +346,7 @@ class Session:
         if self.record.xpra_port is None:
             self.record.xpra_port = self._allocator.port()
         self._save_record()
-        write_private(self.layout.xpra_password_file, self.xpra_password)
+        write_private(self.layout.xpra_password_file, self.xpra_password, owner=self._owner)
         screen = ScreenSize(self.width, self.height)
         argv = xpra_command(
             self.settings.xpra,
@@ -337,7 +354,10 @@ class Session:
             self.record.xpra_port,
             self.layout,
             screen,
-            bridge_command(sys.executable, self.layout, chromium_command(self.settings.chromium, self.layout, screen)),
+            bridge_command(
+                sys.executable, self.layout,
+                chromium_command(self.settings.chromium, self.layout, screen, as_other_user=self.user is not None),
+            ),
             viewer_flags=xpra_viewer_flags(self.settings, self.width, self.height),
             framebuffer=ScreenSize(*viewer_screen(self.settings, self.width, self.height)),
         )
@@ -348,6 +368,7 @@ class Session:
             cwd=self.layout.home,
             log_path=self.layout.log("xpra"),
             on_exit=self._child_exited,
+            user=self._owner,
         )
         await self.xpra.start()
         self.record.xpra_pid, self.record.xpra_started_at = self.xpra.pid, self.xpra.started_at
@@ -443,7 +464,7 @@ class Session:
             log.info("session %s: recovered, pids %s", self.id, self.pids())
 
     async def _recover_parts(self) -> None:
-        env = self.layout.environment(self.id)
+        env = self.environment()
         if self.jupyter is not None and not self.jupyter.process.running:
             await self.jupyter.stop()
             self.jupyter = None
@@ -525,7 +546,7 @@ class Session:
         """
         assert self.record.display is not None
         return await set_screen_size(
-            f":{self.record.display}", self.width, self.height, self.layout.environment(self.id)
+            f":{self.record.display}", self.width, self.height, self.environment()
         )
 
     # -- use ------------------------------------------------------------------------------

@@ -95,6 +95,7 @@ def test_serve_banner_examples_name_only_what_the_client_would_miss(tmp_path, mo
     from keepalive.settings import Settings
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr("keepalive.settings.os.geteuid", lambda: 1000)  # root's default is /var/lib
     default = Settings(state_dir=tmp_path / "xdg" / "keepalive")
     token_line, curl_line, client_line = start_examples(default, "http://127.0.0.1:8900")
     assert token_line == f"TOKEN=$(cat {default.token_file})"

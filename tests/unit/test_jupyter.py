@@ -24,8 +24,8 @@ def test_kiosk_settings_start_kernels_and_skip_the_news(tmp_path):
     layout = SessionLayout(tmp_path / "s")
     layout.create()
     write_lab_settings(layout)
-    base = layout.home / ".jupyter" / "lab" / "user-settings" / "@jupyterlab"
-    tracker = json.loads((base / "notebook-extension" / "tracker.jupyterlab-settings").read_text())
-    assert tracker["autoStartDefaultKernel"] is True  # no "Select Kernel" dialog in a kiosk
-    notification = json.loads((base / "apputils-extension" / "notification.jupyterlab-settings").read_text())
-    assert notification == {"fetchNews": "false", "checkForUpdates": False}
+    # JupyterLab's overrides (new defaults), in the service's part of the session folder
+    overrides = json.loads((layout.lab_app_settings_dir / "overrides.json").read_text())
+    assert overrides["@jupyterlab/notebook-extension:tracker"]["autoStartDefaultKernel"] is True
+    assert overrides["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
+    assert not (layout.home / ".jupyter").exists()  # nothing written into the user's home

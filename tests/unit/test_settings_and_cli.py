@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from keepalive.cli import build_parser, main, settings_from_args
@@ -13,10 +15,13 @@ def test_defaults_match_the_contract(monkeypatch, tmp_path):
         if name.startswith("KEEPALIVE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setattr("keepalive.settings.os.geteuid", lambda: 1000)
     settings = Settings()
     assert settings.host == "127.0.0.1"
     assert settings.port == 8900
     assert settings.state_dir == tmp_path / "keepalive"
+    monkeypatch.setattr("keepalive.settings.os.geteuid", lambda: 0)
+    assert Settings().state_dir == Path("/var/lib/keepalive")  # a system service's place, passable
     assert settings.jupyter_url == ""
     assert settings.chromium == "chromium"
     assert settings.xpra == "xpra"

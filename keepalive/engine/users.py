@@ -1,0 +1,117 @@
+"""Per-session Unix users: when the service runs as root, each home gets a uid of its own.
+
+A session runs code its user types. With its own uid, that code reaches only what the uid owns:
+its home and the session's run dir and browser profile; not the service's token or database,
+not other homes, not other sessions' processes (``/proc/PID/environ``) or secret files.
+
+The uids come from a configured range and need no ``/etc/passwd`` entry (``USER``, ``LOGNAME``
+and ``HOME`` are set for the programs that ask); a uid that does have an entry belongs to some
+account on the machine and is never used. A home keeps its uid: the owner of its folder is the
+record, so a later session of the same name runs as the same user and owns its files.
+
+When the service runs as an ordinary user, sessions share that user: fine for one person or a
+team that trusts each other, and said so in the log and in ``/health``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class NoFreeUser(RuntimeError):
+    """Every uid of the configured range is taken."""
+
+
+@dataclass(frozen=True)
+class SessionUser:
+    uid: int
+
+    @property
+    def gid(self) -> int:
+        return self.uid  # a group of its own, of the same number: shares nothing with anyone
+
+    @property
+    def name(self) -> str:
+        return f"keepalive-{self.uid}"
+
+
+def parse_uid_range(text: str) -> range:
+    """``"61000-61999"`` -> range(61000, 62000); raises ValueError naming what is wrong."""
+    first, sep, last = text.partition("-")
+    try:
+        low, high = int(first), int(last if sep else first)
+    except ValueError:
+        raise ValueError(f"expected FIRST-LAST (e.g. 61000-61999), got {text!r}") from None
+    if not 1000 <= low <= high <= 2**31 - 2:
+        raise ValueError(f"expected 1000 <= FIRST <= LAST, got {text!r}")
+    return range(low, high + 1)
+
+
+def has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+def choose_user(home: Path, uids: range, busy: Iterable[int], homes_dir: Path) -> tuple[SessionUser, bool]:
+    """The user for a session of ``home``: the home's owner if it has one from the range and
+    no live session runs as it; else the lowest uid nobody owns or uses.
+
+    Returns the user and whether the home must be given to it (new, or owned by someone else).
+    """
+    busy = set(busy)
+    try:
+        owner = home.lstat().st_uid
+    except FileNotFoundError:
+        owner = None
+    if owner in uids and owner not in busy and not home.is_symlink():
+        return SessionUser(owner), False
+    owned = set()
+    if homes_dir.is_dir():
+        for other in homes_dir.iterdir():
+            try:
+                owned.add(other.lstat().st_uid)
+            except OSError:
+                continue
+    for uid in uids:
+        if uid not in busy and uid not in owned and not has_account(uid):
+            return SessionUser(uid), True
+    raise NoFreeUser(f"all {len(uids)} uids of the session user range are taken (KEEPALIVE_SESSION_UIDS)")
+
+
+def give(path: Path, user: SessionUser) -> None:
+    """Make ``path`` and everything under it the user's; never follows a symlink."""
+    os.lchown(path, user.uid, user.gid)
+    for folder, dirs, files in os.walk(path, followlinks=False):
+        for name in dirs + files:
+            os.lchown(os.path.join(folder, name), user.uid, user.gid)
+
+
+def untraversable_ancestor(path: Path) -> Path | None:
+    """The first folder on the way to ``path`` that other users cannot pass through, if any.
+
+    Session users must reach their folders inside the state dir: every folder above it needs
+    the execute bit for others (0711 is enough; nothing needs to be listable).
+    """
+    for folder in reversed(path.resolve().parents):
+        if not os.stat(folder).st_mode & 0o001:
+            return folder
+    return None
+
+
+def unreachable_reason(state_dir: Path) -> str | None:
+    """Why session users could not reach their folders in ``state_dir``, with the fixes; or None."""
+    blocked = untraversable_ancestor(state_dir)
+    if blocked is None:
+        return None
+    return (
+        f"session users cannot reach {state_dir}: {blocked} is closed to other users. Use a state dir "
+        f"they can pass through (as root the default, /var/lib/keepalive, is one), or chmod o+x {blocked}, "
+        f"or run every session as the service's own user with KEEPALIVE_SESSION_USERS=false."
+    )
