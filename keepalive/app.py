@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from keepalive import __version__
-from keepalive.api import dashboard, health, homes, sessions, viewer
+from keepalive.api import dashboard, devtools, health, homes, sessions, viewer
 from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
@@ -52,5 +52,6 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     app.include_router(sessions.router)
     app.include_router(homes.router)
     app.include_router(viewer.router)
+    app.include_router(devtools.router)
     app.include_router(dashboard.router)
     return app

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         description="uids for session users, FIRST-LAST. They need no /etc/passwd entry; a uid that has "
         "one is skipped. A home keeps its uid.",
     )
+    cdp_max_clients: int = Field(4, ge=1, le=100, description="DevTools clients per session at once (keepalive's own not counted).")
+    cdp_idle_timeout: float = Field(
+        600.0, gt=0, le=86400, description="Seconds a DevTools client may stay silent (both ways) before it is disconnected."
+    )
+    cdp_link_ttl: float = Field(
+        300.0, gt=0, le=86400, description="Seconds a DevTools link (POST /sessions/ID/cdp-link) stays valid."
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(

@@ -6,7 +6,9 @@ the network: it checks the caller's key before any byte reaches the browser, the
 websocket frames to the bridge's socket and back.
 
 Keys: the service's own (made per run, held in memory: the service's Playwright uses it), and
-whatever ``authorize`` accepts for guests (the API token; a link's own secret). It listens on
+whatever ``guests`` accepts for others: the API token as a bearer header, or a DevTools link's
+own key (a header, or ``?key=`` for clients that cannot send one). Guests per session and their
+idle time are bounded. It listens on
 the service's host, on a port of its own (``cdp_port``), since the service must reach its
 sessions' browsers while adopting them, before the API answers requests.
 """
@@ -23,6 +25,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -68,6 +71,17 @@ async def open_unix(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWri
     return await asyncio.open_unix_connection(sock=sock, limit=MESSAGE_LIMIT)
 
 
+QUIET_WEBSOCKETS_LOG = logging.getLogger("keepalive.cdp.websockets")
+QUIET_WEBSOCKETS_LOG.setLevel(logging.WARNING)
+
+
+def link_key(path: str) -> str | None:
+    """The ``?key=`` of a DevTools link (POST /sessions/{id}/cdp-link), for clients that cannot
+    send a header."""
+    values = parse_qs(urlsplit(path).query).get("key")
+    return values[0] if values else None
+
+
 def bearer(headers: Headers) -> str | None:
     value = headers.get("Authorization", "")
     scheme, _, secret = value.partition(" ")
@@ -75,11 +89,18 @@ def bearer(headers: Headers) -> str | None:
 
 
 class CdpGateway:
-    def __init__(self, host: str, port: int, sockets: SocketLookup, guests: GuestCheck) -> None:
+    def __init__(
+        self, host: str, port: int, sockets: SocketLookup, guests: GuestCheck,
+        max_clients: int = 4, idle_timeout: float = 600.0,
+    ) -> None:
+        """``max_clients``: guest connections per session; ``idle_timeout``: seconds a guest
+        connection may stay silent both ways before it is closed."""
         self.host = host
         self._port = port
         self._sockets = sockets
         self._guests = guests
+        self._max_clients = max_clients
+        self._idle_timeout = idle_timeout
         #: The service's own key: made per run, never written anywhere.
         self.service_key = secrets.token_urlsafe(32)
         self._server: Server | None = None
@@ -90,7 +111,9 @@ class CdpGateway:
             self._relay, self.host, self._port,
             process_request=self._admit, max_size=MESSAGE_LIMIT, compression=None,
             # CDP is chatty and latency-bound; a dead peer shows as a closed socket soon enough
-            ping_interval=None, logger=log,
+            ping_interval=None,
+            # its debug lines carry request lines (a link's key) and whole CDP frames: never logged
+            logger=QUIET_WEBSOCKETS_LOG,
         )
         log.info("DevTools gateway on %s", self.base_url)
 
@@ -127,7 +150,7 @@ class CdpGateway:
         if match is None:
             return Response(404, "Not Found", Headers(), b"no such endpoint\n")
         session_id = match["session_id"]
-        secret = bearer(request.headers)
+        secret = bearer(request.headers) or link_key(request.path)
         if secret is not None and hmac.compare_digest(secret.encode(), self.service_key.encode()):
             admission = Admission(session_id, "service", "service")
         else:
@@ -135,6 +158,9 @@ class CdpGateway:
             if who is None:
                 return Response(401, "Unauthorized", Headers({"WWW-Authenticate": "Bearer"}), b"a valid key is needed\n")
             admission = Admission(session_id, "guest", who)
+            if self.clients(session_id) >= self._max_clients:
+                return Response(503, "Service Unavailable", Headers(),
+                                f"this session already has {self._max_clients} DevTools clients\n".encode())
         if self._sockets(session_id) is None:
             return Response(404, "Not Found", Headers(), b"no such session, or its browser is not running\n")
         return admission
@@ -168,7 +194,7 @@ class CdpGateway:
             log.info("session %s: DevTools client connected (%s)", admission.session_id, admission.who)
         self._connections.add(connection)
         try:
-            await _pump(connection, reader, writer)
+            await _pump(connection, reader, writer, self._idle_timeout if admission.role == "guest" else None)
         finally:
             self._connections.discard(connection)
             writer.close()
@@ -183,20 +209,38 @@ class CdpGateway:
         )
 
 
-async def _pump(connection: ServerConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Frames to NUL-separated messages and back, until either side goes."""
+async def _pump(
+    connection: ServerConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    idle_timeout: float | None,
+) -> None:
+    """Frames to NUL-separated messages and back, until either side goes (or, with
+    ``idle_timeout``, until nothing went either way for that long)."""
+    loop = asyncio.get_running_loop()
+    last_activity = loop.time()
 
     async def upstream() -> None:
+        nonlocal last_activity
         async for frame in connection:
+            last_activity = loop.time()
             writer.write((frame.encode() if isinstance(frame, str) else frame) + SEPARATOR)
             await writer.drain()
 
     async def downstream() -> None:
+        nonlocal last_activity
         while True:
             raw = await reader.readuntil(SEPARATOR)
+            last_activity = loop.time()
             await connection.send(raw[:-1].decode())
 
+    async def idle_watch() -> None:
+        assert idle_timeout is not None
+        while (silent := loop.time() - last_activity) < idle_timeout:
+            await asyncio.sleep(idle_timeout - silent)
+        log.info("DevTools client idle for %.0f s: closing it", idle_timeout)
+
     tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+    if idle_timeout is not None:
+        tasks.append(asyncio.create_task(idle_watch()))
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

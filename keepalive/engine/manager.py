@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import os
+import secrets
 import shutil
+import time
 from pathlib import Path
 
 from playwright.async_api import Playwright, async_playwright
 
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
+from keepalive.engine.layout import SessionLayout
 from keepalive.engine.profile import ProfileError, make_template
 from keepalive.engine.reaper import reap
 from keepalive.engine.session import Session, SessionRecord, SessionStartError, new_session_id
@@ -66,7 +70,13 @@ class SessionManager:
     ) -> None:
         self.settings = settings
         self._api_token = api_token
-        self.gateway = CdpGateway(settings.host, settings.cdp_port, self._cdp_socket, self._cdp_guest)
+        self.gateway = CdpGateway(
+            settings.host, settings.cdp_port, self._cdp_socket, self._cdp_guest,
+            max_clients=settings.cdp_max_clients, idle_timeout=settings.cdp_idle_timeout,
+        )
+        # DevTools links: key -> (link number for the log, session id, monotonic expiry)
+        self._cdp_links: dict[str, tuple[int, str, float]] = {}
+        self._cdp_link_numbers = itertools.count(1)
         self.allocator = Allocator(display_base=settings.display_base)
         self._sessions: dict[str, Session] = {}
         self._playwright_cm = None
@@ -76,6 +86,7 @@ class SessionManager:
         self._template: asyncio.Task[Path] | None = None
         self._admit_lock = asyncio.Lock()
         self._starts: dict[str, asyncio.Task[None]] = {}
+        self._adopting: dict[str, Path] = {}  # session id -> CDP socket, while Session.adopt runs
 
     async def open(self) -> None:
         """Take the state dir, start making the profile template, adopt what an earlier service left."""
@@ -124,6 +135,7 @@ class SessionManager:
             if record.state == SessionState.stopping.value:
                 await self._finish_stop(record)
                 continue
+            self._adopting[record.id] = SessionLayout(folder).cdp_socket  # the gateway serves it meanwhile
             try:
                 session = await Session.adopt(
                     record, self.settings, self.allocator, self._playwright, self.gateway, self._store.save
@@ -131,6 +143,8 @@ class SessionManager:
             except Exception as error:  # one bad record must not keep the others from being adopted
                 log.error("session %s (%s): cannot be adopted: %s", record.id, record.name, error)
                 continue
+            finally:
+                self._adopting.pop(record.id, None)
             self._sessions[record.id] = session
         if records:
             log.info("adopted %s session(s) from an earlier service", len(self._sessions))
@@ -296,17 +310,36 @@ class SessionManager:
 
     def _cdp_socket(self, session_id: str) -> Path | None:
         session = self._sessions.get(session_id)
-        if session is None or session.state in (SessionState.stopping, SessionState.stopped):
+        if session is None:
+            return self._adopting.get(session_id)
+        if session.state in (SessionState.stopping, SessionState.stopped):
             return None
         return session.layout.cdp_socket
 
     def _cdp_guest(self, session_id: str, secret: str | None) -> str | None:
-        """Who may drive a session's browser besides the service: holders of the API token."""
-        if secret is not None and self._api_token is not None and hmac.compare_digest(
-            secret.encode(), self._api_token.encode()
-        ):
+        """Who may drive a session's browser besides the service: holders of the API token, or of
+        an unexpired DevTools link of that very session. Returns how to name them in the log."""
+        if secret is None:
+            return None
+        if self._api_token is not None and hmac.compare_digest(secret.encode(), self._api_token.encode()):
             return "api token"
+        now = time.monotonic()
+        self._cdp_links = {k: v for k, v in self._cdp_links.items() if v[2] > now}
+        for key, (number, linked_session, _) in self._cdp_links.items():
+            if hmac.compare_digest(secret.encode(), key.encode()) and linked_session == session_id:
+                return f"link #{number}"
         return None
+
+    def create_cdp_link(self, session_id: str) -> tuple[str, float]:
+        """A key that opens one session's DevTools for ``cdp_link_ttl`` seconds; returns it and
+        its lifetime in seconds."""
+        self.get(session_id)  # SessionNotFound for an unknown id
+        key = secrets.token_urlsafe(24)
+        ttl = self.settings.cdp_link_ttl
+        number = next(self._cdp_link_numbers)
+        self._cdp_links[key] = (number, session_id, time.monotonic() + ttl)
+        log.info("session %s: DevTools link #%s made, valid %.0f s", session_id, number, ttl)
+        return key, ttl
 
     # -- homes ----------------------------------------------------------------------------
 

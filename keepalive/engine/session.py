@@ -290,6 +290,10 @@ class Session:
             log.info("session %s: using the Jupyter server at %s", self.id, endpoint.url)
             return endpoint
         jupyter_env = dict(env)
+        if self.user is not None:
+            # The Jupyter environment is shared and not this user's to change: a notebook's
+            # %pip install goes into the home instead (kept with it), ahead on the path.
+            jupyter_env["PIP_TARGET"] = jupyter_env["PYTHONPATH"] = str(self.layout.user_packages)
         if self.record.heavyai is not None:  # the kernel reads the connection from here
             jupyter_env.update({
                 "HEAVYAI_PROTOCOL": self.record.heavyai["protocol"],

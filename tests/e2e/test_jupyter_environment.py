@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import sys
 import zipfile
@@ -61,6 +62,14 @@ def test_notebook_pip_leaves_the_service_alone_and_widgets_render(keepalive_serv
     before = environment_snapshot(service_prefix)
     assert before, f"no distributions found in {service_prefix}"
     session = keepalive_service.start_session(name="jupyter-env")
+    # With a user per session (the service runs as root) the shared Jupyter environment is
+    # read-only to notebooks: %pip installs into the home instead. Otherwise into .venv-jupyter.
+    per_user = os.geteuid() == 0
+    jupyter_before = environment_snapshot(jupyter_prefix)
+    install_dir = (
+        keepalive_service.state_dir / "homes" / "jupyter-env" / "home" / ".local" / "python-packages"
+        if per_user else jupyter_prefix
+    )
     cells = [
         f"%pip install --no-deps --no-index --no-cache-dir {wheel}",
         f"import importlib, {PROBE}; print('probe from', {PROBE}.__file__, {PROBE}.ANSWER)",
@@ -75,7 +84,7 @@ def test_notebook_pip_leaves_the_service_alone_and_widgets_render(keepalive_serv
         outputs = page.locator(".jp-OutputArea-output")
         expect(outputs.filter(has_text="Successfully uninstalled")).to_have_count(1, timeout=UI_TIMEOUT_MS)
         probe = outputs.filter(has_text="probe from").inner_text()
-        assert re.search(rf"probe from {re.escape(str(jupyter_prefix))}/\S+/{PROBE}\.py 42", probe), probe
+        assert re.search(rf"probe from {re.escape(str(install_dir))}/(\S+/)?{PROBE}\.py 42", probe), probe
         # tqdm's notebook bar is an ipywidgets progress bar: rendered, full, with its label
         bar = page.locator(".jp-OutputArea-output .widget-hprogress")
         expect(bar).to_have_count(1, timeout=UI_TIMEOUT_MS)
@@ -87,7 +96,10 @@ def test_notebook_pip_leaves_the_service_alone_and_widgets_render(keepalive_serv
         assert not page.locator(".jp-OutputArea-output", has_text="Error displaying widget").count()
         # the kernel inherited nothing of the service's own settings (its API token among them)
         expect(outputs.filter(has_text="service variables:")).to_have_text("service variables: []")
-    # the package came and went in the Jupyter environment only
+    # the package came and went where the notebook may install, and nowhere else
+    assert not list(install_dir.glob(f"**/{PROBE}*"))
+    if per_user:
+        assert environment_snapshot(jupyter_prefix) == jupyter_before
     assert not list(jupyter_prefix.glob(f"lib/python3*/site-packages/{PROBE}*"))
     assert not list(service_prefix.glob(f"lib/python3*/site-packages/{PROBE}*"))
     assert environment_snapshot(service_prefix) == before

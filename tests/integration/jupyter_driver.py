@@ -56,6 +56,40 @@ class SessionJupyter:
         )
         return kernel["id"], kernel_pid
 
+    def run(self, code: str, timeout: float = 120) -> str:
+        """Run ``code`` in a new kernel of the session's server (as the session's own kernels run:
+        its user, its environment); returns what it printed. The kernel is shut down after."""
+        kernel = self.client.post("/api/kernels", json={"name": "python3"}).json()
+        ws_url = self.url.replace("http", "ws", 1) + f"/api/kernels/{kernel['id']}/channels"
+        request_id = uuid.uuid4().hex
+        message = {
+            "header": {"msg_id": request_id, "msg_type": "execute_request", "username": "test",
+                       "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }
+        printed: list[str] = []
+        try:
+            with ws_connect(ws_url, additional_headers={"Authorization": f"token {self.token}"},
+                            open_timeout=60, max_size=None) as ws:
+                ws.send(json.dumps(message))
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    reply = json.loads(ws.recv(timeout=timeout))
+                    if reply.get("parent_header", {}).get("msg_id") != request_id:
+                        continue
+                    kind, content = reply["msg_type"], reply["content"]
+                    if kind == "stream":
+                        printed.append(content["text"])
+                    elif kind == "error":
+                        raise AssertionError(f"the cell failed: {content['ename']}: {content['evalue']}")
+                    elif kind == "status" and content["execution_state"] == "idle":
+                        return "".join(printed)
+                raise AssertionError(f"the cell did not finish within {timeout} s")
+        finally:
+            self.client.delete(f"/api/kernels/{kernel['id']}")
+
     def close(self) -> None:
         self.client.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from keepalive.settings import ROOT_STATE_DIR
 from tests.conftest import end_serve
 from tests.readme import README, blocks
 
@@ -59,7 +60,9 @@ def served_by_serve_sh(tmp_path, profile_template):
             ["bash", "scripts/serve.sh"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
-    token_file = home / ".local" / "state" / "keepalive" / "api-token"
+    # the default state dir: the XDG one under HOME, or root's /var/lib/keepalive
+    state_dir = ROOT_STATE_DIR if os.geteuid() == 0 else home / ".local" / "state" / "keepalive"
+    token_file = state_dir / "api-token"
     deadline = time.monotonic() + 300  # serve.sh may first have to finish a set-up
     while True:
         assert serve.poll() is None, f"serve.sh exited with {serve.returncode}:\n{log_path.read_text()}"
