@@ -116,11 +116,6 @@ class SessionLayout:
         return self.folder / "lab-settings"
 
     @property
-    def user_packages(self) -> Path:
-        """Where a session user's ``%pip install`` goes (the shared Jupyter environment is read-only to it)."""
-        return self.home / ".local" / "python-packages"
-
-    @property
     def notebooks_dir(self) -> Path:
         return self.kept / "notebooks"
 

@@ -39,6 +39,7 @@ from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
 from keepalive.engine.reaper import reap, with_descendants
+from keepalive.engine import user_python
 from keepalive.engine.users import SessionUser, give
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
@@ -290,10 +291,10 @@ class Session:
             log.info("session %s: using the Jupyter server at %s", self.id, endpoint.url)
             return endpoint
         jupyter_env = dict(env)
-        if self.user is not None:
-            # The Jupyter environment is shared and not this user's to change: a notebook's
-            # %pip install goes into the home instead (kept with it), ahead on the path.
-            jupyter_env["PIP_TARGET"] = jupyter_env["PYTHONPATH"] = str(self.layout.user_packages)
+        python = self.settings.jupyter_python
+        if self.user is not None:  # the shared environment is read-only to it: one of its own on top
+            python = await user_python.prepare(python, self.layout.home, self.user)
+            jupyter_env.update(user_python.shared_jupyter_paths(self.settings.jupyter_python))
         if self.record.heavyai is not None:  # the kernel reads the connection from here
             jupyter_env.update({
                 "HEAVYAI_PROTOCOL": self.record.heavyai["protocol"],
@@ -301,7 +302,7 @@ class Session:
                 "HEAVYAI_PORT": str(self.record.heavyai["port"]),
             })
         self.jupyter = EmbeddedJupyter(
-            self.layout, jupyter_env, self.settings.jupyter_python, on_exit=self._child_exited, user=self.user
+            self.layout, jupyter_env, python, on_exit=self._child_exited, user=self.user
         )
         endpoint = await self.jupyter.start(self.settings.start_timeout)
         self.record.jupyter_pid = self.jupyter.process.pid

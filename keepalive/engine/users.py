@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 
 class NoFreeUser(RuntimeError):
     """Every uid of the configured range is taken."""
@@ -61,11 +63,11 @@ def has_account(uid: int) -> bool:
 
 def choose_user(home: Path, uids: range, busy: Iterable[int], homes_dir: Path) -> tuple[SessionUser, bool]:
     """The user for a session of ``home``: the home's owner if it has one from the range and
-    no live session runs as it; else the lowest uid nobody owns or uses.
+    nothing runs as it (no live session, no process at all); else the lowest uid nobody owns or uses.
 
     Returns the user and whether the home must be given to it (new, or owned by someone else).
     """
-    busy = set(busy)
+    busy = set(busy) | running_uids()
     try:
         owner = home.lstat().st_uid
     except FileNotFoundError:
@@ -83,6 +85,16 @@ def choose_user(home: Path, uids: range, busy: Iterable[int], homes_dir: Path) -
         if uid not in busy and uid not in owned and not has_account(uid):
             return SessionUser(uid), True
     raise NoFreeUser(f"all {len(uids)} uids of the session user range are taken (KEEPALIVE_SESSION_UIDS)")
+
+
+def running_uids() -> set[int]:
+    """uids that own a process now: another service on this machine may hand out the same range."""
+    found = set()
+    for process in psutil.process_iter(["uids"]):
+        uids = process.info.get("uids")
+        if uids is not None:
+            found.add(uids.real)
+    return found
 
 
 def give(path: Path, user: SessionUser) -> None:

@@ -109,7 +109,8 @@ def test_a_client_leaves_nothing_behind_and_cannot_end_the_browser(keepalive_ser
     assert len(page_targets(url, headers)) == 3
     client.drop()
 
-    remaining = wait_for("the client's pages to close", lambda: (p := page_targets(url, headers)) if len(p) == 1 else None)
+    remaining = wait_for("the client's pages to close",
+                         lambda: p if len(p := page_targets(url, headers)) == 1 else None)
     assert remaining[0]["targetId"] == kiosk[0]["targetId"]  # the kiosk page, untouched
     state = keepalive_service.client.get(f"/sessions/{session['id']}").json()
     assert state["state"] == "ready" and state["restarts"] == 0

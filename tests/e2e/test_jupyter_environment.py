@@ -63,11 +63,11 @@ def test_notebook_pip_leaves_the_service_alone_and_widgets_render(keepalive_serv
     assert before, f"no distributions found in {service_prefix}"
     session = keepalive_service.start_session(name="jupyter-env")
     # With a user per session (the service runs as root) the shared Jupyter environment is
-    # read-only to notebooks: %pip installs into the home instead. Otherwise into .venv-jupyter.
+    # read-only to notebooks: %pip works in the home's own venv on top of it. Otherwise in .venv-jupyter.
     per_user = os.geteuid() == 0
     jupyter_before = environment_snapshot(jupyter_prefix)
     install_dir = (
-        keepalive_service.state_dir / "homes" / "jupyter-env" / "home" / ".local" / "python-packages"
+        keepalive_service.state_dir / "homes" / "jupyter-env" / "home" / ".local" / "keepalive-venv"
         if per_user else jupyter_prefix
     )
     cells = [
