@@ -3,7 +3,8 @@
 The Jupyter environment (``.venv-jupyter``) is shared by every session and belongs to the
 service: a session user cannot change it, which is what keeps one user's ``%pip install`` out of
 another's kernels. So each home gets a small venv of its own (no packages, no pip of its own)
-whose site-packages point at the shared one through a ``.pth`` file. The session's Jupyter
+whose site-packages add the shared one (its own ``.pth`` files included) through a ``.pth``
+file. The session's Jupyter
 server and kernels run from it: ``%pip install`` and ``%pip uninstall`` work there, in the home,
 and a package installed there wins over the shared one of the same name.
 
@@ -27,7 +28,9 @@ target = pathlib.Path(sys.argv[1])
 shared = sysconfig.get_paths()["purelib"]
 venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
 site = pathlib.Path(sysconfig.get_paths(vars={"base": str(target), "platbase": str(target)})["purelib"])
-(site / "keepalive-shared-environment.pth").write_text(shared + "\\n")
+# an "import" line, not a bare path: only a site dir added this way gets its own .pth files
+# (editable installs, keepalive's among them) processed
+(site / "keepalive-shared-environment.pth").write_text(f"import site; site.addsitedir({shared!r})\\n")
 """
 
 

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 from websockets.sync.client import connect as ws_connect
 
-from tests.e2e.kiosk import kiosk_page, open_and_run_all, put_notebook
+from tests.e2e.kiosk import open_and_run_all, put_notebook
 from tests.e2e.viewer_helpers import wait_for
 
 
@@ -67,13 +67,15 @@ def page_targets(url: str, headers: dict[str, str]) -> list[dict]:
         client.ws.close()
 
 
-def test_playwright_through_cdp_url_runs_a_cell_in_the_kiosk(keepalive_service, session, playwright):
-    # kiosk_page connects exactly as a user's script would: connect_over_cdp(cdp_url, API token header)
-    with kiosk_page(playwright, session["id"]) as page:
-        put_notebook(page, "devtools.ipynb", ["print('through the gateway', 6 * 7)"])
-        open_and_run_all(page, "devtools.ipynb")
-        expect(page.locator(".jp-OutputArea-output").first).to_have_text("through the gateway 42", timeout=60_000)
-    assert keepalive_service.client.get(f"/sessions/{session['id']}").json()["state"] == "ready"
+def test_playwright_through_cdp_url_runs_a_cell_in_the_kiosk(keepalive_service, keepalive_session, keepalive_page):
+    # the pytest plugin's own fixtures (keepalive/pytest_plugin.py): a session for this test and
+    # its kiosk page through cdp_url, exactly as a user's test would get them
+    page = keepalive_page
+    put_notebook(page, "devtools.ipynb", ["print('through the gateway', 6 * 7)"])
+    open_and_run_all(page, "devtools.ipynb")
+    expect(page.locator(".jp-OutputArea-output").first).to_have_text("through the gateway 42", timeout=60_000)
+    state = keepalive_service.client.get(f"/sessions/{keepalive_session['id']}").json()
+    assert state["state"] == "ready" and state["restarts"] == 0
 
 
 def test_no_key_a_wrong_key_or_another_sessions_link_is_refused_before_the_browser(keepalive_service, session):

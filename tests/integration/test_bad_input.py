@@ -136,7 +136,9 @@ def test_serve_refuses_to_start_without_xpra(tmp_path):
 
 def test_a_display_taken_by_someone_else_is_skipped(service_factory, tmp_path):
     """Another X server grabbing our display between allocation and start: try the next one."""
-    marker = tmp_path / "first-launch-done"
+    marker = tmp_path / "markers" / "first-launch-done"
+    marker.parent.mkdir()
+    marker.parent.chmod(0o777)  # xpra runs as the session's own user when the tests run as root
     wrapper = tmp_path / "xpra-racing"
     wrapper.write_text(
         "#!/bin/sh\n"

@@ -63,6 +63,7 @@ def served_by_serve_sh(tmp_path, profile_template):
     # the default state dir: the XDG one under HOME, or root's /var/lib/keepalive
     state_dir = ROOT_STATE_DIR if os.geteuid() == 0 else home / ".local" / "state" / "keepalive"
     token_file = state_dir / "api-token"
+    first_start = not token_file.exists()  # root's state dir outlives the test: a token from before
     deadline = time.monotonic() + 300  # serve.sh may first have to finish a set-up
     while True:
         assert serve.poll() is None, f"serve.sh exited with {serve.returncode}:\n{log_path.read_text()}"
@@ -75,15 +76,18 @@ def served_by_serve_sh(tmp_path, profile_template):
         time.sleep(0.3)
     headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
     try:
-        yield home, env, headers, log_path
+        yield home, env, headers, log_path, first_start
     finally:
         end_serve(DEFAULT_URL, headers, serve, log_path)
 
 
 def test_serve_sh_then_every_readme_example_works_as_printed(served_by_serve_sh):
-    home, env, headers, log_path = served_by_serve_sh
+    home, env, headers, log_path, first_start = served_by_serve_sh
     banner = log_path.read_text()
-    assert "API token (shown once" in banner and DEFAULT_URL in banner
+    assert DEFAULT_URL in banner
+    # the token is printed on the first start only, never again
+    assert ("API token (shown once" in banner) == first_start
+    assert (headers["Authorization"].split()[1] in banner) == first_start
     examples = [b for b in blocks()[1:] if b.lang == "bash" and b.not_run is None]
     assert examples, "the README has no runnable bash example"
     # in the checkout, where the set-up commands left the reader (.venv/bin/keepalive is relative)
