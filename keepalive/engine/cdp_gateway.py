@@ -82,6 +82,16 @@ def link_key(path: str) -> str | None:
     return values[0] if values else None
 
 
+async def bridge_answers(path: Path) -> bool:
+    """True when a bridge accepts connections on ``path`` (not just a file left by a dead one)."""
+    try:
+        _, writer = await open_unix(path)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
 def bearer(headers: Headers) -> str | None:
     value = headers.get("Authorization", "")
     scheme, _, secret = value.partition(" ")

@@ -26,7 +26,7 @@ from playwright.async_api import Playwright
 
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.browser import HEAVYAI_WORKSPACE_PATH, PLAIN_WORKSPACE_PATH, KioskBrowser
-from keepalive.engine.cdp_gateway import CdpGateway
+from keepalive.engine.cdp_gateway import CdpGateway, bridge_answers
 from keepalive.engine.commands import (
     ScreenSize,
     bridge_command,
@@ -352,6 +352,8 @@ class Session:
             self.record.xpra_port = self._allocator.port()
         self._save_record()
         write_private(self.layout.xpra_password_file, self.xpra_password, owner=self._owner)
+        # a bridge that was killed leaves its socket file behind: it must not pass for the new one
+        self.layout.cdp_socket.unlink(missing_ok=True)
         screen = ScreenSize(self.width, self.height)
         argv = xpra_command(
             self.settings.xpra,
@@ -382,7 +384,7 @@ class Session:
         port = self.record.xpra_port
 
         async def serving_and_browser_up() -> bool:
-            if not self.layout.cdp_socket.exists():  # the bridge is up once Chromium is
+            if not await bridge_answers(self.layout.cdp_socket):  # the bridge is up once Chromium is
                 return False
             async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
                 response = await client.get(f"http://127.0.0.1:{port}/")
