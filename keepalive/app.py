@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from keepalive import __version__
-from keepalive.api import dashboard, devtools, health, homes, sessions, viewer
+from keepalive.api import dashboard, devtools, health, homes, metrics, sessions, viewer
 from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
 from keepalive.engine.statelock import StateDirLock
+from keepalive.metrics import Metrics, RequestCounter
 from keepalive.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,19 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     )
     # curl -d sends JSON labelled as a form: take it as the JSON it is (README examples use either)
     app.add_middleware(JsonWithoutContentType)
+    app.state.metrics = Metrics()
+    app.add_middleware(RequestCounter, metrics=app.state.metrics)
     app.add_middleware(BodySizeLimit)  # added last: runs first, before any body is read
     app.state.settings = settings
     app.state.api_token = token
     app.state.token_created = created
     app.state.manager = SessionManager(settings, state_lock, api_token=token)
+    app.state.manager.start_observers.append(app.state.metrics.session_started)
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(homes.router)
     app.include_router(viewer.router)
     app.include_router(devtools.router)
+    app.include_router(metrics.router)
     app.include_router(dashboard.router)
     return app

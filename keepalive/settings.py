@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     cdp_link_ttl: float = Field(
         300.0, gt=0, le=86400, description="Seconds a DevTools link (POST /sessions/ID/cdp-link) stays valid."
     )
+    metrics_token: SecretStr | None = Field(
+        None, description="A token that opens GET /metrics only (for Prometheus); the API token opens it too.",
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from playwright.async_api import Playwright, async_playwright
@@ -87,6 +88,8 @@ class SessionManager:
         self._admit_lock = asyncio.Lock()
         self._starts: dict[str, asyncio.Task[None]] = {}
         self._adopting: dict[str, Path] = {}  # session id -> CDP socket, while Session.adopt runs
+        #: Called with each session that became ready after a start (keepalive.metrics listens).
+        self.start_observers: list[Callable[[Session], None]] = []
 
     async def open(self) -> None:
         """Take the state dir, start making the profile template, adopt what an earlier service left."""
@@ -264,6 +267,11 @@ class SessionManager:
         except BaseException:
             self._forget(session.id)
             raise
+        self._started(session)
+
+    def _started(self, session: Session) -> None:
+        for observe in self.start_observers:
+            observe(session)
 
     def start_in_background(self, session: Session) -> None:
         self._track_start(session, self._start_quietly(session))
@@ -278,7 +286,8 @@ class SessionManager:
         try:
             await session.start()
         except Exception:
-            pass  # logged by the session; it stays listed as failed, with its error, until deleted
+            return  # logged by the session; it stays listed as failed, with its error, until deleted
+        self._started(session)
 
     def get(self, session_id: str) -> Session:
         try:

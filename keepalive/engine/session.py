@@ -152,6 +152,8 @@ class Session:
         self.user = SessionUser(record.uid) if record.uid is not None else None
         #: Set by the manager when the home is new or was someone else's: all of it goes to ``user``.
         self.give_home = False
+        #: Seconds from start() to ready, once it is.
+        self.start_seconds: float | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._recent_restarts: list[float] = []  # monotonic times of the restarts in the window
         self._watchdog: asyncio.Task[None] | None = None
@@ -232,6 +234,7 @@ class Session:
     async def start(self) -> None:
         """Start every part and wait until JupyterLab is on screen, or clean up and raise."""
         timeout = self.settings.start_timeout
+        began = time.monotonic()
         try:
             await asyncio.wait_for(self._start_parts(), timeout)
         except TimeoutError:
@@ -246,8 +249,9 @@ class Session:
             await self._fail_start("start was cancelled")
             raise
         self._set_state(SessionState.ready)
+        self.start_seconds = time.monotonic() - began
         self._start_watchdog()
-        log.info("session %s (%s): ready, pids %s", self.id, self.name, self.pids())
+        log.info("session %s (%s): ready in %.1f s, pids %s", self.id, self.name, self.start_seconds, self.pids())
 
     async def _start_parts(self) -> None:
         self.layout.create(self.user, give_home=self.give_home)

@@ -267,3 +267,22 @@ def test_a_crash_loop_gives_up_while_the_kernels_live(keepalive_service):
     jupyter.close()
     service.stop_session(session_id)
     assert session_processes(session_id) == []
+
+
+def test_metrics_show_a_real_session_and_its_cost(keepalive_service):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    service = keepalive_service
+    session = service.start_session(name="measured")
+    response = service.client.get("/metrics")
+    assert response.status_code == 200, response.text
+    found = {
+        (sample.name, sample.labels.get("session_id"), sample.labels.get("kind")): sample.value
+        for family in text_string_to_metric_families(response.text) for sample in family.samples
+    }
+    sid = session["id"]
+    assert found[("keepalive_session_memory_uss_bytes", sid, None)] > 100 * 1024 * 1024  # Chromium alone is more
+    assert found[("keepalive_session_processes", sid, None)] >= 5  # xpra, Xvfb, bridge, Chromium, Jupyter
+    assert found[("keepalive_session_cpu_seconds_total", sid, None)] > 0
+    assert found[("keepalive_session_start_seconds_count", None, "cold")] >= 1
+    service.stop_session(sid)
