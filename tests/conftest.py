@@ -40,6 +40,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: bool(PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ()))))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failing test's report ends with the tail of each running service's log.
+
+    CI keeps only what pytest prints: without the service's own account (a recovery that
+    failed, a child that exited), a timeout in an end-to-end test says what went wrong but
+    never why.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for service in LIVE_SERVICES:
+        try:
+            lines = service.log_text().splitlines()
+        except OSError:
+            continue
+        report.sections.append((f"keepalive service log ({service.url}), last lines", "\n".join(lines[-SERVICE_LOG_LINES:])))
+
+
+#: How much of a service's log a failing test's report shows.
+SERVICE_LOG_LINES = 120
+
+
 def make_passable(path: Path) -> None:
     """As root, let session users pass through the folders above ``path`` (o+x, never o+r).
 

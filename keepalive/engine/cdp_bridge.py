@@ -90,6 +90,8 @@ class Bridge:
         self._own_replies: dict[int, asyncio.Future[dict]] = {}
         # CDP session id -> the client it belongs to
         self._session_owner: dict[str, Client] = {}
+        self._clients: set[Client] = set()
+        self._browser_gone = False
 
     # -- the browser side --------------------------------------------------------------------
 
@@ -98,6 +100,8 @@ class Bridge:
 
     async def _call(self, method: str, params: dict | None = None) -> dict:
         """A request of the bridge's own, on the browser's root session."""
+        if self._browser_gone:
+            raise ConnectionError("the browser is gone")
         number = next(self._ids)
         reply: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
         self._own_replies[number] = reply
@@ -111,6 +115,7 @@ class Bridge:
             try:
                 raw = await self._from_browser.readuntil(SEPARATOR)
             except (asyncio.IncompleteReadError, ConnectionError):
+                self._lose_browser()
                 return
             try:
                 message = json.loads(raw[:-1])
@@ -120,6 +125,20 @@ class Bridge:
                 self._route_reply(message)
             else:
                 self._route_event(message)
+
+    def _lose_browser(self) -> None:
+        """Chromium is gone: every client hears so now, not when this process ends.
+
+        Waiting requests would otherwise wait for their timeouts, and a client connected to a
+        dead browser (the service's own, reconnecting during a recovery) for its own.
+        """
+        self._browser_gone = True
+        for reply in self._own_replies.values():
+            if not reply.done():
+                reply.set_exception(ConnectionError("the browser is gone"))
+        self._own_replies.clear()
+        for client in self._clients:
+            client.writer.close()
 
     def _route_reply(self, message: dict) -> None:
         entry = self._pending.pop(message["id"], None)
@@ -165,6 +184,10 @@ class Bridge:
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = Client(next(self._numbers), writer)
+        if self._browser_gone:
+            writer.close()
+            return
+        self._clients.add(client)
         try:
             first = await self._read(reader)
             if first is None:
@@ -182,7 +205,10 @@ class Bridge:
                 self._forward(client, first)
             while (message := await self._read(reader)) is not None:
                 self._forward(client, message)
+        except ConnectionError:
+            pass  # the browser went (or the client): the connection ends either way
         finally:
+            self._clients.discard(client)
             await self._client_gone(client)
             writer.close()
 

@@ -56,6 +56,10 @@ RESTART_WINDOW = 600.0
 RESTART_BACKOFF = (0.0, 2.0, 5.0)
 #: Where a recovered browser goes: the saved workspace, not a fresh ``reset`` one.
 RECOVERY_PATH = "/lab"
+#: Seconds a recovery gives a browser that still runs to take a new CDP connection. A live
+#: local Chromium answers in well under one; one that is dying may never answer, and Playwright
+#: can then wait for its whole timeout, so the whole display is restarted after this instead.
+RECONNECT_TIMEOUT = 15.0
 #: Displays (and ports) tried before a session gives up because others keep taking them.
 DISPLAY_ATTEMPTS = 5
 #: What Xvfb and xpra say when the display or port they were given is in use.
@@ -404,10 +408,12 @@ class Session:
             self._allocator.release_port(self.record.xpra_port)
             self.record.xpra_port = None
 
-    async def _open_browser(self, path: str) -> None:
+    async def _open_browser(self, path: str, connect_timeout: float | None = None) -> None:
         assert self.endpoint is not None
         self.browser = KioskBrowser(self._playwright, on_lost=self._browser_lost)
-        await self.browser.connect(self.cdp_url, self._gateway.service_headers, self.settings.start_timeout)
+        await self.browser.connect(
+            self.cdp_url, self._gateway.service_headers, connect_timeout or self.settings.start_timeout
+        )
         await self.browser.open_jupyter(self.endpoint, self.settings.start_timeout, path)
         await self.fit_screen()
         log.info("session %s: kiosk browser on %s%s", self.id, self.endpoint.url, path)
@@ -480,12 +486,17 @@ class Session:
             await self.jupyter.stop()
             self.jupyter = None
             self.endpoint = await self._start_jupyter(env)
-        if self.browser is not None and self.browser.connected and self.xpra is not None and self.xpra.running:
+        if (
+            self.browser is not None and self.browser.connected
+            and self.xpra is not None and self.xpra.running
+            and await bridge_answers(self.layout.cdp_socket)
+        ):
             # only the page (or Jupyter) died: a new CDP connection and a fresh load may do. The
-            # browser may be on its way out too (its page closes first): then the whole display.
+            # browser may be on its way out too (its page closes first, before Playwright hears
+            # of the disconnect): then, within RECONNECT_TIMEOUT, the whole display.
             await self.browser.close()
             try:
-                await self._open_browser(RECOVERY_PATH)
+                await self._open_browser(RECOVERY_PATH, connect_timeout=RECONNECT_TIMEOUT)
                 return
             except Exception as error:
                 log.warning("session %s: the browser did not come back by itself (%s); restarting the display",

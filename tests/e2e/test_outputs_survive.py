@@ -279,10 +279,20 @@ def open_alone_and_run_all(page, name: str, timeout_ms: float = 90_000) -> None:
 
 
 def kiosk_chromium(session_id: str):
-    """The kiosk's main Chromium process (the one with the profile, not a --type= child)."""
+    """The kiosk's main Chromium process: the one with the profile, not a ``--type=`` child.
+
+    Chromium's own executable, not xpra or the CDP bridge, whose command lines carry
+    Chromium's; matching only the arguments picked whichever had the lowest pid, which after
+    the kernel's pids wrap around was sometimes the browser and sometimes not.
+    """
     for process in session_processes(session_id):
         argv = process.cmdline()
-        if any(a.startswith("--user-data-dir=") for a in argv) and not any(a.startswith("--type=") for a in argv):
+        if (
+            argv
+            and Path(argv[0]).name.startswith("chrom")
+            and any(a.startswith("--user-data-dir=") for a in argv)
+            and not any(a.startswith("--type=") for a in argv)
+        ):
             return process
     raise AssertionError("no kiosk Chromium found")
 
@@ -349,10 +359,15 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
             os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
 
     if fault == "kill-chromium":
+        seen: dict = {}
+
+        def recovered() -> bool:
+            seen.update(session_state(keepalive_service, sid))
+            return seen["restarts"] > restarts and seen["state"] == "ready"
+
         wait_for(
-            "the service to recover the browser",
-            lambda: (s := session_state(keepalive_service, sid))["restarts"] > restarts and s["state"] == "ready",
-            timeout=120,
+            "the service to recover the browser", recovered, timeout=120,
+            describe=lambda: {key: seen.get(key) for key in ("state", "restarts", "error")},
         )
 
     with kiosk_page(playwright, sid) as page:

@@ -31,8 +31,15 @@ def ocr(png: bytes) -> str:
     return done.stdout.decode(errors="replace")
 
 
-def wait_for(what: str, probe: Callable[[], object], timeout: float = 60, every: float = 0.5):
-    """Poll ``probe`` until it returns something true; fail naming ``what`` and the last value."""
+def wait_for(
+    what: str,
+    probe: Callable[[], object],
+    timeout: float = 60,
+    every: float = 0.5,
+    describe: Callable[[], object] | None = None,
+):
+    """Poll ``probe`` until it returns something true; fail naming ``what`` and the last value
+    (or what ``describe`` says, when the probe's own answer is only ``False``)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -40,7 +47,7 @@ def wait_for(what: str, probe: Callable[[], object], timeout: float = 60, every:
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out waiting for {what} (last: {describe() if describe else last!r})")
 
 
 def screenshot(service, session_id: str) -> bytes:
