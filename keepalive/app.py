@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from keepalive import __version__
-from keepalive.api import dashboard, devtools, health, homes, metrics, sessions, viewer
+from keepalive.api import dashboard, devtools, events, health, homes, metrics, sessions, viewer
 from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     app.state.manager.start_observers.append(app.state.metrics.session_started)
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(events.router)
     app.include_router(homes.router)
     app.include_router(viewer.router)
     app.include_router(devtools.router)

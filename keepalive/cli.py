@@ -23,7 +23,7 @@ def _flag(name: str) -> str:
 
 #: Settings that are secrets: no flag takes their value (``ps`` shows every command line to
 #: every user); ``--NAME-file`` reads it from a file instead, or the environment variable is used.
-SECRET_SETTINGS = {"api_token", "metrics_token"}
+SECRET_SETTINGS = {"api_token", "metrics_token", "webhook_url"}
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 #: Also names the session's home folder: it can never leave the homes dir.
 SESSION_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -46,6 +46,15 @@ class SessionCreate(BaseModel):
     heavyai: HeavyAIConnection | None = None
     width: int | None = Field(None, ge=320, le=7680)
     height: int | None = Field(None, ge=240, le=4320)
+    webhook_url: Annotated[AnyHttpUrl, Field(max_length=2000)] | None = Field(
+        None,
+        description="Called (POST, JSON) when a run of cells ends: after webhook_min_busy seconds busy, or in an "
+        "error. Default: the service's KEEPALIVE_WEBHOOK_URL. Treated as a secret: never shown again.",
+    )
+    webhook_min_busy: float | None = Field(
+        None, ge=0, le=30 * 86400,
+        description="Seconds a run must last to call the webhook (an error always does). Default: KEEPALIVE_WEBHOOK_MIN_BUSY.",
+    )
 
 
 class SessionHealth(BaseModel):
@@ -53,6 +62,46 @@ class SessionHealth(BaseModel):
     browser: bool
     page: bool
     jupyter: bool
+
+
+class RunError(BaseModel):
+    ename: str
+    evalue: str
+
+
+class Run(BaseModel):
+    """A run of cells: from the kernel going busy until nothing is left queued."""
+
+    started_at: datetime
+    finished_at: datetime
+    busy_seconds: float
+    cells: int = Field(description="Cells that ran (cells skipped after an error are not counted).")
+    outcome: Literal["ok", "error"]
+    error: RunError | None = None
+
+
+class RunningCell(BaseModel):
+    execution_count: int | None
+    started_at: datetime | None
+    tail: list[str] = Field(description="The last lines the cell printed, as a terminal shows them.")
+
+
+class KernelActivity(BaseModel):
+    id: str
+    notebook: str | None = Field(description="The notebook's path in the session's Jupyter server, if it has one.")
+    state: str = Field(description="busy (running cells) or idle; or the kernel's own state (starting, dead...).")
+    since: datetime | None = Field(description="When the kernel went busy or idle.")
+    last_output_at: datetime | None
+    running: RunningCell | None = None
+    last_run: Run | None = None
+
+
+class Activity(BaseModel):
+    """What a session's kernels are doing, read from its Jupyter server."""
+
+    busy: bool
+    kernels: list[KernelActivity]
+    updated_at: datetime
 
 
 class SessionOut(BaseModel):
@@ -71,6 +120,8 @@ class SessionOut(BaseModel):
     health: SessionHealth
     restarts: int
     error: str | None = Field(None, description="Why the session failed, when it did.")
+    activity: Activity | None = Field(None, description="Its kernels, busy or idle; null until first read.")
+    webhook: bool = Field(False, description="Whether a webhook is called when a run ends (its URL is never shown).")
 
 
 class SessionList(BaseModel):

@@ -112,6 +112,20 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="A token that opens GET /metrics only (for Prometheus); the API token opens it too.",
     )
+    activity_interval: float = Field(
+        2.0, gt=0, le=600,
+        description="Seconds between looks at what each ready session's kernels are doing (GET /sessions/ID "
+        "'activity', the events stream, the webhook).",
+    )
+    webhook_url: SecretStr | None = Field(
+        None,
+        description="URL that gets a POST (JSON: session, notebook, outcome) when a run of cells ends in a "
+        "session that names no webhook of its own. Treated as a secret: never logged or shown.",
+    )
+    webhook_min_busy: float = Field(
+        60.0, ge=0, le=30 * 86400,
+        description="A run shorter than this many seconds does not call the webhook, unless it ended in an error.",
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(

@@ -9,7 +9,7 @@ from traitlets import TraitError, Type
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
-from .handlers import ExecutionsHandler, SessionHandler
+from .handlers import ActivityHandler, ExecutionsHandler, SessionHandler
 from .recorder import ExecutionRecorder, RecordingWebsocketConnection
 from .session import BaseSessionManager, HeavyAISessionManager
 
@@ -112,6 +112,7 @@ class HeavyAIExtension(ExtensionApp):
     def initialize_handlers(self):
         self.handlers.append((r"/heavyai/session", SessionHandler))
         self.handlers.append((r"/keepalive/executions", ExecutionsHandler))
+        self.handlers.append((r"/keepalive/activity", ActivityHandler))
 
     async def stop_extension(self):
         recorder = getattr(self, "execution_recorder", None)

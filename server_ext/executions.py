@@ -58,6 +58,7 @@ class Execution:
     state: str = "queued"
     execution_count: int | None = None
     requested_at: float = field(default_factory=time.time)
+    started_at: float | None = None
     finished_at: float | None = None
     messages: list[dict] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
@@ -143,6 +144,7 @@ class KernelRecord:
         self.executions: OrderedDict[str, Execution] = OrderedDict()
         self.seq = 0
         self.stream = None  # the IOPub subscription (a ZMQStream), set by ExecutionRecorder
+        self.activity = KernelActivity()
 
     def _execution(self, msg_id: str) -> Execution:
         execution = self.executions.get(msg_id)
@@ -168,16 +170,25 @@ class KernelRecord:
             # Also executions requested by clients we did not see (no cell id then).
             execution = self._execution(parent_id)
             execution.state = "running"
+            execution.started_at = time.time()
             execution.execution_count = msg["content"].get("execution_count")
+            self.activity.busy()  # its busy status may have come before we knew the execution
         if execution is None:
             return
         if msg_type == "status":
-            if msg["content"].get("execution_state") == "idle" and execution.finished_at is None:
+            state = msg["content"].get("execution_state")
+            if state == "busy":
+                self.activity.busy()
+            elif state == "idle" and execution.finished_at is None:
                 execution.state = "finished" if execution.state == "running" else "aborted"
                 execution.finished_at = time.time()
+                waiting = any(e.state in ("queued", "running") for e in self.executions.values())
+                self.activity.idle(ran=execution.state == "finished", more_to_come=waiting)
             return
         if msg_type not in RECORDED_TYPES:
             return
+        if msg_type != "execute_input":
+            self.activity.output(msg_type, msg["content"])
         if msg_type == "execute_result":
             execution.execution_count = msg["content"].get("execution_count", execution.execution_count)
         self.seq += 1
@@ -202,10 +213,103 @@ class KernelRecord:
             finished = [k for k, e in self.executions.items() if e.finished_at is not None]
             del self.executions[finished[0] if finished else next(iter(self.executions))]
 
+    def activity_json(self) -> dict:
+        """What the kernel is doing, for ``GET /keepalive/activity``."""
+        running = next((e for e in self.executions.values() if e.state == "running"), None)
+        return {
+            "kernel_id": self.kernel_id,
+            **self.activity.to_json(),
+            "queued": sum(1 for e in self.executions.values() if e.state == "queued"),
+            "running": None if running is None else {
+                "cell_id": running.cell_id,
+                "execution_count": running.execution_count,
+                "started_at": running.started_at,
+                "tail": tail_lines(running.messages),
+            },
+        }
+
     def to_json(self, since: int = 0) -> dict:
         self.prune()
         return {
             "kernel_id": self.kernel_id,
             "seq": self.seq,
             "executions": [e.to_json(since) for e in self.executions.values()],
+        }
+
+
+#: Lines of a running cell's output that the activity shows, and at most how long each.
+TAIL_LINES = 5
+TAIL_LINE_CHARS = 200
+
+
+def tail_lines(messages: list[dict]) -> list[str]:
+    """The last lines of text an execution printed, as a terminal would show them (``\\r``
+    returns to the start of the line, so a progress bar is its newest state)."""
+    text = ""
+    for message in messages:
+        if message["msg_type"] == "stream":
+            text += message["content"].get("text", "")
+        elif message["msg_type"] == "error":
+            text += f"{message['content'].get('ename', '')}: {message['content'].get('evalue', '')}\n"
+        elif message["msg_type"] == "clear_output":
+            text = ""
+    lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]
+    return [line[:TAIL_LINE_CHARS] for line in lines if line.strip()][-TAIL_LINES:]
+
+
+@dataclass
+class KernelActivity:
+    """A kernel's busy and idle spells, as its executions show them.
+
+    A *run* starts when the kernel goes busy with an execution while none was waiting, and
+    ends when an execution finishes and none is left waiting (a Run All of five cells is one
+    run). ``runs_finished`` counts them, so that a watcher polling now and then sees every
+    run end exactly once.
+    """
+
+    execution_state: str = "idle"
+    since: float = field(default_factory=time.time)
+    last_output_at: float | None = None
+    runs_finished: int = 0
+    last_run: dict | None = None
+    _run_started_at: float | None = None
+    _run_cells: int = 0
+    _run_error: dict | None = None
+
+    def busy(self) -> None:
+        now = time.time()
+        if self._run_started_at is None:
+            self._run_started_at, self._run_cells, self._run_error = now, 0, None
+        if self.execution_state != "busy":
+            self.execution_state, self.since = "busy", now
+
+    def idle(self, ran: bool, more_to_come: bool) -> None:
+        self._run_cells += 1 if ran else 0
+        if more_to_come or self._run_started_at is None:
+            return
+        now = time.time()
+        self.runs_finished += 1
+        self.last_run = {
+            "started_at": self._run_started_at,
+            "finished_at": now,
+            "busy_seconds": round(now - self._run_started_at, 3),
+            "cells": self._run_cells,
+            "outcome": "error" if self._run_error else "ok",
+            "error": self._run_error,
+        }
+        self._run_started_at = None
+        self.execution_state, self.since = "idle", now
+
+    def output(self, msg_type: str, content: dict) -> None:
+        self.last_output_at = time.time()
+        if msg_type == "error" and self._run_error is None:
+            self._run_error = {"ename": content.get("ename", ""), "evalue": str(content.get("evalue", ""))[:TAIL_LINE_CHARS]}
+
+    def to_json(self) -> dict:
+        return {
+            "execution_state": self.execution_state,
+            "since": self.since,
+            "last_output_at": self.last_output_at,
+            "runs_finished": self.runs_finished,
+            "last_run": self.last_run,
         }

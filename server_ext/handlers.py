@@ -82,3 +82,19 @@ class ExecutionsHandler(APIHandler):
             self.finish(json.dumps({"kernel_id": kernel_id, "seq": 0, "executions": []}))
             return
         self.finish(json.dumps(record.to_json(since), default=str))
+
+
+class ActivityHandler(APIHandler):
+    """``GET /keepalive/activity``: what every kernel is doing (busy or idle since when, the time
+    of its last output, the last lines of a running cell, how its last run ended)."""
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        recorder = self.settings["keepalive_execution_recorder"]
+        recorder.sync()  # a kernel started a moment ago is listed, idle
+        self.set_header("Cache-Control", "no-store")
+        kernels = [record.activity_json() for record in list(recorder.records.values())]
+        self.finish(json.dumps({"kernels": kernels}, default=str))

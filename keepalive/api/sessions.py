@@ -45,6 +45,8 @@ def session_out(request: Request, session: Session) -> SessionOut:
         health=session.health,
         restarts=session.record.restarts,
         error=session.record.error,
+        activity=request.app.state.manager.activity(session.id),
+        webhook=session.webhook_url is not None,
     )
 
 

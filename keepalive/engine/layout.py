@@ -99,6 +99,11 @@ class SessionLayout:
         return self.folder / "heavyai-session.json"
 
     @property
+    def webhook_url_file(self) -> Path:
+        """The session's webhook URL (a secret: root's 0600, like the record)."""
+        return self.folder / "webhook-url"
+
+    @property
     def xpra_password_file(self) -> Path:
         return self.folder / "xpra.password"
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 from playwright.async_api import Playwright, async_playwright
 
+from keepalive.engine.activity import ActivityWatcher
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
+from keepalive.engine.events import EventHub
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.profile import ProfileError, make_template
 from keepalive.engine.reaper import reap
@@ -35,6 +37,10 @@ from keepalive.models import SessionCreate, SessionState
 from keepalive.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds a stopping service waits for webhook deliveries under way.
+DELIVERY_GRACE = 5.0
 
 
 class SessionNotFound(KeyError):
@@ -90,6 +96,9 @@ class SessionManager:
         self._adopting: dict[str, Path] = {}  # session id -> CDP socket, while Session.adopt runs
         #: Called with each session that became ready after a start (keepalive.metrics listens).
         self.start_observers: list[Callable[[Session], None]] = []
+        #: State and activity changes of every session, for GET /sessions/{id}/events.
+        self.events = EventHub()
+        self._watchers: dict[str, ActivityWatcher] = {}
 
     async def open(self) -> None:
         """Take the state dir, start making the profile template, adopt what an earlier service left."""
@@ -149,6 +158,7 @@ class SessionManager:
             finally:
                 self._adopting.pop(record.id, None)
             self._sessions[record.id] = session
+            self._follow(session)
         if records:
             log.info("adopted %s session(s) from an earlier service", len(self._sessions))
 
@@ -175,6 +185,15 @@ class SessionManager:
                      len(sessions), self.settings.state_dir)
             await asyncio.gather(*(session.detach() for session in sessions), return_exceptions=True)
         self._sessions.clear()
+        watchers = list(self._watchers.values())
+        self._watchers.clear()
+        await asyncio.gather(*(watcher.stop() for watcher in watchers), return_exceptions=True)
+        # a run that just ended still gets its word out, within reason
+        deliveries = [task for watcher in watchers for task in watcher.deliveries]
+        if deliveries:
+            await asyncio.wait(deliveries, timeout=DELIVERY_GRACE)
+            for task in deliveries:
+                task.cancel()
         await self.gateway.close()
         if self._template is not None:
             if self._template.done() and not self._template.cancelled():
@@ -249,7 +268,13 @@ class SessionManager:
                 persist=self._store.save,
             )
             session.give_home = give_home
+            if request.webhook_url is not None:
+                session.webhook_url = str(request.webhook_url)
+            elif self.settings.webhook_url is not None:
+                session.webhook_url = self.settings.webhook_url.get_secret_value()
+            record.webhook_min_busy = request.webhook_min_busy
             self._sessions[session_id] = session
+            self._follow(session)
         log.info("session %s (%s): starting at %sx%s%s", session.id, session.name, session.width, session.height,
                  f" as uid {record.uid}" if record.uid is not None else "")
         return session
@@ -314,6 +339,32 @@ class SessionManager:
         self._sessions.pop(session_id, None)
         if self._store is not None:
             self._store.delete(session_id)
+
+    # -- what sessions do: events and activity ----------------------------------------------
+
+    def _follow(self, session: Session) -> None:
+        """Publish the session's state changes, and watch its kernels from its first ready on."""
+        session.state_observers.append(self._state_changed)
+        self._state_changed(session)
+
+    def _state_changed(self, session: Session) -> None:
+        state = session.state
+        self.events.publish(session.id, "state", {
+            "state": state.value, "error": session.record.error, "restarts": session.record.restarts,
+        })
+        watcher = self._watchers.get(session.id)
+        if state in (SessionState.ready, SessionState.recovering) and watcher is None:
+            # kernels go on computing while the browser is recovered: keep watching them
+            watcher = self._watchers[session.id] = ActivityWatcher(session, self.events)
+            watcher.start()
+        elif state in (SessionState.stopping, SessionState.stopped) and watcher is not None:
+            del self._watchers[session.id]
+            asyncio.get_running_loop().create_task(watcher.stop())
+
+    def activity(self, session_id: str):
+        """The session's latest activity (keepalive.models.Activity), or None before the first look."""
+        watcher = self._watchers.get(session_id)
+        return watcher.latest if watcher is not None else None
 
     # -- DevTools gateway ---------------------------------------------------------------------
 

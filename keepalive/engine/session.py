@@ -118,6 +118,9 @@ class SessionRecord:
     heavyai: dict | None = None
     #: The session's own Unix user (keepalive.engine.users), when the service runs as root.
     uid: int | None = None
+    #: A run shorter than this does not call the webhook (None: the setting). The URL itself is
+    #: a secret, kept in the session folder (SessionLayout.webhook_url_file).
+    webhook_min_busy: float | None = None
 
 
 def new_session_id() -> str:
@@ -158,6 +161,10 @@ class Session:
         self.give_home = False
         #: Seconds from start() to ready, once it is.
         self.start_seconds: float | None = None
+        #: Where a run's end is announced (keepalive.engine.webhook); set before start().
+        self.webhook_url: str | None = None
+        #: Called after every state change, with the session (the manager's events and watchers).
+        self.state_observers: list[Callable[[Session], None]] = []
         self._recovery: asyncio.Task[None] | None = None
         self._recent_restarts: list[float] = []  # monotonic times of the restarts in the window
         self._watchdog: asyncio.Task[None] | None = None
@@ -202,6 +209,15 @@ class Session:
         if error is not None:
             self.record.error = error
         self._save_record()
+        for observe in self.state_observers:
+            try:
+                observe(self)
+            except Exception:  # a listener's fault must never stop a transition
+                log.exception("session %s: a state observer failed", self.id)
+
+    @property
+    def webhook_min_busy(self) -> float:
+        return self.settings.webhook_min_busy if self.record.webhook_min_busy is None else self.record.webhook_min_busy
 
     @property
     def health(self) -> SessionHealth:
@@ -260,6 +276,8 @@ class Session:
     async def _start_parts(self) -> None:
         self.layout.create(self.user, give_home=self.give_home)
         self._save_record()
+        if self.webhook_url is not None:
+            write_private(self.layout.webhook_url_file, self.webhook_url)
         env = self.environment()
         assert self._profile_template is not None
         used = await asyncio.to_thread(
@@ -646,6 +664,10 @@ class Session:
         session = cls(record, settings, allocator, playwright, gateway, None, persist=persist)
         allocator.reserve(record.display, record.xpra_port)
         session.xpra_password = session.layout.xpra_password_file.read_text().strip()
+        if session.layout.webhook_url_file.is_file():
+            session.webhook_url = session.layout.webhook_url_file.read_text().strip()
+        elif settings.webhook_url is not None:
+            session.webhook_url = settings.webhook_url.get_secret_value()
         if settings.jupyter_url:
             session.endpoint = split_token(settings.jupyter_url)
         else:

@@ -115,3 +115,24 @@ def test_dashboard_files_are_served_with_a_strict_policy(keepalive_service):
         assert response.status_code == 200, path
         assert "default-src 'self'" in response.headers["content-security-policy"]
     assert httpx.get(keepalive_service.url + "/dashboard/../settings.py", trust_env=False).status_code == 404
+
+
+def test_the_list_follows_the_event_stream_not_a_timer(keepalive_service, page):
+    """A session started and stopped through the API shows up and goes without a reload: the
+    dashboard reads GET /events, and re-reads the list only when something happened."""
+    sign_in(page, keepalive_service)
+    expect(page.locator("#service-status")).to_have_text("live", timeout=10_000)
+    session = keepalive_service.start_session(name="from-the-api")
+    card = page.locator('li.session[data-name="from-the-api"]')
+    expect(card).to_have_attribute("data-state", "ready", timeout=30_000)
+    # the first look at its kernels is an event too: let it pass
+    wait_for("the first look at the session's kernels",
+             lambda: keepalive_service.client.get(f"/sessions/{session['id']}").json()["activity"], timeout=30)
+    page.wait_for_timeout(1_000)
+    list_reads: list[str] = []
+    page.on("request", lambda request: list_reads.append(request.url) if request.url.endswith("/sessions") else None)
+    page.wait_for_timeout(7_000)  # a quiet spell: the old dashboard re-read the list every 3 s
+    assert list_reads == []
+    keepalive_service.stop_session(session["id"])
+    expect(card).to_have_count(0, timeout=30_000)
+    assert list_reads, "the stop was shown without re-reading the list?"

@@ -207,3 +207,68 @@ def test_request_skipped_after_an_error_is_aborted():
     rec.on_iopub(iopub("r2", "status", {"execution_state": "idle"}))
     assert rec.executions["r1"].state == "finished"
     assert rec.executions["r2"].state == "aborted" and rec.executions["r2"].messages == []
+
+
+# --- activity: busy and idle spells, runs, the tail of a running cell -------------------------
+
+
+def run_cell(rec: KernelRecord, msg_id: str, outputs: list[tuple[str, dict]] = ()) -> None:
+    rec.on_iopub(iopub(msg_id, "status", {"execution_state": "busy"}))
+    rec.on_iopub(iopub(msg_id, "execute_input", {"execution_count": 1}))
+    for msg_type, content in outputs:
+        rec.on_iopub(iopub(msg_id, msg_type, content))
+
+
+def test_a_run_of_several_cells_ends_once_when_nothing_is_left_waiting():
+    rec = record()
+    for msg_id in ("r1", "r2", "r3"):
+        rec.note_request(msg_id, msg_id, "s")
+    run_cell(rec, "r1", [("stream", {"name": "stdout", "text": "one\n"})])
+    assert rec.activity_json()["execution_state"] == "busy"
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "idle"}))
+    assert rec.activity.runs_finished == 0  # two more are queued
+    assert rec.activity_json()["queued"] == 2
+    run_cell(rec, "r2")
+    rec.on_iopub(iopub("r2", "status", {"execution_state": "idle"}))
+    run_cell(rec, "r3")
+    rec.on_iopub(iopub("r3", "status", {"execution_state": "idle"}))
+    activity = rec.activity_json()
+    assert activity["execution_state"] == "idle" and activity["runs_finished"] == 1
+    assert activity["last_run"]["cells"] == 3 and activity["last_run"]["outcome"] == "ok"
+    assert activity["last_output_at"] is not None
+
+
+def test_a_run_that_errors_says_so_and_counts_the_aborted_cells_out():
+    rec = record()
+    rec.note_request("r1", "a", "s")
+    rec.note_request("r2", "b", "s")
+    run_cell(rec, "r1", [("error", {"ename": "ValueError", "evalue": "boom", "traceback": []})])
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "idle"}))
+    rec.on_iopub(iopub("r2", "status", {"execution_state": "busy"}))
+    rec.on_iopub(iopub("r2", "status", {"execution_state": "idle"}))  # aborted: never ran
+    run = rec.activity_json()["last_run"]
+    assert rec.activity.runs_finished == 1
+    assert run["outcome"] == "error" and run["error"] == {"ename": "ValueError", "evalue": "boom"}
+    assert run["cells"] == 1
+
+
+def test_the_tail_of_a_running_cell_is_its_last_lines_as_a_terminal_shows_them():
+    rec = record()
+    rec.note_request("r1", "cell-a", "s")
+    lines = [("stream", {"name": "stdout", "text": f"line {i}\n"}) for i in range(8)]
+    run_cell(rec, "r1", [*lines, ("stream", {"name": "stdout", "text": "10%\r50%\r90%"})])
+    running = rec.activity_json()["running"]
+    assert running["cell_id"] == "cell-a" and running["execution_count"] == 1
+    assert running["tail"] == ["line 4", "line 5", "line 6", "line 7", "90%"]
+
+
+def test_activity_endpoint_lists_kernels(fetch, kernel_id):
+    deadline = time.monotonic() + 30
+    while True:
+        kernels = json.loads(fetch("keepalive", "activity").body)["kernels"]
+        mine = [k for k in kernels if k["kernel_id"] == kernel_id]
+        if mine:
+            break
+        assert time.monotonic() < deadline, kernels
+        time.sleep(0.2)
+    assert mine[0]["execution_state"] == "idle" and mine[0]["running"] is None

@@ -3,12 +3,19 @@
 "use strict";
 
 const TOKEN_KEY = "keepalive.token";
-const REFRESH_MS = 3000;
+// The list is re-read when the service's event stream (GET /events) says something changed;
+// pictures have no events, so they are re-taken now and then.
 const THUMB_MS = 6000;
+const PICTURES_MS = 15000;
+const EVENT_SETTLE_MS = 250; // a burst of events is one re-read
+const RECONNECT_MS = [1000, 2000, 5000, 10000];
 
 const $ = (id) => document.getElementById(id);
 const thumbs = new Map(); // session id -> {url, at}
 let refreshTimer = null;
+let pictureTimer = null;
+let following = null; // the AbortController of the event stream, while it is open
+let shown = []; // the sessions on the page
 
 function token() {
   try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
@@ -32,13 +39,14 @@ function describeError(status, body) {
   return `The service answered ${status}.`;
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, signal) {
   const headers = { "Authorization": `Bearer ${token()}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    response = await fetch(path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
+    if (signal && signal.aborted) throw e;
     throw new ApiError(0, "The keepalive service cannot be reached.");
   }
   if (response.status === 401) {
@@ -70,7 +78,53 @@ function render() {
   $("sessions-panel").hidden = !haveToken;
   $("forget-token").hidden = !haveToken;
   clearTimeout(refreshTimer);
-  if (haveToken) refresh();
+  clearInterval(pictureTimer);
+  if (following) { following.abort(); following = null; }
+  if (haveToken) {
+    refresh();
+    follow();
+    pictureTimer = setInterval(refreshPictures, PICTURES_MS);
+  }
+}
+
+function refreshSoon() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refresh, EVENT_SETTLE_MS);
+}
+
+// Read GET /events (server-sent events; fetch, since EventSource cannot send the token) and
+// re-read the list whenever a session changes. Reconnects with a growing pause if it drops.
+async function follow(attempt = 0) {
+  const controller = new AbortController();
+  following = controller;
+  let heard = false;
+  try {
+    const response = await api("GET", "/events", undefined, controller.signal);
+    $("service-status").textContent = "live";
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        if (block.split("\n").some((line) => line.startsWith("event: "))) {
+          heard = true;
+          refreshSoon();
+        }
+      }
+    }
+  } catch (e) {
+    if (controller.signal.aborted) return;
+    if (e instanceof ApiError && e.status === 401) return; // forgetToken() took over
+  }
+  if (following !== controller) return;
+  $("service-status").textContent = "reconnecting…";
+  const pause = RECONNECT_MS[Math.min(heard ? 0 : attempt, RECONNECT_MS.length - 1)];
+  setTimeout(() => { if (following === controller && token()) { refresh(); follow(heard ? 0 : attempt + 1); } }, pause);
 }
 
 function age(createdAt) {
@@ -122,6 +176,7 @@ function sessionCard(session) {
   health.title = Object.entries(session.health || {}).map(([k, v]) => `${k}: ${v ? "ok" : "down"}`).join(", ");
   node.querySelector(".age").textContent = age(session.created_at);
   node.querySelector(".restarts").textContent = `${session.restarts} restart${session.restarts === 1 ? "" : "s"}`;
+  showActivity(node.querySelector(".activity"), session.activity);
   if (session.error) {
     const error = node.querySelector(".session-error");
     error.textContent = session.error;
@@ -135,11 +190,49 @@ function sessionCard(session) {
   return node;
 }
 
+function clock(iso) {
+  return iso ? new Date(iso).toLocaleTimeString() : "";
+}
+
+// The session's kernels: which notebook, busy or idle since when, the last output, and the
+// last lines of a running cell.
+function showActivity(box, activity) {
+  box.replaceChildren();
+  if (!activity) return;
+  for (const kernel of activity.kernels) {
+    const line = document.createElement("div");
+    line.className = `kernel ${kernel.state}`;
+    const parts = [kernel.notebook || "a kernel", `${kernel.state} since ${clock(kernel.since)}`];
+    if (kernel.last_output_at) parts.push(`last output ${clock(kernel.last_output_at)}`);
+    if (kernel.state !== "busy" && kernel.last_run) {
+      parts.push(kernel.last_run.outcome === "error"
+        ? `last run failed: ${kernel.last_run.error ? kernel.last_run.error.ename : "error"}`
+        : `last run ${Math.round(kernel.last_run.busy_seconds)} s`);
+    }
+    line.textContent = parts.join(" · ");
+    box.append(line);
+    if (kernel.running && kernel.running.tail.length) {
+      const tail = document.createElement("pre");
+      tail.className = "tail";
+      tail.textContent = kernel.running.tail.join("\n");
+      box.append(tail);
+    }
+  }
+}
+
+function refreshPictures() {
+  for (const node of $("sessions").children) {
+    const session = shown.find((s) => s.id === node.dataset.id);
+    if (session) loadThumb(session, node.querySelector("img"), node.querySelector(".thumb-note"));
+  }
+}
+
 async function refresh() {
   clearTimeout(refreshTimer);
   try {
     const { sessions } = await (await api("GET", "/sessions")).json();
     const list = $("sessions");
+    shown = sessions;
     list.replaceChildren(...sessions.map(sessionCard));
     $("no-sessions").hidden = sessions.length > 0;
     for (const id of thumbs.keys()) {
@@ -148,7 +241,6 @@ async function refresh() {
   } catch (e) {
     showError(e.message);
   }
-  if (token()) refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
 
 async function openViewer(session) {

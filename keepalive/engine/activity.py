@@ -1,0 +1,168 @@
+"""What a session's kernels are doing, read from its Jupyter server, not from pixels.
+
+Every ``activity_interval`` seconds the watcher asks the session's Jupyter server for its
+sessions (which notebook runs on which kernel) and, from keepalive's server extension, each
+kernel's activity (server_ext/executions.py: busy or idle since when, the last output, the tail
+of a running cell, how the last run ended). A change is published on the session's event
+stream; a run that ended is published too and, when it lasted long enough or ended in an
+error, sent to the session's webhook.
+
+Runs are counted by the server extension, so a run that starts and ends between two looks is
+still seen, exactly once. Runs that ended before the watcher's first look (before a service
+restart adopted the session) are not announced: nobody can tell whether they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import httpx
+
+from keepalive.engine import webhook
+from keepalive.engine.events import EventHub
+from keepalive.models import Activity, KernelActivity, Run, RunningCell
+
+if TYPE_CHECKING:
+    from keepalive.engine.session import Session
+
+log = logging.getLogger(__name__)
+
+#: Seconds one look at the Jupyter server may take.
+LOOK_TIMEOUT = 5.0
+
+
+def when(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def kernel_activity(kernel: dict, notebook: str | None) -> KernelActivity:
+    """One kernel as server_ext's ``/keepalive/activity`` describes it."""
+    running, run = kernel.get("running"), kernel.get("last_run")
+    return KernelActivity(
+        id=kernel["kernel_id"],
+        notebook=notebook,
+        state=kernel.get("execution_state") or "unknown",
+        since=when(kernel.get("since")),
+        last_output_at=when(kernel.get("last_output_at")),
+        running=None if running is None else RunningCell(
+            execution_count=running.get("execution_count"),
+            started_at=when(running.get("started_at")),
+            tail=running.get("tail") or [],
+        ),
+        last_run=None if run is None else Run(
+            started_at=when(run["started_at"]),
+            finished_at=when(run["finished_at"]),
+            busy_seconds=run["busy_seconds"],
+            cells=run["cells"],
+            outcome=run["outcome"],
+            error=run.get("error"),
+        ),
+    )
+
+
+def bare_kernel(kernel: dict) -> dict:
+    """A kernel of ``/api/kernels`` in server_ext's shape: a Jupyter server without keepalive's
+    extension (an external one) tells only its own state and last activity."""
+    return {"kernel_id": kernel["id"], "execution_state": kernel.get("execution_state")}
+
+
+class ActivityWatcher:
+    """Looks at one session's kernels until stopped (see the module's docstring)."""
+
+    def __init__(self, session: Session, hub: EventHub) -> None:
+        self.session = session
+        self.hub = hub
+        self.latest: Activity | None = None
+        self._runs_seen: dict[str, int] = {}
+        self._looked = False
+        self._task: asyncio.Task[None] | None = None
+        #: Webhook deliveries under way: they finish even after the session stops.
+        self.deliveries: set[asyncio.Task[bool]] = set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name=f"activity-{self.session.id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _watch(self) -> None:
+        async with httpx.AsyncClient(timeout=LOOK_TIMEOUT, trust_env=False) as client:
+            while True:
+                try:
+                    await self.look(client)
+                except (httpx.HTTPError, ValueError, KeyError) as error:
+                    # the server is restarting, or the session is recovering: the next look tells
+                    log.debug("session %s: no activity this time: %s", self.session.id, error)
+                await asyncio.sleep(self.session.settings.activity_interval)
+
+    async def look(self, client: httpx.AsyncClient) -> None:
+        endpoint = self.session.endpoint
+        if endpoint is None:
+            return
+        headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
+        sessions = await client.get(f"{endpoint.url}/api/sessions", headers=headers)
+        sessions.raise_for_status()
+        notebooks = {s["kernel"]["id"]: s.get("path") for s in sessions.json() if s.get("kernel")}
+        answer = await client.get(f"{endpoint.url}/keepalive/activity", headers=headers)
+        if answer.status_code == 404:
+            bare = await client.get(f"{endpoint.url}/api/kernels", headers=headers)
+            bare.raise_for_status()
+            kernels = [bare_kernel(k) for k in bare.json()]
+        else:
+            answer.raise_for_status()
+            kernels = answer.json()["kernels"]
+        activity = Activity(
+            busy=any(k.get("execution_state") == "busy" for k in kernels),
+            kernels=[kernel_activity(k, notebooks.get(k["kernel_id"])) for k in kernels],
+            updated_at=datetime.now(UTC),
+        )
+        self._notice_runs(kernels, notebooks)
+        changed = self.latest is None or activity.model_dump(exclude={"updated_at"}) != self.latest.model_dump(
+            exclude={"updated_at"}
+        )
+        self.latest = activity
+        if changed:
+            self.hub.publish(self.session.id, "activity", activity.model_dump(mode="json"))
+
+    def _notice_runs(self, kernels: list[dict], notebooks: dict[str, str | None]) -> None:
+        for kernel in kernels:
+            kernel_id, finished = kernel["kernel_id"], kernel.get("runs_finished")
+            if finished is None:
+                continue
+            # a kernel first seen after the first look is new: all its runs are news
+            seen = self._runs_seen.get(kernel_id, 0 if self._looked else finished)
+            self._runs_seen[kernel_id] = finished
+            if finished > seen and kernel.get("last_run"):
+                self._run_finished(kernel_id, notebooks.get(kernel_id), kernel["last_run"])
+        self._looked = True
+
+    def _run_finished(self, kernel_id: str, notebook: str | None, run: dict) -> None:
+        session = self.session
+        payload = {
+            "event": "run_finished",
+            "session": {"id": session.id, "name": session.name},
+            "notebook": notebook,
+            "kernel_id": kernel_id,
+            "outcome": run["outcome"],
+            "error": run.get("error"),
+            "started_at": when(run["started_at"]).isoformat(),
+            "finished_at": when(run["finished_at"]).isoformat(),
+            "busy_seconds": run["busy_seconds"],
+            "cells": run["cells"],
+        }
+        self.hub.publish(session.id, "run_finished", payload)
+        url = session.webhook_url
+        if url is None:
+            return
+        if run["outcome"] != "error" and run["busy_seconds"] < session.webhook_min_busy:
+            return
+        task = asyncio.get_running_loop().create_task(webhook.deliver(url, payload, session.id))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)

@@ -1,0 +1,114 @@
+"""The activity watcher's run bookkeeping and the webhook's delivery, against a real local receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from keepalive.engine import webhook
+from keepalive.engine.activity import ActivityWatcher
+from keepalive.engine.events import EventHub
+
+
+class Receiver:
+    """A webhook receiver on loopback answering with the given statuses in turn (then 200)."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses = list(statuses)
+        self.bodies: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(request):
+    made = []
+
+    def make(statuses=()):
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+async def test_a_failing_receiver_is_retried_until_it_takes_the_call(receiver):
+    hook = receiver([500, 503])
+    assert await webhook.deliver(hook.url, {"event": "run_finished", "outcome": "ok"}, "s1", backoff=(0.01, 0.01, 0.01))
+    assert len(hook.bodies) == 3 and hook.bodies[-1] == {"event": "run_finished", "outcome": "ok"}
+
+
+async def test_a_receiver_that_refuses_is_not_asked_again(receiver):
+    hook = receiver([404])
+    assert not await webhook.deliver(hook.url, {"event": "run_finished"}, "s1", backoff=(0.01, 0.01))
+    assert len(hook.bodies) == 1
+
+
+async def test_an_unreachable_receiver_is_given_up_after_the_backoff(receiver, caplog):
+    hook = receiver()
+    url = hook.url
+    hook.close()
+    assert not await webhook.deliver(url, {"event": "run_finished"}, "s1", backoff=(0.01, 0.01))
+    assert "gave up" in caplog.text and url not in caplog.text  # the URL is a secret
+
+
+def kernel(runs: int, outcome: str = "ok", busy: float = 5.0) -> dict:
+    last = None if runs == 0 else {
+        "started_at": 1000.0, "finished_at": 1000.0 + busy, "busy_seconds": busy, "cells": 1,
+        "outcome": outcome, "error": {"ename": "ValueError", "evalue": "boom"} if outcome == "error" else None,
+    }
+    return {"kernel_id": "k1", "execution_state": "idle", "runs_finished": runs, "last_run": last}
+
+
+async def test_each_run_is_announced_once_and_the_webhook_only_for_long_runs_or_errors(receiver):
+    hook = receiver()
+    session = SimpleNamespace(id="s1", name="alice", webhook_url=hook.url, webhook_min_busy=3.0)
+    hub = EventHub()
+    watcher = ActivityWatcher(session, hub)
+    with hub.listen("s1") as events:
+        watcher._notice_runs([kernel(2)], {"k1": "a.ipynb"})  # the first look: earlier runs are not news
+        assert events.empty()
+        watcher._notice_runs([kernel(3)], {"k1": "a.ipynb"})
+        watcher._notice_runs([kernel(3)], {"k1": "a.ipynb"})  # seen already
+        watcher._notice_runs([kernel(4, busy=1.0)], {"k1": "a.ipynb"})  # short: event, no webhook
+        watcher._notice_runs([kernel(5, outcome="error", busy=1.0)], {"k1": "a.ipynb"})  # error: webhook
+        await asyncio.gather(*watcher.deliveries)
+        announced = [events.get_nowait() for _ in range(events.qsize())]
+    assert [e.kind for e in announced] == ["run_finished"] * 3
+    assert [e.data["outcome"] for e in announced] == ["ok", "ok", "error"]
+    assert sorted(b["outcome"] for b in hook.bodies) == ["error", "ok"]  # two deliveries, side by side
+    first = next(b for b in hook.bodies if b["outcome"] == "ok")
+    assert first["session"] == {"id": "s1", "name": "alice"} and first["notebook"] == "a.ipynb"
+    assert first["busy_seconds"] == 5.0 and first["finished_at"].startswith("1970-01-01T00:16:45")
+
+
+async def test_a_kernel_that_appears_later_has_all_its_runs_announced():
+    session = SimpleNamespace(id="s1", name="alice", webhook_url=None, webhook_min_busy=0.0)
+    hub = EventHub()
+    watcher = ActivityWatcher(session, hub)
+    with hub.listen("s1") as events:
+        watcher._notice_runs([], {})
+        watcher._notice_runs([kernel(1)], {"k1": None})
+        assert events.get_nowait().kind == "run_finished"
