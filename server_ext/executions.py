@@ -66,6 +66,9 @@ class Execution:
     dropped: int = 0
     #: index in ``messages`` of a clear_output(wait=True) whose clearing has not happened yet
     pending_clear: int | None = None
+    #: what the kernel waits for on stdin (``input()``, ``getpass()``): the ``input_request``'s
+    #: header (a reply names it as its parent), prompt and password flag; None once answered
+    input_request: dict | None = None
 
     def to_json(self, since: int = 0) -> dict:
         return {
@@ -77,6 +80,7 @@ class Execution:
             "requested_at": self.requested_at,
             "finished_at": self.finished_at,
             "dropped": self.dropped,
+            "input_request": self.input_request,
             "messages": [m for m in self.messages if m["seq"] > since],
         }
 
@@ -159,6 +163,42 @@ class KernelRecord:
         execution.cell_id = cell_id or execution.cell_id
         execution.session = session or execution.session
 
+    def on_input_request(self, msg: dict) -> None:
+        """The kernel asks for input for an execution (seen on a stdin channel)."""
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        if not parent_id:
+            return
+        execution = self._execution(parent_id)
+        header = {key: value for key, value in msg["header"].items() if key != "date"}
+        content = msg.get("content") or {}
+        execution.input_request = {
+            "header": header,
+            "prompt": content.get("prompt", ""),
+            "password": bool(content.get("password")),
+        }
+
+    def on_input_reply(self, msg_id: str, parent_id: str, value: str) -> None:
+        """A page answered an input request: it stops being pending, and the answer becomes a
+        ``stdin`` stream output, as the answering page itself shows it (a password as dots)."""
+        for execution in self.executions.values():
+            request = execution.input_request
+            if request is None or request["header"].get("msg_id") != parent_id:
+                continue
+            execution.input_request = None
+            shown = "\u00b7" * 8 if request["password"] else value
+            self._add(execution, {
+                "msg_id": msg_id,
+                "msg_type": "stream",
+                "content": {"name": "stdin", "text": f"{request['prompt']} {shown}\n"},
+                # the page that answered has this line already: it skips it by this mark
+                "metadata": {"keepalive_input_request": parent_id},
+            })
+            return
+
+    def _add(self, execution: Execution, message: dict) -> None:
+        self.seq += 1
+        execution.add({"seq": self.seq, **message}, self.max_execution_bytes)
+
     def on_iopub(self, msg: dict) -> None:
         """One deserialized IOPub message."""
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
@@ -182,6 +222,7 @@ class KernelRecord:
             elif state == "idle" and execution.finished_at is None:
                 execution.state = "finished" if execution.state == "running" else "aborted"
                 execution.finished_at = time.time()
+                execution.input_request = None  # an unanswered request ended with its execution
                 waiting = any(e.state in ("queued", "running") for e in self.executions.values())
                 self.activity.idle(ran=execution.state == "finished", more_to_come=waiting)
             return
@@ -191,17 +232,12 @@ class KernelRecord:
             self.activity.output(msg_type, msg["content"])
         if msg_type == "execute_result":
             execution.execution_count = msg["content"].get("execution_count", execution.execution_count)
-        self.seq += 1
-        execution.add(
-            {
-                "seq": self.seq,
-                "msg_id": msg["header"]["msg_id"],
-                "msg_type": msg_type,
-                "content": msg["content"],
-                "metadata": msg.get("metadata") or {},
-            },
-            self.max_execution_bytes,
-        )
+        self._add(execution, {
+            "msg_id": msg["header"]["msg_id"],
+            "msg_type": msg_type,
+            "content": msg["content"],
+            "metadata": msg.get("metadata") or {},
+        })
 
     def prune(self, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -3,6 +3,12 @@
 IOPub is a PUB socket: an extra subscriber per kernel sees every message the kernel publishes,
 whether or not a browser is connected. The cell a request came from is known only from the
 ``execute_request`` itself, which :class:`RecordingWebsocketConnection` reports here.
+
+Stdin is different: the kernel sends an ``input_request`` only to the connection that sent the
+execution, and waits for a reply from anyone. The websocket connection reports the requests it
+carries, also those that arrive after its page is gone (jupyter_server then keeps its channels
+open, buffering for a page that may come back with the same session key; a new page has a new
+key, and never sees that buffer). A new page can answer: the kernel takes the first reply.
 """
 
 from __future__ import annotations
@@ -111,6 +117,21 @@ class ExecutionRecorder(LoggingConfigurable):
             return
         record.note_request(header.get("msg_id", ""), metadata.get("cellId"), header.get("session"))
 
+    def note_stdin_from_kernel(self, kernel_id: str, session, msg_list: list) -> None:
+        """Raw frames the kernel sent on a websocket's stdin channel."""
+        record = self.attach(kernel_id)
+        if record is None:
+            return
+        _, parts = session.feed_identities(msg_list)
+        msg = session.deserialize(parts, content=True)
+        if msg["header"].get("msg_type") == "input_request":
+            record.on_input_request(msg)
+
+    def note_input_reply(self, kernel_id: str, header: dict, parent_header: dict, content: dict) -> None:
+        record = self.records.get(kernel_id)
+        if record is not None:
+            record.on_input_reply(header.get("msg_id", ""), parent_header.get("msg_id", ""), str(content.get("value", "")))
+
 
 class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
     """jupyter_server's kernel websocket, which also tells the recorder about execute requests."""
@@ -123,31 +144,75 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
             recorder.attach(self.kernel_id)
         return super().connect()
 
+    @property
+    def _recorder(self) -> ExecutionRecorder | None:
+        return self.websocket_handler.settings.get("keepalive_execution_recorder")
+
     def handle_incoming_message(self, incoming_msg) -> None:
         try:
-            self._note_execute_request(incoming_msg)
+            self._note_incoming(incoming_msg)
         except Exception as e:  # never let the record get in the way of the kernel
             self.log.warning("keepalive: could not read an incoming message: %s", type(e).__name__)
         super().handle_incoming_message(incoming_msg)
 
-    def _note_execute_request(self, ws_msg) -> None:
-        recorder = self.websocket_handler.settings.get("keepalive_execution_recorder")
+    def handle_outgoing_message(self, stream, outgoing_msg) -> None:
+        channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
+        if channel == "stdin":
+            self._note_stdin(outgoing_msg)
+        super().handle_outgoing_message(stream, outgoing_msg)
+
+    def disconnect(self):
+        # jupyter_server may keep this connection's channels open for a page that comes back
+        # with the same session key, and points them at its buffer with ``on_recv``: an input
+        # request that arrives then must still reach the record.
+        stdin = (self.channels or {}).get("stdin")
+        if stdin is not None and self._recorder is not None and not stdin.closed():
+            set_callback = stdin.on_recv
+
+            def on_recv(callback, copy=True):
+                if callback is None:
+                    return set_callback(None, copy)
+
+                def noting_too(msg_list):
+                    self._note_stdin(msg_list)
+                    callback(msg_list)
+
+                return set_callback(noting_too, copy)
+
+            stdin.on_recv = on_recv
+        return super().disconnect()
+
+    def _note_stdin(self, msg_list) -> None:
+        recorder = self._recorder
+        if recorder is None:
+            return
+        try:
+            recorder.note_stdin_from_kernel(self.kernel_id, self.session, msg_list)
+        except Exception as e:
+            self.log.warning("keepalive: could not read a stdin message: %s", type(e).__name__)
+
+    def _note_incoming(self, ws_msg) -> None:
+        """Tell the recorder of execute requests (which cell) and input replies (answered)."""
+        recorder = self._recorder
         if recorder is None or not self.channels:
             return
         if self.subprotocol == "v1.kernel.websocket.jupyter.org":
             channel, parts = deserialize_msg_from_ws_v1(ws_msg)
-            if channel != "shell":
+            if channel not in ("shell", "stdin"):
                 return
             header = self.session.unpack(parts[0])
-            if header.get("msg_type") != "execute_request":
-                return
-            metadata = self.session.unpack(parts[2])
+            parent_header, metadata, content = (None, None, None)
+            if header.get("msg_type") == "input_reply":
+                parent_header, content = self.session.unpack(parts[1]), self.session.unpack(parts[3])
+            elif header.get("msg_type") == "execute_request":
+                metadata = self.session.unpack(parts[2])
         else:
             msg = deserialize_binary_message(ws_msg) if isinstance(ws_msg, bytes) else json.loads(ws_msg)
-            if msg.get("channel", "shell") != "shell":
-                return
+            channel = msg.get("channel", "shell")
             header = msg.get("header") or {}
-            if header.get("msg_type") != "execute_request":
-                return
-            metadata = msg.get("metadata") or {}
-        recorder.note_request(self.kernel_id, header, metadata)
+            parent_header, metadata, content = msg.get("parent_header"), msg.get("metadata"), msg.get("content")
+        msg_type = header.get("msg_type")
+        if channel == "shell" and msg_type == "execute_request":
+            recorder.note_request(self.kernel_id, header, metadata or {})
+        elif channel == "stdin" and msg_type == "input_reply":
+            recorder.note_input_reply(self.kernel_id, header, parent_header or {}, content or {})

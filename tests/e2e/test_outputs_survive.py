@@ -397,3 +397,70 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
         f"on screen; file on disk behind the screen by at most {watch.file_lag():.1f} s "
         f"(outage included), {watch.file_lag(since=first_new):.1f} s after recovery"
     )
+
+
+INPUT_TICKS = 6
+INPUT_CELL = (
+    "import time\n"
+    f"for i in range({INPUT_TICKS}):\n"
+    "    print(f'tick {i}', flush=True)\n"
+    f"    time.sleep({PERIOD})\n"
+    "answer = input('Your name?')\n"
+    "print(f'hello {answer}')\n"
+)
+STDIN = ".jp-Stdin-input"
+
+
+@pytest.mark.parametrize("fault", ["reload", "kill-chromium"])
+@pytest.mark.parametrize("kind", ["input"])
+def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, session, playwright, kind, fault):
+    """(5) ``input()`` after a while. ``reload``: the page goes while the prompt is on screen.
+    ``kill-chromium``: the browser dies before the kernel asks, so the request reaches the
+    server while no page is connected."""
+    sid = session["id"]
+    name = f"{kind}-{fault}.ipynb"
+    with kiosk_page(playwright, sid) as page:
+        put_notebook(page, name, [INPUT_CELL])
+        open_alone_and_run_all(page, name)
+        cell = page.locator(CELLS).first
+        if fault == "reload":
+            cell.locator(STDIN).wait_for(timeout=120_000)
+            restarts = None
+            page.reload(wait_until="domcontentloaded")
+        else:
+            wait_for("two ticks", lambda: len(numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))) >= 2,
+                     timeout=120, every=0.1)
+            restarts = session_state(keepalive_service, sid)["restarts"]
+            os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
+
+    if restarts is not None:
+        wait_for("the service to recover the browser",
+                 lambda: (s := session_state(keepalive_service, sid))["restarts"] > restarts and s["state"] == "ready",
+                 timeout=120)
+
+    with kiosk_page(playwright, sid) as page:
+        cell = page.locator(CELLS).first
+        cell.locator(STDIN).wait_for(timeout=120_000)
+        assert "Your name?" in cell.locator(".jp-Stdin-prompt").inner_text()
+        assert prompt_text(page) == "[*]:"
+        ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
+        assert ticks == list(range(INPUT_TICKS)), ticks
+        cell.locator(STDIN).fill("keepalive")
+        cell.locator(STDIN).press("Enter")
+        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=60, every=0.25)
+        text = "\n".join(cell_outputs(page))
+        assert numbers(r"^tick (\d+)$", text) == list(range(INPUT_TICKS)), text
+        assert text.count("Your name? keepalive") == 1, text
+        assert text.count("hello keepalive") == 1, text
+        assert cell.locator(STDIN).count() == 0
+
+    notebook_file = next(keepalive_service.state_dir.rglob(name))
+
+    def saved_answer() -> bool:
+        notebook = saved_notebook(notebook_file)
+        if notebook is None:
+            return False
+        saved = "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
+        return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
+
+    wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25)

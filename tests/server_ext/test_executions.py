@@ -272,3 +272,93 @@ def test_activity_endpoint_lists_kernels(fetch, kernel_id):
         assert time.monotonic() < deadline, kernels
         time.sleep(0.2)
     assert mine[0]["execution_state"] == "idle" and mine[0]["running"] is None
+
+
+# --- input(): asked again by a page that did not start the execution -------------------------
+
+
+def input_request(parent: str, prompt: str, password: bool = False) -> dict:
+    message = iopub(parent, "input_request", {"prompt": prompt, "password": password})
+    message["header"]["session"] = "kernel-session"
+    return message
+
+
+def test_input_request_is_pending_until_answered_then_shown_as_answered():
+    rec = record()
+    rec.note_request("r1", "cell-a", "client-1")
+    rec.on_iopub(iopub("r1", "execute_input", {"execution_count": 1}))
+    asked = input_request("r1", "Name?")
+    rec.on_input_request(asked)
+    pending = rec.to_json()["executions"][0]["input_request"]
+    assert pending["prompt"] == "Name?" and pending["password"] is False
+    assert pending["header"]["msg_id"] == asked["header"]["msg_id"]
+
+    rec.on_input_reply("reply-1", "some-other-request", "ignored")
+    assert rec.executions["r1"].input_request is not None
+
+    rec.on_input_reply("reply-1", asked["header"]["msg_id"], "Ada")
+    execution = rec.to_json()["executions"][0]
+    assert execution["input_request"] is None
+    [answer] = [m for m in execution["messages"] if m["msg_type"] == "stream"]
+    assert answer["content"] == {"name": "stdin", "text": "Name? Ada\n"}
+    assert answer["metadata"] == {"keepalive_input_request": asked["header"]["msg_id"]}
+
+
+def test_a_password_answer_is_never_recorded():
+    rec = record()
+    asked = input_request("r1", "Password:", password=True)
+    rec.on_input_request(asked)
+    rec.on_input_reply("reply-1", asked["header"]["msg_id"], "hunter2")
+    text = json.dumps(rec.to_json())
+    assert "hunter2" not in text
+    assert "Password: \u00b7\u00b7\u00b7\u00b7\u00b7\u00b7\u00b7\u00b7\n" in json.loads(text)["executions"][0]["messages"][0]["content"]["text"]
+
+
+def test_an_unanswered_request_ends_with_its_execution():
+    rec = record()
+    rec.note_request("r1", "a", "s")
+    rec.on_iopub(iopub("r1", "execute_input", {"execution_count": 1}))
+    rec.on_input_request(input_request("r1", "Name?"))
+    rec.on_iopub(iopub("r1", "status", {"execution_state": "idle"}))
+    assert rec.executions["r1"].input_request is None
+
+
+def test_a_new_page_answers_an_input_asked_after_the_old_one_went(fetch, jp_ws_fetch, jp_asyncio_loop, kernel_id):
+    """The request reaches the kernel's stdin after the first websocket closed (jupyter_server
+    buffers it for that page's session key); a page with another key answers it."""
+    run = jp_asyncio_loop.run_until_complete
+    first = uuid.uuid4().hex
+    ws = run(jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": first}))
+    msg_id, request = execute_request("import time\ntime.sleep(1)\nname = input('Name?')\nprint('hello', name)", "cell-7", first)
+    request["content"]["allow_stdin"] = True
+    run(ws.write_message(json.dumps(request)))
+    ws.close()
+
+    def execution() -> dict:
+        return next(e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id)
+
+    deadline = time.monotonic() + 60
+    while (pending := execution()["input_request"]) is None:
+        assert time.monotonic() < deadline, execution()
+        run(__import__("asyncio").sleep(0.2))
+    assert pending["prompt"] == "Name?"
+
+    second = uuid.uuid4().hex
+    ws = run(jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": second}))
+    reply = {
+        "channel": "stdin",
+        "header": {"msg_id": uuid.uuid4().hex, "msg_type": "input_reply", "session": second,
+                   "username": "test", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+        "parent_header": pending["header"],
+        "metadata": {},
+        "content": {"status": "ok", "value": "keepalive"},
+        "buffers": [],
+    }
+    run(ws.write_message(json.dumps(reply)))
+    while (done := execution())["state"] != "finished":
+        assert time.monotonic() < deadline, done
+        run(__import__("asyncio").sleep(0.2))
+    ws.close()
+    text = "".join(m["content"]["text"] for m in done["messages"] if m["msg_type"] == "stream")
+    assert text == "Name? keepalive\nhello keepalive\n"
+    assert done["input_request"] is None

@@ -10,6 +10,10 @@
  * source: a websocket that reconnects, or messages that arrive while the record is being
  * fetched, could otherwise leave a gap or put a line out of order.
  *
+ * A pending `input()` of such an execution is asked again: the record holds the kernel's
+ * `input_request` until some page answers it, and the cell's output area shows JupyterLab's own
+ * input box for it. The kernel takes a reply from any connection.
+ *
  * JupyterLab's notebook and output packages are used through their runtime objects only (duck
  * typing), so this extension builds without them.
  */
@@ -26,6 +30,13 @@ export interface IRecordedMessage {
   metadata: any;
 }
 
+/** What the kernel waits for on stdin, as recorded (see server_ext/executions.py). */
+export interface IInputRequest {
+  header: any;
+  prompt: string;
+  password: boolean;
+}
+
 /** One recorded execution. */
 export interface IExecution {
   msg_id: string;
@@ -34,8 +45,12 @@ export interface IExecution {
   state: 'queued' | 'running' | 'finished' | 'aborted';
   execution_count: number | null;
   dropped: number;
+  input_request: IInputRequest | null;
   messages: IRecordedMessage[];
 }
+
+/** The metadata mark of the `stdin` output the record makes of an answer. */
+const ANSWER_MARK = 'keepalive_input_request';
 
 /** The record of one kernel: its executions, and the newest sequence number in it. */
 export interface IRecord {
@@ -72,7 +87,8 @@ export class CellFollower {
   constructor(
     readonly cellModel: any,
     readonly cellWidget: () => any,
-    readonly msgId: string
+    readonly msgId: string,
+    readonly kernel: any
   ) {}
 
   /** Whether the execution has ended (the cell's prompt shows its count). */
@@ -85,7 +101,7 @@ export class CellFollower {
     this.outputs.clear();
     this.cellModel.executionCount = null;
     for (const message of execution.messages) {
-      this.apply(message.msg_id, message.msg_type, message.content);
+      this.apply(message.msg_id, message.msg_type, message.content, message.metadata);
     }
     this.count = execution.execution_count;
     if (execution.state === 'finished' || execution.state === 'aborted') {
@@ -93,17 +109,63 @@ export class CellFollower {
     } else {
       this.showRunning();
     }
+    this.askAgain(execution.input_request);
   }
 
   /** What the record gained since the last look: applied in its order, each message once. */
   catchUp(execution: IExecution): void {
     for (const message of execution.messages) {
-      this.apply(message.msg_id, message.msg_type, message.content);
+      this.apply(message.msg_id, message.msg_type, message.content, message.metadata);
     }
     this.count = execution.execution_count ?? this.count;
     if (execution.state === 'finished' || execution.state === 'aborted') {
       this.finish();
     }
+    this.askAgain(execution.input_request);
+  }
+
+  /**
+   * Show JupyterLab's input box for what the kernel waits for; take it away once the request
+   * is no longer pending (answered on another page, or the execution ended).
+   */
+  private askAgain(request: IInputRequest | null): void {
+    const requestId: string | undefined = request?.header?.msg_id;
+    if (request && requestId && requestId !== this.askedFor) {
+      const area = this.cellWidget()?.outputArea;
+      if (typeof area?.onInputRequest !== 'function') {
+        return; // the cell is not rendered yet: the next look asks
+      }
+      this.dropInputBox();
+      this.askedFor = requestId;
+      const kernel = this.kernel;
+      // What JupyterLab's input box needs of the execution's future: a way to reply.
+      const future = {
+        kernel,
+        sendInputReply: (content: any, parentHeader: any) => {
+          this.answeredHere.add(requestId);
+          kernel.sendInputReply(content, parentHeader);
+        }
+      };
+      area.onInputRequest(
+        { header: request.header, content: { prompt: request.prompt, password: request.password } },
+        future
+      );
+      const widgets = area.layout?.widgets ?? [];
+      this.inputBox = widgets[widgets.length - 1] ?? null;
+    } else if (!request && this.askedFor) {
+      if (!this.answeredHere.has(this.askedFor)) {
+        this.dropInputBox(); // answered elsewhere, or the execution ended: the box would lie
+      }
+      this.askedFor = null;
+      this.inputBox = null;
+    }
+  }
+
+  private dropInputBox(): void {
+    if (this.inputBox && !this.inputBox.isDisposed) {
+      this.inputBox.dispose();
+    }
+    this.inputBox = null;
   }
 
   private get outputs(): any {
@@ -129,11 +191,14 @@ export class CellFollower {
     this.cellModel.executionCount = this.count;
   }
 
-  private apply(msgId: string, type: string, content: any): void {
+  private apply(msgId: string, type: string, content: any, metadata?: any): void {
     if (this.seen.has(msgId)) {
       return;
     }
     this.seen.add(msgId);
+    if (this.answeredHere.has(metadata?.[ANSWER_MARK])) {
+      return; // the answer typed on this page: its input box has put it in the outputs already
+    }
     const outputs = this.outputs;
     const displayId: string | undefined = content?.transient?.display_id;
     switch (type) {
@@ -181,6 +246,9 @@ export class CellFollower {
   }
 
   private seen = new Set<string>();
+  private askedFor: string | null = null;
+  private answeredHere = new Set<string>();
+  private inputBox: any = null;
   private displays = new Map<string, number[]>();
   private clearPending = false;
   private count: number | null = null;
@@ -234,7 +302,8 @@ class NotebookReattacher {
       const follower = new CellFollower(
         model,
         () => notebook.widgets.find((w: any) => w.model === model),
-        execution.msg_id
+        execution.msg_id,
+        kernel
       );
       follower.replay(execution);
       if (!follower.done) {
