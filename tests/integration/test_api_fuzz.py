@@ -38,7 +38,9 @@ def fuzzed_service(tmp_path_factory, profile_template):
 def test_no_generated_request_gets_a_5xx(fuzzed_service):
     schema = schemathesis.openapi.from_url(f"{fuzzed_service.url}/openapi.json")
     failures: list[str] = []
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # the event streams answer 200 at once and then stream until the client goes (or forever, for
+    # GET /events): a request per example would never end. Their auth and 404 are tested apart.
+    operations = [op for op in (result.ok() for result in schema.get_all_operations()) if not op.path.endswith("/events")]
     assert len(operations) >= 10, [op.label for op in operations]
 
     for operation in operations:

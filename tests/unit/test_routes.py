@@ -84,3 +84,60 @@ def test_a_screenshot_of_a_page_that_just_died_is_409_not_500(client):
     response = client.get("/sessions/abc123abc123/screenshot")
     assert response.status_code == 409
     assert "cannot be captured now" in response.json()["detail"]
+
+
+# --- the event streams, in process ------------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from keepalive.engine.events import EventHub  # noqa: E402
+from keepalive.engine.manager import SessionNotFound  # noqa: E402
+
+
+class StoppingSession:
+    """A session that has just stopped: its stream must tell so and end."""
+
+    id = "abc123abc123"
+    record = SimpleNamespace(state="stopped", error=None, restarts=2)
+    state = SessionState.stopped
+
+
+class EventsManager(StandInManager):
+    def __init__(self, session) -> None:
+        super().__init__(session)
+        self.events = EventHub()
+
+    def get(self, session_id):
+        if session_id != self.session.id:
+            raise SessionNotFound(session_id)
+        return self.session
+
+    def activity(self, session_id):
+        return None
+
+
+@pytest.fixture
+def events_client(tmp_path):
+    app = create_app(Settings(state_dir=tmp_path, api_token="t"))
+    app.state.manager = EventsManager(StoppingSession())
+    with TestClient(app) as client:
+        yield client
+
+
+def test_the_event_streams_need_the_token(events_client):
+    assert events_client.get("/events").status_code == 401
+    assert events_client.get("/sessions/abc123abc123/events").status_code == 401
+    assert events_client.get("/events", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_an_unknown_sessions_stream_is_404(events_client):
+    response = events_client.get("/sessions/nope/events", headers={"Authorization": "Bearer t"})
+    assert response.status_code == 404 and "nope" in response.json()["detail"]
+
+
+def test_a_stopped_sessions_stream_says_so_and_ends(events_client):
+    with events_client.stream("GET", "/sessions/abc123abc123/events", headers={"Authorization": "Bearer t"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        body = response.read().decode()
+    assert body == 'event: state\ndata: {"state":"stopped","error":null,"restarts":2}\n\n'
