@@ -47,8 +47,6 @@ class ExecutionRecorder(LoggingConfigurable):
         super().__init__(**kwargs)
         self.kernel_manager = kernel_manager
         self.records: dict[str, KernelRecord] = {}
-        #: each kernel's latest kernel_info_reply content, as a page got it
-        self.kernel_info: dict[str, dict] = {}
         self._poller: PeriodicCallback | None = None
 
     # --- life cycle -------------------------------------------------------------------------
@@ -106,18 +104,7 @@ class ExecutionRecorder(LoggingConfigurable):
         self.log.info("keepalive: recording executions of kernel %s", kernel_id)
         return record
 
-    def running_request(self, kernel_id: str) -> dict | None:
-        """The header (as much as is known) of the execution the kernel runs now, or None."""
-        record = self.records.get(kernel_id)
-        if record is None or record.activity.execution_state != "busy":
-            return None
-        running = next((e for e in record.executions.values() if e.state == "running"), None)
-        if running is None:
-            return None
-        return {"msg_id": running.msg_id, "msg_type": "execute_request", "session": running.session or ""}
-
     def detach(self, kernel_id: str) -> None:
-        self.kernel_info.pop(kernel_id, None)
         record = self.records.pop(kernel_id, None)
         if record is not None and record.stream is not None and not record.stream.closed():
             record.stream.close()
@@ -163,59 +150,16 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     def handle_incoming_message(self, incoming_msg) -> None:
         try:
-            answered = self._note_incoming(incoming_msg)
+            self._note_incoming(incoming_msg)
         except Exception as e:  # never let the record get in the way of the kernel
             self.log.warning("keepalive: could not read an incoming message: %s", type(e).__name__)
-            answered = False
-        if not answered:
-            super().handle_incoming_message(incoming_msg)
+        super().handle_incoming_message(incoming_msg)
 
     def handle_outgoing_message(self, stream, outgoing_msg) -> None:
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
         if channel == "stdin":
             self._note_stdin(outgoing_msg)
-        elif channel == "shell":
-            self._note_kernel_info(outgoing_msg)
         super().handle_outgoing_message(stream, outgoing_msg)
-
-    def _note_kernel_info(self, msg_list) -> None:
-        recorder = self._recorder
-        if recorder is None:
-            return
-        try:
-            _, parts = self.session.feed_identities(msg_list)
-            if self.session.unpack(parts[1]).get("msg_type") == "kernel_info_reply":
-                recorder.kernel_info[self.kernel_id] = self.session.unpack(parts[4])
-        except Exception as e:
-            self.log.warning("keepalive: could not read a shell reply: %s", type(e).__name__)
-
-    def _answer_kernel_info(self, request: dict) -> bool:
-        """Answer a page's kernel_info_request while a cell runs, with the kernel's own earlier
-        answer; True if answered.
-
-        The kernel answers shell requests only between cells. A page that connects while one
-        runs (a reload, a recovered browser) would wait that long for kernel_info, and with it
-        everything that waits on it: ipywidgets' comms, which JupyterLab runs on a kernel
-        subshell of their own and which the kernel serves at once. Widgets then come back live.
-        The reply is followed by the busy status of the cell that still runs, so that the page
-        shows the kernel as it is.
-        """
-        recorder = self._recorder
-        info = recorder.kernel_info.get(self.kernel_id) if recorder is not None else None
-        running = recorder.running_request(self.kernel_id) if info is not None else None
-        if running is None:
-            return False
-
-        def send(channel: str, msg_type: str, content: dict, parent: dict) -> None:
-            message = self.session.msg(msg_type, content=content, parent=parent)
-            self.handle_outgoing_message(channel, self.session.serialize(message))
-
-        send("iopub", "status", {"execution_state": "busy"}, request)
-        send("shell", "kernel_info_reply", info, request)
-        send("iopub", "status", {"execution_state": "idle"}, request)
-        send("iopub", "status", {"execution_state": "busy"}, running)
-        self.log.info("keepalive: answered kernel_info for kernel %s while a cell runs", self.kernel_id)
-        return True
 
     def disconnect(self):
         # jupyter_server may keep this connection's channels open for a page that comes back
@@ -247,16 +191,15 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
         except Exception as e:
             self.log.warning("keepalive: could not read a stdin message: %s", type(e).__name__)
 
-    def _note_incoming(self, ws_msg) -> bool:
-        """Tell the recorder of execute requests (which cell) and input replies (answered);
-        answer a kernel_info request here while a cell runs. True if answered here."""
+    def _note_incoming(self, ws_msg) -> None:
+        """Tell the recorder of execute requests (which cell) and input replies (answered)."""
         recorder = self._recorder
         if recorder is None or not self.channels:
-            return False
+            return
         if self.subprotocol == "v1.kernel.websocket.jupyter.org":
             channel, parts = deserialize_msg_from_ws_v1(ws_msg)
             if channel not in ("shell", "stdin"):
-                return False
+                return
             header = self.session.unpack(parts[0])
             parent_header, metadata, content = (None, None, None)
             if header.get("msg_type") == "input_reply":
@@ -273,6 +216,3 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
             recorder.note_request(self.kernel_id, header, metadata or {})
         elif channel == "stdin" and msg_type == "input_reply":
             recorder.note_input_reply(self.kernel_id, header, parent_header or {}, content or {})
-        elif channel == "shell" and msg_type == "kernel_info_request":
-            return self._answer_kernel_info(header)
-        return False
