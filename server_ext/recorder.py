@@ -18,6 +18,7 @@ import json
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
     deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.ioloop import PeriodicCallback
@@ -26,6 +27,8 @@ from traitlets.config import LoggingConfigurable
 
 from .executions import KernelRecord
 
+#: Shell messages of comms (ipywidgets' among them): a subshell serves them while a cell runs.
+COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close", "comm_info_request"})
 #: How often kernels that started (or stopped) are noticed, in seconds.
 POLL_SECONDS = 1.0
 
@@ -47,6 +50,10 @@ class ExecutionRecorder(LoggingConfigurable):
         super().__init__(**kwargs)
         self.kernel_manager = kernel_manager
         self.records: dict[str, KernelRecord] = {}
+        #: each kernel's latest kernel_info_reply content, as a page got it
+        self.kernel_info: dict[str, dict] = {}
+        #: a kernel subshell of keepalive's own per kernel (None while being made), for comms
+        self.subshells: dict[str, str | None] = {}
         self._poller: PeriodicCallback | None = None
 
     # --- life cycle -------------------------------------------------------------------------
@@ -104,7 +111,45 @@ class ExecutionRecorder(LoggingConfigurable):
         self.log.info("keepalive: recording executions of kernel %s", kernel_id)
         return record
 
+    def running_request(self, kernel_id: str) -> dict | None:
+        """The header (as much as is known) of the execution the kernel runs now, or None."""
+        record = self.records.get(kernel_id)
+        if record is None or record.activity.execution_state != "busy":
+            return None
+        running = next((e for e in record.executions.values() if e.state == "running"), None)
+        if running is None:
+            return None
+        return {"msg_id": running.msg_id, "msg_type": "execute_request", "session": running.session or ""}
+
+    def ensure_subshell(self, kernel_id: str) -> None:
+        """Ask the kernel (on its control channel, served while cells run) for a subshell for the
+        comms of pages that connect while a cell runs; once per kernel."""
+        if kernel_id in self.subshells:
+            return
+        info = self.kernel_info.get(kernel_id) or {}
+        if "kernel subshells" not in info.get("supported_features", []):
+            return
+        kernel = self.kernel_manager.get_kernel(kernel_id)
+        stream = kernel.connect_control()
+        session = kernel.session
+        self.subshells[kernel_id] = None
+
+        def on_reply(msg_list):
+            try:
+                _, parts = session.feed_identities(msg_list)
+                msg = session.deserialize(parts, content=True)
+                if msg["header"]["msg_type"] == "create_subshell_reply" and msg["content"].get("status") == "ok":
+                    self.subshells[kernel_id] = msg["content"]["subshell_id"]
+                    self.log.info("keepalive: subshell %s for comms of kernel %s", self.subshells[kernel_id], kernel_id)
+            finally:
+                stream.close()
+
+        stream.on_recv(on_reply)
+        session.send(stream, "create_subshell_request", {})
+
     def detach(self, kernel_id: str) -> None:
+        self.subshells.pop(kernel_id, None)
+        self.kernel_info.pop(kernel_id, None)
         record = self.records.pop(kernel_id, None)
         if record is not None and record.stream is not None and not record.stream.closed():
             record.stream.close()
@@ -150,16 +195,60 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     def handle_incoming_message(self, incoming_msg) -> None:
         try:
-            self._note_incoming(incoming_msg)
+            forward = self._note_incoming(incoming_msg)
         except Exception as e:  # never let the record get in the way of the kernel
             self.log.warning("keepalive: could not read an incoming message: %s", type(e).__name__)
-        super().handle_incoming_message(incoming_msg)
+            forward = incoming_msg
+        if forward is not None:
+            super().handle_incoming_message(forward)
 
     def handle_outgoing_message(self, stream, outgoing_msg) -> None:
         channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
         if channel == "stdin":
             self._note_stdin(outgoing_msg)
+        elif channel == "shell":
+            self._note_kernel_info(outgoing_msg)
         super().handle_outgoing_message(stream, outgoing_msg)
+
+    def _note_kernel_info(self, msg_list) -> None:
+        recorder = self._recorder
+        if recorder is None:
+            return
+        try:
+            _, parts = self.session.feed_identities(msg_list)
+            if self.session.unpack(parts[1]).get("msg_type") == "kernel_info_reply":
+                recorder.kernel_info[self.kernel_id] = self.session.unpack(parts[4])
+                recorder.ensure_subshell(self.kernel_id)
+        except Exception as e:
+            self.log.warning("keepalive: could not read a shell reply: %s", type(e).__name__)
+
+    def _answer_kernel_info(self, request: dict) -> bool:
+        """Answer a page's kernel_info_request while a cell runs, with the kernel's own earlier
+        answer; True if answered.
+
+        The kernel answers shell requests only between cells. A page that connects while one
+        runs (a reload, a recovered browser) would wait that long for kernel_info, and with it
+        everything that waits on it: ipywidgets' comms, which JupyterLab runs on a kernel
+        subshell of their own and which the kernel serves at once. Widgets then come back live.
+        The reply is followed by the busy status of the cell that still runs, so that the page
+        shows the kernel as it is.
+        """
+        recorder = self._recorder
+        info = recorder.kernel_info.get(self.kernel_id) if recorder is not None else None
+        running = recorder.running_request(self.kernel_id) if info is not None else None
+        if running is None:
+            return False
+
+        def send(channel: str, msg_type: str, content: dict, parent: dict) -> None:
+            message = self.session.msg(msg_type, content=content, parent=parent)
+            self.handle_outgoing_message(channel, self.session.serialize(message))
+
+        send("iopub", "status", {"execution_state": "busy"}, request)
+        send("shell", "kernel_info_reply", info, request)
+        send("iopub", "status", {"execution_state": "idle"}, request)
+        send("iopub", "status", {"execution_state": "busy"}, running)
+        self.log.info("keepalive: answered kernel_info for kernel %s while a cell runs", self.kernel_id)
+        return True
 
     def disconnect(self):
         # jupyter_server may keep this connection's channels open for a page that comes back
@@ -191,15 +280,18 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
         except Exception as e:
             self.log.warning("keepalive: could not read a stdin message: %s", type(e).__name__)
 
-    def _note_incoming(self, ws_msg) -> None:
-        """Tell the recorder of execute requests (which cell) and input replies (answered)."""
+    def _note_incoming(self, ws_msg):
+        """Tell the recorder of execute requests (which cell) and input replies (answered).
+        While a cell runs: answer a kernel_info request here, and send comm messages to the
+        kernel's comm subshell. Returns the message to forward (None: answered here)."""
         recorder = self._recorder
         if recorder is None or not self.channels:
-            return
+            return ws_msg
+        msg = None
         if self.subprotocol == "v1.kernel.websocket.jupyter.org":
             channel, parts = deserialize_msg_from_ws_v1(ws_msg)
             if channel not in ("shell", "stdin"):
-                return
+                return ws_msg
             header = self.session.unpack(parts[0])
             parent_header, metadata, content = (None, None, None)
             if header.get("msg_type") == "input_reply":
@@ -216,3 +308,16 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
             recorder.note_request(self.kernel_id, header, metadata or {})
         elif channel == "stdin" and msg_type == "input_reply":
             recorder.note_input_reply(self.kernel_id, header, parent_header or {}, content or {})
+        elif channel == "shell" and msg_type == "kernel_info_request":
+            return None if self._answer_kernel_info(header) else ws_msg
+        elif channel == "shell" and msg_type in COMM_TYPES and not header.get("subshell_id"):
+            subshell = recorder.subshells.get(self.kernel_id)
+            if subshell and recorder.running_request(self.kernel_id) is not None:
+                # JupyterLab puts comms on a subshell of its own too, but sends a comm's first
+                # message before that subshell exists: on the main shell, busy with the cell
+                header["subshell_id"] = subshell
+                if msg is None:
+                    return serialize_msg_to_ws_v1([self.session.pack(header), *parts[1:]], channel)
+                if isinstance(ws_msg, str):  # the legacy JSON protocol (binary buffers: left as they are)
+                    return json.dumps({**msg, "header": header}, default=str)
+        return ws_msg

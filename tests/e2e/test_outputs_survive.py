@@ -253,11 +253,6 @@ class Widgets(Case):
 
 CASES = {"ticks": Ticks(), "display": Display(), "frames": Frames(), "error": ErrorQueued(), "widgets": Widgets()}
 
-#: Known gap: the views are replayed at once, but jupyterlab-widgets restores the widget models
-#: with requests on the shell channel, which the kernel answers only when the running cell ends:
-#: the slider and the bar are right at the end, not live during the rest of the run.
-NOT_LIVE_YET = {"widgets"}
-
 
 @pytest.fixture
 def session(keepalive_service, request):
@@ -337,8 +332,6 @@ class Watch:
 @pytest.mark.parametrize("fault", ["reload", "kill-chromium"])
 @pytest.mark.parametrize("kind", list(CASES))
 def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, kind, fault, request):
-    if kind in NOT_LIVE_YET:
-        request.applymarker(pytest.mark.xfail(reason="widget models come back only when the cell ends", strict=True))
     case = CASES[kind]
     sid = session["id"]
     name = f"{kind}-{fault}.ipynb"

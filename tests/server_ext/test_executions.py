@@ -335,10 +335,11 @@ def test_a_new_page_answers_an_input_asked_after_the_old_one_went(fetch, jp_ws_f
     ws.close()
 
     def execution() -> dict:
-        return next(e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id)
+        # {} until the server has passed the request on (the websocket closed right after it)
+        return next((e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id), {})
 
     deadline = time.monotonic() + 60
-    while (pending := execution()["input_request"]) is None:
+    while (pending := execution().get("input_request")) is None:
         assert time.monotonic() < deadline, execution()
         run(__import__("asyncio").sleep(0.2))
     assert pending["prompt"] == "Name?"
@@ -362,3 +363,77 @@ def test_a_new_page_answers_an_input_asked_after_the_old_one_went(fetch, jp_ws_f
     text = "".join(m["content"]["text"] for m in done["messages"] if m["msg_type"] == "stream")
     assert text == "Name? keepalive\nhello keepalive\n"
     assert done["input_request"] is None
+
+
+def kernel_info_request(session: str) -> tuple[str, dict]:
+    msg_id = uuid.uuid4().hex
+    return msg_id, {
+        "channel": "shell",
+        "header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "session": session,
+                   "username": "test", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+        "parent_header": {}, "metadata": {}, "content": {}, "buffers": [],
+    }
+
+
+def test_a_page_that_connects_while_a_cell_runs_gets_kernel_info_at_once(fetch, jp_ws_fetch, jp_asyncio_loop, kernel_id):
+    """The kernel answers shell requests only between cells; the server answers kernel_info for
+    it (with the kernel's own earlier answer), then says the kernel is still busy."""
+    import asyncio
+
+    run = jp_asyncio_loop.run_until_complete
+
+    async def reply_to(ws, msg_id: str, timeout: float) -> tuple[dict, list[dict]]:
+        """The shell reply to msg_id, and the iopub messages seen on the way."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = await asyncio.wait_for(ws.read_message(), max(0.1, deadline - time.monotonic()))
+            msg = json.loads(raw)
+            if msg["channel"] == "iopub":
+                seen.append(msg)
+            elif msg["parent_header"].get("msg_id") == msg_id:
+                return msg, seen
+
+    first = uuid.uuid4().hex
+    ws = run(jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": first}))
+    info_id, request = kernel_info_request(first)
+    run(ws.write_message(json.dumps(request)))
+    original, _ = run(reply_to(ws, info_id, 30))
+    msg_id, request = execute_request("import time\ntime.sleep(20)", "cell-1", first)
+    run(ws.write_message(json.dumps(request)))
+    deadline = time.monotonic() + 30
+    while not [e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id and e["state"] == "running"]:
+        assert time.monotonic() < deadline
+        run(asyncio.sleep(0.1))
+
+    second = uuid.uuid4().hex
+    ws2 = run(jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": second}))
+    info_id, request = kernel_info_request(second)
+    run(ws2.write_message(json.dumps(request)))
+    reply, iopub = run(reply_to(ws2, info_id, 5))  # the cell has 20 s to go
+    assert reply["header"]["msg_type"] == "kernel_info_reply"
+    assert reply["content"]["protocol_version"] == original["content"]["protocol_version"]
+    assert "kernel subshells" in reply["content"].get("supported_features", [])
+    states = [(m["parent_header"].get("msg_id"), m["content"]["execution_state"]) for m in iopub if m["msg_type"] == "status"]
+    deadline = time.monotonic() + 5
+    while (msg_id, "busy") not in states:  # the kernel is still busy with the cell
+        msg = json.loads(run(asyncio.wait_for(ws2.read_message(), max(0.1, deadline - time.monotonic()))))
+        if msg["channel"] == "iopub" and msg["msg_type"] == "status":
+            states.append((msg["parent_header"].get("msg_id"), msg["content"]["execution_state"]))
+    assert (info_id, "idle") in states and states.index((info_id, "idle")) < states.index((msg_id, "busy"))
+
+    # comms go to keepalive's subshell for the kernel, which answers while the cell runs
+    comm_id = uuid.uuid4().hex
+    request = {
+        "channel": "shell",
+        "header": {"msg_id": comm_id, "msg_type": "comm_info_request", "session": second,
+                   "username": "test", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+        "parent_header": {}, "metadata": {}, "content": {}, "buffers": [],
+    }
+    run(ws2.write_message(json.dumps(request)))
+    reply, _ = run(reply_to(ws2, comm_id, 5))
+    assert reply["header"]["msg_type"] == "comm_info_reply" and reply["content"]["status"] == "ok"
+    assert [e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id][0]["state"] == "running"
+    ws.close()
+    ws2.close()
+    fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
