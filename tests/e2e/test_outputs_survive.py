@@ -446,7 +446,9 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
         assert numbers(r"^tick (\d+)$", text) == list(range(INPUT_TICKS)), text
         assert text.count("Your name? keepalive") == 1, text
         assert text.count("hello keepalive") == 1, text
-        assert cell.locator(STDIN).count() == 0
+        # JupyterLab takes an answered box away half a second after the answer
+        wait_for("the answered input box to go", lambda: cell.locator(STDIN).count() == 0, timeout=10,
+                 describe=lambda: cell.locator(".jp-OutputArea-output").all_inner_texts())
 
     notebook_file = next(keepalive_service.state_dir.rglob(name))
 
