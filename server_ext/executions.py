@@ -249,9 +249,13 @@ class KernelRecord:
             finished = [k for k, e in self.executions.items() if e.finished_at is not None]
             del self.executions[finished[0] if finished else next(iter(self.executions))]
 
+    def running(self) -> Execution | None:
+        """The execution the kernel runs now (one at a time on its main shell), if any."""
+        return next((e for e in self.executions.values() if e.state == "running"), None)
+
     def activity_json(self) -> dict:
         """What the kernel is doing, for ``GET /keepalive/activity``."""
-        running = next((e for e in self.executions.values() if e.state == "running"), None)
+        running = self.running()
         return {
             "kernel_id": self.kernel_id,
             **self.activity.to_json(),

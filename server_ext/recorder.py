@@ -116,7 +116,7 @@ class ExecutionRecorder(LoggingConfigurable):
         record = self.records.get(kernel_id)
         if record is None or record.activity.execution_state != "busy":
             return None
-        running = next((e for e in record.executions.values() if e.state == "running"), None)
+        running = record.running()
         if running is None:
             return None
         return {"msg_id": running.msg_id, "msg_type": "execute_request", "session": running.session or ""}
@@ -179,7 +179,8 @@ class ExecutionRecorder(LoggingConfigurable):
 
 
 class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
-    """jupyter_server's kernel websocket, which also tells the recorder about execute requests."""
+    """jupyter_server's kernel websocket, which also tells the recorder about execute requests
+    and stdin, and, while a cell runs, answers kernel_info itself and sends comms to a subshell."""
 
     def connect(self):
         recorder = self.websocket_handler.settings.get("keepalive_execution_recorder")
@@ -228,10 +229,10 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
 
         The kernel answers shell requests only between cells. A page that connects while one
         runs (a reload, a recovered browser) would wait that long for kernel_info, and with it
-        everything that waits on it: ipywidgets' comms, which JupyterLab runs on a kernel
-        subshell of their own and which the kernel serves at once. Widgets then come back live.
-        The reply is followed by the busy status of the cell that still runs, so that the page
-        shows the kernel as it is.
+        everything that waits on it: ipywidgets' restore, whose comm messages then go to
+        keepalive's subshell (see ``_note_incoming``), which the kernel serves at once. Widgets
+        then come back live. The reply is followed by the busy status of the cell that still
+        runs, so that the page shows the kernel as it is.
         """
         recorder = self._recorder
         info = recorder.kernel_info.get(self.kernel_id) if recorder is not None else None

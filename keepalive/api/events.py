@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from keepalive.api.deps import Authorized, ManagerDep
 from keepalive.api.sessions import lookup
+from keepalive.engine.events import Event, state_event
 from keepalive.models import SessionState
 
 router = APIRouter(tags=["events"], dependencies=[Authorized])
@@ -32,6 +33,20 @@ HEARTBEAT = 15.0
 
 def sse(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def relay(
+    queue: asyncio.Queue[Event], render: Callable[[Event], str], ended: Callable[[], bool] = lambda: False
+) -> AsyncIterator[str]:
+    """Events from ``queue`` as ``render`` writes them, with a comment line on a quiet stream,
+    until ``ended()`` and nothing is left to send."""
+    while not (ended() and queue.empty()):
+        try:
+            event = await asyncio.wait_for(queue.get(), HEARTBEAT)
+        except TimeoutError:
+            yield ": still here\n\n"
+            continue
+        yield render(event)
 
 
 STREAM_HEADERS = {
@@ -50,13 +65,8 @@ async def all_events(manager: ManagerDep) -> StreamingResponse:
     async def stream() -> AsyncIterator[str]:
         with manager.events.listen(None) as queue:
             yield ": following every session\n\n"
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), HEARTBEAT)
-                except TimeoutError:
-                    yield ": still here\n\n"
-                    continue
-                yield sse(event.kind, {"session_id": event.session_id, **event.data})
+            async for chunk in relay(queue, lambda e: sse(e.kind, {"session_id": e.session_id, **e.data})):
+                yield chunk
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=STREAM_HEADERS)
 
@@ -72,16 +82,10 @@ async def session_events(request: Request, manager: ManagerDep, session_id: str)
 
     async def stream() -> AsyncIterator[str]:
         with manager.events.listen(session_id) as queue:
-            record = session.record
-            yield sse("state", {"state": record.state, "error": record.error, "restarts": record.restarts})
+            yield sse("state", state_event(session.record))
             if (activity := manager.activity(session_id)) is not None:
                 yield sse("activity", activity.model_dump(mode="json"))
-            while session.state is not SessionState.stopped or not queue.empty():
-                try:
-                    event = await asyncio.wait_for(queue.get(), HEARTBEAT)
-                except TimeoutError:
-                    yield ": still here\n\n"
-                    continue
-                yield sse(event.kind, event.data)
+            async for chunk in relay(queue, lambda e: sse(e.kind, e.data), lambda: session.state is SessionState.stopped):
+                yield chunk
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers=STREAM_HEADERS)

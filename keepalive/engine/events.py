@@ -23,6 +23,11 @@ class Event:
     data: dict
 
 
+def state_event(record) -> dict:
+    """A session's ``state`` event, from its record (keepalive.engine.session.SessionRecord)."""
+    return {"state": record.state, "error": record.error, "restarts": record.restarts}
+
+
 class EventHub:
     def __init__(self) -> None:
         # session id (None: every session) -> its listeners' queues

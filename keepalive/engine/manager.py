@@ -25,7 +25,7 @@ from playwright.async_api import Playwright, async_playwright
 from keepalive.engine.activity import ActivityWatcher
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
-from keepalive.engine.events import EventHub
+from keepalive.engine.events import EventHub, state_event
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.profile import ProfileError, make_template
 from keepalive.engine.reaper import reap
@@ -349,9 +349,7 @@ class SessionManager:
 
     def _state_changed(self, session: Session) -> None:
         state = session.state
-        self.events.publish(session.id, "state", {
-            "state": state.value, "error": session.record.error, "restarts": session.record.restarts,
-        })
+        self.events.publish(session.id, "state", state_event(session.record))
         watcher = self._watchers.get(session.id)
         if state in (SessionState.ready, SessionState.recovering) and watcher is None:
             # kernels go on computing while the browser is recovered: keep watching them
