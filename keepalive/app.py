@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from keepalive import __version__
 from keepalive.api import dashboard, devtools, events, health, homes, metrics, sessions, viewer
 from keepalive.api.body_limit import BodySizeLimit
+from keepalive.api.forwarded_prefix import ForwardedPrefix
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     app.add_middleware(JsonWithoutContentType)
     app.state.metrics = Metrics()
     app.add_middleware(RequestCounter, metrics=app.state.metrics)
+    app.add_middleware(ForwardedPrefix)
     app.add_middleware(BodySizeLimit)  # added last: runs first, before any body is read
     app.state.settings = settings
     app.state.api_token = token

@@ -92,4 +92,22 @@ else
   SKIP_JUPYTER_BUILDER=1 .venv-jupyter/bin/python -m pip install -q --no-deps -e .
   echo "$inputs $extras" > "$stamp"
 fi
+
+# The JupyterHub tests: in .venv-hub, what a hub user's image holds with keepalive added
+# (JupyterHub's single-user server, JupyterLab, jupyter-server-proxy, keepalive's Jupyter side),
+# and the hub's configurable-http-proxy (npm).
+if [ -n "$extras" ]; then
+  hub_stamp=.venv-hub/.keepalive-setup
+  hub_inputs=$(cat scripts/hub-requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$hub_stamp" 2>/dev/null)" != "$hub_inputs" ] \
+     || [ ! -e .venv-hub/chp/node_modules/configurable-http-proxy/bin/configurable-http-proxy ]; then
+    echo "setup: installing JupyterHub and a hub user's environment into .venv-hub (for the tests)"
+    [ -x .venv-hub/bin/python ] || "$python" -m venv .venv-hub
+    .venv-hub/bin/python -m pip install -q -r scripts/hub-requirements.txt
+    SKIP_JUPYTER_BUILDER=1 .venv-hub/bin/python -m pip install -q --no-deps -e .
+    [ -d .venv/node-bin ] && export PATH="$PWD/.venv/node-bin:$PATH"
+    npm install --silent --no-audit --no-fund --prefix .venv-hub/chp configurable-http-proxy@5
+    echo "$hub_inputs" > "$hub_stamp"
+  fi
+fi
 echo "setup: done ($(du -sh .venv | cut -f1) service, $(du -sh .venv-jupyter | cut -f1) Jupyter)"

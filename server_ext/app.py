@@ -10,6 +10,7 @@ from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
 from .handlers import ActivityHandler, ExecutionsHandler, SessionHandler
+from .kiosk import ActivityPolicy, KioskLoginHandler
 from .recorder import ExecutionRecorder, RecordingWebsocketConnection
 from .session import BaseSessionManager, HeavyAISessionManager
 
@@ -39,7 +40,7 @@ class HeavyAIExtension(ExtensionApp):
 
     name = "heavyai"
     load_other_extensions = True
-    classes = [HeavyAIConfig, HeavyAISessionManager, ExecutionRecorder]
+    classes = [HeavyAIConfig, HeavyAISessionManager, ExecutionRecorder, ActivityPolicy]
 
     session_manager: BaseSessionManager | None = None
 
@@ -108,13 +109,20 @@ class HeavyAIExtension(ExtensionApp):
         )
         self.settings["keepalive_execution_recorder"] = self.execution_recorder
         self.execution_recorder.start()
+        self.activity_policy = ActivityPolicy(self.serverapp, self.execution_recorder, config=self.config, log=self.log)
+        self.activity_policy.start()
 
     def initialize_handlers(self):
         self.handlers.append((r"/heavyai/session", SessionHandler))
-        self.handlers.append((r"/keepalive/executions", ExecutionsHandler))
-        self.handlers.append((r"/keepalive/activity", ActivityHandler))
+        # Under api/: {base_url}keepalive/ itself is where jupyter-server-proxy serves the service.
+        self.handlers.append((r"/api/keepalive/executions", ExecutionsHandler))
+        self.handlers.append((r"/api/keepalive/activity", ActivityHandler))
+        self.handlers.append((r"/api/keepalive/kiosk-login", KioskLoginHandler))
 
     async def stop_extension(self):
         recorder = getattr(self, "execution_recorder", None)
         if recorder is not None:
             recorder.stop()
+        policy = getattr(self, "activity_policy", None)
+        if policy is not None:
+            policy.stop()

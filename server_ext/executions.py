@@ -254,7 +254,7 @@ class KernelRecord:
         return next((e for e in self.executions.values() if e.state == "running"), None)
 
     def activity_json(self) -> dict:
-        """What the kernel is doing, for ``GET /keepalive/activity``."""
+        """What the kernel is doing, for ``GET /api/keepalive/activity``."""
         running = self.running()
         return {
             "kernel_id": self.kernel_id,

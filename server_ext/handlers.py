@@ -57,13 +57,15 @@ class SessionHandler(APIHandler):
 
 
 class ExecutionsHandler(APIHandler):
-    """``GET /keepalive/executions?kernel_id=K[&since=N]``: the kernel's recorded executions.
+    """``GET /api/keepalive/executions?kernel_id=K[&since=N]``: the kernel's recorded executions.
 
     ``since`` (a sequence number from an earlier answer) leaves out the messages already fetched.
     """
 
     # What it returns is kernel output: guard it as the kernels API is guarded.
     auth_resource = "kernels"
+    # keepalive's kiosk asks this often: its questions are not the user's activity (see kiosk.py)
+    _track_activity = False
 
     @web.authenticated
     @authorized
@@ -85,10 +87,11 @@ class ExecutionsHandler(APIHandler):
 
 
 class ActivityHandler(APIHandler):
-    """``GET /keepalive/activity``: what every kernel is doing (busy or idle since when, the time
+    """``GET /api/keepalive/activity``: what every kernel is doing (busy or idle since when, the time
     of its last output, the last lines of a running cell, how its last run ended)."""
 
     auth_resource = "kernels"
+    _track_activity = False  # the service asks every few seconds
 
     @web.authenticated
     @authorized

@@ -58,10 +58,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         except OSError:
             continue
         report.sections.append((f"keepalive service log ({service.url}), last lines", "\n".join(lines[-SERVICE_LOG_LINES:])))
+    for name, path in OTHER_LOGS.items():
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        report.sections.append((f"{name}, last lines", "\n".join(lines[-SERVICE_LOG_LINES:])))
 
 
 #: How much of a service's log a failing test's report shows.
 SERVICE_LOG_LINES = 120
+#: Logs of other running parts (a JupyterHub and what it runs), by name, shown the same way.
+OTHER_LOGS: dict[str, Path] = {}
 
 
 def make_passable(path: Path) -> None:

@@ -1,7 +1,7 @@
 """The dashboard: static HTML/CSS/JS from ``web/dashboard``, served at ``/``.
 
 The page holds no secret and needs none to load; it asks the user for the API token and sends it
-with every API call. The files ship inside the wheel as ``keepalive/_dashboard`` (hatch
+with every API call (unless a proxy in front adds it). Its addresses are relative to the page. The files ship inside the wheel as ``keepalive/_dashboard`` (hatch
 force-include); an editable install finds them in the source tree's ``web/dashboard``.
 """
 
@@ -57,7 +57,8 @@ async def dashboard() -> FileResponse:
 
 @router.get("/dashboard")
 async def dashboard_slash() -> RedirectResponse:
-    return RedirectResponse("/", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    # relative, so that it also lands right under a proxy's path prefix
+    return RedirectResponse("./", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
 
 
 @router.get("/dashboard/{name}")

@@ -70,8 +70,13 @@ def viewer_url(base_url: str, session_id: str) -> str:
     return f"{base_url.rstrip('/')}/sessions/{session_id}/viewer/"
 
 
-def viewer_path(session_id: str) -> str:
-    return f"/sessions/{session_id}/viewer/"
+def viewer_path(session_id: str, root_path: str = "") -> str:
+    """The viewer's path on this host; ``root_path`` is where a proxy serves the service (or "")."""
+    return f"{root_path}/sessions/{session_id}/viewer/"
+
+
+def _viewer_path(request: Request, session_id: str) -> str:
+    return viewer_path(session_id, request.scope.get("root_path", ""))
 
 
 # -- per-app state ------------------------------------------------------------------------
@@ -208,7 +213,7 @@ def _unavailable(reason: str, status_code: int = 502) -> HTMLResponse:
 async def viewer_without_slash(session_id: str, request: Request) -> RedirectResponse:
     # the HTML5 client loads its files relative to the page: the path must end in "/"
     query = f"?{request.url.query}" if request.url.query else ""
-    return RedirectResponse(viewer_path(session_id) + query, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    return RedirectResponse(_viewer_path(request, session_id) + query, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
 
 
 @router.get("/sessions/{session_id}/viewer/{path:path}", summary="The session's viewer (xpra HTML5 client)")
@@ -232,7 +237,7 @@ async def viewer_http(
         return await _index(session.xpra_port)
     if path == html5.CONNECT_SCRIPT:
         script = html5.connect_script(
-            client_settings(settings, session.xpra_password), client_defaults(settings), viewer_path(session_id)
+            client_settings(settings, session.xpra_password), client_defaults(settings), _viewer_path(request, session_id)
         )
         return Response(script, media_type="text/javascript", headers=_NO_STORE)
     if path == html5.DISCONNECTED_PAGE:
@@ -271,7 +276,7 @@ async def _index(port: int) -> Response:
 def _clean_url(session_id: str, request: Request) -> str:
     """The viewer's own address with the request's query minus any ticket (keyboard_layout stays)."""
     rest = [(k, v) for k, v in request.query_params.multi_items() if k != "ticket"]
-    return viewer_path(session_id) + (f"?{urlencode(rest)}" if rest else "")
+    return _viewer_path(request, session_id) + (f"?{urlencode(rest)}" if rest else "")
 
 
 def _confirm_ticket(session_id: str, ticket: str, request: Request, viewer: ViewerState) -> Response:
@@ -315,7 +320,7 @@ async def spend_ticket(
         COOKIE,
         viewer.signer.issue(session_id, "cookie", settings.viewer_cookie_ttl),
         max_age=int(settings.viewer_cookie_ttl),
-        path=viewer_path(session_id),
+        path=_viewer_path(request, session_id),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",

@@ -39,7 +39,7 @@ def when(epoch: float | None) -> datetime | None:
 
 
 def kernel_activity(kernel: dict, notebook: str | None) -> KernelActivity:
-    """One kernel as server_ext's ``/keepalive/activity`` describes it."""
+    """One kernel as server_ext's ``/api/keepalive/activity`` describes it."""
     running, run = kernel.get("running"), kernel.get("last_run")
     return KernelActivity(
         id=kernel["kernel_id"],
@@ -107,12 +107,14 @@ class ActivityWatcher:
         if endpoint is None:
             return
         headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
-        sessions = await client.get(f"{endpoint.url}/api/sessions", headers=headers)
+        # Looking is not the user's activity: a hub must be free to cull an idle server.
+        untracked = {"no_track_activity": "1"}
+        sessions = await client.get(f"{endpoint.url}/api/sessions", headers=headers, params=untracked)
         sessions.raise_for_status()
         notebooks = {s["kernel"]["id"]: s.get("path") for s in sessions.json() if s.get("kernel")}
-        answer = await client.get(f"{endpoint.url}/keepalive/activity", headers=headers)
+        answer = await client.get(f"{endpoint.url}/api/keepalive/activity", headers=headers)
         if answer.status_code == 404:
-            bare = await client.get(f"{endpoint.url}/api/kernels", headers=headers)
+            bare = await client.get(f"{endpoint.url}/api/kernels", headers=headers, params=untracked)
             bare.raise_for_status()
             kernels = [bare_kernel(k) for k in bare.json()]
         else:

@@ -12,11 +12,11 @@ from keepalive.engine.jupyter import JupyterEndpoint
 
 log = logging.getLogger(__name__)
 
-#: Where the kiosk lands: the bundled extension turns ``heavyai`` into a ready workspace,
-#: ``reset`` makes JupyterLab drop whatever workspace was saved before.
-HEAVYAI_WORKSPACE_PATH = "/lab?heavyai&reset"
+#: Where the kiosk lands, after JupyterLab's address: the bundled extension turns ``heavyai``
+#: into a ready workspace, ``reset`` makes JupyterLab drop whatever workspace was saved before.
+HEAVYAI_WORKSPACE_QUERY = "?heavyai&reset"
 #: A session with no HeavyAI connection: plain JupyterLab, no "no session" error toast.
-PLAIN_WORKSPACE_PATH = "/lab?reset"
+PLAIN_WORKSPACE_QUERY = "?reset"
 #: JupyterLab's main dock panel: present once the shell has rendered.
 LAB_SHELL_SELECTOR = "#jp-main-dock-panel"
 
@@ -57,13 +57,15 @@ class KioskBrowser:
         assert self.page is not None
         page = self.page
         if endpoint.token:
-            # Jupyter answers a token-authenticated request with its login cookie; that cookie
-            # lands in the browser's own jar, so the page itself never carries the token.
-            response = await page.context.request.get(
-                f"{endpoint.url}/api/status",
-                headers={"Authorization": f"token {endpoint.token}"},
-                timeout=timeout * 1000,
-            )
+            # The login cookie the server answers with lands in the browser's own jar, so the
+            # page itself never carries the token. server_ext's kiosk login also works under
+            # JupyterHub and marks the kiosk's requests as not the user's activity; a server
+            # without server_ext sets its cookie on any token-authenticated request.
+            request = page.context.request
+            auth = {"Authorization": f"token {endpoint.token}"}
+            response = await request.post(f"{endpoint.url}/api/keepalive/kiosk-login", headers=auth, timeout=timeout * 1000)
+            if response.status == 404:
+                response = await request.get(f"{endpoint.url}/api/status", headers=auth, timeout=timeout * 1000)
             if not response.ok:
                 raise RuntimeError(f"Jupyter at {endpoint.url} refused the session's token ({response.status})")
         await page.goto(f"{endpoint.url}{path}", wait_until="domcontentloaded", timeout=timeout * 1000)

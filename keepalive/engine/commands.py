@@ -172,6 +172,8 @@ def jupyter_command(layout: SessionLayout, python: Path | str) -> list[str]:
         f"--HeavyAISessionManager.session_file={layout.heavyai_session_file}",
         f"--LabApp.app_settings_dir={layout.lab_app_settings_dir}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        # keepalive's own proxy entry (server_ext/proxy.py) belongs to users' servers, not a kiosk's
+        "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
     ]
     if running_as_root():
         argv.append("--allow-root")

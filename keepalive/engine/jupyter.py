@@ -69,6 +69,17 @@ async def jupyter_answers(endpoint: JupyterEndpoint, timeout: float = 2.0) -> bo
     return response.status_code == 200
 
 
+async def offers_heavyai_session(endpoint: JupyterEndpoint, timeout: float = 5.0) -> bool:
+    """True when the server's extension has a HeavyAI session to build the workspace from."""
+    headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
+    try:
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+            response = await client.get(f"{endpoint.url}/heavyai/session", headers=headers)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
 class EmbeddedJupyter:
     """A JupyterLab server for one session, on a free loopback port, with a random token."""
 

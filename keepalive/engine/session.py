@@ -25,7 +25,7 @@ import httpx
 from playwright.async_api import Playwright
 
 from keepalive.engine.allocation import Allocator
-from keepalive.engine.browser import HEAVYAI_WORKSPACE_PATH, PLAIN_WORKSPACE_PATH, KioskBrowser
+from keepalive.engine.browser import HEAVYAI_WORKSPACE_QUERY, PLAIN_WORKSPACE_QUERY, KioskBrowser
 from keepalive.engine.cdp_gateway import CdpGateway, bridge_answers
 from keepalive.engine.commands import (
     ScreenSize,
@@ -34,7 +34,7 @@ from keepalive.engine.commands import (
     write_xpra_config,
     xpra_command,
 )
-from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, jupyter_answers, split_token
+from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, jupyter_answers, offers_heavyai_session, split_token
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 RESTART_WINDOW = 600.0
 RESTART_BACKOFF = (0.0, 2.0, 5.0)
-#: Where a recovered browser goes: the saved workspace, not a fresh ``reset`` one.
-RECOVERY_PATH = "/lab"
 #: Seconds a recovery gives a browser that still runs to take a new CDP connection. A live
 #: local Chromium answers in well under one; one that is dying may never answer, and Playwright
 #: can then wait for its whole timeout, so the whole display is restarted after this instead.
@@ -298,18 +296,26 @@ class Session:
         except BaseExceptionGroup as failures:
             raise failures.exceptions[0] from None
         self.endpoint = jupyter.result()
-        await self._open_browser(self.landing_path)
+        await self._open_browser(await self.landing_path())
 
     @property
-    def landing_path(self) -> str:
-        """``lab?heavyai&reset`` when there is a HeavyAI session to build the workspace from.
+    def lab_path(self) -> str:
+        """JupyterLab's address on the session's server, and the workspace a recovery reopens.
 
-        That is: this session was handed one, or it uses an external Jupyter server, which may
-        have its own. Otherwise the extension could only report that there is none.
+        On a server of its own, the default workspace. On a shared one (``JUPYTER_URL``, the
+        user's own server behind JupyterHub), a workspace of the session's own: the default
+        one is the user's, and the kiosk must not rearrange their JupyterLab.
         """
-        if self.record.heavyai is not None or self.settings.jupyter_url:
-            return HEAVYAI_WORKSPACE_PATH
-        return PLAIN_WORKSPACE_PATH
+        return f"/lab/workspaces/keepalive-{self.name}" if self.settings.jupyter_url else "/lab"
+
+    async def landing_path(self) -> str:
+        """With ``?heavyai`` when there is a HeavyAI session to build the workspace from: this
+        session was handed one, or its external server's extension offers one. Otherwise the
+        extension could only report that there is none."""
+        heavyai = self.record.heavyai is not None
+        if not heavyai and self.settings.jupyter_url and self.endpoint is not None:
+            heavyai = await offers_heavyai_session(self.endpoint)
+        return self.lab_path + (HEAVYAI_WORKSPACE_QUERY if heavyai else PLAIN_WORKSPACE_QUERY)
 
     async def _start_jupyter(self, env: dict[str, str]) -> JupyterEndpoint:
         if self.settings.jupyter_url:
@@ -514,7 +520,7 @@ class Session:
             # of the disconnect): then, within RECONNECT_TIMEOUT, the whole display.
             await self.browser.close()
             try:
-                await self._open_browser(RECOVERY_PATH, connect_timeout=RECONNECT_TIMEOUT)
+                await self._open_browser(self.lab_path, connect_timeout=RECONNECT_TIMEOUT)
                 return
             except Exception as error:
                 log.warning("session %s: the browser did not come back by itself (%s); restarting the display",
@@ -523,7 +529,7 @@ class Session:
         strip_lock_files(self.layout.profile_dir)
         mark_clean_exit(self.layout.profile_dir)
         await self._start_display(env)
-        await self._open_browser(RECOVERY_PATH)
+        await self._open_browser(self.lab_path)
 
     # -- liveness ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The execution record: compaction rules (unit) and GET /keepalive/executions with a real kernel."""
+"""The execution record: compaction rules (unit) and GET /api/keepalive/executions with a real kernel."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def execute_request(code: str, cell_id: str, session: str) -> tuple[str, dict]:
 
 
 def get_executions(fetch, kid, **params):
-    response = fetch("keepalive", "executions", params={"kernel_id": kid, **params})
+    response = fetch("api", "keepalive", "executions", params={"kernel_id": kid, **params})
     assert response.headers["Cache-Control"] == "no-store"
     return json.loads(response.body)
 
@@ -183,13 +183,13 @@ def test_endpoint_records_an_execution_whose_page_went_away(fetch, jp_ws_fetch, 
 
 def test_endpoint_errors(fetch):
     with pytest.raises(HTTPClientError) as info:
-        fetch("keepalive", "executions", params={"kernel_id": "nope"})
+        fetch("api", "keepalive", "executions", params={"kernel_id": "nope"})
     assert info.value.code == 404
 
 
 def test_endpoint_needs_auth(fetch):
     with pytest.raises(HTTPClientError) as info:
-        fetch("keepalive", "executions", params={"kernel_id": "x"}, headers={"Authorization": ""})
+        fetch("api", "keepalive", "executions", params={"kernel_id": "x"}, headers={"Authorization": ""})
     assert info.value.code in (401, 403)
 
 
@@ -265,7 +265,7 @@ def test_the_tail_of_a_running_cell_is_its_last_lines_as_a_terminal_shows_them()
 def test_activity_endpoint_lists_kernels(fetch, kernel_id):
     deadline = time.monotonic() + 30
     while True:
-        kernels = json.loads(fetch("keepalive", "activity").body)["kernels"]
+        kernels = json.loads(fetch("api", "keepalive", "activity").body)["kernels"]
         mine = [k for k in kernels if k["kernel_id"] == kernel_id]
         if mine:
             break

@@ -1,5 +1,7 @@
 // keepalive dashboard: plain JavaScript, no build step. Talks to the REST API of the service
-// that served it, with the API token the user types once (kept in sessionStorage only).
+// that served it, with the API token the user types once (kept in sessionStorage only), or
+// with none when a proxy in front adds it (jupyter-server-proxy, behind the hub's login).
+// Every address is relative to the page, so that it works under a proxy's path prefix too.
 "use strict";
 
 const TOKEN_KEY = "keepalive.token";
@@ -16,6 +18,7 @@ let refreshTimer = null;
 let pictureTimer = null;
 let following = null; // the AbortController of the event stream, while it is open
 let shown = []; // the sessions on the page
+let proxyAuthorizes = false; // the service answered without a token: a proxy in front adds it
 
 function token() {
   try { return sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
@@ -39,9 +42,10 @@ function describeError(status, body) {
   return `The service answered ${status}.`;
 }
 
-async function api(method, path, body, signal) {
-  const headers = { "Authorization": `Bearer ${token()}` };
+async function api(method, path, body, signal, accept) {
+  const headers = token() ? { "Authorization": `Bearer ${token()}` } : {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (accept) headers["Accept"] = accept;
   let response;
   try {
     response = await fetch(path, { method, headers, signal, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -50,6 +54,7 @@ async function api(method, path, body, signal) {
     throw new ApiError(0, "The keepalive service cannot be reached.");
   }
   if (response.status === 401) {
+    proxyAuthorizes = false;
     forgetToken();
   }
   if (!response.ok) {
@@ -71,12 +76,16 @@ function forgetToken() {
   render();
 }
 
+function signedIn() {
+  return proxyAuthorizes || Boolean(token());
+}
+
 function render() {
-  const haveToken = Boolean(token());
+  const haveToken = signedIn();
   $("token-panel").hidden = haveToken;
   $("start-panel").hidden = !haveToken;
   $("sessions-panel").hidden = !haveToken;
-  $("forget-token").hidden = !haveToken;
+  $("forget-token").hidden = proxyAuthorizes || !token();
   clearTimeout(refreshTimer);
   clearInterval(pictureTimer);
   if (following) { following.abort(); following = null; }
@@ -99,7 +108,8 @@ async function follow(attempt = 0) {
   following = controller;
   let heard = false;
   try {
-    const response = await api("GET", "/events", undefined, controller.signal);
+    // the Accept header also tells a proxy in front to pass the stream on as it comes
+    const response = await api("GET", "events", undefined, controller.signal, "text/event-stream");
     $("service-status").textContent = "live";
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
@@ -124,7 +134,7 @@ async function follow(attempt = 0) {
   if (following !== controller) return;
   $("service-status").textContent = "reconnecting…";
   const pause = RECONNECT_MS[Math.min(heard ? 0 : attempt, RECONNECT_MS.length - 1)];
-  setTimeout(() => { if (following === controller && token()) { refresh(); follow(heard ? 0 : attempt + 1); } }, pause);
+  setTimeout(() => { if (following === controller && signedIn()) { refresh(); follow(heard ? 0 : attempt + 1); } }, pause);
 }
 
 function age(createdAt) {
@@ -144,7 +154,7 @@ async function loadThumb(session, img, note) {
   }
   if (known && Date.now() - known.at < THUMB_MS) return;
   try {
-    const response = await api("GET", `/sessions/${encodeURIComponent(session.id)}/screenshot`);
+    const response = await api("GET", `sessions/${encodeURIComponent(session.id)}/screenshot`);
     const url = URL.createObjectURL(await response.blob());
     if (known) URL.revokeObjectURL(known.url);
     thumbs.set(session.id, { url, at: Date.now() });
@@ -230,7 +240,7 @@ function refreshPictures() {
 async function refresh() {
   clearTimeout(refreshTimer);
   try {
-    const { sessions } = await (await api("GET", "/sessions")).json();
+    const { sessions } = await (await api("GET", "sessions")).json();
     const list = $("sessions");
     shown = sessions;
     list.replaceChildren(...sessions.map(sessionCard));
@@ -247,7 +257,7 @@ async function openViewer(session) {
   // open the window now, while the click still counts as a user action (popup blockers)
   const win = window.open("about:blank", "_blank");
   try {
-    const response = await api("POST", `/sessions/${encodeURIComponent(session.id)}/viewer-link`, {});
+    const response = await api("POST", `sessions/${encodeURIComponent(session.id)}/viewer-link`, {});
     const link = new URL((await response.json()).url, window.location.href);
     // Spend the link's ticket here (this click is the user's action): the service answers with
     // the viewer cookie, and the new window opens the clean viewer URL without the extra page.
@@ -278,7 +288,7 @@ async function stopSession(session, button) {
   button.disabled = true;
   button.textContent = "Stopping…";
   try {
-    await api("DELETE", `/sessions/${encodeURIComponent(session.id)}`);
+    await api("DELETE", `sessions/${encodeURIComponent(session.id)}`);
     showError("");
   } catch (e) {
     showError(`Cannot stop ${session.name}: ${e.message}`);
@@ -315,14 +325,14 @@ async function startSession(event) {
   progress("Starting…");
   try {
     // answer at once (202) and watch the session come up, so the page can show progress
-    let session = await (await api("POST", "/sessions?wait=false", startBody())).json();
+    let session = await (await api("POST", "sessions?wait=false", startBody())).json();
     $("start-form").reset();
     refresh();
     const began = Date.now();
     while (session.state === "starting") {
       progress(`Starting ${session.name}… ${Math.round((Date.now() - began) / 1000)} s`);
       await new Promise((resolve) => setTimeout(resolve, 1000));
-      session = await (await api("GET", `/sessions/${encodeURIComponent(session.id)}`)).json();
+      session = await (await api("GET", `sessions/${encodeURIComponent(session.id)}`)).json();
     }
     if (session.state !== "ready") {
       showError(`Session ${session.name} did not start: ${session.error || session.state}`);
@@ -347,5 +357,14 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("forget-token").addEventListener("click", forgetToken);
   $("start-form").addEventListener("submit", startSession);
-  render();
+  detectProxy().then(render);
 });
+
+// Behind jupyter-server-proxy the service answers without a token from the page: say so once,
+// and never ask for one.
+async function detectProxy() {
+  if (token()) return;
+  try {
+    proxyAuthorizes = (await fetch("sessions", { credentials: "same-origin" })).ok;
+  } catch (e) { /* the service is down: the token panel shows, and the error with the next try */ }
+}

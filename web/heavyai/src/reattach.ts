@@ -2,7 +2,7 @@
  * Re-attach running executions to their cells when a notebook opens on a kernel that is already
  * busy with executions another page started (the kiosk browser died, or the page was reloaded).
  *
- * The server extension records each execution's IOPub messages (`GET keepalive/executions`).
+ * The server extension records each execution's IOPub messages (`GET api/keepalive/executions`).
  * Here they are replayed into the cell's own output model with the semantics of JupyterLab's
  * OutputArea (stream merging, `clear_output(wait)`, display updates by display id), and what
  * keeps coming for that execution is fetched from the same record (`since` the last sequence
@@ -69,11 +69,11 @@ export async function fetchExecutions(
   since = 0
 ): Promise<IRecord> {
   const url =
-    URLExt.join(settings.baseUrl, 'keepalive', 'executions') +
+    URLExt.join(settings.baseUrl, 'api', 'keepalive', 'executions') +
     URLExt.objectToQueryString({ kernel_id: kernelId, since: String(since) });
   const response = await ServerConnection.makeRequest(url, {}, settings);
   if (!response.ok) {
-    throw new Error(`keepalive/executions answered ${response.status}`);
+    throw new Error(`api/keepalive/executions answered ${response.status}`);
   }
   const body = await response.json();
   return { seq: body.seq ?? 0, executions: (body.executions ?? []) as IExecution[] };
