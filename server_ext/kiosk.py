@@ -38,7 +38,7 @@ class KioskLoginHandler(APIHandler):
 
     @web.authenticated
     async def post(self):
-        if not getattr(self, "_token_authenticated", False):
+        if not self.token_authenticated:
             raise web.HTTPError(403, "The kiosk logs in with a token in the Authorization header")
         hub_auth = getattr(self.identity_provider, "hub_auth", None)
         if hub_auth is not None and hasattr(hub_auth, "set_cookie"):

@@ -50,6 +50,10 @@ def hub(tmp_path_factory, profile_template) -> Iterator[Hub]:
     OTHER_LOGS["JupyterHub, its single-user servers and keepalive"] = hub.log_path
     try:
         hub.spawn(USER)
+        # the first request through the proxy starts the service itself
+        started = time.monotonic()
+        assert hub.client.get(keepalive_url(hub, "sessions")).json() == {"sessions": []}
+        print(f"\nthe service, started by jupyter-server-proxy, answered in {time.monotonic() - started:.1f} s")
         yield hub
         hub.stop_server(USER)
         # keepalive and every session of it end with the user's server
@@ -99,11 +103,6 @@ def test_a_session_through_the_hub_shows_the_users_own_jupyterlab(hub: Hub, play
     assert anonymous.status_code in (302, 403), (anonymous.status_code, anonymous.text[:300])
     assert "/hub/" in anonymous.headers.get("location", "/hub/") and '"sessions"' not in anonymous.text
 
-    # the first request through the proxy starts the service itself
-    started = time.monotonic()
-    assert hub.client.get(keepalive_url(hub, "sessions")).json() == {"sessions": []}
-    print(f"\nthe service started by jupyter-server-proxy, answering in {time.monotonic() - started:.1f} s")
-
     marker = "hubmarker.ipynb"
     (hub.homes / USER / marker).write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}))
     session = start_session(hub, "hubby")
@@ -138,6 +137,26 @@ def test_a_session_through_the_hub_shows_the_users_own_jupyterlab(hub: Hub, play
 
     assert hub.client.delete(keepalive_url(hub, f"sessions/{session['id']}")).status_code == 204
     assert not session_processes(session["id"])
+
+
+def test_a_killed_service_comes_back_with_its_sessions(hub: Hub):
+    """jupyter-server-proxy supervises the service: killed, it is started again on the same port
+    and adopts the sessions it had, whose browsers never stopped."""
+    state_dir = hub.homes.parent / "keepalive-state"
+    session = start_session(hub, "survivor")
+    try:
+        browsers = {p.pid for p in session_processes(session["id"])}
+        (service,) = keepalive_services(state_dir)
+        service.kill()
+        service.wait(10)
+        back = wait_for("the service to be back with the session", lambda: (
+            (answer := hub.client.get(keepalive_url(hub, f"sessions/{session['id']}"))).status_code == 200
+            and answer.json()["state"] == "ready" and answer.json()), timeout=90, every=1)
+        assert back["restarts"] == session["restarts"]
+        assert {p.pid for p in session_processes(session["id"])} == browsers
+        assert [p.pid for p in keepalive_services(state_dir)] != [service.pid]
+    finally:
+        hub.client.delete(keepalive_url(hub, f"sessions/{session['id']}"))
 
 
 def server_last_activity(hub: Hub) -> datetime:
