@@ -35,7 +35,10 @@ def uss_by_name(session_id: str, folder: Path) -> dict[str, tuple[int, int]]:
     for process in session_processes(session_id, folder):
         try:
             name = process.name()
-            if name.startswith("python"):
+            if name.startswith("chrom"):  # Chromium's processes by their role (renderer, gpu-process, ...)
+                role = next((a.split("=", 1)[1] for a in process.cmdline() if a.startswith("--type=")), "browser")
+                name = f"chromium {role}"
+            elif name.startswith("python"):
                 joined = " ".join(process.cmdline())
                 name = "jupyter-server" if "jupyterlab" in joined else "xpra" if "xpra" in joined else name
             uss = process.memory_full_info().uss

@@ -45,7 +45,14 @@ def chromium_command(
         "--no-default-browser-check",
         "--noerrdialogs",
         "--disable-session-crashed-bubble",
-        "--disable-features=Translate,MediaRouter,DialMediaRouteProvider,InterestFeedContentSuggestions",
+        # Memory: no spare renderer kept warm for a next site (a kiosk has one), no omnibox popup
+        # preloaded (a kiosk has no omnibox). Each is a renderer process of 15-35 MB; measured
+        # with bench/session_bench.py, one renderer less (the AIM popup still loads).
+        "--disable-features=" + ",".join([
+            "Translate", "MediaRouter", "DialMediaRouteProvider", "InterestFeedContentSuggestions",
+            "SpareRendererForSitePerProcess", "WebUIOmniboxPopup", "OmniboxPopupWebUIContent",
+            "OmniboxFullPopupWebUIContent", "PreloadTopChromeWebUI",
+        ]),
         # no keyring exists in a session: without this Chromium may wait on one
         "--password-store=basic",
         *QUIET_NETWORK_FLAGS,
