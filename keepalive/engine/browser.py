@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
 from collections.abc import Callable
 
-from playwright.async_api import Browser, Page, Playwright
+from playwright.async_api import Browser, CDPSession, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
 
 from keepalive.engine.jupyter import JupyterEndpoint
@@ -31,6 +33,7 @@ class KioskBrowser:
         self.page: Page | None = None
         self.page_crashed = False
         self._closing = False
+        self._capture: CDPSession | None = None  #: the page's own CDP session for screenshots
 
     async def connect(self, cdp_url: str, headers: dict[str, str], timeout: float) -> None:
         """Connect through the session's DevTools gateway (keepalive.engine.cdp_gateway)."""
@@ -90,7 +93,19 @@ class KioskBrowser:
     async def screenshot(self) -> bytes:
         if not self.page_alive:
             raise RuntimeError("the kiosk page is not available")
-        return await self.page.screenshot(type="png", timeout=15_000)
+        # Straight to CDP: Playwright's page.screenshot() first injects a style to hide the caret
+        # and removes it after, two more round trips and a re-render that double its time.
+        if self._capture is None:
+            self._capture = await self.page.context.new_cdp_session(self.page)
+        try:
+            shot = await asyncio.wait_for(self._capture.send("Page.captureScreenshot", {"format": "png"}), 15)
+        except PlaywrightError:
+            self._capture = None  # a session of a page that went away: the next call makes a new one
+            raise
+        except TimeoutError:
+            self._capture = None
+            raise RuntimeError("the kiosk page did not answer within 15 s") from None
+        return base64.b64decode(shot["data"])
 
     async def close(self) -> None:
         """Drop the CDP connection; the browser process itself belongs to xpra."""
