@@ -143,6 +143,10 @@ def xpra_command(
         "--pulseaudio=no",
         "--notifications=no",
         "--webcam=no",
+        # Memory: a JupyterLab screen goes to the HTML5 client as pictures (jpeg, webp, png); the
+        # video encoders and colourspace converters xpra loads otherwise cost 15-20 MiB per session.
+        "--video-encoders=none",
+        "--csc-modules=none",
         "--printing=no",
         "--file-transfer=no",
         "--open-files=no",
