@@ -1,8 +1,10 @@
 """The dashboard: static HTML/CSS/JS from ``web/dashboard``, served at ``/``.
 
 The page holds no secret and needs none to load; it asks the user for the API token and sends it
-with every API call (unless a proxy in front adds it). Its addresses are relative to the page. The files ship inside the wheel as ``keepalive/_dashboard`` (hatch
-force-include); an editable install finds them in the source tree's ``web/dashboard``.
+with every API call (unless a proxy in front adds it). Its addresses are relative to the page,
+so that it works under a proxy's path prefix too. The files ship inside the wheel as
+``keepalive/_dashboard`` (hatch force-include); an editable install finds them in the source
+tree's ``web/dashboard``.
 """
 
 from __future__ import annotations

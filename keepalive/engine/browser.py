@@ -66,7 +66,8 @@ class KioskBrowser:
             # without server_ext sets its cookie on any token-authenticated request.
             request = page.context.request
             auth = {"Authorization": f"token {endpoint.token}"}
-            response = await request.post(f"{endpoint.url}/api/keepalive/kiosk-login", headers=auth, timeout=timeout * 1000)
+            login = f"{endpoint.url}/api/keepalive/kiosk-login"
+            response = await request.post(login, headers=auth, timeout=timeout * 1000)
             if response.status == 404:
                 response = await request.get(f"{endpoint.url}/api/status", headers=auth, timeout=timeout * 1000)
             if not response.ok:

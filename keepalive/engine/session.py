@@ -34,7 +34,13 @@ from keepalive.engine.commands import (
     write_xpra_config,
     xpra_command,
 )
-from keepalive.engine.jupyter import EmbeddedJupyter, JupyterEndpoint, jupyter_answers, offers_heavyai_session, split_token
+from keepalive.engine.jupyter import (
+    EmbeddedJupyter,
+    JupyterEndpoint,
+    jupyter_answers,
+    offers_heavyai_session,
+    split_token,
+)
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
