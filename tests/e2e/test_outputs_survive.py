@@ -394,27 +394,46 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
 
 
 INPUT_TICKS = 6
-INPUT_CELL = (
-    "import time\n"
-    f"for i in range({INPUT_TICKS}):\n"
-    "    print(f'tick {i}', flush=True)\n"
-    f"    time.sleep({PERIOD})\n"
-    "answer = input('Your name?')\n"
-    "print(f'hello {answer}')\n"
-)
+#: The file that lets the ``ask-later`` cell go on to ``input()`` (in the notebook's folder).
+ASK_NOW = "ask-now"
+
+
+def input_cell(ask_later: bool) -> str:
+    """Ticks, then ``input()``; with ``ask_later`` the cell asks only once the test says so."""
+    gate = f"while not os.path.exists('{ASK_NOW}'):\n    time.sleep(0.1)\n" if ask_later else ""
+    return (
+        "import os, time\n"
+        f"for i in range({INPUT_TICKS}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+        f"{gate}"
+        "answer = input('Your name?')\n"
+        "print(f'hello {answer}')\n"
+    )
+
+
 STDIN = ".jp-Stdin-input"
 
 
-@pytest.mark.parametrize("fault", ["reload", "kill-chromium"])
+def kernel_connections(page) -> list[int]:
+    """How many websockets each of the session's kernels has, as its Jupyter server says."""
+    kernels = page.evaluate("async (url) => (await fetch(url)).json()", f"{jupyter_base(page)}/api/kernels")
+    return [kernel["connections"] for kernel in kernels]
+
+
+@pytest.mark.parametrize("fault", ["reload", "kill-chromium", "kill-chromium-ask-later"])
 @pytest.mark.parametrize("kind", ["input"])
 def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, session, playwright, kind, fault):
     """(5) ``input()`` after a while. ``reload``: the page goes while the prompt is on screen.
     ``kill-chromium``: the browser dies before the kernel asks, so the request reaches the
-    server while no page is connected."""
+    server while no page is connected. ``kill-chromium-ask-later``: the kernel asks only once
+    the recovered page is connected (jupyter_server has closed the dead page's sockets by then,
+    and the kernel addresses the request to that page's)."""
     sid = session["id"]
     name = f"{kind}-{fault}.ipynb"
+    ask_later = fault.endswith("ask-later")
     with kiosk_page(playwright, sid) as page:
-        put_notebook(page, name, [INPUT_CELL])
+        put_notebook(page, name, [input_cell(ask_later)])
         open_alone_and_run_all(page, name)
         cell = page.locator(CELLS).first
         if fault == "reload":
@@ -434,6 +453,13 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
 
     with kiosk_page(playwright, sid) as page:
         cell = page.locator(CELLS).first
+        if ask_later:
+            wait_for("the ticks re-attached", lambda: len(numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))) == INPUT_TICKS,
+                     timeout=120, every=0.25)
+            wait_for("the recovered page's kernel websocket", lambda: kernel_connections(page) == [1], timeout=60,
+                     describe=lambda: kernel_connections(page))
+            assert cell.locator(STDIN).count() == 0  # not asked yet
+            (next(keepalive_service.state_dir.rglob(name)).parent / ASK_NOW).touch()
         cell.locator(STDIN).wait_for(timeout=120_000)
         assert "Your name?" in cell.locator(".jp-Stdin-prompt").inner_text()
         assert prompt_text(page) == "[*]:"
@@ -460,3 +486,4 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
         return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
 
     wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25)
+
