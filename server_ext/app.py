@@ -9,7 +9,8 @@ from traitlets import TraitError, Type
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
-from .handlers import ActivityHandler, ExecutionsHandler, SessionHandler
+from .drafts import Drafts
+from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler, SessionHandler
 from .recorder import ExecutionRecorder, RecordingWebsocketConnection
 from .session import BaseSessionManager, HeavyAISessionManager
 
@@ -108,11 +109,17 @@ class HeavyAIExtension(ExtensionApp):
         )
         self.settings["keepalive_execution_recorder"] = self.execution_recorder
         self.execution_recorder.start()
+        self.drafts = Drafts()
+        self.settings["keepalive_drafts"] = self.drafts
+        contents = self.serverapp.contents_manager
+        contents.register_pre_save_hook(self.drafts.pre_save)
+        contents.register_post_save_hook(self.drafts.post_save)
 
     def initialize_handlers(self):
         self.handlers.append((r"/heavyai/session", SessionHandler))
         self.handlers.append((r"/keepalive/executions", ExecutionsHandler))
         self.handlers.append((r"/keepalive/activity", ActivityHandler))
+        self.handlers.append((r"/keepalive/drafts", DraftsHandler))
 
     async def stop_extension(self):
         recorder = getattr(self, "execution_recorder", None)

@@ -487,3 +487,77 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
 
     wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25)
 
+
+TYPED_IN_CELL = "print('typed just before the crash')"
+TYPED_NEW_CELL = "y = 'a new cell typed just before the crash'"
+
+
+def editor_texts(page) -> list[str]:
+    """The source of each cell, as its editor shows it."""
+    return [t.replace("\u200b", "") for t in page.locator(CELLS).locator(".jp-InputArea-editor").all_inner_texts()]
+
+
+def workspace_has(page, name: str) -> bool:
+    """Whether JupyterLab has saved its workspace with ``name`` open (a recovered page reopens it)."""
+    return name in page.evaluate(
+        "async (url) => JSON.stringify(await (await fetch(url)).json())", f"{jupyter_base(page)}/lab/api/workspaces"
+    )
+
+
+@pytest.mark.parametrize("fault", ["kill-chromium"])
+@pytest.mark.parametrize("kind", ["typing"])
+def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, playwright, kind, fault):
+    """Text typed into a cell, and a new cell, then at once SIGKILL of the kiosk Chromium (no
+    save can have happened): the recovered page shows both, and the file on disk gets them."""
+    sid = session["id"]
+    name = f"{kind}-{fault}.ipynb"
+    with kiosk_page(playwright, sid) as page:
+        put_notebook(page, name, ["x = 1"])
+        page.goto(f"{jupyter_base(page)}/lab/tree/{name}?reset", wait_until="domcontentloaded", timeout=90_000)
+        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").wait_for(timeout=90_000)
+        page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
+        wait_for("the workspace with the notebook open", lambda: workspace_has(page, name), timeout=30)
+        notebook_file = next(keepalive_service.state_dir.rglob(name))
+        expected = [f"x = 1\n{TYPED_IN_CELL}", TYPED_NEW_CELL]
+        chromium = kiosk_chromium(sid)  # found beforehand: nothing between the last key and the kill
+        restarts = session_state(keepalive_service, sid)["restarts"]
+
+        first, new = page.locator(CELLS).nth(0), page.locator(CELLS).nth(1)
+        first.locator(".cm-content").click()
+        first.locator(".cm-focused").wait_for(timeout=10_000)
+        page.keyboard.press("Control+End")
+        page.keyboard.type(f"\n{TYPED_IN_CELL}")
+        page.keyboard.press("Escape")
+        page.keyboard.press("b")  # a new cell below, in command mode
+        page.keyboard.press("Enter")
+        new.locator(".cm-focused").wait_for(timeout=10_000)  # keys typed before that go nowhere
+        page.keyboard.type(TYPED_NEW_CELL)
+        # What the user sees when the browser dies: the text on screen (a DOM read, no save awaited).
+        wait_for("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
+                 describe=lambda: editor_texts(page))
+        os.kill(chromium.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def saved_sources() -> list[str]:
+        notebook = saved_notebook(notebook_file)
+        return [] if notebook is None else ["".join(c["source"]) for c in notebook["cells"]]
+
+    # (a steady save may have caught part of the typing, hardly the last keys)
+    at_the_kill = saved_sources()
+
+    seen: dict = {}
+
+    def recovered() -> bool:
+        seen.update(session_state(keepalive_service, sid))
+        return seen["restarts"] > restarts and seen["state"] == "ready"
+
+    wait_for("the service to recover the browser", recovered, timeout=120,
+             describe=lambda: {key: seen.get(key) for key in ("state", "restarts", "error")})
+    with kiosk_page(playwright, sid) as page:
+        wait_for("the typed text back on screen", lambda: editor_texts(page) == expected, timeout=60, every=0.25,
+                 describe=lambda: editor_texts(page))
+        shown_after = time.monotonic() - killed_at
+        wait_for("the typed text in the file on disk", lambda: saved_sources() == expected, timeout=30, every=0.25,
+                 describe=saved_sources)
+    print(f"\n[typing/kill-chromium] file at the kill: {at_the_kill}; typed text back on screen "
+          f"{shown_after:.1f} s after the kill, on disk {time.monotonic() - killed_at:.1f} s after it")
