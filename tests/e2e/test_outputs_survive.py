@@ -509,8 +509,9 @@ def workspace_has(page, name: str) -> bool:
 @pytest.mark.parametrize("fault", ["kill-chromium"])
 @pytest.mark.parametrize("kind", ["typing"])
 def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, playwright, kind, fault):
-    """Text typed into a cell, and a new cell, then at once SIGKILL of the kiosk Chromium (no
-    save can have happened): the recovered page shows both, and the file on disk gets them."""
+    """Text typed into a cell and into a new cell, then SIGKILL of the kiosk Chromium as soon as
+    the text is on screen (a save may have caught the first keys, not the last): the recovered
+    page shows both, and the file on disk gets them."""
     sid = session["id"]
     name = f"{kind}-{fault}.ipynb"
     with kiosk_page(playwright, sid) as page:

@@ -11,7 +11,7 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-import { notebookPanels } from './reattach';
+import { forEachNewNotebookPanel } from './reattach';
 
 /** A cell as the server keeps it; `after` is the id of the cell before it (null: the first). */
 export interface IDraftCell {
@@ -21,8 +21,6 @@ export interface IDraftCell {
   after: string | null;
 }
 
-/** How often open notebooks are looked for, in ms. */
-const SCAN_INTERVAL_MS = 1000;
 /** Chromium refuses a `keepalive` request with a larger body. */
 const KEEPALIVE_BODY_LIMIT = 60 * 1024;
 
@@ -200,17 +198,5 @@ class DraftKeeper {
 /** Watches the main area for notebook panels and keeps each one's unsaved cells. */
 export function startKeepingDrafts(app: JupyterFrontEnd): void {
   const settings = app.serviceManager.serverSettings;
-  const known = new WeakSet<object>();
-  const scan = () => {
-    for (const panel of notebookPanels(app)) {
-      if (!known.has(panel)) {
-        known.add(panel);
-        new DraftKeeper(panel, settings);
-      }
-    }
-  };
-  void app.restored.then(() => {
-    scan();
-    window.setInterval(scan, SCAN_INTERVAL_MS);
-  });
+  forEachNewNotebookPanel(app, panel => new DraftKeeper(panel, settings));
 }

@@ -6,6 +6,11 @@
  * browser dies is lost from the file. Here a dirty notebook is saved every `autosaveInterval`
  * seconds (the docmanager setting; the kiosk sets 2), one save at a time, whatever saves cost.
  *
+ * Saves of one document run one after the other, whoever asks (this, JupyterLab's own autosave,
+ * the user's Ctrl+S): JupyterLab checks before each save that the file on disk is the one it
+ * last saved, and two saves under way at once fail that check and open a "File Changed" dialog,
+ * which a kiosk shows to nobody while it holds JupyterLab's own saving.
+ *
  * The interval is read at each look, not when the next look is scheduled: the first look may
  * come before the settings are loaded, when the interval is still JupyterLab's default of 120 s.
  */
@@ -17,11 +22,29 @@ import { notebookPanels } from './reattach';
 /** How often dirty notebooks are looked for, in ms. */
 const LOOK_INTERVAL_MS = 250;
 
+/** Makes the context's saves wait for each other (see above). */
+function serializeSaves(context: any): void {
+  const save = context.save.bind(context);
+  let queue: Promise<void> = Promise.resolve();
+  context.save = (): Promise<void> => {
+    const done = queue.then(save);
+    queue = done.catch(() => undefined);
+    return done;
+  };
+}
+
 export function startSteadySaving(app: JupyterFrontEnd, docManager: IDocumentManager): void {
   const saving = new WeakSet<object>();
   /** When each document's last save started (performance.now()). */
   const savedAt = new WeakMap<object, number>();
+  const serialized = new WeakSet<object>();
   const tick = () => {
+    for (const panel of notebookPanels(app)) {
+      if (!serialized.has(panel.context)) {
+        serialized.add(panel.context);
+        serializeSaves(panel.context);
+      }
+    }
     if (docManager.autosave) {
       const now = performance.now();
       const interval = Math.max(1, docManager.autosaveInterval) * 1000;
