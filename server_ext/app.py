@@ -9,7 +9,8 @@ from traitlets import TraitError, Type
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
-from .handlers import ActivityHandler, ExecutionsHandler, SessionHandler
+from .drafts import Drafts
+from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler, SessionHandler
 from .kiosk import ActivityPolicy, KioskLoginHandler
 from .recorder import ExecutionRecorder, RecordingWebsocketConnection
 from .session import BaseSessionManager, HeavyAISessionManager
@@ -111,12 +112,18 @@ class HeavyAIExtension(ExtensionApp):
         self.execution_recorder.start()
         self.activity_policy = ActivityPolicy(self.serverapp, self.execution_recorder, config=self.config, log=self.log)
         self.activity_policy.start()
+        self.drafts = Drafts()
+        self.settings["keepalive_drafts"] = self.drafts
+        contents = self.serverapp.contents_manager
+        contents.register_pre_save_hook(self.drafts.pre_save)
+        contents.register_post_save_hook(self.drafts.post_save)
 
     def initialize_handlers(self):
         self.handlers.append((r"/heavyai/session", SessionHandler))
         # Under api/: {base_url}keepalive/ itself is where jupyter-server-proxy serves the service.
         self.handlers.append((r"/api/keepalive/executions", ExecutionsHandler))
         self.handlers.append((r"/api/keepalive/activity", ActivityHandler))
+        self.handlers.append((r"/api/keepalive/drafts", DraftsHandler))
         self.handlers.append((r"/api/keepalive/kiosk-login", KioskLoginHandler))
 
     async def stop_extension(self):

@@ -7,6 +7,7 @@ import json
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import ensure_async
 from tornado import web
 
 from .session import HeavyAISession, SessionError
@@ -101,3 +102,57 @@ class ActivityHandler(APIHandler):
         self.set_header("Cache-Control", "no-store")
         kernels = [record.activity_json() for record in list(recorder.records.values())]
         self.finish(json.dumps({"kernels": kernels}, default=str))
+
+
+class DraftsHandler(APIHandler):
+    """Unsaved cell sources of a notebook (see server_ext/drafts.py).
+
+    ``GET ?path=P``: the drafts that still apply to the file. ``POST`` ``{"path", "base",
+    "cells": [{"id", "cell_type", "source", "after"}]}``: cells the page changed. ``DELETE
+    ?path=P``: the page closed the notebook; its drafts go.
+    """
+
+    auth_resource = "contents"
+
+    @property
+    def drafts(self):
+        return self.settings["keepalive_drafts"]
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        path = self.get_argument("path", "").strip("/")
+        self.set_header("Cache-Control", "no-store")
+        cells: list = []
+        if path in self.drafts.notebooks:
+            try:
+                model = await ensure_async(self.contents_manager.get(path, content=True, type="notebook"))
+            except web.HTTPError as e:
+                if e.status_code != 404:
+                    raise
+                self.drafts.forget(path)  # the notebook is gone (or was renamed): so are its drafts
+            else:
+                cells = self.drafts.get(path, model["content"], model.get("last_modified"))
+        self.finish(json.dumps({"path": path, "cells": cells}))
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        body = self.get_json_body() or {}
+        path, cells = body.get("path"), body.get("cells")
+        if not isinstance(path, str) or not path.strip("/") or not isinstance(cells, list):
+            raise web.HTTPError(400, "path (a string) and cells (a list) are needed")
+        base, page, seq = body.get("base"), body.get("page"), body.get("seq")
+        self.drafts.put(
+            path, [c for c in cells if isinstance(c, dict)], base if isinstance(base, str) else None,
+            page if isinstance(page, str) else None, seq if isinstance(seq, int) else 0,
+        )
+        self.set_status(204)
+        self.finish()
+
+    @web.authenticated
+    @authorized
+    async def delete(self):
+        self.drafts.forget(self.get_argument("path", ""))
+        self.set_status(204)
+        self.finish()

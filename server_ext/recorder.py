@@ -54,6 +54,9 @@ class ExecutionRecorder(LoggingConfigurable):
         self.kernel_info: dict[str, dict] = {}
         #: a kernel subshell of keepalive's own per kernel (None while being made), for comms
         self.subshells: dict[str, str | None] = {}
+        #: per kernel, the stdin streams of gone pages kept open for their executions: {session id:
+        #: (stream, the stream's own close)}
+        self.held_stdin: dict[str, dict[str, tuple]] = {}
         self._poller: PeriodicCallback | None = None
 
     # --- life cycle -------------------------------------------------------------------------
@@ -80,6 +83,10 @@ class ExecutionRecorder(LoggingConfigurable):
             self.attach(kernel_id)
         for kernel_id in set(self.records) - live:
             self.detach(kernel_id)
+        for kernel_id in list(self.held_stdin):
+            for session_id in list(self.held_stdin[kernel_id]):
+                if not self._waits_for(kernel_id, session_id):
+                    self.release_stdin(kernel_id, session_id)
 
     def attach(self, kernel_id: str) -> KernelRecord | None:
         record = self.records.get(kernel_id)
@@ -148,6 +155,8 @@ class ExecutionRecorder(LoggingConfigurable):
         session.send(stream, "create_subshell_request", {})
 
     def detach(self, kernel_id: str) -> None:
+        for session_id in list(self.held_stdin.get(kernel_id, {})):
+            self.release_stdin(kernel_id, session_id)
         self.subshells.pop(kernel_id, None)
         self.kernel_info.pop(kernel_id, None)
         record = self.records.pop(kernel_id, None)
@@ -177,6 +186,42 @@ class ExecutionRecorder(LoggingConfigurable):
         if record is not None:
             record.on_input_reply(header.get("msg_id", ""), parent_header.get("msg_id", ""), str(content.get("value", "")))
 
+    # --- the stdin of pages that went away ------------------------------------------------------
+
+    def _waits_for(self, kernel_id: str, session_id: str) -> bool:
+        """Whether an execution that page session requested is queued or running."""
+        record = self.records.get(kernel_id)
+        return record is not None and any(
+            e.session == session_id and e.state in ("queued", "running") for e in record.executions.values()
+        )
+
+    def hold_stdin(self, kernel_id: str, session_id: str, stream, close) -> bool:
+        """Keep a gone page's stdin stream open while the kernel runs that page's executions;
+        True if kept (``close`` closes it for real later), False if nothing needs it.
+
+        The kernel sends an ``input_request`` to the stdin socket whose identity is that of the
+        page connection that sent the ``execute_request``. jupyter_server closes a gone page's
+        sockets as soon as another page connects: a request the kernel sends after that would
+        reach nobody, and ``input()`` would wait for ever. Held open, it reaches the record, and
+        any page can answer it (the kernel takes a reply from any connection).
+        """
+        if not self._waits_for(kernel_id, session_id):
+            return False
+        held = self.held_stdin.setdefault(kernel_id, {})
+        if session_id in held and held[session_id][0] is not stream:
+            self.release_stdin(kernel_id, session_id)
+        held[session_id] = (stream, close)
+        self.log.info("keepalive: kept a gone page's stdin open for its running cell (kernel %s)", kernel_id)
+        return True
+
+    def release_stdin(self, kernel_id: str, session_id: str) -> None:
+        held = self.held_stdin.get(kernel_id, {})
+        stream, close = held.pop(session_id, (None, None))
+        if not held:
+            self.held_stdin.pop(kernel_id, None)
+        if stream is not None and not stream.closed():
+            close()
+
 
 class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
     """jupyter_server's kernel websocket, which also tells the recorder about execute requests
@@ -188,6 +233,9 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
             # Subscribe now, well before the first request: a new SUB socket misses what is
             # published while it connects.
             recorder.attach(self.kernel_id)
+            # The same page back: its own connection takes the kernel's stdin requests again
+            # (a held stream of the same identity would otherwise keep them).
+            recorder.release_stdin(self.kernel_id, self.session.session)
         return super().connect()
 
     @property
@@ -252,25 +300,43 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
         return True
 
     def disconnect(self):
-        # jupyter_server may keep this connection's channels open for a page that comes back
-        # with the same session key, and points them at its buffer with ``on_recv``: an input
-        # request that arrives then must still reach the record.
         stdin = (self.channels or {}).get("stdin")
         if stdin is not None and self._recorder is not None and not stdin.closed():
-            set_callback = stdin.on_recv
-
-            def on_recv(callback, copy=True):
-                if callback is None:
-                    return set_callback(None, copy)
-
-                def noting_too(msg_list):
-                    self._note_stdin(msg_list)
-                    callback(msg_list)
-
-                return set_callback(noting_too, copy)
-
-            stdin.on_recv = on_recv
+            self._outlive_the_page(stdin)
         return super().disconnect()
+
+    def _outlive_the_page(self, stdin) -> None:
+        """Keep noting what arrives on this gone page's stdin stream, and keep the stream open
+        while the kernel runs the page's executions (see ``ExecutionRecorder.hold_stdin``).
+
+        jupyter_server either closes the stream now (another page is connected) or keeps it for
+        a page that comes back with the same session key, pointing it at its buffer with
+        ``on_recv``, and closes it when another page connects. Both go through ``on_recv`` and
+        ``close``, which are wrapped here, once per stream.
+        """
+        if getattr(stdin, "_keepalive_outlives", False):
+            return
+        stdin._keepalive_outlives = True
+        recorder, kernel_id, session_id = self._recorder, self.kernel_id, self.session.session
+        set_callback, close = stdin.on_recv, stdin.close
+        note = self._note_stdin
+
+        def on_recv(callback, copy=True):
+            if callback is None:  # nobody else listens now: the record still does
+                return set_callback(note, copy)
+
+            def noting_too(msg_list):
+                note(msg_list)
+                callback(msg_list)
+
+            return set_callback(noting_too, copy)
+
+        def close_unless_needed(*args, **kwargs):
+            if not recorder.hold_stdin(kernel_id, session_id, stdin, lambda: close(*args, **kwargs)):
+                close(*args, **kwargs)
+
+        stdin.on_recv = on_recv
+        stdin.close = close_unless_needed
 
     def _note_stdin(self, msg_list) -> None:
         recorder = self._recorder

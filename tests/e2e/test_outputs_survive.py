@@ -377,7 +377,9 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
                      describe=lambda: (prompt_text(page), cell_outputs(page)[-2:]))
             progress = watch.sample(page)
             wait_for("more output, live", lambda: watch.sample(page) > progress + 2, timeout=60, every=0.25)
-        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=120, every=0.25)
+        # (sampling on the way: the file's lag is measured against what the screen showed meanwhile)
+        wait_for("the end of the run", lambda: (watch.sample(page), re.fullmatch(r"\[\d+\]:", prompt_text(page)))[1],
+                 timeout=120, every=0.25)
         watch.sample(page)
         summary = case.check_final(page)
         # The file on disk follows within seconds.
@@ -394,27 +396,46 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
 
 
 INPUT_TICKS = 6
-INPUT_CELL = (
-    "import time\n"
-    f"for i in range({INPUT_TICKS}):\n"
-    "    print(f'tick {i}', flush=True)\n"
-    f"    time.sleep({PERIOD})\n"
-    "answer = input('Your name?')\n"
-    "print(f'hello {answer}')\n"
-)
+#: The file that lets the ``ask-later`` cell go on to ``input()`` (in the notebook's folder).
+ASK_NOW = "ask-now"
+
+
+def input_cell(ask_later: bool) -> str:
+    """Ticks, then ``input()``; with ``ask_later`` the cell asks only once the test says so."""
+    gate = f"while not os.path.exists('{ASK_NOW}'):\n    time.sleep(0.1)\n" if ask_later else ""
+    return (
+        "import os, time\n"
+        f"for i in range({INPUT_TICKS}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        f"    time.sleep({PERIOD})\n"
+        f"{gate}"
+        "answer = input('Your name?')\n"
+        "print(f'hello {answer}')\n"
+    )
+
+
 STDIN = ".jp-Stdin-input"
 
 
-@pytest.mark.parametrize("fault", ["reload", "kill-chromium"])
+def kernel_connections(page) -> list[int]:
+    """How many websockets each of the session's kernels has, as its Jupyter server says."""
+    kernels = page.evaluate("async (url) => (await fetch(url)).json()", f"{jupyter_base(page)}/api/kernels")
+    return [kernel["connections"] for kernel in kernels]
+
+
+@pytest.mark.parametrize("fault", ["reload", "kill-chromium", "kill-chromium-ask-later"])
 @pytest.mark.parametrize("kind", ["input"])
 def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, session, playwright, kind, fault):
     """(5) ``input()`` after a while. ``reload``: the page goes while the prompt is on screen.
     ``kill-chromium``: the browser dies before the kernel asks, so the request reaches the
-    server while no page is connected."""
+    server while no page is connected. ``kill-chromium-ask-later``: the kernel asks only once
+    the recovered page is connected (jupyter_server has closed the dead page's sockets by then,
+    and the kernel addresses the request to that page's)."""
     sid = session["id"]
     name = f"{kind}-{fault}.ipynb"
+    ask_later = fault.endswith("ask-later")
     with kiosk_page(playwright, sid) as page:
-        put_notebook(page, name, [INPUT_CELL])
+        put_notebook(page, name, [input_cell(ask_later)])
         open_alone_and_run_all(page, name)
         cell = page.locator(CELLS).first
         if fault == "reload":
@@ -434,6 +455,13 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
 
     with kiosk_page(playwright, sid) as page:
         cell = page.locator(CELLS).first
+        if ask_later:
+            wait_for("the ticks re-attached", lambda: len(numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))) == INPUT_TICKS,
+                     timeout=120, every=0.25)
+            wait_for("the recovered page's kernel websocket", lambda: kernel_connections(page) == [1], timeout=60,
+                     describe=lambda: kernel_connections(page))
+            assert cell.locator(STDIN).count() == 0  # not asked yet
+            (next(keepalive_service.state_dir.rglob(name)).parent / ASK_NOW).touch()
         cell.locator(STDIN).wait_for(timeout=120_000)
         assert "Your name?" in cell.locator(".jp-Stdin-prompt").inner_text()
         assert prompt_text(page) == "[*]:"
@@ -460,3 +488,79 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
         return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
 
     wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25)
+
+
+TYPED_IN_CELL = "print('typed just before the crash')"
+TYPED_NEW_CELL = "y = 'a new cell typed just before the crash'"
+
+
+def editor_texts(page) -> list[str]:
+    """The source of each cell, as its editor shows it."""
+    return [t.replace("\u200b", "") for t in page.locator(CELLS).locator(".jp-InputArea-editor").all_inner_texts()]
+
+
+def workspace_has(page, name: str) -> bool:
+    """Whether JupyterLab has saved its workspace with ``name`` open (a recovered page reopens it)."""
+    return name in page.evaluate(
+        "async (url) => JSON.stringify(await (await fetch(url)).json())", f"{jupyter_base(page)}/lab/api/workspaces"
+    )
+
+
+@pytest.mark.parametrize("fault", ["kill-chromium"])
+@pytest.mark.parametrize("kind", ["typing"])
+def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, playwright, kind, fault):
+    """Text typed into a cell and into a new cell, then SIGKILL of the kiosk Chromium as soon as
+    the text is on screen (a save may have caught the first keys, not the last): the recovered
+    page shows both, and the file on disk gets them."""
+    sid = session["id"]
+    name = f"{kind}-{fault}.ipynb"
+    with kiosk_page(playwright, sid) as page:
+        put_notebook(page, name, ["x = 1"])
+        page.goto(f"{jupyter_base(page)}/lab/tree/{name}?reset", wait_until="domcontentloaded", timeout=90_000)
+        page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").wait_for(timeout=90_000)
+        page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
+        wait_for("the workspace with the notebook open", lambda: workspace_has(page, name), timeout=30)
+        notebook_file = next(keepalive_service.state_dir.rglob(name))
+        expected = [f"x = 1\n{TYPED_IN_CELL}", TYPED_NEW_CELL]
+        chromium = kiosk_chromium(sid)  # found beforehand: nothing between the last key and the kill
+        restarts = session_state(keepalive_service, sid)["restarts"]
+
+        first, new = page.locator(CELLS).nth(0), page.locator(CELLS).nth(1)
+        first.locator(".cm-content").click()
+        first.locator(".cm-focused").wait_for(timeout=10_000)
+        page.keyboard.press("Control+End")
+        page.keyboard.type(f"\n{TYPED_IN_CELL}")
+        page.keyboard.press("Escape")
+        page.keyboard.press("b")  # a new cell below, in command mode
+        page.keyboard.press("Enter")
+        new.locator(".cm-focused").wait_for(timeout=10_000)  # keys typed before that go nowhere
+        page.keyboard.type(TYPED_NEW_CELL)
+        # What the user sees when the browser dies: the text on screen (a DOM read, no save awaited).
+        wait_for("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
+                 describe=lambda: editor_texts(page))
+        os.kill(chromium.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def saved_sources() -> list[str]:
+        notebook = saved_notebook(notebook_file)
+        return [] if notebook is None else ["".join(c["source"]) for c in notebook["cells"]]
+
+    # (a steady save may have caught part of the typing, hardly the last keys)
+    at_the_kill = saved_sources()
+
+    seen: dict = {}
+
+    def recovered() -> bool:
+        seen.update(session_state(keepalive_service, sid))
+        return seen["restarts"] > restarts and seen["state"] == "ready"
+
+    wait_for("the service to recover the browser", recovered, timeout=120,
+             describe=lambda: {key: seen.get(key) for key in ("state", "restarts", "error")})
+    with kiosk_page(playwright, sid) as page:
+        wait_for("the typed text back on screen", lambda: editor_texts(page) == expected, timeout=60, every=0.25,
+                 describe=lambda: editor_texts(page))
+        shown_after = time.monotonic() - killed_at
+        wait_for("the typed text in the file on disk", lambda: saved_sources() == expected, timeout=30, every=0.25,
+                 describe=saved_sources)
+    print(f"\n[typing/kill-chromium] file at the kill: {at_the_kill}; typed text back on screen "
+          f"{shown_after:.1f} s after the kill, on disk {time.monotonic() - killed_at:.1f} s after it")

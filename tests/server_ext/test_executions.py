@@ -365,6 +365,67 @@ def test_a_new_page_answers_an_input_asked_after_the_old_one_went(fetch, jp_ws_f
     assert done["input_request"] is None
 
 
+def input_reply(session: str, request: dict, value: str) -> dict:
+    return {
+        "channel": "stdin",
+        "header": {"msg_id": uuid.uuid4().hex, "msg_type": "input_reply", "session": session,
+                   "username": "test", "version": "5.3", "date": "2026-01-01T00:00:00Z"},
+        "parent_header": request["header"],
+        "metadata": {},
+        "content": {"status": "ok", "value": value},
+        "buffers": [],
+    }
+
+
+@pytest.mark.parametrize("order", ["old-closes-first", "new-connects-first"])
+def test_an_input_asked_after_a_new_page_connected_still_reaches_the_record(
+    fetch, jp_ws_fetch, jp_asyncio_loop, kernel_id, order
+):
+    """The kernel sends an input request to the stdin socket of the connection whose page ran
+    the cell. When that page is gone and another one has connected before the kernel asks (a
+    browser that came back quickly), jupyter_server has closed the old connection's sockets:
+    the request would reach nobody, and the kernel would wait for ever."""
+    import asyncio
+
+    run = jp_asyncio_loop.run_until_complete
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    ws = run(jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": first}))
+    code = "import time\ntime.sleep(3)\nname = input('Name?')\nprint('hello', name)"
+    msg_id, request = execute_request(code, "cell-8", first)
+    request["content"]["allow_stdin"] = True
+    run(ws.write_message(json.dumps(request)))
+
+    def execution() -> dict:
+        return next((e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id), {})
+
+    deadline = time.monotonic() + 30
+    while execution().get("state") != "running":
+        assert time.monotonic() < deadline, execution()
+        run(asyncio.sleep(0.1))
+    if order == "old-closes-first":
+        ws.close()
+        run(asyncio.sleep(0.3))  # the server handles the close (it buffers for the old page)
+        ws2 = run(jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": second}))
+    else:
+        ws2 = run(jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": second}))
+        ws.close()
+    assert execution().get("input_request") is None  # the kernel has not asked yet
+
+    deadline = time.monotonic() + 20
+    while (pending := execution().get("input_request")) is None:
+        assert time.monotonic() < deadline, f"the input request never reached the record: {execution()}"
+        run(asyncio.sleep(0.2))
+    assert pending["prompt"] == "Name?"
+    run(ws2.write_message(json.dumps(input_reply(second, pending, "keepalive"))))
+    deadline = time.monotonic() + 20
+    while (done := execution())["state"] != "finished":
+        assert time.monotonic() < deadline, done
+        run(asyncio.sleep(0.2))
+    ws2.close()
+    text = "".join(m["content"]["text"] for m in done["messages"] if m["msg_type"] == "stream")
+    assert text == "Name? keepalive\nhello keepalive\n"
+
+
 def kernel_info_request(session: str) -> tuple[str, dict]:
     msg_id = uuid.uuid4().hex
     return msg_id, {

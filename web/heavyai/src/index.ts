@@ -14,6 +14,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { fetchSession, HeavyAISessionError, IHeavyAISession } from './api';
 import { NOTEBOOK_PATH, notebookContent } from './notebook';
 import { HeavyAIStatus } from './status';
+import { startKeepingDrafts } from './drafts';
 import { startReattaching } from './reattach';
 import { startSteadySaving } from './steadysave';
 
@@ -149,4 +150,12 @@ const steadySavePlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, docManager: IDocumentManager) => startSteadySaving(app, docManager)
 };
 
-export default [plugin, reattachPlugin, steadySavePlugin];
+/** What is typed survives a browser crash between two saves (see drafts.ts). */
+const draftsPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'keepalive-heavyai:drafts',
+  description: 'Keeps unsaved cell sources on the server as they are typed, and puts them back.',
+  autoStart: true,
+  activate: (app: JupyterFrontEnd) => startKeepingDrafts(app)
+};
+
+export default [plugin, reattachPlugin, steadySavePlugin, draftsPlugin];

@@ -376,15 +376,15 @@ export function notebookPanels(app: JupyterFrontEnd): any[] {
   return panels;
 }
 
-/** Watches the main area for notebook panels and re-attaches each one's executions. */
-export function startReattaching(app: JupyterFrontEnd): void {
-  const settings = app.serviceManager.serverSettings;
+/** Calls `onNew` once for each notebook panel of the main area, as it appears (looked for once
+ * a second from the restored layout on). */
+export function forEachNewNotebookPanel(app: JupyterFrontEnd, onNew: (panel: any) => void): void {
   const known = new WeakSet<object>();
   const scan = () => {
     for (const panel of notebookPanels(app)) {
       if (!known.has(panel)) {
         known.add(panel);
-        new NotebookReattacher(panel, settings);
+        onNew(panel);
       }
     }
   };
@@ -392,4 +392,10 @@ export function startReattaching(app: JupyterFrontEnd): void {
     scan();
     window.setInterval(scan, SCAN_INTERVAL_MS);
   });
+}
+
+/** Watches the main area for notebook panels and re-attaches each one's executions. */
+export function startReattaching(app: JupyterFrontEnd): void {
+  const settings = app.serviceManager.serverSettings;
+  forEachNewNotebookPanel(app, panel => new NotebookReattacher(panel, settings));
 }

@@ -5,21 +5,58 @@
  * busy machine a 1.5 s save means 15 s between saves, and whatever is on screen when the kiosk
  * browser dies is lost from the file. Here a dirty notebook is saved every `autosaveInterval`
  * seconds (the docmanager setting; the kiosk sets 2), one save at a time, whatever saves cost.
+ *
+ * Saves of one document run one after the other, whoever asks (this, JupyterLab's own autosave,
+ * the user's Ctrl+S): JupyterLab checks before each save that the file on disk is the one it
+ * last saved, and two saves under way at once fail that check and open a "File Changed" dialog,
+ * which a kiosk shows to nobody while it holds JupyterLab's own saving.
+ *
+ * The interval is read at each look, not when the next look is scheduled: the first look may
+ * come before the settings are loaded, when the interval is still JupyterLab's default of 120 s.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 
 import { notebookPanels } from './reattach';
 
+/** How often dirty notebooks are looked for, in ms. */
+const LOOK_INTERVAL_MS = 250;
+
+/** Makes the context's saves wait for each other (see above). */
+function serializeSaves(context: any): void {
+  const save = context.save.bind(context);
+  let queue: Promise<void> = Promise.resolve();
+  context.save = (): Promise<void> => {
+    const done = queue.then(save);
+    queue = done.catch(() => undefined);
+    return done;
+  };
+}
+
 export function startSteadySaving(app: JupyterFrontEnd, docManager: IDocumentManager): void {
   const saving = new WeakSet<object>();
+  /** When each document's last save started (performance.now()). */
+  const savedAt = new WeakMap<object, number>();
+  const serialized = new WeakSet<object>();
   const tick = () => {
+    for (const panel of notebookPanels(app)) {
+      if (!serialized.has(panel.context)) {
+        serialized.add(panel.context);
+        serializeSaves(panel.context);
+      }
+    }
     if (docManager.autosave) {
+      const now = performance.now();
+      const interval = Math.max(1, docManager.autosaveInterval) * 1000;
       for (const panel of notebookPanels(app)) {
         const context = panel.context;
         if (!context.isReady || !context.model?.dirty || saving.has(context) || context.isDisposed) {
           continue;
         }
+        if (now - (savedAt.get(context) ?? -Infinity) < interval) {
+          continue;
+        }
+        savedAt.set(context, now);
         saving.add(context);
         void context
           .save()
@@ -27,7 +64,7 @@ export function startSteadySaving(app: JupyterFrontEnd, docManager: IDocumentMan
           .finally(() => saving.delete(context));
       }
     }
-    window.setTimeout(tick, Math.max(1, docManager.autosaveInterval) * 1000);
+    window.setTimeout(tick, LOOK_INTERVAL_MS);
   };
   void app.restored.then(tick);
 }

@@ -1,0 +1,93 @@
+"""Unsaved cell sources kept by the server: the rules (unit) and /api/keepalive/drafts with real saves."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from server_ext.drafts import Drafts
+
+T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def notebook(*cells: tuple[str, str], minor: int = 5) -> dict:
+    return {
+        "nbformat": 4, "nbformat_minor": minor, "metadata": {},
+        "cells": [{"id": i, "cell_type": "code", "source": s, "metadata": {}, "outputs": [], "execution_count": None}
+                  for i, s in cells],
+    }
+
+
+def draft(cell_id: str, source: str, after: str | None = None) -> dict:
+    return {"id": cell_id, "cell_type": "code", "source": source, "after": after}
+
+
+def test_drafts_that_differ_from_the_file_come_back():
+    drafts = Drafts()
+    drafts.put("/a.ipynb", [draft("c1", "x = 1"), draft("c2", "print(x)", after="c1")], base=T0.isoformat())
+    got = drafts.get("a.ipynb", notebook(("c1", "x = 1"), ("c2", "")), T0)
+    assert got == [draft("c2", "print(x)", after="c1")]
+
+
+def test_a_save_forgets_the_drafts_it_carries_and_keeps_the_newer_ones():
+    drafts = Drafts()
+    drafts.put("a.ipynb", [draft("c1", "x = 1"), draft("c2", "y = 2", after="c1")], base=T0.isoformat())
+    saved = notebook(("c1", "x = 1"), ("c2", "y ="))  # c2 was typed on after the save took the notebook
+    drafts.pre_save(model={"type": "notebook", "content": saved}, path="/a.ipynb")
+    assert list(drafts.notebooks["a.ipynb"].cells) == ["c2"]
+    later = T0 + timedelta(seconds=2)
+    drafts.post_save(model={"path": "a.ipynb", "last_modified": later})
+    assert drafts.get("a.ipynb", saved, later) == [draft("c2", "y = 2", after="c1")]
+    # the next save carries it: nothing is left, not even the notebook's entry
+    drafts.pre_save(model={"type": "notebook", "content": notebook(("c1", "x = 1"), ("c2", "y = 2"))}, path="a.ipynb")
+    drafts.post_save(model={"path": "a.ipynb", "last_modified": later + timedelta(seconds=2)})
+    assert drafts.notebooks == {}
+
+
+def test_a_file_changed_some_other_way_wins_over_the_drafts():
+    drafts = Drafts()
+    drafts.put("a.ipynb", [draft("c1", "typed")], base=T0.isoformat())
+    assert drafts.get("a.ipynb", notebook(("c1", "from git")), T0 + timedelta(seconds=30)) == []
+    assert drafts.notebooks == {}
+
+
+def test_a_file_without_cell_ids_gets_no_drafts():
+    drafts = Drafts()
+    drafts.put("a.ipynb", [draft("c1", "typed")], base=T0.isoformat())
+    assert drafts.get("a.ipynb", notebook(("c1", ""), minor=4), T0) == []
+
+
+def test_the_endpoint_keeps_drafts_until_a_save_carries_them(fetch):
+    content = notebook(("c1", "x = 1"))
+    saved = json.loads(fetch("api", "contents", "n.ipynb", method="PUT",
+                             body=json.dumps({"type": "notebook", "content": content})).body)
+    cells = [draft("c1", "x = 1"), draft("c2", "print(x)", after="c1")]
+    response = fetch("api", "keepalive", "drafts", method="POST",
+                     body=json.dumps({"path": "n.ipynb", "base": saved["last_modified"], "cells": cells}))
+    assert response.code == 204
+
+    def drafts_now() -> list[dict]:
+        response = fetch("api", "keepalive", "drafts", params={"path": "n.ipynb"})
+        assert response.headers["Cache-Control"] == "no-store"
+        return json.loads(response.body)["cells"]
+
+    assert drafts_now() == [draft("c2", "print(x)", after="c1")]
+    content["cells"].append({**content["cells"][0], "id": "c2", "source": "print(x)"})
+    fetch("api", "contents", "n.ipynb", method="PUT", body=json.dumps({"type": "notebook", "content": content}))
+    assert drafts_now() == []
+
+    fetch("api", "keepalive", "drafts", method="POST",
+          body=json.dumps({"path": "n.ipynb", "base": None, "cells": [draft("c1", "x = 2")]}))
+    assert drafts_now() == [draft("c1", "x = 2")]
+    assert fetch("api", "keepalive", "drafts", method="DELETE", params={"path": "n.ipynb"}).code == 204
+    assert drafts_now() == []
+
+
+def test_a_request_that_was_overtaken_does_not_undo_a_newer_one():
+    drafts = Drafts()
+    drafts.put("a.ipynb", [draft("c1", "x = 12")], base=None, page="p1", seq=2)
+    drafts.put("a.ipynb", [draft("c1", "x = 1"), draft("c2", "y")], base=None, page="p1", seq=1)
+    assert drafts.get("a.ipynb", notebook(("c1", ""), ("c2", "")), T0) == [draft("c1", "x = 12"), draft("c2", "y", after=None)]
+    # a new page (the recovered kiosk) starts its own count
+    drafts.put("a.ipynb", [draft("c1", "x = 123")], base=None, page="p2", seq=1)
+    assert drafts.get("a.ipynb", notebook(("c1", ""), ("c2", "")), T0)[0]["source"] == "x = 123"

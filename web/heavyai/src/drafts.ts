@@ -1,0 +1,202 @@
+/**
+ * Keep what is typed on the server as it is typed, so that a kiosk browser that dies between
+ * two saves loses none of it (server_ext/drafts.py).
+ *
+ * Every change of a cell's source is sent at once (the changed cells only). A page that opens a notebook first
+ * asks for the drafts an earlier page left and puts them back into the cells (a cell that is
+ * not there any more is inserted after the cell it followed); its saving then writes them to
+ * disk, and the server forgets each draft once a save carries it.
+ */
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+import { forEachNewNotebookPanel } from './reattach';
+
+/** A cell as the server keeps it; `after` is the id of the cell before it (null: the first). */
+export interface IDraftCell {
+  id: string;
+  cell_type: string;
+  source: string;
+  after: string | null;
+}
+
+/** Chromium refuses a `keepalive` request with a larger body. */
+const KEEPALIVE_BODY_LIMIT = 60 * 1024;
+
+function draftsUrl(settings: ServerConnection.ISettings, path?: string): string {
+  const url = URLExt.join(settings.baseUrl, 'api', 'keepalive', 'drafts');
+  return path === undefined ? url : url + URLExt.objectToQueryString({ path });
+}
+
+/** The notebook's cells, in order. */
+function cellsOf(model: any): IDraftCell[] {
+  const cells: IDraftCell[] = [];
+  const list = model?.cells;
+  for (let i = 0; list && i < list.length; i++) {
+    const cell = list.get(i);
+    cells.push({
+      id: cell.id,
+      cell_type: cell.type,
+      source: cell.sharedModel.getSource(),
+      after: i > 0 ? list.get(i - 1).id : null
+    });
+  }
+  return cells;
+}
+
+/** Puts an earlier page's drafts into the notebook model; true if anything changed. */
+export function applyDrafts(model: any, drafts: IDraftCell[]): boolean {
+  let changed = false;
+  const indexOf = (id: string | null): number => {
+    for (let i = 0; id !== null && i < model.cells.length; i++) {
+      if (model.cells.get(i).id === id) {
+        return i;
+      }
+    }
+    return -1;
+  };
+  for (const draft of drafts) {
+    const index = indexOf(draft.id);
+    if (index >= 0) {
+      const cell = model.cells.get(index);
+      if (cell.sharedModel.getSource() !== draft.source) {
+        cell.sharedModel.setSource(draft.source);
+        changed = true;
+      }
+      continue;
+    }
+    // A cell made after the last save: after the cell it followed (first, or last if that one went).
+    const after = indexOf(draft.after);
+    const at = draft.after === null ? 0 : after >= 0 ? after + 1 : model.cells.length;
+    model.sharedModel.insertCell(at, { id: draft.id, cell_type: draft.cell_type, source: draft.source });
+    changed = true;
+  }
+  return changed;
+}
+
+/** Sends one notebook's changed cells, and puts back what an earlier page left. */
+class DraftKeeper {
+  constructor(
+    readonly panel: any,
+    readonly settings: ServerConnection.ISettings
+  ) {
+    void this.start();
+  }
+
+  private async start(): Promise<void> {
+    const context = this.panel.context;
+    await context.ready;
+    if (this.panel.isDisposed) {
+      return;
+    }
+    // Typed before this keeper started (it looks for new notebooks once a second): send it all.
+    const typedAlready = context.model.dirty;
+    try {
+      const response = await ServerConnection.makeRequest(
+        draftsUrl(this.settings, context.path),
+        {},
+        this.settings
+      );
+      if (response.ok && !this.panel.isDisposed) {
+        const drafts = ((await response.json()).cells ?? []) as IDraftCell[];
+        if (drafts.length && applyDrafts(context.model, drafts)) {
+          console.info(`keepalive: put back ${drafts.length} unsaved cell(s) of ${context.path}`);
+        }
+      }
+    } catch (error) {
+      console.warn('keepalive: could not fetch unsaved cells', error);
+    }
+    if (this.panel.isDisposed) {
+      return;
+    }
+    if (!typedAlready) {
+      // What the page has now is the file plus the drafts the server has: send what changes.
+      for (const cell of cellsOf(context.model)) {
+        this.sent.set(cell.id, cell);
+      }
+    }
+    context.model.contentChanged.connect(this.onChange, this);
+    this.panel.disposed.connect(() => this.closed());
+    this.onChange();
+  }
+
+  /** Any change (outputs too): look once the current task is done, for source changes. */
+  private onChange(): void {
+    if (!this.looking) {
+      this.looking = true;
+      void Promise.resolve().then(() => {
+        this.looking = false;
+        this.send();
+      });
+    }
+  }
+
+  /**
+   * Send the cells changed since the last send, at once: a request still under way must not
+   * hold the newest keys back (the browser may die any moment). The server keeps the newest of
+   * each page's requests by their sequence number.
+   */
+  private send(): void {
+    const context = this.panel.context;
+    if (this.panel.isDisposed || !context.model) {
+      return;
+    }
+    const changed = cellsOf(context.model).filter(cell => {
+      const sent = this.sent.get(cell.id);
+      return !sent || sent.source !== cell.source || sent.after !== cell.after;
+    });
+    if (!changed.length) {
+      return;
+    }
+    for (const cell of changed) {
+      this.sent.set(cell.id, cell);
+    }
+    const body = JSON.stringify({
+      path: context.path,
+      base: context.contentsModel?.last_modified ?? null,
+      page: this.page,
+      seq: ++this.seq,
+      cells: changed
+    });
+    const failed = (error: unknown) => {
+      console.warn('keepalive: could not keep unsaved cells', error);
+      for (const cell of changed) {
+        if (this.sent.get(cell.id) === cell) {
+          this.sent.delete(cell.id); // sent again with the next change
+        }
+      }
+    };
+    ServerConnection.makeRequest(
+      draftsUrl(this.settings),
+      // keepalive: a reload must not cut the last change off
+      { method: 'POST', body, keepalive: body.length < KEEPALIVE_BODY_LIMIT },
+      this.settings
+    ).then(response => {
+      if (!response.ok) {
+        failed(response.status);
+      }
+    }, failed);
+  }
+
+  /** The notebook was closed on purpose: what the user decided there stands. */
+  private closed(): void {
+    void ServerConnection.makeRequest(
+      draftsUrl(this.settings, this.panel.context.path),
+      { method: 'DELETE' },
+      this.settings
+    ).catch(() => undefined);
+  }
+
+  private sent = new Map<string, IDraftCell>();
+  private looking = false;
+  /** This page's requests, in the order they were made (requests may overtake each other). */
+  private readonly page = Math.random().toString(36).slice(2);
+  private seq = 0;
+}
+
+/** Watches the main area for notebook panels and keeps each one's unsaved cells. */
+export function startKeepingDrafts(app: JupyterFrontEnd): void {
+  const settings = app.serviceManager.serverSettings;
+  forEachNewNotebookPanel(app, panel => new DraftKeeper(panel, settings));
+}
