@@ -329,8 +329,20 @@ class Watch:
         return max(lags, default=0.0)
 
 
-@pytest.mark.parametrize("fault", ["reload", "kill-chromium"])
-@pytest.mark.parametrize("kind", list(CASES))
+def kiosk_xpra(session_id: str):
+    """The session's xpra server (it holds the display; Chromium runs under it)."""
+    for process in session_processes(session_id):
+        argv = process.cmdline()
+        if any(Path(a).name == "xpra" for a in argv[:2]) and "start" in argv:
+            return process
+    raise AssertionError("no xpra server found")
+
+
+#: Every case after a reload and after a Chromium crash; the whole display's death once.
+FAULTS = [(kind, fault) for fault in ("reload", "kill-chromium") for kind in CASES] + [("ticks", "kill-xpra")]
+
+
+@pytest.mark.parametrize(("kind", "fault"), FAULTS)
 def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, kind, fault, request):
     case = CASES[kind]
     sid = session["id"]
@@ -348,10 +360,12 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
         fault_at = time.monotonic()
         if fault == "reload":
             page.reload(wait_until="domcontentloaded")
+        elif fault == "kill-xpra":
+            os.kill(kiosk_xpra(sid).pid, signal.SIGKILL)
         else:
             os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
 
-    if fault == "kill-chromium":
+    if fault != "reload":
         seen: dict = {}
 
         def recovered() -> bool:
