@@ -148,6 +148,7 @@ class KernelRecord:
         self.executions: OrderedDict[str, Execution] = OrderedDict()
         self.seq = 0
         self.stream = None  # the IOPub subscription (a ZMQStream), set by ExecutionRecorder
+        self.kernel_pid: int | None = None  # the kernel process last seen (a new one: a restart)
         self.activity = KernelActivity()
 
     def _execution(self, msg_id: str) -> Execution:
@@ -238,6 +239,19 @@ class KernelRecord:
             "content": msg["content"],
             "metadata": msg.get("metadata") or {},
         })
+
+    def on_kernel_start(self) -> None:
+        """End every execution still queued or running: the kernel process that had them is gone
+        (it died and was started again). Left "running", they would show as busy for ever, and
+        keep a hub's server from being culled (see kiosk.py)."""
+        now = time.time()
+        ended = False
+        for execution in self.executions.values():
+            if execution.finished_at is None:
+                execution.state, execution.finished_at, execution.input_request = "aborted", now, None
+                ended = True
+        if ended:
+            self.activity.restarted()
 
     def prune(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -339,6 +353,12 @@ class KernelActivity:
         }
         self._run_started_at = None
         self.execution_state, self.since = "idle", now
+
+    def restarted(self) -> None:
+        """The kernel died during a run: the run ends, as an error (it did not complete)."""
+        if self._run_started_at is not None and self._run_error is None:
+            self._run_error = {"ename": "KernelRestarted", "evalue": "the kernel died during the run and was restarted"}
+        self.idle(ran=False, more_to_come=False)
 
     def output(self, msg_type: str, content: dict) -> None:
         self.last_output_at = time.time()

@@ -83,10 +83,29 @@ class ExecutionRecorder(LoggingConfigurable):
             self.attach(kernel_id)
         for kernel_id in set(self.records) - live:
             self.detach(kernel_id)
+        for kernel_id, record in list(self.records.items()):
+            self._notice_restart(kernel_id, record)
         for kernel_id in list(self.held_stdin):
             for session_id in list(self.held_stdin[kernel_id]):
                 if not self._waits_for(kernel_id, session_id):
                     self.release_stdin(kernel_id, session_id)
+
+    def _notice_restart(self, kernel_id: str, record: KernelRecord) -> None:
+        """A kernel whose process changed was started again: what the old one ran has ended.
+
+        A kernel that dies is restarted by jupyter_client without a word on IOPub about the
+        executions it had; a restart on request ends them itself (an idle status each).
+        """
+        try:
+            pid = getattr(self.kernel_manager.get_kernel(kernel_id).provisioner, "pid", None)
+        except Exception:  # gone meanwhile
+            return
+        if pid is None:  # not a local process: nothing to compare
+            return
+        if record.kernel_pid is not None and pid != record.kernel_pid:
+            self.log.info("keepalive: kernel %s has a new process; its running and queued cells ended", kernel_id)
+            record.on_kernel_start()
+        record.kernel_pid = pid
 
     def attach(self, kernel_id: str) -> KernelRecord | None:
         record = self.records.get(kernel_id)

@@ -498,3 +498,35 @@ def test_a_page_that_connects_while_a_cell_runs_gets_kernel_info_at_once(fetch, 
     ws.close()
     ws2.close()
     fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
+
+
+def test_a_kernel_that_dies_mid_run_ends_its_run(fetch, jp_ws_fetch, jp_asyncio_loop, kernel_id, jp_serverapp):
+    """jupyter_client starts a dead kernel again, saying nothing of the cell it ran: the record
+    notices the new process and ends the run (as an error), so the kernel shows idle."""
+    import asyncio
+    import os
+    import signal
+
+    session = uuid.uuid4().hex
+    ws = jp_asyncio_loop.run_until_complete(
+        jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": session})
+    )
+    msg_id, request = execute_request("import time\ntime.sleep(60)", "cell-dies", session)
+    jp_asyncio_loop.run_until_complete(ws.write_message(json.dumps(request)))
+
+    def mine():
+        return [e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id]
+
+    def wait(what, condition, timeout=60):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, what
+            jp_asyncio_loop.run_until_complete(asyncio.sleep(0.2))
+
+    wait("the cell to run", lambda: mine() and mine()[0]["state"] == "running")
+    manager = jp_serverapp.web_app.settings["keepalive_execution_recorder"].kernel_manager
+    os.kill(manager.get_kernel(kernel_id).provisioner.pid, signal.SIGKILL)
+    wait("the record to end the execution", lambda: mine()[0]["state"] == "aborted")
+    [kernel] = [k for k in json.loads(fetch("api", "keepalive", "activity").body)["kernels"] if k["kernel_id"] == kernel_id]
+    assert kernel["execution_state"] == "idle" and kernel["last_run"]["error"]["ename"] == "KernelRestarted"
+    ws.close()
