@@ -75,6 +75,36 @@ class SessionCollector(Collector):
         yield from (restarts, memory, cpu, processes, viewers, devtools)
 
 
+@dataclass(frozen=True)
+class PoolFacts:
+    size: int
+    waiting: int
+    filling: int
+    hits: int
+    misses: dict[str, int]
+
+
+class PoolCollector(Collector):
+    """The warm pool: its size, its sessions, and how often a start found one waiting."""
+
+    def __init__(self, pool: PoolFacts) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator:
+        pool = self._pool
+        yield GaugeMetricFamily("keepalive_pool_size", "Sessions the warm pool keeps (KEEPALIVE_POOL_SIZE).", value=pool.size)
+        sessions = GaugeMetricFamily("keepalive_pool_sessions", "Warm pool sessions by state.", labels=["state"])
+        sessions.add_metric(["waiting"], pool.waiting)
+        sessions.add_metric(["starting"], pool.filling)
+        yield sessions
+        yield CounterMetricFamily("keepalive_pool_hits", "Session starts served from the warm pool.", value=pool.hits)
+        misses = CounterMetricFamily(
+            "keepalive_pool_misses", "Session starts the warm pool could not serve, by reason.", labels=["reason"])
+        for reason, count in sorted(pool.misses.items()):
+            misses.add_metric([reason], count)
+        yield misses
+
+
 def _usage(session: SessionFacts) -> tuple[int, float, int]:
     """USS bytes, CPU seconds and count of the session's processes (gone ones are skipped)."""
     uss, seconds, count = 0, 0.0, 0
@@ -105,7 +135,7 @@ class Metrics:
 
     def session_started(self, session) -> None:
         if session.start_seconds is not None:
-            self.session_start.labels("cold").observe(session.start_seconds)
+            self.session_start.labels("warm" if session.from_pool else "cold").observe(session.start_seconds)
 
     @staticmethod
     def facts(manager, viewers) -> list[SessionFacts]:
@@ -116,10 +146,18 @@ class Metrics:
             for s in manager.list()
         ]
 
-    def render(self, sessions: list[SessionFacts]) -> bytes:
+    @staticmethod
+    def pool_facts(pool) -> PoolFacts:
+        """Call on the event loop: the warm pool as it is now."""
+        return PoolFacts(pool.size, pool.waiting, pool.filling, pool.hits, dict(pool.misses))
+
+    def render(self, sessions: list[SessionFacts], pool: PoolFacts | None = None) -> bytes:
         """The Prometheus text for one scrape (reads /proc: call it in a thread)."""
         registry = CollectorRegistry(auto_describe=False)
-        for collector in (SessionCollector(sessions), self.session_start, self.requests):
+        collectors = [SessionCollector(sessions), self.session_start, self.requests]
+        if pool is not None:
+            collectors.append(PoolCollector(pool))
+        for collector in collectors:
             registry.register(collector)
         return generate_latest(registry)
 

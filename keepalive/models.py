@@ -19,6 +19,8 @@ SessionName = Annotated[
 
 
 class SessionState(str, Enum):
+    #: started and waiting in the warm pool, nobody's yet (never listed; see keepalive.engine.pool)
+    pooled = "pooled"
     starting = "starting"
     ready = "ready"
     recovering = "recovering"

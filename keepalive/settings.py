@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     chromium: str = Field("chromium", description="Chromium executable (name on PATH or path).")
     xpra: str = Field("xpra", description="xpra executable (name on PATH or path).")
     max_sessions: int = Field(8, ge=1, description="Live sessions allowed at once; one more answers 429.")
+    pool_size: int = Field(
+        0, ge=0, le=100,
+        description="Sessions kept started and waiting (display, Chromium, Jupyter, JupyterLab loaded), so that a "
+        "start takes one instead of starting from nothing. Each costs an idle session's memory; the pool never "
+        "grows beyond MAX_SESSIONS together with the live sessions. 0: no pool.",
+    )
     profile_template: Path | None = Field(
         None,
         description="Chromium profile template tarball. Unset: keepalive makes one in the state dir on first use.",

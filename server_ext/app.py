@@ -10,6 +10,7 @@ from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
 
 from .drafts import Drafts
+from .environment import KernelEnvironmentHandler
 from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler, SessionHandler
 from .kiosk import ActivityPolicy, KioskLoginHandler
 from .recorder import ExecutionRecorder, RecordingWebsocketConnection
@@ -125,6 +126,7 @@ class HeavyAIExtension(ExtensionApp):
         self.handlers.append((r"/api/keepalive/activity", ActivityHandler))
         self.handlers.append((r"/api/keepalive/drafts", DraftsHandler))
         self.handlers.append((r"/api/keepalive/kiosk-login", KioskLoginHandler))
+        self.handlers.append((r"/api/keepalive/kernel-environment", KernelEnvironmentHandler))
 
     async def stop_extension(self):
         recorder = getattr(self, "execution_recorder", None)

@@ -31,6 +31,7 @@ async def health(settings: SettingsDep, manager: ManagerDep) -> JSONResponse:
             "failed": sum(s.state is SessionState.failed for s in sessions),
             "unhealthy": [s.id for s in sessions if s.state is SessionState.ready and not all(s.health.model_dump().values())],
         },
+        "pool": {"size": manager.pool.size, "waiting": manager.pool.waiting, "starting": manager.pool.filling},
     }
     if not ok:
         body["failing"] = [check.name for check in checks if not check.ok]

@@ -34,5 +34,6 @@ async def metrics(request: Request) -> Response:
     state = request.app.state
     viewer = getattr(state, "viewer", None)
     facts = state.metrics.facts(state.manager, viewer.tracker if viewer is not None else None)
-    body = await asyncio.to_thread(state.metrics.render, facts)
+    pool = state.metrics.pool_facts(state.manager.pool)
+    body = await asyncio.to_thread(state.metrics.render, facts, pool)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -75,6 +75,22 @@ class KioskBrowser:
         await page.goto(f"{endpoint.url}{path}", wait_until="domcontentloaded", timeout=timeout * 1000)
         await page.wait_for_selector(LAB_SHELL_SELECTOR, state="visible", timeout=timeout * 1000)
 
+    async def take_over(
+        self, endpoint: JupyterEndpoint, path: str, heavyai: bool, settings: list[str], timeout: float
+    ) -> None:
+        """A pool page becomes a user's: the bundled extension shows the home now behind the
+        server's paths (files, the ``settings`` plugins' user settings, the HeavyAI workspace when
+        ``heavyai``) without a reload. A page without that extension loads ``path`` instead."""
+        assert self.page is not None
+        request = {"heavyai": heavyai, "settings": settings}
+        has_hook = await self.page.evaluate("typeof window.keepaliveTakeOver === 'function'")
+        if not has_hook:
+            log.warning("the kiosk page has no keepaliveTakeOver (extension missing?): reloading it")
+            await self.page.goto(f"{endpoint.url}{path}", wait_until="domcontentloaded", timeout=timeout * 1000)
+            await self.page.wait_for_selector(LAB_SHELL_SELECTOR, state="visible", timeout=timeout * 1000)
+            return
+        await self.page.evaluate("request => window.keepaliveTakeOver(request)", request)
+
     @property
     def connected(self) -> bool:
         return self.browser is not None and self.browser.is_connected()

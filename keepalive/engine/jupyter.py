@@ -61,6 +61,21 @@ def write_lab_settings(layout: SessionLayout) -> None:
     write_file(layout.lab_app_settings_dir / "overrides.json", json.dumps(KIOSK_LAB_SETTINGS), 0o644)
 
 
+def user_settings_dir(home: Path) -> Path:
+    """Where the session's JupyterLab keeps the user's settings, inside its HOME."""
+    return home / ".jupyter" / "lab" / "user-settings"
+
+
+def user_setting_plugins(home: Path) -> list[str]:
+    """The JupyterLab plugins the user has settings for (``@scope/package:plugin`` ids)."""
+    folder = user_settings_dir(home)
+    suffix = ".jupyterlab-settings"
+    return sorted(
+        f"{path.parent.relative_to(folder).as_posix()}:{path.name[:-len(suffix)]}"
+        for path in folder.rglob(f"*{suffix}") if path.is_file()
+    ) if folder.is_dir() else []
+
+
 async def jupyter_answers(endpoint: JupyterEndpoint, timeout: float = 2.0) -> bool:
     """True when the server answers its status API with this token."""
     headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
@@ -104,7 +119,7 @@ class EmbeddedJupyter:
             # from the environment, not argv: argv is visible to every user in `ps`
             "JUPYTER_TOKEN": self.token,
             "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
-            "JUPYTERLAB_SETTINGS_DIR": str(layout.home / ".jupyter" / "lab" / "user-settings"),
+            "JUPYTERLAB_SETTINGS_DIR": str(user_settings_dir(layout.home)),
             "JUPYTERLAB_WORKSPACES_DIR": str(layout.home / ".jupyter" / "lab" / "workspaces"),
             "PYTHONUNBUFFERED": "1",
         }

@@ -121,6 +121,21 @@ class SessionLayout:
         return self.folder / "lab-settings"
 
     @property
+    def home_link(self) -> Path:
+        """How a session started for the warm pool reaches its home: a symlink in its folder.
+
+        Its Jupyter server and browser start before anyone knows whose the session will be, so
+        every path they hold goes through this link, which first points at ``pool_home`` and,
+        once a user takes the session, at the user's own home (keepalive.engine.pool).
+        """
+        return self.folder / "home-link"
+
+    @property
+    def pool_home(self) -> Path:
+        """A pooled session's home until someone takes it: nobody's, and empty."""
+        return self.folder / "pool-home"
+
+    @property
     def notebooks_dir(self) -> Path:
         return self.kept / "notebooks"
 
@@ -146,6 +161,10 @@ class SessionLayout:
             os.chmod(sub, 0o700)  # XDG spec: the runtime dir must be 0700
             if user:
                 os.lchown(sub, user.uid, user.gid)
+        self.create_home(user, give_home)
+
+    def create_home(self, user: SessionUser | None = None, give_home: bool = False) -> None:
+        """The home's part of ``create``: what is missing of it, for ``user`` (see there)."""
         home_is_new = not self.kept.exists()
         self.kept.mkdir(parents=True, exist_ok=True, mode=0o700)
         for sub in (self.home, self.notebooks_dir, *self.xdg_dirs()):
@@ -177,3 +196,38 @@ class SessionLayout:
         if user is not None:  # the service's own name (root) would mislead whoever asks
             env["USER"] = env["LOGNAME"] = user.name
         return env
+
+
+def mirror_folders(source: Path, target: Path, user: SessionUser | None = None) -> None:
+    """Make, empty, every folder below ``source`` that ``target`` lacks, for ``user``.
+
+    A Jupyter server creates some folders once, at start (``data/jupyter`` for its notebook
+    signatures), and fails later when they are missing. A pool session's server started on
+    the pool's home; the user's home it is then pointed at needs those folders too.
+    ``target`` may be a home its user wrote into before: no symlink in it is ever followed.
+    """
+    for folder, dirs, _ in os.walk(source):
+        below = Path(folder).relative_to(source)
+        for name in dirs:
+            _make_folder_below(target, below / name, user)
+
+
+def _make_folder_below(top: Path, relative: Path, user: SessionUser | None) -> None:
+    """``top / relative``, made a component at a time below an open folder (no symlink followed)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(top, flags)
+    try:
+        for part in relative.parts:
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o700, dir_fd=fd)
+                child = os.open(part, flags, dir_fd=fd)
+                if user is not None:
+                    os.fchown(child, user.uid, user.gid)
+            except OSError:  # a file or a symlink where a folder was expected: leave it be
+                return
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)

@@ -27,6 +27,7 @@ from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
 from keepalive.engine.events import EventHub, state_event
 from keepalive.engine.layout import SessionLayout
+from keepalive.engine.pool import WarmPool
 from keepalive.engine.profile import ProfileError, make_template
 from keepalive.engine.reaper import reap
 from keepalive.engine.session import Session, SessionRecord, SessionStartError, new_session_id
@@ -41,6 +42,14 @@ log = logging.getLogger(__name__)
 
 #: Seconds a stopping service waits for webhook deliveries under way.
 DELIVERY_GRACE = 5.0
+
+
+#: Pool sessions' names (until taken): no user's name can start with "_".
+POOL_NAME_PREFIX = "_pool-"
+
+
+def is_pool_name(name: str) -> bool:
+    return name.startswith(POOL_NAME_PREFIX)
 
 
 class SessionNotFound(KeyError):
@@ -99,6 +108,14 @@ class SessionManager:
         #: State and activity changes of every session, for GET /sessions/{id}/events.
         self.events = EventHub()
         self._watchers: dict[str, ActivityWatcher] = {}
+        # A pool needs sessions of their own Jupyter: an external one (JUPYTER_URL) is shared,
+        # and its workspace is named after the session.
+        self.pool = WarmPool(
+            0 if settings.jupyter_url else settings.pool_size, make=self._new_pool_session,
+            room=self._room, busy=lambda: bool(self._starts), stop=self._stop,
+        )
+        if settings.pool_size and settings.jupyter_url:
+            log.warning("no warm pool (KEEPALIVE_POOL_SIZE) with KEEPALIVE_JUPYTER_URL: sessions share that server")
 
     async def open(self) -> None:
         """Take the state dir, start making the profile template, adopt what an earlier service left."""
@@ -113,6 +130,7 @@ class SessionManager:
         self._playwright = await self._playwright_cm.start()
         await self.gateway.start()  # before adopting: the service reaches its browsers through it
         await self._adopt_all()
+        self.pool.start()
 
     def _prepare_folders(self) -> None:
         """The sessions' and homes' parents; with per-session users, passable (never listable) by them."""
@@ -144,8 +162,8 @@ class SessionManager:
             ):  # nothing runs for it any more: only its home stays
                 self._store.delete(record.id)
                 continue
-            if record.state == SessionState.stopping.value:
-                await self._finish_stop(record)
+            if record.state == SessionState.stopping.value or is_pool_name(record.name):
+                await self._finish_stop(record)  # a pool session left by a crash is nobody's: it goes too
                 continue
             self._adopting[record.id] = SessionLayout(folder).cdp_socket  # the gateway serves it meanwhile
             try:
@@ -176,6 +194,7 @@ class SessionManager:
         for task in self._starts.values():
             task.cancel()
         await asyncio.gather(*self._starts.values(), return_exceptions=True)
+        await self.pool.close()
         sessions = list(self._sessions.values())
         if stop_sessions:
             log.info("stopping %s session(s), as asked (--stop-sessions-on-exit)", len(sessions))
@@ -231,8 +250,36 @@ class SessionManager:
         run its Jupyter server and kernels, in its home, until it is deleted)."""
         return [s for s in self._sessions.values() if s.state is not SessionState.stopped]
 
+    def _room(self) -> int:
+        """How many more sessions (live or pool) fit under MAX_SESSIONS."""
+        return self.settings.max_sessions - len(self._live()) - len(self.pool.sessions())
+
+    async def _new_pool_session(self) -> Session:
+        """A session for the warm pool (not started): nobody's, its home behind a link."""
+        template = await self.profile_template()
+        async with self._admit_lock:
+            session_id = new_session_id()
+            record = SessionRecord(
+                id=session_id, name=f"{POOL_NAME_PREFIX}{session_id}",
+                width=self.settings.default_width, height=self.settings.default_height, home_linked=True,
+            )
+            if self.settings.per_session_users:
+                busy = {s.user.uid for s in self._live() if s.user is not None} | self.pool.uids()
+                user, _ = choose_user(
+                    SessionLayout(self.settings.sessions_dir / session_id).pool_home,
+                    parse_uid_range(self.settings.session_uids), busy, self.settings.homes_dir,
+                )
+                record.uid = user.uid
+            assert self._playwright is not None and self._store is not None, "SessionManager.open() was not called"
+            return Session(record, self.settings, self.allocator, self._playwright, self.gateway, template,
+                           persist=self._store.save)
+
     async def create(self, request: SessionCreate) -> Session:
-        """Admit a session (name, limit) and return it in state ``starting``; call ``start`` next."""
+        """Admit a session (name, limit) and return it in state ``starting``; call ``start`` next.
+
+        A waiting pool session is taken when there is one of the asked screen size: its
+        ``start`` then only hands it over (see keepalive.engine.pool).
+        """
         template = await self.profile_template()  # outside the admission lock: may take a while once
         async with self._admit_lock:
             live = self._live()
@@ -242,15 +289,20 @@ class SessionManager:
             name = request.name or f"session-{session_id}"
             if any(s.name == name for s in live):
                 raise NameTaken(f"a session named {name!r} is already running")
-            record = SessionRecord(
-                id=session_id,
-                name=name,
-                width=request.width or self.settings.default_width,
-                height=request.height or self.settings.default_height,
-            )
+            width = request.width or self.settings.default_width
+            height = request.height or self.settings.default_height
+            pooled = self.pool.take(width, height)
+            if pooled is not None:
+                pooled.claim(name, request.heavyai)
+                self._admitted(pooled, request)
+                log.info("session %s (%s): taken from the pool", pooled.id, name)
+                return pooled
+            if self._room() <= 0:
+                await self.pool.make_room()
+            record = SessionRecord(id=session_id, name=name, width=width, height=height)
             give_home = False
             if self.settings.per_session_users:
-                busy = {s.user.uid for s in live if s.user is not None}
+                busy = {s.user.uid for s in live if s.user is not None} | self.pool.uids()
                 user, give_home = choose_user(
                     self.settings.homes_dir / name, parse_uid_range(self.settings.session_uids), busy,
                     self.settings.homes_dir,
@@ -268,16 +320,20 @@ class SessionManager:
                 persist=self._store.save,
             )
             session.give_home = give_home
-            if request.webhook_url is not None:
-                session.webhook_url = str(request.webhook_url)
-            elif self.settings.webhook_url is not None:
-                session.webhook_url = self.settings.webhook_url.get_secret_value()
-            record.webhook_min_busy = request.webhook_min_busy
-            self._sessions[session_id] = session
-            self._follow(session)
+            self._admitted(session, request)
         log.info("session %s (%s): starting at %sx%s%s", session.id, session.name, session.width, session.height,
                  f" as uid {record.uid}" if record.uid is not None else "")
         return session
+
+    def _admitted(self, session: Session, request: SessionCreate) -> None:
+        """A session now belongs to the API: its webhook, listed, its changes published."""
+        if request.webhook_url is not None:
+            session.webhook_url = str(request.webhook_url)
+        elif self.settings.webhook_url is not None:
+            session.webhook_url = self.settings.webhook_url.get_secret_value()
+        session.record.webhook_min_busy = request.webhook_min_busy
+        self._sessions[session.id] = session
+        self._follow(session)
 
     async def start(self, session: Session) -> None:
         """Start ``session`` and wait for it; a session that fails is forgotten (its error was
@@ -304,7 +360,12 @@ class SessionManager:
     def _track_start(self, session: Session, coroutine) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine, name=f"start-{session.id}")
         self._starts[session.id] = task
-        task.add_done_callback(lambda _: self._starts.pop(session.id, None))
+
+        def ended(_: asyncio.Task) -> None:
+            self._starts.pop(session.id, None)
+            self.pool.wake()  # the pool fills only while no start is under way
+
+        task.add_done_callback(ended)
         return task
 
     async def _start_quietly(self, session: Session) -> None:
@@ -332,8 +393,10 @@ class SessionManager:
         await self._stop(session)
 
     async def _stop(self, session: Session) -> None:
+        """The one way a session (a user's or the pool's) is stopped."""
         await session.stop()
         self._forget(session.id)
+        self.pool.wake()  # there may be room for a pool session again
 
     def _forget(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
@@ -367,7 +430,7 @@ class SessionManager:
     # -- DevTools gateway ---------------------------------------------------------------------
 
     def _cdp_socket(self, session_id: str) -> Path | None:
-        session = self._sessions.get(session_id)
+        session = self._sessions.get(session_id) or next((s for s in self.pool.sessions() if s.id == session_id), None)
         if session is None:
             return self._adopting.get(session_id)
         if session.state in (SessionState.stopping, SessionState.stopped):
@@ -377,8 +440,8 @@ class SessionManager:
     def _cdp_guest(self, session_id: str, secret: str | None) -> str | None:
         """Who may drive a session's browser besides the service: holders of the API token, or of
         an unexpired DevTools link of that very session. Returns how to name them in the log."""
-        if secret is None:
-            return None
+        if secret is None or any(s.id == session_id for s in self.pool.sessions()):
+            return None  # a pool session is nobody's: only the service itself drives its browser
         if self._api_token is not None and hmac.compare_digest(secret.encode(), self._api_token.encode()):
             return "api token"
         now = time.monotonic()

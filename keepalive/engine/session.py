@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import shutil
 import sys
@@ -36,12 +37,13 @@ from keepalive.engine.commands import (
 )
 from keepalive.engine.jupyter import (
     EmbeddedJupyter,
+    user_setting_plugins,
     JupyterEndpoint,
     jupyter_answers,
     offers_heavyai_session,
     split_token,
 )
-from keepalive.engine.layout import SessionLayout
+from keepalive.engine.layout import SessionLayout, mirror_folders
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
 from keepalive.engine.reaper import reap, with_descendants
@@ -80,7 +82,9 @@ PROFILE_SAVE_INTERVAL = 600.0
 
 #: The state changes a session may make; everything else is a bug, refused by ``_set_state``.
 ALLOWED: dict[SessionState, frozenset[SessionState]] = {
-    SessionState.starting: frozenset({SessionState.ready, SessionState.failed, SessionState.stopping}),
+    SessionState.starting: frozenset({SessionState.ready, SessionState.pooled, SessionState.failed, SessionState.stopping}),
+    # taken by a user (it starts again, as theirs), or let go
+    SessionState.pooled: frozenset({SessionState.starting, SessionState.stopping}),
     SessionState.ready: frozenset({SessionState.recovering, SessionState.failed, SessionState.stopping}),
     SessionState.recovering: frozenset({SessionState.ready, SessionState.failed, SessionState.stopping}),
     SessionState.failed: frozenset({SessionState.stopping}),
@@ -125,6 +129,11 @@ class SessionRecord:
     #: A run shorter than this does not call the webhook (None: the setting). The URL itself is
     #: a secret, kept in the session folder (SessionLayout.webhook_url_file).
     webhook_min_busy: float | None = None
+    #: Started for the warm pool: its parts reach the home through SessionLayout.home_link.
+    home_linked: bool = False
+    #: Taken from the pool by a name whose home holds a saved browser profile. Its browser
+    #: started from the template, so it never saves over that profile (see Session._save_profile).
+    keep_saved_profile: bool = False
 
 
 def new_session_id() -> str:
@@ -146,7 +155,10 @@ class Session:
         self.record = record
         self._gateway = gateway
         self.settings = settings
-        self.layout = SessionLayout(settings.sessions_dir / record.id, settings.homes_dir / record.name)
+        folder = settings.sessions_dir / record.id
+        self.layout = SessionLayout(
+            folder, SessionLayout(folder).home_link if record.home_linked else settings.homes_dir / record.name
+        )
         self._persist = persist
         self._allocator = allocator
         self._playwright = playwright
@@ -165,6 +177,8 @@ class Session:
         self.give_home = False
         #: Seconds from start() to ready, once it is.
         self.start_seconds: float | None = None
+        #: Taken from the warm pool: start() takes the running parts over instead of starting them.
+        self.from_pool = False
         #: Where a run's end is announced (keepalive.engine.webhook); set before start().
         self.webhook_url: str | None = None
         #: Called after every state change, with the session (the manager's events and watchers).
@@ -256,11 +270,15 @@ class Session:
     # -- start ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every part and wait until JupyterLab is on screen, or clean up and raise."""
+        """Start every part and wait until JupyterLab is on screen, or clean up and raise.
+
+        A session made for the warm pool ends ``pooled``, waiting; one taken from the pool
+        (``claim``) takes its running parts over and ends ``ready``, as a user's.
+        """
         timeout = self.settings.start_timeout
         began = time.monotonic()
         try:
-            await asyncio.wait_for(self._start_parts(), timeout)
+            await asyncio.wait_for(self._take_over() if self.from_pool else self._start_parts(), timeout)
         except TimeoutError:
             reason = f"session did not become ready within {timeout:.0f} s"
             await self._fail_start(reason)
@@ -272,13 +290,22 @@ class Session:
         except asyncio.CancelledError:
             await self._fail_start("start was cancelled")
             raise
+        if self.record.home_linked and not self.from_pool:
+            self._set_state(SessionState.pooled)
+            log.info("session %s: waiting in the pool, ready in %.1f s", self.id, time.monotonic() - began)
+            return
         self._set_state(SessionState.ready)
         self.start_seconds = time.monotonic() - began
         self._start_watchdog()
-        log.info("session %s (%s): ready in %.1f s, pids %s", self.id, self.name, self.start_seconds, self.pids())
+        log.info("session %s (%s): ready in %.2f s%s, pids %s", self.id, self.name, self.start_seconds,
+                 " (from the pool)" if self.from_pool else "", self.pids())
 
     async def _start_parts(self) -> None:
-        self.layout.create(self.user, give_home=self.give_home)
+        if self.record.home_linked:  # for the pool: a home of nobody's, reached through the link
+            SessionLayout(self.layout.folder, self.layout.pool_home).create(self.user, give_home=True)
+            os.symlink(self.layout.pool_home.name, self.layout.home_link)
+        else:
+            self.layout.create(self.user, give_home=self.give_home)
         self._save_record()
         if self.webhook_url is not None:
             write_private(self.layout.webhook_url_file, self.webhook_url)
@@ -303,6 +330,89 @@ class Session:
             raise failures.exceptions[0] from None
         self.endpoint = jupyter.result()
         await self._open_browser(await self.landing_path())
+
+    # -- the warm pool ---------------------------------------------------------------------
+
+    def claim(self, name: str, heavyai: HeavyAIConnection | None) -> None:
+        """Make this waiting pool session ``name``'s; ``start()`` then takes its parts over.
+
+        Only the record changes here (on the event loop, inside the manager's admission):
+        the home, the HeavyAI handoff and the page follow in ``_take_over``.
+        """
+        assert self.state is SessionState.pooled, self.state
+        self.record.name = name
+        self.record.created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._heavyai = heavyai
+        if heavyai is not None:
+            self.record.heavyai = {"protocol": heavyai.protocol, "host": heavyai.host, "port": heavyai.port}
+        self.from_pool = True
+        self._set_state(SessionState.starting)
+
+    async def _take_over(self) -> None:
+        """A claimed pool session becomes its user's: their home behind the link, their HeavyAI
+        connection for the kernels, and the page showing it all, without a reload."""
+        home = self.settings.homes_dir / self.name
+        returning = await asyncio.to_thread(self._move_in, home)
+        self._save_record()
+        if self.webhook_url is not None:
+            write_private(self.layout.webhook_url_file, self.webhook_url)
+        if returning and self.user is not None:  # its Python environment is the user's, refreshed for this uid
+            await user_python.prepare(self.settings.jupyter_python, self.layout.home, self.user)
+        if self._heavyai is not None:
+            self._write_heavyai_handoff()
+        await self._prepare_kernels()
+        assert self.browser is not None and self.endpoint is not None
+        await self.browser.take_over(
+            self.endpoint, self.lab_path + (HEAVYAI_WORKSPACE_QUERY if self._heavyai else PLAIN_WORKSPACE_QUERY),
+            heavyai=self._heavyai is not None, settings=user_setting_plugins(self.layout.home),
+            timeout=self.settings.start_timeout,
+        )
+        log.info("session %s: taken from the pool by %s (%s home)", self.id, self.name,
+                 "its" if returning else "a new")
+
+    def _move_in(self, home: Path) -> bool:
+        """Point the home link at ``home``: the pool's own home becomes it when the name has
+        none yet. Returns whether the name had a home already."""
+        returning = home.exists()
+        if returning:
+            if self.user is not None and home.lstat().st_uid != self.user.uid:
+                give(home, self.user)  # as when a home's own uid is busy: it goes to this session's
+            SessionLayout(self.layout.folder, home).create_home(self.user)
+            mirror_folders(self.layout.pool_home, home, self.user)  # what the server made at its start
+            self.record.keep_saved_profile = SessionLayout(self.layout.folder, home).saved_profile.exists()
+        else:
+            os.rename(self.layout.pool_home, home)  # same file system: both are in the state dir
+        # Swapped in one step: every path the Jupyter server and the browser hold goes through it.
+        swap = self.layout.folder / "home-link.new"
+        swap.unlink(missing_ok=True)
+        os.symlink(home, swap)
+        os.replace(swap, self.layout.home_link)
+        return returning
+
+    def _nobodys(self) -> bool:
+        """A pool session that nobody took: its home link still points at the pool's home."""
+        if not self.record.home_linked:
+            return False
+        try:
+            return os.readlink(self.layout.home_link) == self.layout.pool_home.name
+        except OSError:
+            return True  # no link: nobody's home was ever behind it
+
+    async def _prepare_kernels(self) -> None:
+        """What the kernels to come inherit from the Jupyter server: the HeavyAI connection, and
+        a working directory in the user's home (server_ext/environment.py)."""
+        assert self.endpoint is not None
+        heavyai = self.record.heavyai
+        variables = {
+            "HEAVYAI_PROTOCOL": heavyai["protocol"], "HEAVYAI_HOST": heavyai["host"], "HEAVYAI_PORT": str(heavyai["port"]),
+        } if heavyai is not None else {}
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+            response = await client.put(
+                f"{self.endpoint.url}/api/keepalive/kernel-environment",
+                headers={"Authorization": f"token {self.endpoint.token}"}, json={"variables": variables},
+            )
+        if response.status_code != 204:
+            raise RuntimeError(f"the Jupyter server did not take the kernels' environment ({response.status_code})")
 
     @property
     def lab_path(self) -> str:
@@ -632,6 +742,10 @@ class Session:
         """Keep the browser profile (cookies, site data, settings) in the home for the next session."""
         if not (self.layout.profile_dir / "Default").is_dir():
             return  # the browser never ran: nothing worth keeping
+        if self._nobodys():
+            return  # a pool session nobody took: nothing of anyone's to keep
+        if self.record.keep_saved_profile:
+            return  # a pool browser's profile never replaces the one the user's home holds
         try:
             await asyncio.to_thread(
                 save_profile, self.layout.profile_dir, self.layout.saved_profile, self.layout.previous_profile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ class StandInManager:
     def __init__(self, folder: Path) -> None:
         self.gateway = StandInGateway()
         self.start_observers = []
+        self.pool = SimpleNamespace(size=2, waiting=1, filling=1, hits=3, misses=Counter({"empty": 2}))
         self.sessions = [
             SimpleNamespace(id="aaaaaaaaaaaa", name="alice", state=SessionState.ready,
                             record=SimpleNamespace(restarts=1), layout=SimpleNamespace(folder=folder / "a")),
@@ -75,7 +77,8 @@ def test_metrics_need_the_api_token_or_the_metrics_token(app):
 def test_metrics_hold_sessions_clients_starts_and_requests(app):
     with TestClient(app, headers={"Authorization": "Bearer t"}) as client:
         client.get("/sessions/zzzzzzzzzzzz")  # a 404 on a templated route
-        app.state.metrics.session_started(SimpleNamespace(start_seconds=4.2))
+        app.state.metrics.session_started(SimpleNamespace(start_seconds=4.2, from_pool=False))
+        app.state.metrics.session_started(SimpleNamespace(start_seconds=0.2, from_pool=True))
         found = samples(client.get("/metrics").text)
     assert found[("keepalive_sessions", (("state", "ready"),))] == 1
     assert found[("keepalive_sessions", (("state", "starting"),))] == 1
@@ -85,6 +88,12 @@ def test_metrics_hold_sessions_clients_starts_and_requests(app):
     assert found[("keepalive_devtools_clients", alice)] == 2
     assert found[("keepalive_session_start_seconds_count", (("kind", "cold"),))] == 1
     assert found[("keepalive_session_start_seconds_sum", (("kind", "cold"),))] == pytest.approx(4.2)
+    assert found[("keepalive_session_start_seconds_sum", (("kind", "warm"),))] == pytest.approx(0.2)
+    assert found[("keepalive_pool_size", ())] == 2
+    assert found[("keepalive_pool_sessions", (("state", "waiting"),))] == 1
+    assert found[("keepalive_pool_sessions", (("state", "starting"),))] == 1
+    assert found[("keepalive_pool_hits_total", ())] == 3
+    assert found[("keepalive_pool_misses_total", (("reason", "empty"),))] == 2
     # counted by template, not by raw path: no series per session id
     route = (("method", "GET"), ("route", "/sessions/{session_id}"), ("status", "404"))
     assert found[("keepalive_http_requests_total", route)] == 1

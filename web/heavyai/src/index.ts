@@ -9,6 +9,7 @@ import {
 import { Notification, showErrorMessage } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { fetchSession, HeavyAISessionError, IHeavyAISession } from './api';
@@ -62,8 +63,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Builds a HeavyAI workspace from the session handed over to the server.',
   autoStart: true,
   requires: [IDocumentManager],
-  optional: [IStatusBar],
-  activate: (app: JupyterFrontEnd, docManager: IDocumentManager, statusBar: IStatusBar | null) => {
+  optional: [IStatusBar, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    docManager: IDocumentManager,
+    statusBar: IStatusBar | null,
+    settings: ISettingRegistry | null
+  ) => {
     const status = new HeavyAIStatus();
     let statusShown = false;
     const showStatus = () => {
@@ -130,8 +136,42 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (requested()) {
       void app.restored.then(() => app.commands.execute(OPEN_COMMAND));
     }
+    exposeTakeOver(app, settings);
   }
 };
+
+/** What keepalive asks of a page it took from its warm pool (see exposeTakeOver). */
+interface ITakeOver {
+  /** Build the HeavyAI workspace, as `?heavyai` would have. */
+  heavyai: boolean;
+  /** Plugins whose user settings the new home holds: read them again. */
+  settings: string[];
+}
+
+/**
+ * A page of keepalive's warm pool loaded JupyterLab before anyone knew whose it would be.
+ * When a user takes it, keepalive points the server's paths at the user's home and calls
+ * `window.keepaliveTakeOver` over CDP: the page then shows that home (its files, its
+ * settings, and the HeavyAI workspace when one was handed over) without a reload.
+ */
+function exposeTakeOver(app: JupyterFrontEnd, settings: ISettingRegistry | null): void {
+  (window as any).keepaliveTakeOver = async (request: ITakeOver): Promise<void> => {
+    await app.restored;
+    const steps: Promise<unknown>[] = [];
+    if (app.commands.hasCommand('filebrowser:refresh')) {
+      steps.push(app.commands.execute('filebrowser:refresh'));
+    }
+    if (settings) {
+      // A plugin that was never loaded reads the new home by itself when it loads.
+      const loaded = request.settings.filter(id => id in settings.plugins);
+      steps.push(...loaded.map(id => settings.reload(id)));
+    }
+    await Promise.all(steps);
+    if (request.heavyai) {
+      await app.commands.execute(OPEN_COMMAND);
+    }
+  };
+}
 
 /** Running cells keep their outputs across a reload or a browser crash (see reattach.ts). */
 const reattachPlugin: JupyterFrontEndPlugin<void> = {
