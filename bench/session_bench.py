@@ -8,12 +8,19 @@ Runs the real ``keepalive serve`` on a free loopback port with a throw-away stat
   summed over all its processes, after it has been idle for --idle seconds;
 - GET /sessions/{id}/screenshot of that session.
 
+With --pool, a second service keeps one session waiting (KEEPALIVE_POOL_SIZE=1): N warm starts,
+each once the pool has filled again. Cold and warm starts are timed without and with a HeavyAI
+handoff. With --density N, sessions are started one after another until N run, one fails, or
+less than 2 GiB of memory would be left: start times along the way, then per-session USS and the
+CPU all of them use while idle.
+
 Side by side, in the same run, the floor: a bare headless Chromium launched by Playwright and a
 fresh Jupyter server started at the same moment, until the same JupyterLab shows; their USS
 when idle; a raw CDP Page.captureScreenshot of that page. The table gives each figure's ratio
 to its floor; --json writes the figures.
 
-    .venv/bin/python bench/session_bench.py [--runs 5] [--idle 10] [--width 1280 --height 800] [--json out.json]
+    .venv/bin/python bench/session_bench.py [--runs 5] [--idle 10] [--pool] [--density 20]
+        [--width 1280 --height 800] [--json out.json]
 """
 
 from __future__ import annotations
@@ -124,65 +131,166 @@ def floor(width: int, height: int, idle: float) -> dict:
             "screenshot_s": statistics.median(shots)}
 
 
+HEAVYAI = {"protocol": "https", "host": "db.example", "port": 6278, "session_id": "bench-session", "query": "SELECT 1"}
+#: Memory the density run leaves to the machine.
+DENSITY_RESERVE = 2 * 1024**3
+
+
+class Service:
+    """A ``keepalive serve`` of the bench's own, on a throw-away state dir."""
+
+    def __init__(self, **settings: str) -> None:
+        self.state_dir = Path(tempfile.mkdtemp(prefix="keepalive-bench-"))
+        port, token = free_port(), secrets.token_urlsafe(16)
+        env = {**os.environ, "KEEPALIVE_STATE_DIR": str(self.state_dir), "KEEPALIVE_API_TOKEN": token,
+               "KEEPALIVE_PORT": str(port), **{f"KEEPALIVE_{k.upper()}": v for k, v in settings.items()}}
+        self._log = (self.state_dir / "service.log").open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "keepalive", "serve"], env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=300,
+                                   trust_env=False)
+        self.wait_for(lambda: self.client.get("/health").status_code == 200, 30, "the service to answer")
+
+    def wait_for(self, condition, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if condition():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"timed out waiting for {what}; see {self.state_dir / 'service.log'}")
+
+    def timed_start(self, body: dict) -> tuple[float, dict]:
+        started = time.perf_counter()
+        response = self.client.post("/sessions", json=body)
+        response.raise_for_status()
+        return time.perf_counter() - started, response.json()
+
+    def delete(self, session_id: str) -> float:
+        started = time.perf_counter()
+        self.client.delete(f"/sessions/{session_id}").raise_for_status()
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.client.close()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(120)
+        self._log.close()
+
+
+def session_uss(state_dir: Path, session_id: str) -> int:
+    return sum(uss for _, uss in uss_by_name(session_id, state_dir / "sessions" / session_id).values())
+
+
+def idle_cpu(state_dir: Path, session_ids: list[str], seconds: float = 10.0) -> float:
+    """Share of one core all these sessions' processes used over ``seconds`` (1.0 = one core)."""
+    processes = [p for sid in session_ids for p in session_processes(sid, state_dir / "sessions" / sid)]
+
+    def cpu() -> float:
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+            except psutil.Error:
+                continue
+        return total
+
+    before = cpu()
+    time.sleep(seconds)
+    return (cpu() - before) / seconds
+
+
+def density(service: Service, body: dict, most: int, idle: float) -> dict:
+    """Sessions one after another until ``most`` run, one fails, or memory would run short."""
+    ids, start_s, stopped_by = [], [], f"reached {most}"
+    try:
+        while len(ids) < most:
+            if psutil.virtual_memory().available < DENSITY_RESERVE + 600 * 1024**2:
+                stopped_by = "memory: less than 2.6 GiB available"
+                break
+            try:
+                seconds, session = service.timed_start(body)
+            except httpx.HTTPError as error:
+                stopped_by = f"a start failed: {error}"
+                break
+            ids.append(session["id"])
+            start_s.append(seconds)
+            print(f"    density: {len(ids)} sessions, last start {seconds:.2f} s", flush=True)
+        time.sleep(idle)
+        healthy = sum(all(s["health"].values()) and s["state"] == "ready"
+                      for s in service.client.get("/sessions").json()["sessions"])
+        uss = [session_uss(service.state_dir, sid) for sid in ids]
+        cpu = idle_cpu(service.state_dir, ids)
+    finally:
+        for sid in ids:
+            service.delete(sid)
+    return {"sessions": len(ids), "healthy": healthy, "stopped_by": stopped_by, "start_s": start_s,
+            "uss_per_session_bytes": statistics.median(uss) if uss else 0, "idle_cpu_cores": cpu}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5, help="timed session starts (default 5)")
+    parser.add_argument("--runs", type=int, default=5, help="timed session starts of each kind (default 5)")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds idle before measuring memory")
+    parser.add_argument("--pool", action="store_true", help="also time starts from a warm pool")
+    parser.add_argument("--density", type=int, default=0, help="start up to this many sessions at once")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-
-    state_dir = Path(tempfile.mkdtemp(prefix="keepalive-bench-"))
-    port, token = free_port(), secrets.token_urlsafe(16)
-    env = {**os.environ, "KEEPALIVE_STATE_DIR": str(state_dir), "KEEPALIVE_API_TOKEN": token, "KEEPALIVE_PORT": str(port)}
-    log = (state_dir / "service.log").open("wb")
-    service = subprocess.Popen([sys.executable, "-m", "keepalive", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=300, trust_env=False)
     body = {"width": args.width, "height": args.height}
+    figures: dict = {"cores": os.cpu_count(), "width": args.width, "height": args.height}
+
+    service = Service()
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("service did not come up; see " + str(state_dir / "service.log"))
-
-        started = time.perf_counter()
-        first = client.post("/sessions", json=body)
-        first.raise_for_status()
-        first_seconds = time.perf_counter() - started
-        client.delete(f"/sessions/{first.json()['id']}").raise_for_status()
-
-        starts, deletes = [], []
+        first_seconds, first = service.timed_start(body)
+        service.delete(first["id"])
+        starts, deletes, handoff_starts = [], [], []
         for _ in range(args.runs):
-            started = time.perf_counter()
-            response = client.post("/sessions", json=body)
-            response.raise_for_status()
-            starts.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            client.delete(f"/sessions/{response.json()['id']}").raise_for_status()
-            deletes.append(time.perf_counter() - started)
+            seconds, session = service.timed_start(body)
+            starts.append(seconds)
+            deletes.append(service.delete(session["id"]))
+            seconds, session = service.timed_start({**body, "heavyai": HEAVYAI})
+            handoff_starts.append(seconds)
+            service.delete(session["id"])
 
-        session = client.post("/sessions", json=body).json()
+        _, session = service.timed_start(body)
         time.sleep(args.idle)
-        by_name = uss_by_name(session["id"], state_dir / "sessions" / session["id"])
+        by_name = uss_by_name(session["id"], service.state_dir / "sessions" / session["id"])
         shots = []
         for _ in range(SCREENSHOTS):
             shot_started = time.perf_counter()
-            client.get(f"/sessions/{session['id']}/screenshot").raise_for_status()
+            service.client.get(f"/sessions/{session['id']}/screenshot").raise_for_status()
             shots.append(time.perf_counter() - shot_started)
-        client.delete(f"/sessions/{session['id']}").raise_for_status()
-
-        floors = [floor(args.width, args.height, args.idle) for _ in range(max(1, min(args.runs, 3)))]
+        service.delete(session["id"])
+        if args.density:
+            figures["density"] = density(service, body, args.density, args.idle)
     finally:
-        client.close()
-        service.send_signal(signal.SIGTERM)
-        service.wait(60)
-        log.close()
+        service.close()
+
+    if args.pool:
+        pooled = Service(pool_size="1")
+        warm, warm_handoff = [], []
+        try:
+            for _ in range(args.runs):
+                for kind, times in ((body, warm), ({**body, "heavyai": HEAVYAI}, warm_handoff)):
+                    # a warm start as a user would find it: the pool filled, nothing else starting
+                    pooled.wait_for(lambda: pooled.client.get("/health").json()["pool"]["waiting"] == 1, 180,
+                                    "the pool to fill")
+                    seconds, session = pooled.timed_start(kind)
+                    times.append(seconds)
+                    pooled.delete(session["id"])
+            hits = pooled.client.get("/metrics").text
+        finally:
+            pooled.close()
+        figures.update(warm_start_s=warm, warm_handoff_start_s=warm_handoff,
+                       pool_hits=[line for line in hits.splitlines() if line.startswith("keepalive_pool_hits_total")])
+
+    floors = [floor(args.width, args.height, args.idle) for _ in range(max(1, min(args.runs, 3)))]
 
     mib = 1024 * 1024
     print(f"keepalive session bench ({os.cpu_count()} cores, {args.width}x{args.height})")
@@ -202,23 +310,42 @@ def main() -> int:
     floor_uss = statistics.median(f["uss_bytes"] for f in floors)
     floor_shot = statistics.median(f["screenshot_s"] for f in floors)
     shot = statistics.median(shots)
+
+    def start_row(what: str, times: list[float]) -> tuple:
+        median = statistics.median(times)
+        return what, f"{median:.2f} s", f"{floor_start:.2f} s", median / floor_start
+
     rows = [
-        ("cold start, POST /sessions -> 201", f"{statistics.median(starts):.2f} s", f"{floor_start:.2f} s",
-         statistics.median(starts) / floor_start),
+        start_row("cold start, POST /sessions -> 201", starts),
+        start_row("cold start with a HeavyAI handoff", handoff_starts),
+    ]
+    if args.pool:
+        rows += [start_row("warm start (from the pool)", figures["warm_start_s"]),
+                 start_row("warm start with a HeavyAI handoff", figures["warm_handoff_start_s"])]
+    rows += [
         ("idle memory, USS", f"{total_uss / mib:.0f} MiB", f"{floor_uss / mib:.0f} MiB", total_uss / floor_uss),
         ("screenshot", f"{shot * 1000:.0f} ms", f"{floor_shot * 1000:.0f} ms", shot / floor_shot),
     ]
+    if "density" in figures:
+        d = figures["density"]
+        rows.append((f"idle memory per session at {d['sessions']}", f"{d['uss_per_session_bytes'] / mib:.0f} MiB",
+                     f"{floor_uss / mib:.0f} MiB", d["uss_per_session_bytes"] / floor_uss))
     print(f"\nagainst the floor (bare headless Chromium + Jupyter, {len(floors)} runs, medians):")
     print(f"    {'':<36} {'keepalive':>10} {'floor':>10} {'ratio':>6}")
     for what, ours, theirs, ratio in rows:
         print(f"    {what:<36} {ours:>10} {theirs:>10} {ratio:5.2f}x")
+    if "density" in figures:
+        d = figures["density"]
+        at = ", ".join(f"{n}: {d['start_s'][n - 1]:.2f} s" for n in (1, 10, 20, 50) if n <= len(d["start_s"]))
+        print(f"\ndensity: {d['sessions']} sessions started ({d['stopped_by']}), {d['healthy']} healthy after "
+              f"{args.idle:.0f} s idle; start time at {at}; idle CPU of all of them {d['idle_cpu_cores']:.2f} cores")
     if args.json:
-        args.json.write_text(json.dumps({
-            "cores": os.cpu_count(), "width": args.width, "height": args.height,
-            "start_s": starts, "delete_s": deletes, "first_start_s": first_seconds,
+        figures.update({
+            "start_s": starts, "handoff_start_s": handoff_starts, "delete_s": deletes, "first_start_s": first_seconds,
             "idle_uss_bytes": total_uss, "idle_uss_by_process": {k: v[1] for k, v in by_name.items()},
             "screenshot_s": shots, "floor": floors,
-        }, indent=2))
+        })
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 

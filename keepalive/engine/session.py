@@ -37,11 +37,11 @@ from keepalive.engine.commands import (
 )
 from keepalive.engine.jupyter import (
     EmbeddedJupyter,
-    user_setting_plugins,
     JupyterEndpoint,
     jupyter_answers,
     offers_heavyai_session,
     split_token,
+    user_setting_plugins,
 )
 from keepalive.engine.layout import SessionLayout, mirror_folders
 from keepalive.engine.process import ChildFailed, ChildProcess
