@@ -166,10 +166,10 @@ function exposeTakeOver(app: JupyterFrontEnd, settings: ISettingRegistry | null)
       const loaded = request.settings.filter(id => id in settings.plugins);
       steps.push(...loaded.map(id => settings.reload(id)));
     }
-    await Promise.all(steps);
     if (request.heavyai) {
-      await app.commands.execute(OPEN_COMMAND);
+      steps.push(app.commands.execute(OPEN_COMMAND));
     }
+    await Promise.all(steps);
   };
 }
 
