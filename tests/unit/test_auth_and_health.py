@@ -73,3 +73,12 @@ def test_the_default_jupyter_environment_is_the_one_setup_made(tmp_path):
     settings = Settings(state_dir=tmp_path, api_token="t")
     assert settings.jupyter_python.parent.parent.name == ".venv-jupyter", settings.jupyter_python
     assert {check.name: check for check in service_checks(settings)}["jupyter"].ok
+
+
+def test_health_shows_the_pool_and_there_is_none_with_an_external_jupyter_server(tmp_path, caplog):
+    """Sessions of an external server share it (and their workspace is named after them): no pool."""
+    settings = Settings(state_dir=tmp_path, pool_size=2, jupyter_url="http://127.0.0.1:1/", api_token="t")
+    with TestClient(create_app(settings)) as client:
+        pool = client.get("/health").json()["pool"]
+    assert pool == {"size": 0, "waiting": 0, "starting": 0}
+    assert "no warm pool" in caplog.text
