@@ -12,7 +12,7 @@ from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, Py
 from .drafts import Drafts
 from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler, SessionHandler
 from .kiosk import ActivityPolicy, KioskLoginHandler
-from .recorder import ExecutionRecorder, RecordingWebsocketConnection
+from .recorder import ExecutionRecorder, RecordingWebsocketConnection, iopub_rate_limit
 from .session import BaseSessionManager, HeavyAISessionManager
 
 #: Legacy (Notebook-era) config files, read as well because the HeavyAI documentation tells
@@ -105,8 +105,10 @@ class HeavyAIExtension(ExtensionApp):
         if self.session_manager is None:
             self.session_manager = self._create_session_manager()
         self.settings["heavyai_session_manager"] = self.session_manager
+        # The record keeps what the server's websockets would send a page: their rate limit too.
+        rate_limit = iopub_rate_limit(self.serverapp.kernel_websocket_connection_class, self.serverapp.config)
         self.execution_recorder = ExecutionRecorder(
-            self.serverapp.kernel_manager, config=self.config, log=self.log
+            self.serverapp.kernel_manager, rate_limit=rate_limit, config=self.config, log=self.log
         )
         self.settings["keepalive_execution_recorder"] = self.execution_recorder
         self.execution_recorder.start()
