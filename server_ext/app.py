@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
 from traitlets import TraitError, Type
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
@@ -114,7 +117,11 @@ class HeavyAIExtension(ExtensionApp):
         self.execution_recorder.start()
         self.activity_policy = ActivityPolicy(self.serverapp, self.execution_recorder, config=self.config, log=self.log)
         self.activity_policy.start()
-        self.drafts = Drafts()
+        # Drafts outlive the server too: a file in its runtime dir, one per notebook root (the
+        # default runtime dir is shared by every server of the user).
+        root = os.path.realpath(os.path.expanduser(self.serverapp.root_dir))
+        store = Path(self.serverapp.runtime_dir) / f"keepalive-drafts-{hashlib.sha256(root.encode()).hexdigest()[:16]}.json"
+        self.drafts = Drafts(store, call_later=lambda delay, callback: IOLoop.current().call_later(delay, callback))
         self.settings["keepalive_drafts"] = self.drafts
         contents = self.serverapp.contents_manager
         contents.register_pre_save_hook(self.drafts.pre_save)
@@ -135,3 +142,6 @@ class HeavyAIExtension(ExtensionApp):
         policy = getattr(self, "activity_policy", None)
         if policy is not None:
             policy.stop()
+        drafts = getattr(self, "drafts", None)
+        if drafts is not None:
+            drafts.write()  # a write that waited for its turn
