@@ -24,8 +24,9 @@ those right only if the user does them again.
 
 The Jupyter server itself may die (SIGKILL, out of memory) while drafts are pending: they are
 also kept in a small file (``store``, in the server's runtime dir), written atomically (a
-temporary file, then a rename) after each change, at most every ``WRITE_INTERVAL`` seconds, and
-read back when the server starts again. The file holds at most ``MAX_STORE_BYTES``; beyond that
+temporary file, then a rename) at once after each change (a large one, over
+``IMMEDIATE_BYTES``, at most every ``WRITE_INTERVAL`` seconds), and read back when the server
+starts again. The file holds at most ``MAX_STORE_BYTES``; beyond that
 the notebooks changed longest ago are left out of it (they stay in memory). No fsync: a process
 that dies leaves what it wrote in the page cache; only a machine crash could lose the last write.
 """
@@ -49,7 +50,9 @@ log = logging.getLogger(__name__)
 MAX_NOTEBOOK_BYTES = 8 * 1024 * 1024
 #: Bytes of the drafts file at most (see the module's docstring).
 MAX_STORE_BYTES = 4 * 1024 * 1024
-#: Seconds between two writes of the drafts file at least (a page sends every keystroke).
+#: A drafts file up to this size is written at once after every change (a page sends every
+#: keystroke); a larger one at most every WRITE_INTERVAL seconds.
+IMMEDIATE_BYTES = 256 * 1024
 WRITE_INTERVAL = 0.2
 #: The drafts file's format; a file of another version is ignored.
 STORE_VERSION = 1
@@ -124,6 +127,7 @@ class Drafts:
         self.store = Path(store) if store is not None else None
         self.call_later = call_later
         self._written_at = 0.0
+        self._written_bytes = 0
         self._write_pending = False
         if self.store is not None:
             self._load()
@@ -155,7 +159,7 @@ class Drafts:
         if self.store is None or self._write_pending:
             return
         wait = self._written_at + WRITE_INTERVAL - time.monotonic()
-        if wait > 0 and self.call_later is not None:
+        if wait > 0 and self.call_later is not None and self._written_bytes > IMMEDIATE_BYTES:
             self._write_pending = True
             self.call_later(wait, self.write)
             return
@@ -185,8 +189,10 @@ class Drafts:
         try:
             self.store.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            content = self.serialize()
             with os.fdopen(fd, "wb") as file:
-                file.write(self.serialize())
+                file.write(content)
+            self._written_bytes = len(content)
             os.replace(temporary, self.store)
         except OSError as e:
             log.warning("keepalive: could not write the drafts file %s: %s", self.store, e)

@@ -492,16 +492,19 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
         wait_for("the answered input box to go", lambda: cell.locator(STDIN).count() == 0, timeout=10,
                  describe=lambda: cell.locator(".jp-OutputArea-output").all_inner_texts())
 
-    notebook_file = next(keepalive_service.state_dir.rglob(name))
+        notebook_file = next(keepalive_service.state_dir.rglob(name))
 
-    def saved_answer() -> bool:
-        notebook = saved_notebook(notebook_file)
-        if notebook is None:
-            return False
-        saved = "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
-        return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
+        def saved_outputs() -> str:
+            notebook = saved_notebook(notebook_file)
+            return "" if notebook is None else "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
 
-    wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25)
+        def saved_answer() -> bool:
+            saved = saved_outputs()
+            return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
+
+        wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25,
+                 describe=lambda: {"file": saved_outputs(), "dialogs": page.locator(".jp-Dialog").all_inner_texts(),
+                                   "dirty": page.locator(".jp-mod-dirty").count()})
 
 
 TYPED_IN_CELL = "print('typed just before the crash')"
@@ -520,12 +523,20 @@ def workspace_has(page, name: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("fault", ["kill-chromium"])
+def jupyter_pid(service, session_id: str) -> int:
+    """The session's Jupyter server, as the session's own record names it."""
+    record = json.loads((service.state_dir / "sessions" / session_id / "session.json").read_text())
+    return record["jupyter_pid"]
+
+
+@pytest.mark.parametrize("fault", ["kill-chromium", "kill-jupyter"])
 @pytest.mark.parametrize("kind", ["typing"])
 def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, playwright, kind, fault):
-    """Text typed into a cell and into a new cell, then SIGKILL of the kiosk Chromium as soon as
-    the text is on screen (a save may have caught the first keys, not the last): the recovered
-    page shows both, and the file on disk gets them."""
+    """Text typed into a cell and into a new cell, then SIGKILL as soon as the text is on screen
+    (a save may have caught the first keys, not the last) of the kiosk Chromium, or of the
+    Jupyter server (the service starts a new one and reloads the kiosk page on it: the page's
+    text goes, and the server's drafts with the server, but for their file): the recovered page
+    shows both, and the file on disk gets them."""
     sid = session["id"]
     name = f"{kind}-{fault}.ipynb"
     with kiosk_page(playwright, sid) as page:
@@ -536,7 +547,8 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         wait_for("the workspace with the notebook open", lambda: workspace_has(page, name), timeout=30)
         notebook_file = next(keepalive_service.state_dir.rglob(name))
         expected = [f"x = 1\n{TYPED_IN_CELL}", TYPED_NEW_CELL]
-        chromium = kiosk_chromium(sid)  # found beforehand: nothing between the last key and the kill
+        # found beforehand: nothing between the last key and the kill
+        victim = jupyter_pid(keepalive_service, sid) if fault == "kill-jupyter" else kiosk_chromium(sid).pid
         restarts = session_state(keepalive_service, sid)["restarts"]
 
         first, new = page.locator(CELLS).nth(0), page.locator(CELLS).nth(1)
@@ -552,7 +564,7 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         # What the user sees when the browser dies: the text on screen (a DOM read, no save awaited).
         wait_for("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
                  describe=lambda: editor_texts(page))
-        os.kill(chromium.pid, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
 
     def saved_sources() -> list[str]:
@@ -576,7 +588,7 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         shown_after = time.monotonic() - killed_at
         wait_for("the typed text in the file on disk", lambda: saved_sources() == expected, timeout=30, every=0.25,
                  describe=saved_sources)
-    print(f"\n[typing/kill-chromium] file at the kill: {at_the_kill}; typed text back on screen "
+    print(f"\n[typing/{fault}] file at the kill: {at_the_kill}; typed text back on screen "
           f"{shown_after:.1f} s after the kill, on disk {time.monotonic() - killed_at:.1f} s after it")
 
 

@@ -142,17 +142,23 @@ def test_drafts_outlive_the_server_in_their_file(tmp_path):
     assert Drafts(store).notebooks == {}
 
 
-def test_writes_wait_their_turn_and_none_is_lost(tmp_path):
+def test_small_drafts_are_written_at_once_large_ones_wait_their_turn_and_none_is_lost(tmp_path, monkeypatch):
+    import server_ext.drafts as module
+
     store = tmp_path / "drafts.json"
     later: list = []
     drafts = Drafts(store, call_later=lambda delay, callback: later.append((delay, callback)))
-    drafts.put("a.ipynb", [draft("c1", "x")], base=None, page="p", seq=1)  # written at once
-    drafts.put("a.ipynb", [draft("c1", "xy")], base=None, page="p", seq=2)  # a moment later: deferred
-    drafts.put("a.ipynb", [draft("c1", "xyz")], base=None, page="p", seq=3)  # the same deferred write
+    for i in range(1, 4):  # keystrokes: each one in the file at once
+        drafts.put("a.ipynb", [draft("c1", "x" * i)], base=None, page="p", seq=i)
+        assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "x" * i
+    assert later == []
+    monkeypatch.setattr(module, "IMMEDIATE_BYTES", 10)  # now the file counts as large
+    drafts.put("a.ipynb", [draft("c1", "y")], base=None, page="p", seq=4)  # a moment later: deferred
+    drafts.put("a.ipynb", [draft("c1", "yz")], base=None, page="p", seq=5)  # the same deferred write
     assert len(later) == 1 and 0 < later[0][0] <= 0.2
-    assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "x"
+    assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "xxx"
     later[0][1]()
-    assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "xyz"
+    assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "yz"
 
 
 def test_the_file_is_bounded_and_an_unreadable_one_is_ignored(tmp_path, monkeypatch):
