@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
 from traitlets import TraitError, Type
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
@@ -13,7 +16,7 @@ from .drafts import Drafts
 from .environment import KernelEnvironmentHandler
 from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler, SessionHandler
 from .kiosk import ActivityPolicy, KioskLoginHandler
-from .recorder import ExecutionRecorder, RecordingWebsocketConnection
+from .recorder import ExecutionRecorder, RecordingWebsocketConnection, iopub_rate_limit
 from .session import BaseSessionManager, HeavyAISessionManager
 
 #: Legacy (Notebook-era) config files, read as well because the HeavyAI documentation tells
@@ -106,14 +109,20 @@ class HeavyAIExtension(ExtensionApp):
         if self.session_manager is None:
             self.session_manager = self._create_session_manager()
         self.settings["heavyai_session_manager"] = self.session_manager
+        # The record keeps what the server's websockets would send a page: their rate limit too.
+        rate_limit = iopub_rate_limit(self.serverapp.kernel_websocket_connection_class, self.serverapp.config)
         self.execution_recorder = ExecutionRecorder(
-            self.serverapp.kernel_manager, config=self.config, log=self.log
+            self.serverapp.kernel_manager, rate_limit=rate_limit, config=self.config, log=self.log
         )
         self.settings["keepalive_execution_recorder"] = self.execution_recorder
         self.execution_recorder.start()
         self.activity_policy = ActivityPolicy(self.serverapp, self.execution_recorder, config=self.config, log=self.log)
         self.activity_policy.start()
-        self.drafts = Drafts()
+        # Drafts outlive the server too: a file in its runtime dir, one per notebook root (the
+        # default runtime dir is shared by every server of the user).
+        root = os.path.realpath(os.path.expanduser(self.serverapp.root_dir))
+        store = Path(self.serverapp.runtime_dir) / f"keepalive-drafts-{hashlib.sha256(root.encode()).hexdigest()[:16]}.json"
+        self.drafts = Drafts(store, call_later=lambda delay, callback: IOLoop.current().call_later(delay, callback))
         self.settings["keepalive_drafts"] = self.drafts
         contents = self.serverapp.contents_manager
         contents.register_pre_save_hook(self.drafts.pre_save)
@@ -135,3 +144,6 @@ class HeavyAIExtension(ExtensionApp):
         policy = getattr(self, "activity_policy", None)
         if policy is not None:
             policy.stop()
+        drafts = getattr(self, "drafts", None)
+        if drafts is not None:
+            drafts.write()  # a write that waited for its turn

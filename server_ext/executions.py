@@ -16,13 +16,22 @@ execution's messages hold at most ``max_execution_bytes`` of JSON (the oldest me
 dropped beyond that, and counted in ``dropped``). Messages that a later one makes invisible
 (everything before a ``clear_output``, an earlier ``update_display_data`` of the same display)
 are compacted away as they arrive, so loops that redraw in place stay small.
+
+The record keeps what a page that never went away would have been sent, no more: jupyter_server
+holds IOPub messages back from a page's websocket while they come faster than its rate limits
+(``ZMQChannelsWebsocketConnection.iopub_msg_rate_limit`` and ``iopub_data_rate_limit``, over
+``rate_limit_window``) and tells the page so in a stderr line. :class:`IOPubRateLimit` applies
+the same rule, with the server's own settings, to what the record keeps, and records the same
+notice: a page that replays the record shows what the page that died would have shown (and is
+spared the flood the limit exists for).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from textwrap import dedent
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +53,98 @@ OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error"})
 
 def _json_size(value: Any) -> int:
     return len(json.dumps(value, default=str))
+
+
+@dataclass
+class IOPubRateLimit:
+    """jupyter_server's IOPub rate limit (``ZMQChannelsWebsocketConnection._limit_rate``, which it
+    applies per websocket), applied to the record of one kernel. The settings are the server's
+    (see :func:`server_ext.recorder.iopub_rate_limit`)."""
+
+    enabled: bool = True
+    msg_rate_limit: float = 1000.0  # messages per second
+    data_rate_limit: float = 1_000_000.0  # bytes of stream messages per second
+    window: float = 3.0  # seconds
+    _queue: deque = field(default_factory=deque)  # (when it leaves the window, bytes)
+    _msg_count: int = 0
+    _byte_count: int = 0
+    _msgs_exceeded: bool = False
+    _data_exceeded: bool = False
+
+    def reset(self) -> None:
+        """The kernel went idle: jupyter_server starts counting afresh (so that a Run All does not
+        hit the limit early)."""
+        self._queue.clear()
+        self._msg_count = self._byte_count = 0
+        self._msgs_exceeded = self._data_exceeded = False
+
+    def check(
+        self, msg_type: str, content: dict, size: int, now: float, parent_type: str | None = None
+    ) -> tuple[bool, str | None]:
+        """Whether a page would be sent this message, and the notice it would be sent first (or
+        None). ``size``: the message's bytes on the wire (counted for stream messages only);
+        ``parent_type``: the type of the request it answers.
+
+        jupyter_server starts afresh on every idle status. Here only on that of an execution:
+        a page that connects while a cell runs (the recovered kiosk) asks the kernel things at
+        once (kernel and comm info, on its control channel and subshells), and each answer ends
+        in an idle status, which the page that never died would not have caused: counted, they
+        would let through a burst that page would not have been sent.
+        """
+        if not self.enabled:
+            return True, None
+        if (
+            msg_type == "status" and content.get("execution_state") == "idle"
+            and parent_type in (None, "execute_request")
+        ):
+            self.reset()
+        if msg_type in ("status", "comm_open", "execute_input"):
+            return True, None
+        while self._queue and now >= self._queue[0][0]:
+            _, byte_count = self._queue.popleft()
+            self._byte_count -= byte_count
+            self._msg_count -= 1
+        byte_count = size if msg_type == "stream" else 0
+        self._msg_count += 1
+        self._byte_count += byte_count
+        self._queue.append((now + self.window, byte_count))
+        msg_rate, data_rate = self._msg_count / self.window, self._byte_count / self.window
+        notice = None
+        if self.msg_rate_limit > 0 and msg_rate > self.msg_rate_limit:
+            if not self._msgs_exceeded:
+                self._msgs_exceeded = True
+                notice = self._notice("message", "iopub_msg_rate_limit", self.msg_rate_limit, "msgs/sec")
+        elif self._msgs_exceeded and msg_rate < 0.8 * self.msg_rate_limit:
+            self._msgs_exceeded = False
+        if self.data_rate_limit > 0 and data_rate > self.data_rate_limit:
+            if not self._data_exceeded:
+                self._data_exceeded = True
+                notice = self._notice("data", "iopub_data_rate_limit", self.data_rate_limit, "bytes/sec")
+        elif self._data_exceeded and data_rate < 0.8 * self.data_rate_limit:
+            self._data_exceeded = False
+        if self._msgs_exceeded or self._data_exceeded:
+            # not sent: it does not count
+            self._msg_count -= 1
+            self._byte_count -= byte_count
+            self._queue.pop()
+            return False, notice
+        return True, notice
+
+    def _notice(self, what: str, setting: str, limit: float, unit: str) -> str:
+        """The stderr text jupyter_server sends the page (``write_stderr`` adds the newline)."""
+        return dedent(
+            f"""\
+            IOPub {what} rate exceeded.
+            The Jupyter server will temporarily stop sending output
+            to the client in order to avoid crashing it.
+            To change this limit, set the config variable
+            `--ServerApp.{setting}`.
+
+            Current values:
+            ServerApp.{setting}={limit} ({unit})
+            ServerApp.rate_limit_window={self.window} (secs)
+            """
+        ) + "\n"
 
 
 @dataclass
@@ -140,8 +241,12 @@ class Execution:
 class KernelRecord:
     """The executions of one kernel, in the order they were requested."""
 
-    def __init__(self, kernel_id: str, max_executions: int, max_execution_bytes: int, keep_finished_seconds: float):
+    def __init__(
+        self, kernel_id: str, max_executions: int, max_execution_bytes: int, keep_finished_seconds: float,
+        rate_limit: IOPubRateLimit | None = None,
+    ):
         self.kernel_id = kernel_id
+        self.rate_limit = rate_limit or IOPubRateLimit(enabled=False)
         self.max_executions = max_executions
         self.max_execution_bytes = max_execution_bytes
         self.keep_finished_seconds = keep_finished_seconds
@@ -200,13 +305,30 @@ class KernelRecord:
         self.seq += 1
         execution.add({"seq": self.seq, **message}, self.max_execution_bytes)
 
-    def on_iopub(self, msg: dict) -> None:
-        """One deserialized IOPub message."""
-        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+    def on_iopub(self, msg: dict, size: int = 0, now: float | None = None) -> None:
+        """One deserialized IOPub message; ``size``: its bytes on the wire, ``now``: when it came
+        (monotonic seconds), for the rate limit."""
+        msg_type = msg["header"]["msg_type"]
+        parent_header = msg.get("parent_header") or {}
+        sent, notice = self.rate_limit.check(
+            msg_type, msg.get("content") or {}, size, time.monotonic() if now is None else now,
+            parent_header.get("msg_type"),
+        )
+        parent_id = parent_header.get("msg_id")
         if not parent_id:
             return
-        msg_type = msg["header"]["msg_type"]
         execution = self.executions.get(parent_id)
+        if notice is not None and execution is not None:
+            self._add(execution, {
+                "msg_id": f"keepalive-rate-{self.seq + 1}",
+                "msg_type": "stream",
+                "content": {"name": "stderr", "text": notice},
+                "metadata": {},
+            })
+        if not sent:
+            if msg_type in OUTPUT_TYPES or msg_type == "update_display_data":
+                self.activity.output(msg_type, msg["content"])  # the kernel did print
+            return
         if msg_type == "execute_input":
             # Also executions requested by clients we did not see (no cell id then).
             execution = self._execution(parent_id)

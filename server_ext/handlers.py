@@ -107,8 +107,9 @@ class ActivityHandler(APIHandler):
 class DraftsHandler(APIHandler):
     """Unsaved cell sources of a notebook (see server_ext/drafts.py).
 
-    ``GET ?path=P``: the drafts that still apply to the file. ``POST`` ``{"path", "base",
-    "cells": [{"id", "cell_type", "source", "after"}]}``: cells the page changed. ``DELETE
+    ``GET ?path=P``: the drafts that still apply to the file (a deleted cell as ``{"id",
+    "deleted": true}``). ``POST`` ``{"path", "base", "page", "seq", "cells": [{"id", "cell_type",
+    "source", "after"}], "deleted": [id, ...]}``: cells the page changed or deleted. ``DELETE
     ?path=P``: the page closed the notebook; its drafts go.
     """
 
@@ -142,10 +143,11 @@ class DraftsHandler(APIHandler):
         path, cells = body.get("path"), body.get("cells")
         if not isinstance(path, str) or not path.strip("/") or not isinstance(cells, list):
             raise web.HTTPError(400, "path (a string) and cells (a list) are needed")
-        base, page, seq = body.get("base"), body.get("page"), body.get("seq")
+        base, page, seq, deleted = body.get("base"), body.get("page"), body.get("seq"), body.get("deleted")
         self.drafts.put(
             path, [c for c in cells if isinstance(c, dict)], base if isinstance(base, str) else None,
             page if isinstance(page, str) else None, seq if isinstance(seq, int) else 0,
+            [i for i in deleted if isinstance(i, str)] if isinstance(deleted, list) else None,
         )
         self.set_status(204)
         self.finish()

@@ -25,12 +25,37 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
 
-from .executions import KernelRecord
+from .executions import IOPubRateLimit, KernelRecord
 
 #: Shell messages of comms (ipywidgets' among them): a subshell serves them while a cell runs.
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close", "comm_info_request"})
 #: How often kernels that started (or stopped) are noticed, in seconds.
 POLL_SECONDS = 1.0
+
+
+def iopub_rate_limit(connection_class, config) -> dict:
+    """The IOPub rate limit the server's kernel websockets apply, from its settings (also the
+    deprecated ``ServerApp.*`` ones, which jupyter_server moves to the connection's section).
+    A connection class that is not jupyter_server's ZMQ one, or cannot be made here: its
+    defaults."""
+    names = ("limit_rate", "iopub_msg_rate_limit", "iopub_data_rate_limit", "rate_limit_window")
+    connection = None
+    for klass in (connection_class, ZMQChannelsWebsocketConnection):
+        try:
+            if isinstance(klass, type) and issubclass(klass, ZMQChannelsWebsocketConnection):
+                connection = klass(config=config)
+                break
+        except Exception:
+            continue
+    if connection is None:
+        connection = ZMQChannelsWebsocketConnection()
+    values = {name: getattr(connection, name) for name in names}
+    return {
+        "enabled": bool(values["limit_rate"]),
+        "msg_rate_limit": float(values["iopub_msg_rate_limit"] or 0),
+        "data_rate_limit": float(values["iopub_data_rate_limit"] or 0),
+        "window": float(values["rate_limit_window"] or 3.0),
+    }
 
 
 class ExecutionRecorder(LoggingConfigurable):
@@ -46,9 +71,11 @@ class ExecutionRecorder(LoggingConfigurable):
         1800.0, help="Seconds a finished execution stays in the record."
     ).tag(config=True)
 
-    def __init__(self, kernel_manager, **kwargs):
+    def __init__(self, kernel_manager, rate_limit: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.kernel_manager = kernel_manager
+        #: the IOPub rate limit of the server's websockets (IOPubRateLimit's fields; None: off)
+        self.rate_limit = rate_limit
         self.records: dict[str, KernelRecord] = {}
         #: each kernel's latest kernel_info_reply content, as a page got it
         self.kernel_info: dict[str, dict] = {}
@@ -118,7 +145,8 @@ class ExecutionRecorder(LoggingConfigurable):
             self.log.debug("keepalive: cannot follow kernel %s yet: %s", kernel_id, e)
             return None
         record = KernelRecord(
-            kernel_id, self.max_executions, self.max_execution_bytes, self.keep_finished_seconds
+            kernel_id, self.max_executions, self.max_execution_bytes, self.keep_finished_seconds,
+            IOPubRateLimit(**self.rate_limit) if self.rate_limit else None,
         )
         session = kernel.session
 
@@ -129,7 +157,8 @@ class ExecutionRecorder(LoggingConfigurable):
             except Exception as e:  # a malformed message must not stop the record
                 self.log.warning("keepalive: unreadable IOPub message from %s: %s", kernel_id, e)
                 return
-            record.on_iopub(msg)
+            # the bytes jupyter_server's rate limit counts: every part but the signature
+            record.on_iopub(msg, size=sum(len(part) for part in parts[1:]))
 
         stream.on_recv(on_recv)
         record.stream = stream

@@ -492,16 +492,19 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
         wait_for("the answered input box to go", lambda: cell.locator(STDIN).count() == 0, timeout=10,
                  describe=lambda: cell.locator(".jp-OutputArea-output").all_inner_texts())
 
-    notebook_file = next(keepalive_service.state_dir.rglob(name))
+        notebook_file = next(keepalive_service.state_dir.rglob(name))
 
-    def saved_answer() -> bool:
-        notebook = saved_notebook(notebook_file)
-        if notebook is None:
-            return False
-        saved = "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
-        return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
+        def saved_outputs() -> str:
+            notebook = saved_notebook(notebook_file)
+            return "" if notebook is None else "".join(output_text(o) for o in notebook["cells"][0]["outputs"])
 
-    wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25)
+        def saved_answer() -> bool:
+            saved = saved_outputs()
+            return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
+
+        wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25,
+                 describe=lambda: {"file": saved_outputs(), "dialogs": page.locator(".jp-Dialog").all_inner_texts(),
+                                   "dirty": page.locator(".jp-mod-dirty").count()})
 
 
 TYPED_IN_CELL = "print('typed just before the crash')"
@@ -520,12 +523,20 @@ def workspace_has(page, name: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("fault", ["kill-chromium"])
+def jupyter_pid(service, session_id: str) -> int:
+    """The session's Jupyter server, as the session's own record names it."""
+    record = json.loads((service.state_dir / "sessions" / session_id / "session.json").read_text())
+    return record["jupyter_pid"]
+
+
+@pytest.mark.parametrize("fault", ["kill-chromium", "kill-jupyter"])
 @pytest.mark.parametrize("kind", ["typing"])
 def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, playwright, kind, fault):
-    """Text typed into a cell and into a new cell, then SIGKILL of the kiosk Chromium as soon as
-    the text is on screen (a save may have caught the first keys, not the last): the recovered
-    page shows both, and the file on disk gets them."""
+    """Text typed into a cell and into a new cell, then SIGKILL as soon as the text is on screen
+    (a save may have caught the first keys, not the last) of the kiosk Chromium, or of the
+    Jupyter server (the service starts a new one and reloads the kiosk page on it: the page's
+    text goes, and the server's drafts with the server, but for their file): the recovered page
+    shows both, and the file on disk gets them."""
     sid = session["id"]
     name = f"{kind}-{fault}.ipynb"
     with kiosk_page(playwright, sid) as page:
@@ -536,7 +547,8 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         wait_for("the workspace with the notebook open", lambda: workspace_has(page, name), timeout=30)
         notebook_file = next(keepalive_service.state_dir.rglob(name))
         expected = [f"x = 1\n{TYPED_IN_CELL}", TYPED_NEW_CELL]
-        chromium = kiosk_chromium(sid)  # found beforehand: nothing between the last key and the kill
+        # found beforehand: nothing between the last key and the kill
+        victim = jupyter_pid(keepalive_service, sid) if fault == "kill-jupyter" else kiosk_chromium(sid).pid
         restarts = session_state(keepalive_service, sid)["restarts"]
 
         first, new = page.locator(CELLS).nth(0), page.locator(CELLS).nth(1)
@@ -552,7 +564,7 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         # What the user sees when the browser dies: the text on screen (a DOM read, no save awaited).
         wait_for("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
                  describe=lambda: editor_texts(page))
-        os.kill(chromium.pid, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
 
     def saved_sources() -> list[str]:
@@ -576,5 +588,154 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         shown_after = time.monotonic() - killed_at
         wait_for("the typed text in the file on disk", lambda: saved_sources() == expected, timeout=30, every=0.25,
                  describe=saved_sources)
-    print(f"\n[typing/kill-chromium] file at the kill: {at_the_kill}; typed text back on screen "
+    print(f"\n[typing/{fault}] file at the kill: {at_the_kill}; typed text back on screen "
           f"{shown_after:.1f} s after the kill, on disk {time.monotonic() - killed_at:.1f} s after it")
+
+
+# --- outputs over JupyterLab's own limits -------------------------------------------------------
+#
+# Each test also runs with no fault at all: the same checks then describe the page that never
+# died, so that what a recovered page shows is held to what JupyterLab itself shows.
+
+OVER_LIMIT_FAULTS = ["none", "reload", "kill-chromium"]
+
+
+def fault_and_recover(service, playwright, sid: str, page, fault: str) -> None:
+    """Reload the kiosk page, or SIGKILL its Chromium and wait for the service to recover it."""
+    if fault == "none":
+        return
+    if fault == "reload":
+        page.reload(wait_until="domcontentloaded")
+        return
+    restarts = session_state(service, sid)["restarts"]
+    os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
+    wait_for("the service to recover the browser",
+             lambda: (s := session_state(service, sid))["restarts"] > restarts and s["state"] == "ready",
+             timeout=120)
+
+
+MANY = 80
+#: JupyterLab's default ``maxNumberOutputs`` (notebook settings): the first 50 outputs are
+#: rendered, then a "Show more outputs" button stands for the rest.
+MAX_NUMBER_OUTPUTS = 50
+TRIMMED = ".jp-TrimmedOutputs-button"
+
+
+def items(texts: list[str]) -> list[int]:
+    return numbers(r"^'item (\d+)'$", "\n".join(texts))
+
+
+@pytest.mark.parametrize("fault", OVER_LIMIT_FAULTS)
+@pytest.mark.parametrize("kind", ["many"])
+def test_more_outputs_than_jupyterlab_shows(keepalive_service, session, playwright, kind, fault):
+    """A cell that displays 80 separate outputs: after a reload or a browser crash mid-run the
+    page shows what JupyterLab shows for it (the first 50, then "Show more outputs", which shows
+    all 80, each once, in order), and the file on disk holds all 80."""
+    sid = session["id"]
+    name = f"{kind}-{fault}.ipynb"
+    cell = (
+        "import time\n"
+        f"for i in range({MANY}):\n"
+        "    display(f'item {i}')\n"
+        "    time.sleep(0.25)\n"
+    )
+    with kiosk_page(playwright, sid) as page:
+        put_notebook(page, name, [cell])
+        open_alone_and_run_all(page, name)
+        wait_for("a few outputs", lambda: len(items(cell_outputs(page))) >= 10, timeout=120, every=0.1)
+        fault_and_recover(keepalive_service, playwright, sid, page, fault)
+    with kiosk_page(playwright, sid) as page:
+        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=120, every=0.25,
+                 describe=lambda: (prompt_text(page), len(cell_outputs(page))))
+        first = page.locator(CELLS).first
+        shown = items(cell_outputs(page))
+        assert shown == list(range(MAX_NUMBER_OUTPUTS)), shown
+        assert first.locator(TRIMMED).count() == 1
+        first.locator(TRIMMED).click()
+        wait_for("every output after 'Show more outputs'", lambda: len(items(cell_outputs(page))) >= MANY, timeout=30,
+                 describe=lambda: items(cell_outputs(page)))
+        assert items(cell_outputs(page)) == list(range(MANY))
+        assert first.locator(TRIMMED).count() == 0
+    notebook_file = next(keepalive_service.state_dir.rglob(name))
+
+    def saved_items() -> list[int]:
+        notebook = saved_notebook(notebook_file)
+        outputs = notebook["cells"][0]["outputs"] if notebook else []
+        assert all(o["output_type"] == "display_data" for o in outputs), outputs
+        return items([output_text(o) for o in outputs])
+
+    wait_for("every output in the file on disk", lambda: saved_items() == list(range(MANY)), timeout=30, every=0.25,
+             describe=saved_items)
+    print(f"\n[many/{fault}] outputs sent {MANY}; shown {MAX_NUMBER_OUTPUTS} and 'Show more outputs', then "
+          f"{MANY} (each once, in order); in the file {MANY}")
+
+
+BURST = 6000
+TICKS_BEFORE, TICKS_AFTER = 8, 16
+RATE_NOTICE = "IOPub message rate exceeded"
+
+
+def burst_lines(text: str) -> list[tuple[int, int]]:
+    """The numbered lines of the burst cell, as (phase, number) in the order the kernel sent
+    them: phase 0 the ticks before the burst, 1 the burst, 2 the ticks after."""
+    lines = []
+    for kind, number in re.findall(r"^(tick|burst) (\d+)$", text, re.M):
+        n = int(number)
+        lines.append((1, n) if kind == "burst" else (0 if n < TICKS_BEFORE else 2, n))
+    return lines
+
+
+@pytest.mark.parametrize("fault", OVER_LIMIT_FAULTS)
+@pytest.mark.parametrize("kind", ["burst"])
+def test_a_burst_over_the_iopub_rate_limit(keepalive_service, session, playwright, kind, fault):
+    """A cell prints numbered ticks, then bursts 6000 lines as fast as the kernel can (over
+    jupyter_server's IOPub rate limit of 1000 messages/s over 3 s), then ticks on. The fault hits
+    just before the burst. A page that never died shows the ticks, part of the burst and the
+    server's "IOPub message rate exceeded" notice, then the ticks again once the rate is back
+    under the limit; a recovered page must show the same, each line at most once and in order,
+    and the file on disk what the page shows."""
+    sid = session["id"]
+    name = f"{kind}-{fault}.ipynb"
+    cell = (
+        "import time\n"
+        f"for i in range({TICKS_BEFORE}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        "    time.sleep(0.5)\n"
+        f"for j in range({BURST}):\n"
+        "    print(f'burst {j}', flush=True)\n"
+        f"for i in range({TICKS_BEFORE}, {TICKS_BEFORE + TICKS_AFTER}):\n"
+        "    print(f'tick {i}', flush=True)\n"
+        "    time.sleep(0.5)\n"
+    )
+    with kiosk_page(playwright, sid) as page:
+        put_notebook(page, name, [cell])
+        open_alone_and_run_all(page, name)
+        wait_for("ticks before the burst", lambda: (0, TICKS_BEFORE - 2) in burst_lines("\n".join(cell_outputs(page))),
+                 timeout=120, every=0.1)
+        fault_and_recover(keepalive_service, playwright, sid, page, fault)
+    with kiosk_page(playwright, sid) as page:
+        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=180, every=0.25,
+                 describe=lambda: (prompt_text(page), [t[-200:] for t in cell_outputs(page)]))
+        text = "\n".join(cell_outputs(page))
+    lines = burst_lines(text)
+    assert lines == sorted(set(lines)), "a line shown twice or out of order"
+    burst = [n for phase, n in lines if phase == 1]
+    after = [n for phase, n in lines if phase == 2]
+    assert [n for phase, n in lines if phase == 0] == list(range(TICKS_BEFORE))
+    assert RATE_NOTICE in text
+    assert 0 < len(burst) < BURST, len(burst)  # the limit held part of the burst back
+    # Three seconds after the burst (the limit's window) every tick is sent again.
+    settled = TICKS_BEFORE + 8
+    assert [n for n in after if n >= settled] == list(range(settled, TICKS_BEFORE + TICKS_AFTER)), after
+    notebook_file = next(keepalive_service.state_dir.rglob(name))
+
+    def saved_text() -> str:
+        notebook = saved_notebook(notebook_file)
+        return "".join(output_text(o) for o in notebook["cells"][0]["outputs"]) if notebook else ""
+
+    wait_for("the file on disk to hold what the page shows", lambda: burst_lines(saved_text()) == lines, timeout=30,
+             every=0.25, describe=lambda: (len(burst_lines(saved_text())), len(lines)))
+    assert saved_text().count(RATE_NOTICE) == text.count(RATE_NOTICE)
+    print(f"\n[burst/{fault}] burst lines sent {BURST}, shown {len(burst)} (first {burst[0]}, last {burst[-1]}), "
+          f"{text.count(RATE_NOTICE)} rate notice(s); ticks sent {TICKS_BEFORE + TICKS_AFTER}, shown "
+          f"{TICKS_BEFORE + len(after)}; the file holds the same lines")

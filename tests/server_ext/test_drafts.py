@@ -91,3 +91,88 @@ def test_a_request_that_was_overtaken_does_not_undo_a_newer_one():
     # a new page (the recovered kiosk) starts its own count
     drafts.put("a.ipynb", [draft("c1", "x = 123")], base=None, page="p2", seq=1)
     assert drafts.get("a.ipynb", notebook(("c1", ""), ("c2", "")), T0)[0]["source"] == "x = 123"
+
+
+# --- deleted cells ------------------------------------------------------------------------------
+
+
+def test_a_cell_deleted_since_the_save_is_deleted_again_until_a_save_without_it():
+    drafts = Drafts()
+    saved = notebook(("c1", "x = 1"), ("c2", "y = 2"))
+    drafts.put("a.ipynb", [], base=T0.isoformat(), page="p", seq=1, deleted=["c2"])
+    assert drafts.get("a.ipynb", saved, T0) == [{"id": "c2", "deleted": True}]
+    # the page undoes the deletion: the cell is a cell again
+    drafts.put("a.ipynb", [draft("c2", "y = 2", after="c1")], base=None, page="p", seq=2)
+    assert drafts.get("a.ipynb", saved, T0) == []
+    drafts.put("a.ipynb", [], base=None, page="p", seq=3, deleted=["c2"])
+    # a save that still has the cell (taken before the deletion) keeps the tombstone
+    drafts.pre_save(model={"type": "notebook", "content": saved}, path="a.ipynb")
+    assert drafts.get("a.ipynb", saved, T0) == [{"id": "c2", "deleted": True}]
+    drafts.pre_save(model={"type": "notebook", "content": notebook(("c1", "x = 1"))}, path="a.ipynb")
+    drafts.post_save(model={"path": "a.ipynb", "last_modified": T0 + timedelta(seconds=2)})
+    assert drafts.notebooks == {}
+
+
+def test_a_new_cell_typed_then_deleted_does_not_come_back():
+    drafts = Drafts()
+    drafts.put("a.ipynb", [draft("new", "typed", after="c1")], base=T0.isoformat(), page="p", seq=1)
+    drafts.put("a.ipynb", [], base=None, page="p", seq=2, deleted=["new"])
+    assert drafts.get("a.ipynb", notebook(("c1", "x = 1")), T0) == []
+
+
+# --- the drafts file: the server may die too ------------------------------------------------------
+
+
+def test_drafts_outlive_the_server_in_their_file(tmp_path):
+    store = tmp_path / "runtime" / "drafts.json"
+    first = Drafts(store)
+    first.put("a.ipynb", [draft("c1", "typed")], base=T0.isoformat(), page="p", seq=1, deleted=["c2"])
+    # the server is SIGKILLed: nothing more than what each change wrote
+    again = Drafts(store)
+    saved = notebook(("c1", ""), ("c2", "old"))
+    assert again.get("a.ipynb", saved, T0) == [draft("c1", "typed"), {"id": "c2", "deleted": True}]
+    # the page's order still counts after the restart
+    again.put("a.ipynb", [draft("c1", "older")], base=None, page="p", seq=1)
+    assert again.get("a.ipynb", saved, T0)[0]["source"] == "typed"
+    assert oct(store.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in store.parent.iterdir()] == ["drafts.json"]  # no temporary file left
+    # once a save carries them, the file forgets them too
+    again.pre_save(model={"type": "notebook", "content": notebook(("c1", "typed"))}, path="a.ipynb")
+    again.post_save(model={"path": "a.ipynb", "last_modified": T0 + timedelta(seconds=1)})
+    assert Drafts(store).notebooks == {}
+
+
+def test_small_drafts_are_written_at_once_large_ones_wait_their_turn_and_none_is_lost(tmp_path, monkeypatch):
+    import server_ext.drafts as module
+
+    store = tmp_path / "drafts.json"
+    later: list = []
+    drafts = Drafts(store, call_later=lambda delay, callback: later.append((delay, callback)))
+    for i in range(1, 4):  # keystrokes: each one in the file at once
+        drafts.put("a.ipynb", [draft("c1", "x" * i)], base=None, page="p", seq=i)
+        assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "x" * i
+    assert later == []
+    monkeypatch.setattr(module, "IMMEDIATE_BYTES", 10)  # now the file counts as large
+    drafts.put("a.ipynb", [draft("c1", "y")], base=None, page="p", seq=4)  # a moment later: deferred
+    drafts.put("a.ipynb", [draft("c1", "yz")], base=None, page="p", seq=5)  # the same deferred write
+    assert len(later) == 1 and 0 < later[0][0] <= 0.2
+    assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "xxx"
+    later[0][1]()
+    assert Drafts(store).notebooks["a.ipynb"].cells["c1"]["source"] == "yz"
+
+
+def test_the_file_is_bounded_and_an_unreadable_one_is_ignored(tmp_path, monkeypatch):
+    import server_ext.drafts as module
+
+    store = tmp_path / "drafts.json"
+    monkeypatch.setattr(module, "MAX_STORE_BYTES", 3000)
+    drafts = Drafts(store)
+    drafts.put("old.ipynb", [draft("c1", "o" * 2000)], base=None)
+    drafts.put("new.ipynb", [draft("c1", "n" * 2000)], base=None)
+    assert store.stat().st_size < 3000
+    assert set(Drafts(store).notebooks) == {"new.ipynb"}  # the newest change first
+    assert set(drafts.notebooks) == {"old.ipynb", "new.ipynb"}  # memory keeps both
+    store.write_text("{not json")
+    assert Drafts(store).notebooks == {}
+    store.write_text(json.dumps({"version": 99, "notebooks": {"a.ipynb": {"cells": {"c1": {"source": "x"}}}}}))
+    assert Drafts(store).notebooks == {}

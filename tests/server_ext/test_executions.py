@@ -530,3 +530,145 @@ def test_a_kernel_that_dies_mid_run_ends_its_run(fetch, jp_ws_fetch, jp_asyncio_
     [kernel] = [k for k in json.loads(fetch("api", "keepalive", "activity").body)["kernels"] if k["kernel_id"] == kernel_id]
     assert kernel["execution_state"] == "idle" and kernel["last_run"]["error"]["ename"] == "KernelRestarted"
     ws.close()
+
+
+# --- jupyter_server's IOPub rate limit --------------------------------------------------------
+
+
+def test_the_record_keeps_what_the_rate_limit_lets_through_and_its_notice():
+    from server_ext.executions import IOPubRateLimit
+
+    rec = KernelRecord("k", 10, 1 << 24, 60.0, IOPubRateLimit(msg_rate_limit=10, data_rate_limit=0, window=1.0))
+    rec.note_request("r", "c", "s")
+    rec.on_iopub(iopub("r", "execute_input", {"code": "", "execution_count": 1}), now=0.0)
+    for i in range(15):  # 15 messages in the first 0.15 s: over 10/s in a 1 s window after 10
+        rec.on_iopub(iopub("r", "stream", {"name": "stdout", "text": f"{i}\n"}), now=i / 100)
+    rec.on_iopub(iopub("r", "stream", {"name": "stdout", "text": "later\n"}), now=1.5)  # the window is empty again
+    texts = [m["content"].get("text") for m in rec.executions["r"].messages[1:]]
+    assert texts[:10] == [f"{i}\n" for i in range(10)]
+    assert texts[10].startswith("IOPub message rate exceeded.") and "iopub_msg_rate_limit=10" in texts[10]
+    assert rec.executions["r"].messages[11]["content"]["name"] == "stderr"
+    assert texts[11:] == ["later\n"]
+
+
+def test_an_idle_kernel_starts_the_rate_limit_afresh_and_it_can_be_off():
+    from server_ext.executions import IOPubRateLimit
+
+    rec = KernelRecord("k", 10, 1 << 24, 60.0, IOPubRateLimit(msg_rate_limit=1, data_rate_limit=0, window=1.0))
+    for run in ("r1", "r2"):
+        rec.note_request(run, "c", "s")
+        rec.on_iopub(iopub(run, "execute_input", {"code": "", "execution_count": 1}), now=0.0)
+        rec.on_iopub(iopub(run, "stream", {"name": "stdout", "text": "a\n"}), now=0.0)
+        rec.on_iopub(iopub(run, "stream", {"name": "stdout", "text": "b\n"}), now=0.0)
+        rec.on_iopub(iopub(run, "status", {"execution_state": "idle"}), now=0.0)
+        assert [m["content"].get("text", "")[:4] for m in rec.executions[run].messages[1:]] == ["a\n", "IOPu"]
+    off = record()  # no limit given: everything is kept
+    off.note_request("r", "c", "s")
+    for i in range(5000):
+        off.on_iopub(iopub("r", "stream", {"name": "stdout", "text": "x"}), now=0.0)
+    assert len(off.executions["r"].messages) == 5000
+
+
+def test_the_rate_limit_drops_exactly_what_jupyter_servers_own_drops(monkeypatch):
+    """The same messages at the same times through jupyter_server's own limit (as a websocket
+    applies it) and through the record's: the same ones are sent, the same notices written."""
+    from jupyter_server.services.kernels.connection import channels
+    from traitlets.config import Config
+
+    from server_ext.executions import IOPubRateLimit
+    from server_ext.recorder import iopub_rate_limit
+
+    clock = [0.0]
+
+    class Loop:
+        @staticmethod
+        def current():
+            return Loop
+
+        @staticmethod
+        def time():
+            return clock[0]
+
+    monkeypatch.setattr(channels, "IOLoop", Loop)
+    config = Config()
+    config.ZMQChannelsWebsocketConnection.iopub_msg_rate_limit = 50.0
+    config.ZMQChannelsWebsocketConnection.iopub_data_rate_limit = 2000.0
+    config.ZMQChannelsWebsocketConnection.rate_limit_window = 0.5
+    connection = channels.ZMQChannelsWebsocketConnection(config=config)
+    notices: list[str] = []
+    connection.write_stderr = lambda text, parent: notices.append(text + "\n")
+    settings = iopub_rate_limit(channels.ZMQChannelsWebsocketConnection, config)
+    assert settings == {"enabled": True, "msg_rate_limit": 50.0, "data_rate_limit": 2000.0, "window": 0.5}
+    rec = KernelRecord("k", 10, 1 << 24, 60.0, IOPubRateLimit(**settings))
+    rec.note_request("r", "c", "s")
+    rec.on_iopub(iopub("r", "execute_input", {"code": "", "execution_count": 1}), now=0.0)
+
+    sent_by_server = []
+    # bursts of short and long lines, display data and comm messages, with pauses between them
+    steps = [(i * 0.001, "stream", "x" * (1 + (i % 7) * 20)) for i in range(300)]
+    steps += [(1.0 + i * 0.002, "display_data", "") for i in range(100)]
+    steps += [(1.5 + i * 0.01, "comm_msg", "") for i in range(50)]
+    steps += [(3.0 + i * 0.003, "stream", "y" * 90) for i in range(300)]
+    for n, (when, msg_type, text) in enumerate(steps):
+        clock[0] = when
+        content = {"name": "stdout", "text": text} if msg_type == "stream" else {"data": {"text/plain": str(n)}}
+        msg = iopub("r", msg_type, content)
+        msg["content"]["n"] = n
+        parts = [json.dumps(msg[key]).encode() for key in ("header", "parent_header", "metadata", "content")]
+        if not connection._limit_rate("iopub", {"header": msg["header"], "parent_header": msg["parent_header"],
+                                                 "content": msg["content"]}, parts):
+            sent_by_server.append(n)
+        rec.on_iopub(msg, size=sum(len(p) for p in parts), now=when)
+    recorded = [m for m in rec.executions["r"].messages[1:]]
+    kept = [m["content"]["n"] for m in recorded if "n" in m["content"]]
+    assert kept == [n for n in sent_by_server if steps[n][1] != "comm_msg"]  # comms are not outputs
+    assert 0 < len(sent_by_server) < len(steps)
+    assert [m["content"]["text"] for m in recorded if m["content"].get("name") == "stderr"] == notices
+    assert len(notices) >= 2
+
+
+def test_a_burst_past_the_rate_limit_is_recorded_as_a_page_would_get_it(fetch, jp_ws_fetch, jp_asyncio_loop, kernel_id):
+    """A real kernel prints 5000 lines as fast as it can while no page is connected: the record
+    holds what the server's rate limit (its defaults: 1000 messages/s over 3 s) would have let
+    through to a page, and the server's notice, not all 5000 lines."""
+    session = uuid.uuid4().hex
+    ws = jp_asyncio_loop.run_until_complete(
+        jp_ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": session})
+    )
+    msg_id, request = execute_request("for i in range(5000):\n    print(i, flush=True)", "cell-1", session)
+    jp_asyncio_loop.run_until_complete(ws.write_message(json.dumps(request)))
+    ws.close()
+    deadline = time.monotonic() + 120
+    while True:
+        mine = [e for e in get_executions(fetch, kernel_id)["executions"] if e["msg_id"] == msg_id]
+        if mine and mine[0]["state"] == "finished":
+            break
+        assert time.monotonic() < deadline
+        jp_asyncio_loop.run_until_complete(__import__("asyncio").sleep(0.2))
+    streams = [m["content"] for m in mine[0]["messages"] if m["msg_type"] == "stream"]
+    printed = [int(n) for s in streams if s["name"] == "stdout" for n in s["text"].split()]
+    assert printed == sorted(set(printed)) and 0 < len(printed) < 5000, len(printed)
+    assert any(s["name"] == "stderr" and s["text"].startswith("IOPub message rate exceeded.") for s in streams)
+
+
+def test_a_new_pages_own_requests_do_not_start_the_rate_limit_afresh():
+    """The idle status of a comm or kernel info request (a recovered page asks those while the
+    cell runs) leaves the count as it is; the idle of an execution clears it."""
+    from server_ext.executions import IOPubRateLimit
+
+    rec = KernelRecord("k", 10, 1 << 24, 60.0, IOPubRateLimit(msg_rate_limit=1, data_rate_limit=0, window=1.0))
+    rec.note_request("r", "c", "s")
+    rec.on_iopub(iopub("r", "stream", {"name": "stdout", "text": "a\n"}), now=0.0)
+    for parent_type in ("comm_info_request", "kernel_info_request", "debug_request"):
+        idle = iopub("other", "status", {"execution_state": "idle"})
+        idle["parent_header"]["msg_type"] = parent_type
+        rec.on_iopub(idle, now=0.0)
+    rec.on_iopub(iopub("r", "stream", {"name": "stdout", "text": "b\n"}), now=0.0)
+    texts = [m["content"]["text"] for m in rec.executions["r"].messages]
+    assert texts[0] == "a\n" and texts[1].startswith("IOPub message rate exceeded.") and len(texts) == 2
+    done = iopub("r", "status", {"execution_state": "idle"})
+    done["parent_header"]["msg_type"] = "execute_request"
+    rec.on_iopub(done, now=0.0)
+    rec.note_request("r2", "c", "s")
+    rec.on_iopub(iopub("r2", "stream", {"name": "stdout", "text": "c\n"}), now=0.0)
+    assert [m["content"]["text"] for m in rec.executions["r2"].messages] == ["c\n"]

@@ -2,10 +2,12 @@
  * Keep what is typed on the server as it is typed, so that a kiosk browser that dies between
  * two saves loses none of it (server_ext/drafts.py).
  *
- * Every change of a cell's source is sent at once (the changed cells only). A page that opens a notebook first
- * asks for the drafts an earlier page left and puts them back into the cells (a cell that is
- * not there any more is inserted after the cell it followed); its saving then writes them to
- * disk, and the server forgets each draft once a save carries it.
+ * Every change of a cell's source is sent at once (the changed cells only), and so is the
+ * deletion of a cell. A page that opens a notebook first asks for the drafts an earlier page
+ * left and puts them back into the cells (a cell that is not there any more is inserted after
+ * the cell it followed; a cell deleted since the last save is deleted again); its saving then
+ * writes them to disk, and the server forgets each draft once a save carries it. Moves of cells
+ * and changes of a cell's type are not kept (see server_ext/drafts.py).
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { URLExt } from '@jupyterlab/coreutils';
@@ -19,6 +21,8 @@ export interface IDraftCell {
   cell_type: string;
   source: string;
   after: string | null;
+  /** a cell deleted since the last save (the server's answer only; no other field then) */
+  deleted?: boolean;
 }
 
 /** Chromium refuses a `keepalive` request with a larger body. */
@@ -58,6 +62,13 @@ export function applyDrafts(model: any, drafts: IDraftCell[]): boolean {
   };
   for (const draft of drafts) {
     const index = indexOf(draft.id);
+    if (draft.deleted) {
+      if (index >= 0) {
+        model.sharedModel.deleteCell(index);
+        changed = true;
+      }
+      continue;
+    }
     if (index >= 0) {
       const cell = model.cells.get(index);
       if (cell.sharedModel.getSource() !== draft.source) {
@@ -142,11 +153,22 @@ class DraftKeeper {
     if (this.panel.isDisposed || !context.model) {
       return;
     }
-    const changed = cellsOf(context.model).filter(cell => {
+    const cells = cellsOf(context.model);
+    const changed = cells.filter(cell => {
       const sent = this.sent.get(cell.id);
       return !sent || sent.source !== cell.source || sent.after !== cell.after;
     });
-    if (!changed.length) {
+    // Cells the server knows of (sent, or in the notebook when this keeper started) that are gone.
+    const present = new Set(cells.map(cell => cell.id));
+    for (const id of this.sent.keys()) {
+      if (!present.has(id)) {
+        this.sent.delete(id); // back (an undo): sent again as a change
+        this.deleted.add(id);
+      }
+    }
+    const deleted = [...this.deleted].filter(id => !present.has(id));
+    this.deleted.clear();
+    if (!changed.length && !deleted.length) {
       return;
     }
     for (const cell of changed) {
@@ -157,7 +179,8 @@ class DraftKeeper {
       base: context.contentsModel?.last_modified ?? null,
       page: this.page,
       seq: ++this.seq,
-      cells: changed
+      cells: changed,
+      deleted
     });
     const failed = (error: unknown) => {
       console.warn('keepalive: could not keep unsaved cells', error);
@@ -165,6 +188,9 @@ class DraftKeeper {
         if (this.sent.get(cell.id) === cell) {
           this.sent.delete(cell.id); // sent again with the next change
         }
+      }
+      for (const id of deleted) {
+        this.deleted.add(id); // sent again with the next change, unless the cell is back
       }
     };
     ServerConnection.makeRequest(
@@ -189,6 +215,8 @@ class DraftKeeper {
   }
 
   private sent = new Map<string, IDraftCell>();
+  /** Cells deleted and not yet told to the server (its request failed). */
+  private deleted = new Set<string>();
   private looking = false;
   /** This page's requests, in the order they were made (requests may overtake each other). */
   private readonly page = Math.random().toString(36).slice(2);

@@ -13,6 +13,13 @@
  *
  * The interval is read at each look, not when the next look is scheduled: the first look may
  * come before the settings are loaded, when the interval is still JupyterLab's default of 120 s.
+ *
+ * A change made while a save is under way is saved by the next one: JupyterLab takes the
+ * notebook's content when a save starts and marks the notebook clean when it ends, so a change in
+ * between (an output, a cell's count) was on screen but in no save until something else changed.
+ * After a reload, a re-attached cell's last outputs and its count arrive together, often during
+ * the save of the answer typed into its `input()` box (the file then lacked the cell's last line:
+ * an intermittent failure of the input test, 2 runs in 10).
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { IDocumentManager } from '@jupyterlab/docmanager';
@@ -22,12 +29,29 @@ import { notebookPanels } from './reattach';
 /** How often dirty notebooks are looked for, in ms. */
 const LOOK_INTERVAL_MS = 250;
 
-/** Makes the context's saves wait for each other (see above). */
+/** Makes the context's saves wait for each other, and a change made during a save leave the
+ * notebook dirty (see above). */
 function serializeSaves(context: any): void {
   const save = context.save.bind(context);
+  const saveKeepingLaterChanges = async (): Promise<void> => {
+    const model = context.model;
+    let changed = false;
+    const onChange = () => {
+      changed = true;
+    };
+    model?.contentChanged.connect(onChange);
+    try {
+      await save();
+    } finally {
+      model?.contentChanged.disconnect(onChange);
+      if (changed && !context.isDisposed && !model.isDisposed) {
+        model.dirty = true; // not in the file yet
+      }
+    }
+  };
   let queue: Promise<void> = Promise.resolve();
   context.save = (): Promise<void> => {
-    const done = queue.then(save);
+    const done = queue.then(saveKeepingLaterChanges);
     queue = done.catch(() => undefined);
     return done;
   };
