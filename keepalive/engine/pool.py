@@ -161,6 +161,8 @@ class WarmPool:
             raise
         except Exception as error:
             log.error("pool: a session for the pool failed to start: %s", error)
+            self._filling = None
+            await self._stop(session)  # its start cleaned up; this forgets it too
             return False
         finally:
             self._filling = None

@@ -52,7 +52,8 @@ class LabServer:
         return json.loads((self.root / NOTEBOOK).read_text())
 
     def notebooks(self) -> list[str]:
-        return sorted(p.name for p in self.root.glob("*.ipynb"))
+        # not ".~NAME": jupyter_server's copy of a file while a save of it is under way
+        return sorted(p.name for p in self.root.glob("*.ipynb") if not p.name.startswith(".~"))
 
 
 def _start_lab(tmp: Path, env_extra: dict[str, str]):

@@ -159,3 +159,23 @@ def test_user_setting_plugins_names_each_plugin_with_settings(tmp_path: Path):
     (folder / "plain-extension" / "notes.txt").write_text("")
     assert user_setting_plugins(tmp_path) == ["@jupyterlab/apputils-extension:themes", "plain-extension:plugin"]
     assert user_setting_plugins(tmp_path / "nothing") == []
+
+
+def test_a_pool_session_that_fails_to_start_is_let_go(monkeypatch):
+    monkeypatch.setattr(pool_module.WarmPool, "_memory_left", staticmethod(lambda: True))
+    monkeypatch.setattr(pool_module, "FAILURE_BACKOFF", 0.05)
+
+    async def failing_start(self) -> None:
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(StandInSession, "start", failing_start)
+
+    async def scenario():
+        harness = Harness(size=1)
+        harness.pool.start()
+        await harness.settle(lambda: len(harness.stopped) >= 2)
+        assert harness.pool.waiting == 0
+        assert all(session.stopped for session in harness.stopped), "a failed pool session is stopped, not kept"
+        await harness.pool.close()
+
+    asyncio.run(scenario())
