@@ -153,7 +153,11 @@ class WarmPool:
                 pass
 
     async def _fill_one(self) -> bool:
-        session = await self._make()
+        try:
+            session = await self._make()
+        except Exception as error:  # no profile template, no free uid: try again later
+            log.error("pool: cannot make a session for the pool: %s", error)
+            return False
         self._filling = session
         try:
             await session.start()  # ends pooled, or raises having cleaned up

@@ -179,3 +179,28 @@ def test_a_pool_session_that_fails_to_start_is_let_go(monkeypatch):
         await harness.pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_pool_that_cannot_make_a_session_tries_again_later(monkeypatch):
+    """No free uid, no profile template: logged, and the pool keeps trying instead of dying."""
+    monkeypatch.setattr(pool_module.WarmPool, "_memory_left", staticmethod(lambda: True))
+    monkeypatch.setattr(pool_module, "FAILURE_BACKOFF", 0.05)
+
+    async def scenario():
+        harness = Harness(size=1)
+        attempts = []
+        make = harness.pool._make
+
+        async def flaky_make():
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise RuntimeError("all uids of the session user range are taken")
+            return await make()
+
+        harness.pool._make = flaky_make
+        harness.pool.start()
+        await harness.settle(lambda: harness.pool.waiting == 1)
+        assert len(attempts) == 3
+        await harness.pool.close()
+
+    asyncio.run(scenario())
