@@ -72,8 +72,13 @@ class KioskBrowser:
                 response = await request.get(f"{endpoint.url}/api/status", headers=auth, timeout=timeout * 1000)
             if not response.ok:
                 raise RuntimeError(f"Jupyter at {endpoint.url} refused the session's token ({response.status})")
-        await page.goto(f"{endpoint.url}{path}", wait_until="domcontentloaded", timeout=timeout * 1000)
-        await page.wait_for_selector(LAB_SHELL_SELECTOR, state="visible", timeout=timeout * 1000)
+        await self._load_lab(f"{endpoint.url}{path}", timeout)
+
+    async def _load_lab(self, url: str, timeout: float) -> None:
+        """Load JupyterLab at ``url`` and wait until its shell shows."""
+        assert self.page is not None
+        await self.page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
+        await self.page.wait_for_selector(LAB_SHELL_SELECTOR, state="visible", timeout=timeout * 1000)
 
     async def take_over(
         self, endpoint: JupyterEndpoint, path: str, heavyai: bool, settings: list[str], timeout: float
@@ -86,8 +91,7 @@ class KioskBrowser:
         has_hook = await self.page.evaluate("typeof window.keepaliveTakeOver === 'function'")
         if not has_hook:
             log.warning("the kiosk page has no keepaliveTakeOver (extension missing?): reloading it")
-            await self.page.goto(f"{endpoint.url}{path}", wait_until="domcontentloaded", timeout=timeout * 1000)
-            await self.page.wait_for_selector(LAB_SHELL_SELECTOR, state="visible", timeout=timeout * 1000)
+            await self._load_lab(f"{endpoint.url}{path}", timeout)
             return
         await self.page.evaluate("request => window.keepaliveTakeOver(request)", request)
 

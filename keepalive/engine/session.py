@@ -398,14 +398,19 @@ class Session:
         except OSError:
             return True  # no link: nobody's home was ever behind it
 
+    def _heavyai_variables(self) -> dict[str, str]:
+        """The HeavyAI connection as the kernels read it (none without a handoff)."""
+        heavyai = self.record.heavyai
+        if heavyai is None:
+            return {}
+        return {"HEAVYAI_PROTOCOL": heavyai["protocol"], "HEAVYAI_HOST": heavyai["host"],
+                "HEAVYAI_PORT": str(heavyai["port"])}
+
     async def _prepare_kernels(self) -> None:
         """What the kernels to come inherit from the Jupyter server: the HeavyAI connection, and
         a working directory in the user's home (server_ext/environment.py)."""
         assert self.endpoint is not None
-        heavyai = self.record.heavyai
-        variables = {
-            "HEAVYAI_PROTOCOL": heavyai["protocol"], "HEAVYAI_HOST": heavyai["host"], "HEAVYAI_PORT": str(heavyai["port"]),
-        } if heavyai is not None else {}
+        variables = self._heavyai_variables()
         async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
             response = await client.put(
                 f"{self.endpoint.url}/api/keepalive/kernel-environment",
@@ -443,12 +448,7 @@ class Session:
         if self.user is not None:  # the shared environment is read-only to it: one of its own on top
             python = await user_python.prepare(python, self.layout.home, self.user)
             jupyter_env.update(user_python.shared_jupyter_paths(self.settings.jupyter_python))
-        if self.record.heavyai is not None:  # the kernel reads the connection from here
-            jupyter_env.update({
-                "HEAVYAI_PROTOCOL": self.record.heavyai["protocol"],
-                "HEAVYAI_HOST": self.record.heavyai["host"],
-                "HEAVYAI_PORT": str(self.record.heavyai["port"]),
-            })
+        jupyter_env.update(self._heavyai_variables())  # the kernel reads the connection from here
         self.jupyter = EmbeddedJupyter(
             self.layout, jupyter_env, python, on_exit=self._child_exited, user=self.user
         )
