@@ -19,7 +19,7 @@ fresh Jupyter server started at the same moment, until the same JupyterLab shows
 when idle; a raw CDP Page.captureScreenshot of that page. The table gives each figure's ratio
 to its floor; --json writes the figures.
 
-    .venv/bin/python bench/session_bench.py [--runs 5] [--idle 10] [--pool] [--density 20]
+    .venv/bin/python bench/session_bench.py [--runs 5] [--idle 30] [--pool] [--density 20]
         [--width 1280 --height 800] [--json out.json]
 """
 
@@ -46,6 +46,13 @@ from keepalive.settings import Settings
 
 LAB_SHELL = "#jp-main-dock-panel"
 SCREENSHOTS = 10
+#: Seconds between two timed screenshots, as a user's or a monitor's requests come. Back to
+#: back, each capture starts at the same point of the display's 60 Hz frame clock as the last
+#: one ended, and the median swings a whole frame (33 or 48 ms) between runs of the same code.
+SHOT_GAP = 0.3
+#: V8 frees what JupyterLab's start-up left behind some 10-20 s after the page settles (its
+#: memory reducer): measured sooner, both sides show a heap that is about to shrink by 30 MiB.
+DEFAULT_IDLE = 30.0
 
 def uss_by_name(session_id: str, folder: Path) -> dict[str, tuple[int, int]]:
     """{process name: (count, USS bytes)} over every process of the session."""
@@ -119,6 +126,7 @@ def floor(width: int, height: int, idle: float) -> dict:
             cdp = page.context.new_cdp_session(page)
             shots = []
             for _ in range(SCREENSHOTS):
+                time.sleep(SHOT_GAP)
                 shot_started = time.perf_counter()
                 cdp.send("Page.captureScreenshot", {"format": "png"})
                 shots.append(time.perf_counter() - shot_started)
@@ -240,7 +248,8 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="timed session starts of each kind (default 5)")
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds idle before measuring memory")
+    parser.add_argument("--idle", type=float, default=DEFAULT_IDLE,
+                        help=f"seconds idle before measuring memory (default {DEFAULT_IDLE:.0f})")
     parser.add_argument("--pool", action="store_true", help="also time starts from a warm pool")
     parser.add_argument("--density", type=int, default=0, help="start up to this many sessions at once")
     parser.add_argument("--width", type=int, default=1280)
@@ -270,6 +279,7 @@ def main() -> int:
         by_name = uss_by_name(session["id"], service.state_dir / "sessions" / session["id"])
         shots = []
         for _ in range(SCREENSHOTS):
+            time.sleep(SHOT_GAP)
             shot_started = time.perf_counter()
             service.client.get(f"/sessions/{session['id']}/screenshot").raise_for_status()
             shots.append(time.perf_counter() - shot_started)

@@ -45,13 +45,14 @@ def chromium_command(
         "--no-default-browser-check",
         "--noerrdialogs",
         "--disable-session-crashed-bubble",
-        # Memory: no spare renderer kept warm for a next site (a kiosk has one), no omnibox popup
-        # preloaded (a kiosk has no omnibox). Each is a renderer process of 15-35 MB; measured
-        # with bench/session_bench.py, one renderer less (the AIM popup still loads).
+        # Memory: no spare renderer kept warm for a next site (a kiosk has one), no page kept
+        # for a Back button (a kiosk has none), and none of the
+        # omnibox's WebUI popups (a kiosk has no omnibox): Chromium 156 loads two of them, the
+        # suggestions and the "AI mode" one, into a renderer of their own at start.
         "--disable-features=" + ",".join([
             "Translate", "MediaRouter", "DialMediaRouteProvider", "InterestFeedContentSuggestions",
-            "SpareRendererForSitePerProcess", "WebUIOmniboxPopup", "OmniboxPopupWebUIContent",
-            "OmniboxFullPopupWebUIContent", "PreloadTopChromeWebUI",
+            "SpareRendererForSitePerProcess", "PreloadTopChromeWebUI", "BackForwardCache",
+            "WebUIOmniboxPopup", "WebUIOmniboxFullPopup", "WebUIOmniboxAimPopup",
         ]),
         # no keyring exists in a session: without this Chromium may wait on one
         "--password-store=basic",
@@ -88,8 +89,10 @@ def xvfb_command(layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenS
     viewer's window bigger than the session still fits; the viewer flags then size it down.
     """
     fb = framebuffer or screen
+    # No GLX: Chromium draws in software here with or without it (there is no GPU), and the
+    # extension loads Mesa into every Xvfb (10 MiB of USS each, measured).
     return (
-        f"Xvfb +extension GLX +extension Composite -screen 0 {fb.width}x{fb.height}x24+32 "
+        f"Xvfb -extension GLX +extension Composite -screen 0 {fb.width}x{fb.height}x24+32 "
         f"-dpi 96 -nolisten tcp -noreset -auth {shlex.quote(str(layout.xauthority))}"
     )
 
