@@ -194,10 +194,6 @@ class Service:
         self._log.close()
 
 
-def session_uss(state_dir: Path, session_id: str) -> int:
-    return sum(uss for _, uss in uss_by_name(session_id, state_dir / "sessions" / session_id).values())
-
-
 def idle_cpu(state_dir: Path, session_ids: list[str], seconds: float = 10.0) -> float:
     """Share of one core all these sessions' processes used over ``seconds`` (1.0 = one core)."""
     processes = [p for sid in session_ids for p in session_processes(sid, state_dir / "sessions" / sid)]
@@ -236,13 +232,17 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
         time.sleep(idle)
         healthy = sum(all(s["health"].values()) and s["state"] == "ready"
                       for s in service.client.get("/sessions").json()["sessions"])
-        uss = [session_uss(service.state_dir, sid) for sid in ids]
+        by_name = [uss_by_name(sid, service.state_dir / "sessions" / sid) for sid in ids]
+        uss = [sum(u for _, u in names.values()) for names in by_name]
         cpu = idle_cpu(service.state_dir, ids)
     finally:
         for sid in ids:
             service.delete(sid)
+    per_process = {name: statistics.median(names.get(name, (0, 0))[1] for names in by_name)
+                   for name in {name for names in by_name for name in names}}
     return {"sessions": len(ids), "healthy": healthy, "stopped_by": stopped_by, "start_s": start_s,
-            "uss_per_session_bytes": statistics.median(uss) if uss else 0, "idle_cpu_cores": cpu}
+            "uss_per_session_bytes": statistics.median(uss) if uss else 0, "idle_cpu_cores": cpu,
+            "uss_per_session_by_process": per_process}
 
 
 def main() -> int:
@@ -355,6 +355,9 @@ def main() -> int:
         at = ", ".join(f"{n}: {d['start_s'][n - 1]:.2f} s" for n in (1, 10, 20, 50) if n <= len(d["start_s"]))
         print(f"\ndensity: {d['sessions']} sessions started ({d['stopped_by']}), {d['healthy']} healthy after "
               f"{args.idle:.0f} s idle; start time at {at}; idle CPU of all of them {d['idle_cpu_cores']:.2f} cores")
+        print("    USS per session (median), by process:")
+        for name, uss in sorted(d["uss_per_session_by_process"].items(), key=lambda item: -item[1]):
+            print(f"        {name:<22} {uss / mib:7.1f} MiB")
     if args.json:
         figures.update({
             "start_s": starts, "handoff_start_s": handoff_starts, "delete_s": deletes, "first_start_s": first_seconds,

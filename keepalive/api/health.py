@@ -29,7 +29,7 @@ async def health(settings: SettingsDep, manager: ManagerDep) -> JSONResponse:
             "total": len(sessions),
             "ready": sum(s.state is SessionState.ready for s in sessions),
             "failed": sum(s.state is SessionState.failed for s in sessions),
-            "unhealthy": [s.id for s in sessions if s.state is SessionState.ready and not all(s.health.model_dump().values())],
+            "unhealthy": [s.id for s in sessions if s.state is SessionState.ready and not s.healthy],
         },
         "pool": {"size": manager.pool.size, "waiting": manager.pool.waiting, "starting": manager.pool.filling},
     }

@@ -106,6 +106,7 @@ class EmbeddedJupyter:
         on_exit: Callable[[ChildProcess, int | None], None] | None = None,
         token: str | None = None,
         user: SessionUser | None = None,
+        niceness: int = 0,
     ) -> None:
         self.layout = layout
         self.token = token or secrets.token_urlsafe(24)
@@ -131,6 +132,7 @@ class EmbeddedJupyter:
             log_path=layout.log("jupyter"),
             on_exit=on_exit,
             user=(user.uid, user.gid) if user else None,
+            niceness=niceness,
         )
         self.endpoint: JupyterEndpoint | None = None
 

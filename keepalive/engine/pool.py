@@ -96,7 +96,7 @@ class WarmPool:
         """
         if self.size == 0:
             return None
-        healthy = [s for s in self._waiting if all(s.health.model_dump().values())]  # the next look replaces the others
+        healthy = [s for s in self._waiting if s.healthy]  # the next look replaces the others
         for session in healthy:
             if (session.width, session.height) == (width, height):
                 self._waiting.remove(session)
@@ -165,7 +165,7 @@ class WarmPool:
             raise
         except Exception as error:
             log.error("pool: a session for the pool failed to start: %s", error)
-            self._filling = None
+            self._filling = None  # before the stop's await: it is no longer the one being started
             await self._stop(session)  # its start cleaned up; this forgets it too
             return False
         finally:
@@ -176,7 +176,7 @@ class WarmPool:
 
     async def _drop_dead(self) -> None:
         for session in list(self._waiting):
-            if not all(session.health.model_dump().values()):
+            if not session.healthy:
                 log.warning("pool: session %s lost a part while waiting; replacing it", session.id)
                 self._waiting.remove(session)
                 await self._stop(session)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import psutil
 
+from keepalive.engine.priority import niced
+
 log = logging.getLogger(__name__)
 
 
@@ -73,10 +75,13 @@ class ChildProcess:
         log_path: Path,
         on_exit: Callable[[ChildProcess, int | None], None] | None = None,
         user: tuple[int, int] | None = None,
+        niceness: int = 0,
     ) -> None:
-        """``user``: (uid, gid) to run as (the service must be root), with no other groups."""
+        """``user``: (uid, gid) to run as (the service must be root), with no other groups;
+        ``niceness``: the scheduling niceness it starts at (keepalive.engine.priority)."""
         self.name = name
         self.user = user
+        self.niceness = niceness
         self.argv = argv
         self.env = env
         self.cwd = cwd
@@ -129,7 +134,7 @@ class ChildProcess:
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(log_fd, "ab") as log_file:
             self._popen = subprocess.Popen(
-                self.argv,
+                niced(self.argv, self.niceness),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

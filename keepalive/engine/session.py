@@ -44,9 +44,10 @@ from keepalive.engine.jupyter import (
     user_setting_plugins,
 )
 from keepalive.engine.layout import SessionLayout, mirror_folders
+from keepalive.engine.priority import POOL_NICENESS, can_restore_priority, set_niceness
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
-from keepalive.engine.reaper import reap, with_descendants
+from keepalive.engine.reaper import reap, session_processes, with_descendants
 from keepalive.engine import user_python
 from keepalive.engine.users import SessionUser, give
 from keepalive.files import write_private
@@ -179,6 +180,8 @@ class Session:
         self.start_seconds: float | None = None
         #: Taken from the warm pool: start() takes the running parts over instead of starting them.
         self.from_pool = False
+        #: Taken from the pool, but the take-over failed: start() started it cold instead.
+        self.took_over_failed = False
         #: Where a run's end is announced (keepalive.engine.webhook); set before start().
         self.webhook_url: str | None = None
         #: Called after every state change, with the session (the manager's events and watchers).
@@ -246,6 +249,11 @@ class Session:
             jupyter=self.jupyter.process.running if self.jupyter else self.endpoint is not None,
         )
 
+    @property
+    def healthy(self) -> bool:
+        """Every part runs (what the pool and /health's "unhealthy" go by)."""
+        return all(self.health.model_dump().values())
+
     def pids(self) -> dict[str, int | None]:
         return {
             "jupyter": self.jupyter.process.pid if self.jupyter else None,
@@ -278,7 +286,7 @@ class Session:
         timeout = self.settings.start_timeout
         began = time.monotonic()
         try:
-            await asyncio.wait_for(self._take_over() if self.from_pool else self._start_parts(), timeout)
+            await asyncio.wait_for(self._take_over_or_start_cold() if self.from_pool else self._start_parts(), timeout)
         except TimeoutError:
             reason = f"session did not become ready within {timeout:.0f} s"
             await self._fail_start(reason)
@@ -348,9 +356,28 @@ class Session:
         self.from_pool = True
         self._set_state(SessionState.starting)
 
+    def _niceness(self) -> int:
+        """Started for the pool and nobody's yet: low priority, if it can be undone when taken."""
+        filling_pool = self.record.home_linked and not self.from_pool and self.state is SessionState.starting
+        return POOL_NICENESS if filling_pool and can_restore_priority() else 0
+
+    def _normal_priority(self) -> None:
+        """Every thread of every process of the session back to niceness 0 (it was taken).
+
+        Found as the reaper finds them: Chromium's crashpad handler is nobody's descendant.
+        """
+        children = [c for c in (self.xpra, self.jupyter.process if self.jupyter else None) if c is not None]
+        if not any(child.niceness for child in children):
+            return
+        for child in children:
+            child.niceness = 0  # what it runs at from now on
+        if set_niceness((p.pid for p in session_processes(self.id, self.layout.folder)), 0):
+            log.warning("session %s: some of its processes still run at a low priority", self.id)
+
     async def _take_over(self) -> None:
         """A claimed pool session becomes its user's: their home behind the link, their HeavyAI
         connection for the kernels, and the page showing it all, without a reload."""
+        await asyncio.to_thread(self._normal_priority)
         home = self.settings.homes_dir / self.name
         returning = await asyncio.to_thread(self._move_in, home)
         self._save_record()
@@ -369,6 +396,29 @@ class Session:
         )
         log.info("session %s: taken from the pool by %s (%s home)", self.id, self.name,
                  "its" if returning else "a new")
+
+    async def _take_over_or_start_cold(self) -> None:
+        """Take the pool session over; if that fails, start the user's session cold in its place.
+
+        A part can break while it waits in a way its health does not show (a Jupyter server
+        that stopped answering, a page that hangs): the user still gets a session, under the
+        same id, as if the pool had been empty. The pool browser's profile is not saved.
+        """
+        try:
+            await self._take_over()
+            return
+        except Exception as error:
+            log.warning("session %s: taking it over from the pool failed (%s); starting %s's session cold",
+                        self.id, error or type(error).__name__, self.name)
+        await self._stop_parts()
+        self._remove_folder()  # the pool's: its link, its profile, its home if nobody's moved in
+        home = self.settings.homes_dir / self.name
+        self.give_home = self.user is not None and home.exists() and home.lstat().st_uid != self.user.uid
+        self.layout = SessionLayout(self.layout.folder, home)
+        self.record.home_linked = self.record.keep_saved_profile = False
+        self.from_pool = False
+        self.took_over_failed = True
+        await self._start_parts()
 
     def _move_in(self, home: Path) -> bool:
         """Point the home link at ``home``: the pool's own home becomes it when the name has
@@ -450,7 +500,7 @@ class Session:
             jupyter_env.update(user_python.shared_jupyter_paths(self.settings.jupyter_python))
         jupyter_env.update(self._heavyai_variables())  # the kernel reads the connection from here
         self.jupyter = EmbeddedJupyter(
-            self.layout, jupyter_env, python, on_exit=self._child_exited, user=self.user
+            self.layout, jupyter_env, python, on_exit=self._child_exited, user=self.user, niceness=self._niceness()
         )
         endpoint = await self.jupyter.start(self.settings.start_timeout)
         self.record.jupyter_pid = self.jupyter.process.pid
@@ -524,6 +574,7 @@ class Session:
             log_path=self.layout.log("xpra"),
             on_exit=self._child_exited,
             user=self._owner,
+            niceness=self._niceness(),
         )
         await self.xpra.start()
         self.record.xpra_pid, self.record.xpra_started_at = self.xpra.pid, self.xpra.started_at

@@ -14,9 +14,11 @@ import re
 import signal
 from pathlib import Path
 
+import psutil
 import pytest
 from playwright.sync_api import expect
 
+from keepalive.engine.priority import POOL_NICENESS, can_restore_priority
 from tests.conftest import session_processes, start_service, stop_service
 from tests.integration.jupyter_driver import SessionJupyter
 from tests.e2e.kiosk import kiosk_page
@@ -44,6 +46,18 @@ def metric(service, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def thread_nicenesses(session_id: str) -> dict[int, set[str]]:
+    """The nicenesses of the threads of the session's processes: {niceness: process names}."""
+    found: dict[int, set[str]] = {}
+    for process in session_processes(session_id):
+        try:
+            for thread in os.listdir(f"/proc/{process.pid}/task"):
+                found.setdefault(os.getpriority(os.PRIO_PROCESS, int(thread)), set()).add(process.name())
+        except (FileNotFoundError, ProcessLookupError, psutil.NoSuchProcess):
+            continue  # ended meanwhile
+    return found
+
+
 def a_returning_home(state_dir: Path, name: str) -> Path:
     """A home as an earlier session of ``name`` left it: a file, and a dark theme chosen."""
     home = state_dir / "homes" / name
@@ -61,12 +75,18 @@ def test_a_start_takes_the_waiting_session_and_shows_the_users_home(service_fact
     assert service.client.get("/sessions").json()["sessions"] == [], "a pool session is nobody's: never listed"
     (waiting,) = waiting_folders(service)
     home = a_returning_home(service.state_dir, "alice")
+    # (a service that could not undo it, neither root nor allowed by RLIMIT_NICE, leaves it at 0)
+    low = POOL_NICENESS if can_restore_priority() else 0
+    nicenesses = thread_nicenesses(waiting)
+    assert set(nicenesses) == {low}, f"a waiting session must not compete with users' sessions: {nicenesses}"
 
     session = service.start_session(name="alice", heavyai=HEAVYAI)
     assert session["id"] == waiting, "the start did not take the waiting session"
     assert session["state"] == "ready" and all(session["health"].values())
     assert metric(service, "keepalive_pool_hits_total") == 1
     assert metric(service, 'keepalive_session_start_seconds_count{kind="warm"}') == 1
+    nicenesses = thread_nicenesses(session["id"])
+    assert set(nicenesses) == {0}, f"a taken session runs at the normal priority: {nicenesses}"
 
     with kiosk_page(playwright, session["id"]) as page:
         assert "pool" not in page.url
@@ -103,6 +123,51 @@ def test_a_start_takes_the_waiting_session_and_shows_the_users_home(service_fact
     assert session_processes(session["id"]) == []
     assert (home / "notebooks" / "from-before.txt").read_text() == "still here\n"
     assert (home / "profile.tar.gz").is_file(), "a home without a saved profile keeps the pool browser's"
+
+
+def jupyter_server_of(session_id: str):
+    """The session's Jupyter server: the jupyterlab process whose parent is not one."""
+    servers = [p for p in session_processes(session_id) if "jupyterlab" in " ".join(p.cmdline())]
+    (server,) = [p for p in servers if p.ppid() not in {s.pid for s in servers}]
+    return server
+
+
+def test_a_take_over_that_fails_starts_the_users_session_cold(service_factory, playwright):
+    """The waiting session's Jupyter server stops answering (SIGSTOP: to its health it still
+    runs), so taking it over fails: the user gets a cold session instead, under the same id,
+    with everything a start from the pool would have given them."""
+    service = service_factory("pool-fallback", pool_size="1")
+    wait_for("a session waiting in the pool", lambda: pool_state(service)["waiting"] == 1, timeout=180)
+    (waiting,) = waiting_folders(service)
+    hung = jupyter_server_of(waiting)
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        session = service.start_session(name="carol", heavyai=HEAVYAI)
+    finally:
+        if hung.is_running():
+            os.kill(hung.pid, signal.SIGCONT)
+    assert session["id"] == waiting
+    assert session["state"] == "ready" and all(session["health"].values())
+    assert not hung.is_running(), "the hung Jupyter server of the pool session was left behind"
+    assert metric(service, 'keepalive_pool_misses_total{reason="take-over failed"}') == 1
+    assert metric(service, 'keepalive_session_start_seconds_count{kind="cold"}') == 1
+    assert "taking it over from the pool failed" in service.log_text()
+
+    home = service.state_dir / "homes" / "carol"
+    assert not (service.state_dir / "sessions" / waiting / "home-link").exists()
+    with kiosk_page(playwright, session["id"]) as page:
+        expect(page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text="HeavyAI.ipynb")).to_be_visible(
+            timeout=UI_TIMEOUT_MS)
+    jupyter = SessionJupyter(service.state_dir, session["id"])
+    try:
+        text = jupyter.run("import os\nprint('host', os.environ.get('HEAVYAI_HOST'))\n"
+                           "print('cwd', os.path.realpath(os.getcwd()))")
+    finally:
+        jupyter.close()
+    assert "host db.example" in text
+    assert f"cwd {home.resolve() / 'notebooks'}" in text
+    service.stop_session(session["id"])
+    assert session_processes(session["id"]) == []
 
 
 def test_pool_sessions_never_outlive_the_service(tmp_path, profile_template):

@@ -25,8 +25,8 @@ class StandInSession:
         self.started = self.stopped = False
 
     @property
-    def health(self):
-        return SimpleNamespace(model_dump=lambda: {"xpra": self.up, "browser": self.up, "page": True, "jupyter": True})
+    def healthy(self) -> bool:
+        return self.up
 
     async def start(self) -> None:
         self.started = True
