@@ -114,6 +114,20 @@ class KioskBrowser:
         except PlaywrightError:
             return False
 
+    async def unsent_drafts(self) -> list[dict]:
+        """Every open notebook with unsaved changes, as drafts requests for a Jupyter server
+        (``window.keepaliveUnsentDrafts``, web/heavyai/src/drafts.ts); none if the page cannot say."""
+        if not self.page_alive:
+            return []
+        try:
+            drafts = await asyncio.wait_for(
+                self.page.evaluate("() => (window.keepaliveUnsentDrafts ? window.keepaliveUnsentDrafts() : [])"), 5
+            )
+        except (PlaywrightError, TimeoutError) as error:
+            log.warning("the kiosk page could not hand over its unsaved cells: %s", str(error).splitlines()[0])
+            return []
+        return [d for d in drafts if isinstance(d, dict)] if isinstance(drafts, list) else []
+
     async def screenshot(self) -> bytes:
         if not self.page_alive:
             raise RuntimeError("the kiosk page is not available")

@@ -45,19 +45,18 @@ def chromium_command(
         "--no-default-browser-check",
         "--noerrdialogs",
         "--disable-session-crashed-bubble",
-        # Memory: no spare renderer kept warm for a next site (a kiosk has one), no page kept
-        # for a Back button (a kiosk has none), and none of the
-        # omnibox's WebUI popups (a kiosk has no omnibox): Chromium 156 loads two of them, the
-        # suggestions and the "AI mode" one, into a renderer of their own at start.
+        # Memory: no spare renderer kept warm for a next site (a kiosk has one), no page kept for
+        # a Back button (a kiosk has none), and none of the omnibox's WebUI popups (a kiosk has
+        # no omnibox): Chromium 156 loads two of them, the suggestions and the "AI mode" one,
+        # into a renderer of their own at start.
+        # Not done, though it saves 11 MiB: the network service in the browser process
+        # (NetworkServiceInProcess2). The page's last requests (keys just typed, on their way to
+        # the server's drafts) would then die with a killed browser process instead of going out.
         "--disable-features=" + ",".join([
             "Translate", "MediaRouter", "DialMediaRouteProvider", "InterestFeedContentSuggestions",
             "SpareRendererForSitePerProcess", "PreloadTopChromeWebUI", "BackForwardCache",
             "WebUIOmniboxPopup", "WebUIOmniboxFullPopup", "WebUIOmniboxAimPopup",
         ]),
-        # Memory: the network service in the browser process, as on low-memory Android, instead
-        # of a process of its own (11 MiB less per session, measured). A crash of it is then a
-        # crash of the browser, which a session recovers from like any other.
-        "--enable-features=NetworkServiceInProcess2",
         # no keyring exists in a session: without this Chromium may wait on one
         "--password-store=basic",
         *QUIET_NETWORK_FLAGS,

@@ -673,7 +673,8 @@ class Session:
 
     async def _recover_parts(self) -> None:
         env = self.environment()
-        if self.jupyter is not None and not self.jupyter.process.running:
+        new_jupyter = self.jupyter is not None and not self.jupyter.process.running
+        if new_jupyter:
             await self.jupyter.stop()
             self.jupyter = None
             self.endpoint = await self._start_jupyter(env)
@@ -685,6 +686,8 @@ class Session:
             # only the page (or Jupyter) died: a new CDP connection and a fresh load may do. The
             # browser may be on its way out too (its page closes first, before Playwright hears
             # of the disconnect): then, within RECONNECT_TIMEOUT, the whole display.
+            if new_jupyter:
+                await self._carry_drafts()
             await self.browser.close()
             try:
                 await self._open_browser(self.lab_path, connect_timeout=RECONNECT_TIMEOUT)
@@ -697,6 +700,30 @@ class Session:
         mark_clean_exit(self.layout.profile_dir)
         await self._start_display(env)
         await self._open_browser(self.lab_path)
+
+    async def _carry_drafts(self) -> None:
+        """Keys the page still shows that the killed Jupyter server never got: to the new one,
+        where the page about to be reloaded finds them as it finds any drafts (server_ext/drafts.py)."""
+        assert self.browser is not None and self.endpoint is not None
+        requests = await self.browser.unsent_drafts()
+        carried = 0
+        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+            for request in requests:
+                try:
+                    response = await client.post(
+                        f"{self.endpoint.url}/api/keepalive/drafts",
+                        headers={"Authorization": f"token {self.endpoint.token}"}, json=request,
+                    )
+                except httpx.HTTPError as error:
+                    log.warning("session %s: unsaved cells not carried to the new Jupyter server: %s", self.id, error)
+                    continue
+                if response.status_code == 204:
+                    carried += 1
+                else:
+                    log.warning("session %s: the new Jupyter server refused unsaved cells (%s)",
+                                self.id, response.status_code)
+        if carried:
+            log.info("session %s: unsaved cells of %d notebook(s) carried to the new Jupyter server", self.id, carried)
 
     # -- liveness ---------------------------------------------------------------------------
 

@@ -529,17 +529,14 @@ def jupyter_pid(service, session_id: str) -> int:
     return record["jupyter_pid"]
 
 
-# "kill-jupyter" failed 1 full run in 3: the service reloads the page onto the new server, so
-# keys on screen that had not reached the killed server yet are lost. Back once the page keeps
-# its unsent drafts across that reload; tests/server_ext/test_drafts.py covers the drafts file.
-@pytest.mark.parametrize("fault", ["kill-chromium"])
+@pytest.mark.parametrize("fault", ["kill-chromium", "kill-jupyter"])
 @pytest.mark.parametrize("kind", ["typing"])
 def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, playwright, kind, fault):
     """Text typed into a cell and into a new cell, then SIGKILL as soon as the text is on screen
     (a save may have caught the first keys, not the last) of the kiosk Chromium, or of the
-    Jupyter server (the service starts a new one and reloads the kiosk page on it: the page's
-    text goes, and the server's drafts with the server, but for their file): the recovered page
-    shows both, and the file on disk gets them."""
+    Jupyter server (the service starts a new one and reloads the kiosk page on it: the server's
+    drafts come back from their file, and keys that never reached it are carried over from the
+    page before the reload): the recovered page shows both, and the file on disk gets them."""
     sid = session["id"]
     name = f"{kind}-{fault}.ipynb"
     with kiosk_page(playwright, sid) as page:

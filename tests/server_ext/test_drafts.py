@@ -51,6 +51,16 @@ def test_a_file_changed_some_other_way_wins_over_the_drafts():
     assert drafts.notebooks == {}
 
 
+def test_drafts_carried_from_a_page_after_its_server_died_apply_to_the_file_as_it_is():
+    """The dead server wrote a save the page never heard of: the page's base is behind the file.
+    The service carries the page's cells without a base, and they still come back."""
+    drafts = Drafts()
+    saved_by_the_dead_server = notebook(("c1", "x = 1"), ("c2", "y = 'a new ce"))
+    drafts.put("a.ipynb", [draft("c1", "x = 1"), draft("c2", "y = 'a new cell'", after="c1")], base=None)
+    got = drafts.get("a.ipynb", saved_by_the_dead_server, T0 + timedelta(seconds=30))
+    assert got == [draft("c2", "y = 'a new cell'", after="c1")]
+
+
 def test_a_file_without_cell_ids_gets_no_drafts():
     drafts = Drafts()
     drafts.put("a.ipynb", [draft("c1", "typed")], base=T0.isoformat())

@@ -8,6 +8,11 @@
  * the cell it followed; a cell deleted since the last save is deleted again); its saving then
  * writes them to disk, and the server forgets each draft once a save carries it. Moves of cells
  * and changes of a cell's type are not kept (see server_ext/drafts.py).
+ *
+ * When the Jupyter server itself dies, keys typed since its last answer never reached it, and
+ * the page is about to be loaded from a new server (a new port, so a new origin: no browser
+ * storage survives that). `window.keepaliveUnsentDrafts()` hands the service every notebook
+ * with unsaved changes, as requests for the new server, before it reloads the page.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { URLExt } from '@jupyterlab/coreutils';
@@ -205,6 +210,26 @@ class DraftKeeper {
     }, failed);
   }
 
+  /**
+   * The whole notebook as a drafts request, if it has unsaved changes: every cell as on screen
+   * (one the server has already is harmless) and every cell deleted since the last save.
+   *
+   * Without a `base`: the server that died may have written a save whose answer never came, so
+   * the page's idea of the file's version can be behind the file; drafts with that base would
+   * be dropped as if the file had been changed behind the page's back. What is on screen is
+   * what the user has: it applies to the file as it is.
+   */
+  pending(): object | null {
+    const context = this.panel.context;
+    if (this.panel.isDisposed || !context.model || !context.model.dirty) {
+      return null;
+    }
+    const cells = cellsOf(context.model);
+    const present = new Set(cells.map(cell => cell.id));
+    const deleted = [...new Set([...this.deleted, ...this.sent.keys()])].filter(id => !present.has(id));
+    return { path: context.path, base: null, page: this.page, seq: ++this.seq, cells, deleted };
+  }
+
   /** The notebook was closed on purpose: what the user decided there stands. */
   private closed(): void {
     void ServerConnection.makeRequest(
@@ -226,5 +251,12 @@ class DraftKeeper {
 /** Watches the main area for notebook panels and keeps each one's unsaved cells. */
 export function startKeepingDrafts(app: JupyterFrontEnd): void {
   const settings = app.serviceManager.serverSettings;
-  forEachNewNotebookPanel(app, panel => new DraftKeeper(panel, settings));
+  const keepers = new Set<DraftKeeper>();
+  forEachNewNotebookPanel(app, panel => {
+    const keeper = new DraftKeeper(panel, settings);
+    keepers.add(keeper);
+    panel.disposed.connect(() => keepers.delete(keeper));
+  });
+  (window as any).keepaliveUnsentDrafts = (): object[] =>
+    [...keepers].map(keeper => keeper.pending()).filter(request => request !== null) as object[];
 }
