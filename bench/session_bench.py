@@ -11,8 +11,8 @@ Runs the real ``keepalive serve`` on a free loopback port with a throw-away stat
 With --pool, a second service keeps one session waiting (KEEPALIVE_POOL_SIZE=1): N warm starts,
 each once the pool has filled again and its session idled POOL_SETTLE seconds. Cold and warm starts are timed without and with a HeavyAI
 handoff. With --density N, sessions are started one after another until N run, one fails, or
-less than 2 GiB of memory would be left: start times along the way, then per-session USS and the
-CPU all of them use while idle.
+less than 2 GiB of memory would be left: start times along the way, per-session USS once idle
+(also at 10 and 20 sessions on the way up), and the CPU all of them use while idle.
 
 Side by side, in the same run, the floor: a bare headless Chromium launched by Playwright and a
 fresh Jupyter server started at the same moment, until the same JupyterLab shows; their USS
@@ -145,6 +145,8 @@ HEAVYAI = {"protocol": "https", "host": "db.example", "port": 6278, "session_id"
 POOL_SETTLE = 3.0
 #: Floor measurements, each taken between two of keepalive's cold runs.
 FLOOR_RUNS = 3
+#: Session counts at which the density run also idles and measures memory on its way up.
+DENSITY_CHECKPOINTS = (10, 20)
 #: Memory the density run leaves to the machine.
 DENSITY_RESERVE = 2 * 1024**3
 
@@ -213,9 +215,14 @@ def idle_cpu(state_dir: Path, session_ids: list[str], seconds: float = 10.0) -> 
     return (cpu() - before) / seconds
 
 
+def session_uss(state_dir: Path, session_id: str) -> int:
+    return sum(uss for _, uss in uss_by_name(session_id, state_dir / "sessions" / session_id).values())
+
+
 def density(service: Service, body: dict, most: int, idle: float) -> dict:
     """Sessions one after another until ``most`` run, one fails, or memory would run short."""
     ids, start_s, stopped_by = [], [], f"reached {most}"
+    uss_at: dict[int, float] = {}  # sessions running -> median USS per session, once idle
     try:
         while len(ids) < most:
             if psutil.virtual_memory().available < DENSITY_RESERVE + 600 * 1024**2:
@@ -229,6 +236,9 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
             ids.append(session["id"])
             start_s.append(seconds)
             print(f"    density: {len(ids)} sessions, last start {seconds:.2f} s", flush=True)
+            if len(ids) in DENSITY_CHECKPOINTS and len(ids) < most:
+                time.sleep(idle)
+                uss_at[len(ids)] = statistics.median(session_uss(service.state_dir, sid) for sid in ids)
         time.sleep(idle)
         healthy = sum(all(s["health"].values()) and s["state"] == "ready"
                       for s in service.client.get("/sessions").json()["sessions"])
@@ -240,9 +250,11 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
             service.delete(sid)
     per_process = {name: statistics.median(names.get(name, (0, 0))[1] for names in by_name)
                    for name in {name for names in by_name for name in names}}
+    if uss:
+        uss_at[len(ids)] = statistics.median(uss)
     return {"sessions": len(ids), "healthy": healthy, "stopped_by": stopped_by, "start_s": start_s,
             "uss_per_session_bytes": statistics.median(uss) if uss else 0, "idle_cpu_cores": cpu,
-            "uss_per_session_by_process": per_process}
+            "uss_per_session_by_process": per_process, "uss_per_session_at": uss_at}
 
 
 def main() -> int:
@@ -343,9 +355,9 @@ def main() -> int:
         ("screenshot", f"{shot * 1000:.0f} ms", f"{floor_shot * 1000:.0f} ms", shot / floor_shot),
     ]
     if "density" in figures:
-        d = figures["density"]
-        rows.append((f"idle memory per session at {d['sessions']}", f"{d['uss_per_session_bytes'] / mib:.0f} MiB",
-                     f"{floor_uss / mib:.0f} MiB", d["uss_per_session_bytes"] / floor_uss))
+        for sessions, per_session in sorted(figures["density"]["uss_per_session_at"].items()):
+            rows.append((f"idle memory per session at {sessions}", f"{per_session / mib:.0f} MiB",
+                         f"{floor_uss / mib:.0f} MiB", per_session / floor_uss))
     print(f"\nagainst the floor (bare headless Chromium + Jupyter, {len(floors)} runs, medians):")
     print(f"    {'':<36} {'keepalive':>10} {'floor':>10} {'ratio':>6}")
     for what, ours, theirs, ratio in rows:

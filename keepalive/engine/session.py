@@ -409,7 +409,7 @@ class Session:
             return
         except Exception as error:
             log.warning("session %s: taking it over from the pool failed (%s); starting %s's session cold",
-                        self.id, error or type(error).__name__, self.name)
+                        self.id, str(error) or type(error).__name__, self.name)
         await self._stop_parts()
         self._remove_folder()  # the pool's: its link, its profile, its home if nobody's moved in
         home = self.settings.homes_dir / self.name
