@@ -212,7 +212,12 @@ class Drafts:
         one its draft came from is left out."""
         path = path.strip("/")
         drafts = self.notebooks.setdefault(path, NotebookDrafts())
-        if drafts.base is None:
+        if base is None:
+            # No version named: the cells apply to the file as it is. keepalive sends these when
+            # it carries a page's cells over from a server that died, maybe in the middle of a
+            # save whose end (post_save) never moved the base on.
+            drafts.base = None
+        elif drafts.base is None:
             drafts.base = _when(base)
         changes = [(cell, False) for cell in cells] + [({"id": cell_id}, True) for cell_id in deleted or []]
         for cell, gone in changes:

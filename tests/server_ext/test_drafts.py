@@ -61,6 +61,19 @@ def test_drafts_carried_from_a_page_after_its_server_died_apply_to_the_file_as_i
     assert got == [draft("c2", "y = 'a new cell'", after="c1")]
 
 
+def test_carried_drafts_also_outweigh_a_base_the_dead_server_never_moved_on(tmp_path):
+    """The server died between writing a save and its post-save hook: the drafts file it left
+    names the version before that save. Cells carried over without a base still come back."""
+    store = tmp_path / "drafts.json"
+    dead = Drafts(store)
+    dead.put("a.ipynb", [draft("c1", "x = 1"), draft("c2", "y = 'a", after="c1")], base=T0.isoformat(), page="p", seq=1)
+    new = Drafts(store)  # the next server reads what the dead one left
+    new.put("a.ipynb", [draft("c1", "x = 1"), draft("c2", "y = 'a new cell'", after="c1")], base=None, page="p", seq=2)
+    saved_by_the_dead_server = notebook(("c1", "x = 1"), ("c2", "y = 'a new"))
+    got = new.get("a.ipynb", saved_by_the_dead_server, T0 + timedelta(seconds=2))
+    assert got == [draft("c2", "y = 'a new cell'", after="c1")]
+
+
 def test_a_file_without_cell_ids_gets_no_drafts():
     drafts = Drafts()
     drafts.put("a.ipynb", [draft("c1", "typed")], base=T0.isoformat())
