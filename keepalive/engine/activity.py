@@ -106,7 +106,7 @@ class ActivityWatcher:
         endpoint = self.session.endpoint
         if endpoint is None:
             return
-        headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
+        headers = endpoint.auth_headers
         # Looking is not the user's activity: a hub must be free to cull an idle server.
         untracked = {"no_track_activity": "1"}
         sessions = await client.get(f"{endpoint.url}/api/sessions", headers=headers, params=untracked)

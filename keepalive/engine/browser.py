@@ -68,7 +68,7 @@ class KioskBrowser:
             # JupyterHub and marks the kiosk's requests as not the user's activity; a server
             # without server_ext sets its cookie on any token-authenticated request.
             request = page.context.request
-            auth = {"Authorization": f"token {endpoint.token}"}
+            auth = endpoint.auth_headers
             login = f"{endpoint.url}/api/keepalive/kiosk-login"
             response = await request.post(login, headers=auth, timeout=timeout * 1000)
             if response.status == 404:

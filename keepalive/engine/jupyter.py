@@ -46,6 +46,11 @@ class JupyterEndpoint:
     url: str
     token: str
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What a request to the server carries to be let in (nothing without a token)."""
+        return {"Authorization": f"token {self.token}"} if self.token else {}
+
 
 def split_token(url: str) -> JupyterEndpoint:
     """``http://h:p/base?token=T`` -> (``http://h:p/base``, ``T``): the token never travels in a URL we show."""
@@ -78,18 +83,16 @@ def user_setting_plugins(home: Path) -> list[str]:
 
 async def jupyter_answers(endpoint: JupyterEndpoint, timeout: float = 2.0) -> bool:
     """True when the server answers its status API with this token."""
-    headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
     async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-        response = await client.get(f"{endpoint.url}/api/status", headers=headers)
+        response = await client.get(f"{endpoint.url}/api/status", headers=endpoint.auth_headers)
     return response.status_code == 200
 
 
 async def offers_heavyai_session(endpoint: JupyterEndpoint, timeout: float = 5.0) -> bool:
     """True when the server's extension has a HeavyAI session to build the workspace from."""
-    headers = {"Authorization": f"token {endpoint.token}"} if endpoint.token else {}
     try:
         async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-            response = await client.get(f"{endpoint.url}/heavyai/session", headers=headers)
+            response = await client.get(f"{endpoint.url}/heavyai/session", headers=endpoint.auth_headers)
     except httpx.HTTPError:
         return False
     return response.status_code == 200

@@ -464,7 +464,7 @@ class Session:
         async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
             response = await client.put(
                 f"{self.endpoint.url}/api/keepalive/kernel-environment",
-                headers={"Authorization": f"token {self.endpoint.token}"}, json={"variables": variables},
+                headers=self.endpoint.auth_headers, json={"variables": variables},
             )
         if response.status_code != 204:
             raise RuntimeError(f"the Jupyter server did not take the kernels' environment ({response.status_code})")
@@ -712,7 +712,7 @@ class Session:
                 try:
                     response = await client.post(
                         f"{self.endpoint.url}/api/keepalive/drafts",
-                        headers={"Authorization": f"token {self.endpoint.token}"}, json=request,
+                        headers=self.endpoint.auth_headers, json=request,
                     )
                 except httpx.HTTPError as error:
                     log.warning("session %s: unsaved cells not carried to the new Jupyter server: %s", self.id, error)
