@@ -179,7 +179,8 @@ def jupyter_command(layout: SessionLayout, python: Path | str) -> list[str]:
     argv = [
         str(python),
         "-m",
-        "jupyterlab",
+        # `python -m jupyterlab`, less what a kiosk's server never uses (see that module)
+        "server_ext.lean_jupyterlab",
         "--no-browser",
         "--ip=127.0.0.1",
         # port 0: the server binds any free port and writes it to its runtime file
