@@ -248,10 +248,21 @@ class Bridge:
             self._attached(client, message)
             return
         result = message.get("result")
-        if isinstance(result, dict):
-            self._remember(client, method, result)
+        result = result if isinstance(result, dict) else {}
+        if client.stage == "gone":  # it left before this came: nobody to tell
+            if client.is_guest:  # and what a guest made must not outlive it
+                self._close_made(method, result)
+            return
+        self._remember(client, method, result)
         message["id"] = their_id
         self._deliver(client, message)
+
+    def _close_made(self, method: object, result: dict) -> None:
+        """Close the target or context that a late reply says was made."""
+        if method == "Target.createTarget" and isinstance(result.get("targetId"), str):
+            self._tell_browser("Target.closeTarget", {"targetId": result["targetId"]})
+        elif method == "Target.createBrowserContext" and isinstance(result.get("browserContextId"), str):
+            self._tell_browser("Target.disposeBrowserContext", {"browserContextId": result["browserContextId"]})
 
     def _remember(self, client: Client, method: object, result: dict) -> None:
         if method == "Target.createTarget" and "targetId" in result:
@@ -439,10 +450,10 @@ class Bridge:
     def _clean_up(self, client: Client) -> None:
         """Forget the client; close what a guest opened; end its browser session.
 
-        The requests go without waiting for their replies: the pipe keeps them in order.
+        The requests go without waiting for their replies: the pipe keeps them in order. The
+        client's own requests still on their way stay pending: their replies are dropped, and
+        what they made for a guest is closed then (``_route_reply``).
         """
-        for number in [n for n, (owner, _, _) in self._pending.items() if owner is client]:
-            del self._pending[number]
         for session in [s for s, owner in self._session_owner.items() if owner is client]:
             del self._session_owner[session]
         if client.is_guest:

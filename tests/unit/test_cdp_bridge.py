@@ -53,6 +53,9 @@ FAKE_BROWSER = textwrap.dedent(
                 time.sleep(float(open(delay).read()))
             result = {"sessionId": f"browser-session-{next_number('browser')}"}
         elif method == "Target.createTarget":
+            delay = os.path.join(here, "create_delay")  # a test's way to hold creations back
+            if os.path.exists(delay):
+                time.sleep(float(open(delay).read()))
             result = {"targetId": f"target-{next_number('target')}"}
         elif method == "Target.createBrowserContext":
             result = {"browserContextId": f"context-{next_number('context')}"}
@@ -274,6 +277,24 @@ def test_a_client_that_leaves_before_its_session_is_attached_still_has_its_messa
     assert received_by_browser(watcher, wanted, 2) == [
         ["Browser.getVersion", "browser-session-1", None],
         ["Target.detachFromTarget", None, {"sessionId": "browser-session-1"}],
+    ]
+
+
+def test_what_a_guest_made_after_it_left_is_closed_when_the_browser_answers(bridge, tmp_path):
+    """Its Target.createTarget was on its way when it went: the target must not stay behind."""
+    _, path = bridge
+    guest = Connection(path)
+    assert "result" in guest.call("Browser.getVersion")  # attached
+    (tmp_path / "create_delay").write_text("0.3")
+    guest.send({"id": 9, "method": "Target.createTarget", "params": {"url": "about:blank"}})
+    time.sleep(0.1)  # the request is with the browser, its answer not yet back
+    guest.sock.close()
+    watcher = Connection(path, role="service")
+    wanted = {"Target.createTarget", "Target.closeTarget", "Target.detachFromTarget"}
+    assert received_by_browser(watcher, wanted, 3) == [
+        ["Target.createTarget", "browser-session-1", {"url": "about:blank"}],
+        ["Target.detachFromTarget", None, {"sessionId": "browser-session-1"}],
+        ["Target.closeTarget", None, {"targetId": "target-1"}],
     ]
 
 
