@@ -492,20 +492,26 @@ def start_browser(argv: list[str]) -> tuple[int, int, int]:
 
 def run(socket_path: str, browser_argv: list[str]) -> int:
     """Serve Chromium's pipe on ``socket_path`` until Chromium exits; return its exit code."""
-    pid, to_fd, from_fd = start_browser(browser_argv)
-    reaped = False
+    pid = 0  # Chromium's once it runs; 0 before, and again once reaped (the pid may be reused)
+    stop_asked = False
 
     def stop_browser(signum: int, frame: object) -> None:
         # Chromium's exit ends us too: its pipe closes, and the loop with it.
-        if reaped:  # the pid may be someone else's by now
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        nonlocal stop_asked
+        stop_asked = True
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
+    # Before Chromium starts, so that no signal can end the bridge and leave Chromium running;
+    # one that comes while it starts is passed on as soon as its pid is known.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, stop_browser)
+    pid, to_fd, from_fd = start_browser(browser_argv)
+    if stop_asked:
+        stop_browser(signal.SIGTERM, None)
 
     if os.path.exists(socket_path):
         os.unlink(socket_path)  # a bridge before us died without cleaning up
@@ -525,7 +531,7 @@ def run(socket_path: str, browser_argv: list[str]) -> int:
         except OSError:
             pass
     _, status = os.waitpid(pid, 0)
-    reaped = True
+    pid = 0
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
