@@ -406,6 +406,10 @@ class Bridge:
         data = encode(message)
         if client.outbox:  # behind what is already waiting: order matters
             client.outbox += data
+            if len(client.outbox) > MESSAGE_LIMIT:
+                # It stopped reading: holding more for it would let one stuck client grow the
+                # session's bridge without end.
+                self._end(client)
             return
         written = write_some(client.sock.send, data)
         if written is None:

@@ -373,6 +373,23 @@ def test_a_client_over_the_message_limit_is_disconnected_and_the_others_carry_on
     assert other.call("Browser.getVersion") == {"id": 3, "result": {}}
 
 
+@pytest.mark.parametrize("bridge", [{"message_limit": 64 * 1024}], indirect=True)
+def test_a_client_that_stops_reading_is_dropped_once_a_message_limit_waits_for_it(bridge):
+    _, path = bridge
+    stuck = Connection(path)
+    assert "result" in stuck.call("Browser.getVersion")
+    for number in range(40):  # 40 x 32 KiB: more than the socket's buffer and the limit together
+        stuck.send({"id": 100 + number, "method": "Test.big", "params": {"size": 32 * 1024}})
+    other = Connection(path)
+    assert len(received_by_browser(other, {"Test.big"}, 40)) == 40  # every answer is on its way
+    stuck.sock.settimeout(5)
+    received = 0
+    while chunk := stuck.sock.recv(1 << 20):  # what was sent before the drop, then the end
+        received += len(chunk)
+    assert received < 40 * 32 * 1024
+    assert "result" in other.call("Browser.getVersion")
+
+
 @pytest.mark.parametrize("bridge", [{"folder": "deep/" + "d" * 120}], indirect=True)
 def test_the_socket_is_private_and_may_be_deep(bridge):
     _, path = bridge
