@@ -38,6 +38,9 @@ def test_kiosk_chromium_has_no_cdp_port_only_a_pipe_and_its_own_profile(tmp_path
     assert option(argv, "--user-data-dir") == str(layout.profile_dir)
     assert option(argv, "--window-size") == "1024,768"
     assert "--disable-background-networking" in argv
+    # one of each: Chromium keeps only the last of a repeated switch
+    assert "CDPScreenshotNewSurface" in option(argv, "--enable-features").split(",")
+    assert "BackForwardCache" in option(argv, "--disable-features").split(",")
     assert argv[-1] == "about:blank"
 
 
