@@ -301,9 +301,10 @@ def test_a_screenshot_shows_the_page_as_it_is_at_that_moment(keepalive_service):
     """No stale frame: what the page changed just before is in the picture, and gone once undone."""
     from playwright.sync_api import sync_playwright
 
+    from tests.e2e.kiosk import kiosk_page
+
     service = keepalive_service
     session = service.start_session(name="fresh-shot")
-    headers = {"Authorization": f"Bearer {service.token}"}
     magenta = (200, 30, 160)
     cover = (
         "color => { const d = document.createElement('div'); d.id = 'keepalive-test-cover';"
@@ -316,14 +317,9 @@ def test_a_screenshot_shows_the_page_as_it_is_at_that_moment(keepalive_service):
         assert png.status_code == 200
         return Image.open(io.BytesIO(png.content)).convert("RGB").getpixel((640, 400))
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.connect_over_cdp(session["cdp_url"], headers=headers)
-        try:
-            kiosk = browser.contexts[0].pages[0]
-            for _ in range(3):  # each time right after the change: no waiting for a frame to come
-                kiosk.evaluate(cover, ",".join(map(str, magenta)))
-                assert centre() == magenta
-                kiosk.evaluate("() => document.getElementById('keepalive-test-cover').remove()")
-                assert centre() != magenta
-        finally:
-            browser.close()
+    with sync_playwright() as playwright, kiosk_page(playwright, session["id"]) as kiosk:
+        for _ in range(3):  # each time right after the change: no waiting for a frame to come
+            kiosk.evaluate(cover, ",".join(map(str, magenta)))
+            assert centre() == magenta
+            kiosk.evaluate("() => document.getElementById('keepalive-test-cover').remove()")
+            assert centre() != magenta
