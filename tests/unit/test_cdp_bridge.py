@@ -19,6 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from keepalive.engine import cdp_bridge
@@ -435,11 +436,6 @@ def test_the_bridge_stays_small_no_asyncio(bridge):
     assert done.stdout.strip() == "[]"
 
 
-def environment_of(pid: int) -> dict[str, str]:
-    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
-
-
 def test_the_bridges_malloc_setting_is_its_own_not_chromiums(tmp_path):
     """bridge_command fixes the bridge's mmap threshold (big messages give their memory back);
     Chromium, started by the bridge, keeps glibc's default."""
@@ -457,8 +453,8 @@ def test_the_bridges_malloc_setting_is_its_own_not_chromiums(tmp_path):
             assert process.poll() is None and time.monotonic() < deadline, "the bridge never listened"
             time.sleep(0.02)
         assert "cdp_bridge.py" in " ".join(Path(f"/proc/{process.pid}/cmdline").read_text().split("\0"))
-        assert environment_of(process.pid).get("MALLOC_MMAP_THRESHOLD_") == "131072"
-        assert "MALLOC_MMAP_THRESHOLD_" not in environment_of(browser_pid(process.pid))
+        assert psutil.Process(process.pid).environ().get("MALLOC_MMAP_THRESHOLD_") == "131072"
+        assert "MALLOC_MMAP_THRESHOLD_" not in psutil.Process(browser_pid(process.pid)).environ()
         assert "result" in Connection(layout.cdp_socket).call("Browser.getVersion")
     finally:
         process.kill()
