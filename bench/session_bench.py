@@ -5,7 +5,8 @@ Runs the real ``keepalive serve`` on a free loopback port with a throw-away stat
 - N more POST /sessions -> 201, one after another, each deleted after: median/min/max;
 - DELETE latency;
 - USS (unique set size: what the session's processes alone hold) of one idle session,
-  summed over all its processes, after it has been idle for --idle seconds;
+  summed over all its processes, after it has been idle for --idle seconds, with nobody watching;
+- the viewer page's first request (it starts xpra), and the session's USS with xpra running;
 - GET /sessions/{id}/screenshot of that session.
 
 With --pool, a second service keeps one session waiting (KEEPALIVE_POOL_SIZE=1): N warm starts,
@@ -65,7 +66,8 @@ def uss_by_name(session_id: str, folder: Path) -> dict[str, tuple[int, int]]:
                 name = f"chromium {role}"
             elif name.startswith("python"):
                 joined = " ".join(process.cmdline())
-                name = "jupyter-server" if "jupyterlab" in joined else "xpra" if "xpra" in joined else name
+                name = ("jupyter-server" if "jupyterlab" in joined else "xpra" if "xpra" in joined
+                        else "cdp-bridge" if "cdp_bridge" in joined else name)
             uss = process.memory_full_info().uss
         except psutil.Error:
             continue
@@ -147,6 +149,8 @@ POOL_SETTLE = 3.0
 FLOOR_RUNS = 3
 #: Session counts at which the density run also idles and measures memory on its way up.
 DENSITY_CHECKPOINTS = (10, 20)
+#: Seconds between the viewer page's first request and the memory figure with xpra running.
+VIEWER_SETTLE = 5.0
 #: Memory the density run leaves to the machine.
 DENSITY_RESERVE = 2 * 1024**3
 
@@ -289,6 +293,13 @@ def main() -> int:
         _, session = service.timed_start(body)
         time.sleep(args.idle)
         by_name = uss_by_name(session["id"], service.state_dir / "sessions" / session["id"])
+        # a viewer's first request starts xpra (keepalive.engine.viewer_server): how long that
+        # takes, and what the session costs while it runs
+        viewer_started = time.perf_counter()
+        service.client.get(f"/sessions/{session['id']}/viewer/").raise_for_status()
+        viewer_first_s = time.perf_counter() - viewer_started
+        time.sleep(VIEWER_SETTLE)
+        watched = uss_by_name(session["id"], service.state_dir / "sessions" / session["id"])
         shots = []
         for _ in range(SCREENSHOTS):
             time.sleep(SHOT_GAP)
@@ -333,6 +344,10 @@ def main() -> int:
     print(f"idle session after {args.idle:.0f} s: {total_count} processes, USS {total_uss / mib:.0f} MiB")
     for name, (count, uss) in sorted(by_name.items(), key=lambda item: -item[1][1]):
         print(f"    {name:<22} x{count:<3} {uss / mib:7.1f} MiB")
+    watched_uss = sum(uss for _, uss in watched.values())
+    print(f"the viewer page's first request, xpra started for it: {viewer_first_s:.2f} s; the session with xpra "
+          f"running, {VIEWER_SETTLE:.0f} s later: USS {watched_uss / mib:.0f} MiB (xpra "
+          f"{watched.get('xpra', (0, 0))[1] / mib:.1f} MiB)")
 
     floor_start = statistics.median(f["start_s"] for f in floors)
     floor_uss = statistics.median(f["uss_bytes"] for f in floors)
@@ -374,6 +389,7 @@ def main() -> int:
         figures.update({
             "start_s": starts, "handoff_start_s": handoff_starts, "delete_s": deletes, "first_start_s": first_seconds,
             "idle_uss_bytes": total_uss, "idle_uss_by_process": {k: v[1] for k, v in by_name.items()},
+            "viewer_first_request_s": viewer_first_s, "watched_uss_bytes": watched_uss,
             "screenshot_s": shots, "floor": floors,
         })
         args.json.write_text(json.dumps(figures, indent=2))

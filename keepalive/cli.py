@@ -50,7 +50,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keepalive",
-        description="Keep JupyterLab browser sessions alive on the server (kiosk Chromium in xpra).",
+        description="Keep JupyterLab browser sessions alive on the server (kiosk Chromium on its own display, xpra for viewers).",
     )
     parser.add_argument("--version", action="version", version=f"keepalive {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

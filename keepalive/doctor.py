@@ -25,7 +25,7 @@ HELPERS = {"xauth": "xauth", "xrandr": "x11-xserver-utils"}
 FIXES = {
     "xpra": "apt-get install xpra (or set KEEPALIVE_XPRA)",
     "chromium": "apt-get install chromium (or set KEEPALIVE_CHROMIUM)",
-    "xvfb": f"apt-get install {DEBIAN_PACKAGES['Xvfb']}",
+    "xvfb": f"apt-get install {DEBIAN_PACKAGES['Xvfb']} (or set KEEPALIVE_XVFB)",
     "jupyter": "bash scripts/setup.sh (makes .venv-jupyter), or set KEEPALIVE_JUPYTER_PYTHON",
     "disk": "free space in the state dir, or set KEEPALIVE_STATE_DIR elsewhere",
 }

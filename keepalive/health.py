@@ -69,7 +69,7 @@ def service_checks(settings: Settings) -> list[Check]:
     checks = [
         executable_check("xpra", settings.xpra, DEBIAN_PACKAGES["xpra"]),
         executable_check("chromium", settings.chromium, DEBIAN_PACKAGES["chromium"]),
-        executable_check("xvfb", "Xvfb", DEBIAN_PACKAGES["Xvfb"]),
+        executable_check("xvfb", settings.xvfb, DEBIAN_PACKAGES["Xvfb"]),
     ]
     if not settings.jupyter_url:  # only embedded servers need the Jupyter environment
         checks.append(jupyter_environment_check(settings.jupyter_python))

@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     )
     chromium: str = Field("chromium", description="Chromium executable (name on PATH or path).")
     xpra: str = Field("xpra", description="xpra executable (name on PATH or path).")
+    xvfb: str = Field("Xvfb", description="Xvfb executable (name on PATH or path): each session's display.")
     max_sessions: int = Field(8, ge=1, description="Live sessions allowed at once; one more answers 429.")
     pool_size: int = Field(
         0, ge=0, le=100,
@@ -159,6 +160,11 @@ class Settings(BaseSettings):
     )
     viewer_max_height: int = Field(
         1600, ge=240, le=4320, description="Tallest screen a viewer may resize a session to."
+    )
+    viewer_linger: float = Field(
+        60.0, ge=0, le=86400,
+        description="Seconds xpra (the viewers' server, 40 MiB or more) keeps running after the last viewer "
+        "of a session left; it starts again, in about a second, when the next one comes.",
     )
     viewer_clipboard: bool = Field(False, description="Share the clipboard between viewer and session.")
     viewer_sound: bool = Field(False, description="Forward the session's sound to the viewer (needs pulseaudio).")

@@ -201,6 +201,9 @@ def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, time
         "KEEPALIVE_API_TOKEN": token,
         "KEEPALIVE_PORT": str(port),
         "KEEPALIVE_HOST": "127.0.0.1",
+        # xpra ends this long after the last viewer left (60 s by default): short, so that the
+        # viewer tests see it come and go
+        "KEEPALIVE_VIEWER_LINGER": "10",
         **(extra_env or {}),
     }
     # a template made once per test run keeps every service from making its own

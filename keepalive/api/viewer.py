@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
 from keepalive.auth import token_matches
 from keepalive.engine.manager import SessionManager, SessionNotFound
+from keepalive.engine.viewer_server import ViewerServerUnavailable
 from keepalive.models import SessionState
 from keepalive.viewer import client as html5
 from keepalive.viewer.proxy import ViewerTracker, XpraUnavailable, fetch, relay, response_headers
@@ -57,7 +58,7 @@ for _name in PATH_LOGGERS:
     logging.getLogger(_name).addFilter(_RedactTickets())
 
 COOKIE = "keepalive_viewer"
-#: States in which xpra is (or is about to be) there to talk to.
+#: States in which the display is (or is about to be) there for xpra to show.
 VIEWABLE = {SessionState.ready, SessionState.recovering}
 #: Paths of xpra's www dir a viewer needs; xpra's other HTTP endpoints stay out of reach.
 _STATIC = re.compile(r"^(?:index\.html|favicon\.(?:ico|png)|(?:css|js|icons)/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*)$")
@@ -196,7 +197,7 @@ def _viewable(manager: SessionManager, session_id: str):
         session = manager.get(session_id)
     except SessionNotFound:
         return None, HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=_NO_STORE)
-    if session.state not in VIEWABLE or not session.xpra_port:
+    if session.state not in VIEWABLE:
         return None, _unavailable(f"The session is {session.state.value}.", 503)
     return session, None
 
@@ -232,9 +233,13 @@ async def viewer_http(
     session, error = _viewable(manager, session_id)
     if error is not None:
         return error
+    try:
+        port = await session.viewer_port()
+    except ViewerServerUnavailable as exc:
+        return _unavailable(f"The viewer could not be started: {exc}.", 503)
 
     if path in ("", "index.html"):
-        return await _index(session.xpra_port)
+        return await _index(port)
     if path == html5.CONNECT_SCRIPT:
         script = html5.connect_script(
             client_settings(settings, session.xpra_password), client_defaults(settings), _viewer_path(request, session_id)
@@ -245,7 +250,7 @@ async def viewer_http(
     if ".." in path or not _STATIC.match(path):
         return _unavailable(f"There is no viewer file {path!r}.", 404)
     try:
-        upstream = await fetch(session.xpra_port, path, dict(request.headers))
+        upstream = await fetch(port, path, dict(request.headers))
     except XpraUnavailable as exc:
         return _unavailable(str(exc))
     return Response(
@@ -369,8 +374,14 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
     except SessionNotFound:
         await websocket.close(code=4404)
         return
-    if session.state not in VIEWABLE or not session.xpra_port:
+    if session.state not in VIEWABLE:
         await websocket.close(code=1013)  # try again later
+        return
+    try:
+        port = await session.viewer_port(join=True)
+    except ViewerServerUnavailable as exc:
+        log.warning("viewer websocket for session %s: %s", session_id, exc)
+        await websocket.close(code=1013)
         return
 
     async def restore_size() -> None:
@@ -378,7 +389,10 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
         if app.state.settings.viewer_resize and session.display is not None and session.state in VIEWABLE:
             await session.fit_screen()
 
-    async with viewer.tracker.viewing(session_id, restore_size):
-        log.info("viewer connected to session %s (%d watching)", session_id, viewer.tracker.count(session_id))
-        await relay(websocket, session.xpra_port)
+    try:
+        async with viewer.tracker.viewing(session_id, restore_size):
+            log.info("viewer connected to session %s (%d watching)", session_id, viewer.tracker.count(session_id))
+            await relay(websocket, port)
+    finally:
+        session.viewer_server.left()  # the last one out starts xpra's linger
     log.info("viewer left session %s", session_id)

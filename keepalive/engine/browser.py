@@ -146,7 +146,7 @@ class KioskBrowser:
         return base64.b64decode(shot["data"])
 
     async def close(self) -> None:
-        """Drop the CDP connection; the browser process itself belongs to xpra."""
+        """Drop the CDP connection; the browser process itself is the session's (Session.browser_process)."""
         self._closing = True
         if self.browser is not None:
             try:

@@ -1,6 +1,6 @@
 """The kiosk Chromium's only DevTools door: a pipe, shared out over a private Unix socket.
 
-xpra starts this as the session's child (``python -I cdp_bridge.py --socket PATH -- chromium
+The session starts this as its kiosk browser (``python -I cdp_bridge.py --socket PATH -- chromium
 ARGS``); it starts Chromium with ``--remote-debugging-pipe``. Chromium then speaks CDP with this
 process alone, over fds 3 and 4, and opens no TCP port: with a port, anyone on the machine
 (another session's notebook too) could drive the browser, since Chromium's DevTools server has

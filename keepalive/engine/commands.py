@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +85,8 @@ BRIDGE_MMAP_THRESHOLD = 128 * 1024
 def bridge_command(python: str, layout: SessionLayout, browser: list[str]) -> list[str]:
     """Chromium under its CDP bridge, which shares the pipe out on the session's own socket.
 
+    It runs on the session's display (``DISPLAY`` in its environment), as a child of the service.
+
     ``-I``: the bridge needs only the standard library, and nothing from the session's
     environment (PYTHONPATH, user site) may change what runs it.
 
@@ -101,19 +102,29 @@ def bridge_command(python: str, layout: SessionLayout, browser: list[str]) -> li
     ]
 
 
-def xvfb_command(layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenSize | None = None) -> str:
-    """The virtual X server xpra starts: exactly the session's size (xpra's default is 5760x2560).
+def xvfb_command(
+    xvfb: str, display: int, layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenSize | None = None
+) -> list[str]:
+    """The session's virtual X server, exactly the session's size unless ``framebuffer`` says more.
 
     ``framebuffer``: start larger (RandR can shrink Xvfb's screen but never grow it), so that a
-    viewer's window bigger than the session still fits; the viewer flags then size it down.
+    viewer's window bigger than the session still fits; the service sizes it down at once.
     """
     fb = framebuffer or screen
-    # No GLX: Chromium draws in software here with or without it (there is no GPU), and the
-    # extension loads Mesa into every Xvfb (10 MiB of USS each, measured).
-    return (
-        f"Xvfb -extension GLX +extension Composite -screen 0 {fb.width}x{fb.height}x24+32 "
-        f"-dpi 96 -nolisten tcp -noreset -auth {shlex.quote(str(layout.xauthority))}"
-    )
+    return [
+        xvfb,
+        f":{display}",
+        # No GLX: Chromium draws in software here with or without it (there is no GPU), and the
+        # extension loads Mesa into every Xvfb (10 MiB of USS each, measured).
+        "-extension", "GLX",
+        # xpra, when a viewer brings it, needs Composite to see the kiosk window's pixels
+        "+extension", "Composite",
+        "-screen", "0", f"{fb.width}x{fb.height}x24+32",
+        "-dpi", "96",
+        "-nolisten", "tcp",
+        "-noreset",
+        "-auth", str(layout.xauthority),
+    ]
 
 
 #: Read by xpra as the user's config, after the system's: Debian's config starts
@@ -138,20 +149,23 @@ def xpra_command(
     display: int,
     port: int,
     layout: SessionLayout,
-    screen: ScreenSize,
-    child: list[str],
     viewer_flags: Sequence[str] = (),
-    framebuffer: ScreenSize | None = None,
 ) -> list[str]:
-    """xpra on its own display, HTML5 client and websocket on a loopback port behind a password.
+    """xpra on the session's running display, HTML5 client and websocket on a loopback port
+    behind a password: the viewers' server, started while someone watches (see
+    keepalive.engine.viewer_server), never the owner of the display or of the browser.
 
     ``viewer_flags`` (keepalive.viewer.xpra_options.xpra_viewer_flags) come last: they override the
-    defaults above with what the viewer settings allow; ``framebuffer`` is their Xvfb size.
+    defaults above with what the viewer settings allow.
     """
     return [
         xpra,
         "start",
         f":{display}",
+        # the display and the kiosk browser are the service's own children: xpra takes their
+        # windows over when it starts, and hands them back to the root window when it ends
+        # (X's save-set does that even when xpra is killed)
+        "--use-display=yes",
         "--daemon=no",
         f"--bind-tcp=127.0.0.1:{port}",
         f"--tcp-auth=file:filename={layout.xpra_password_file}",
@@ -166,7 +180,7 @@ def xpra_command(
         "--notifications=no",
         "--webcam=no",
         # Memory: a JupyterLab screen goes to the HTML5 client as pictures (jpeg, webp, png); the
-        # video encoders and colourspace converters xpra loads otherwise cost 15-20 MiB per session.
+        # video encoders and colourspace converters xpra loads otherwise cost 15-20 MiB.
         "--video-encoders=none",
         "--csc-modules=none",
         "--printing=no",
@@ -179,10 +193,9 @@ def xpra_command(
         "--dbus-proxy=no",
         "--dbus-control=no",
         "--systemd-run=no",
+        "--ssh-upgrade=no",
         "--start-new-commands=no",
-        "--exit-with-children=yes",
-        f"--xvfb={xvfb_command(layout, screen, framebuffer)}",
-        f"--start-child={shlex.join(child)}",
+        "--exit-with-children=no",
         *viewer_flags,
     ]
 

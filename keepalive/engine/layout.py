@@ -113,7 +113,7 @@ class SessionLayout:
 
     @property
     def xauthority(self) -> Path:
-        return self.runtime_dir / "Xauthority"  # written by xpra, as the session's user
+        return self.runtime_dir / "Xauthority"  # the display's cookie (keepalive.engine.xauth)
 
     @property
     def lab_app_settings_dir(self) -> Path:

@@ -2,8 +2,9 @@
 
 The record is plain data without secrets, kept in the service's store (keepalive.engine.store)
 and as ``session.json`` in the session's folder, so that a later service finds the session
-again and adopts its parts (``Session.adopt``); the parts (Jupyter, xpra with the kiosk
-Chromium, the CDP connection) are started, watched and stopped here.
+again and adopts its parts (``Session.adopt``); the parts (Jupyter, the display with the kiosk
+Chromium on it, the CDP connection, and xpra while someone watches) are started, watched and
+stopped here.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from keepalive.engine.commands import (
     chromium_command,
     write_xpra_config,
     xpra_command,
+    xvfb_command,
 )
 from keepalive.engine.jupyter import (
     EmbeddedJupyter,
@@ -50,6 +52,8 @@ from keepalive.engine.profile import mark_clean_exit, restore_session_profile, s
 from keepalive.engine.reaper import reap, session_processes, with_descendants
 from keepalive.engine import user_python
 from keepalive.engine.users import SessionUser, give
+from keepalive.engine.viewer_server import ViewerServer
+from keepalive.engine.xauth import write_authority
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
 from keepalive.settings import Settings
@@ -69,8 +73,8 @@ RESTART_BACKOFF = (0.0, 2.0, 5.0)
 RECONNECT_TIMEOUT = 15.0
 #: Displays (and ports) tried before a session gives up because others keep taking them.
 DISPLAY_ATTEMPTS = 5
-#: What Xvfb and xpra say when the display or port they were given is in use.
-TAKEN_SIGNS = ("Server is already active for display", "Address already in use")
+#: What Xvfb says when the display it was given is in use.
+TAKEN_SIGNS = ("Server is already active for display",)
 
 
 #: Liveness, not just exits: a ready session's page and Jupyter server are asked every
@@ -121,6 +125,12 @@ class SessionRecord:
     jupyter_pid: int | None = None
     jupyter_started_at: float | None = None
     jupyter_url: str | None = None
+    xvfb_pid: int | None = None
+    xvfb_started_at: float | None = None
+    #: The kiosk browser's process: its CDP bridge, Chromium's parent.
+    browser_pid: int | None = None
+    browser_started_at: float | None = None
+    #: xpra, while it runs for a viewer (keepalive.engine.viewer_server).
     xpra_pid: int | None = None
     xpra_started_at: float | None = None
     #: The HeavyAI connection without its session ID (that is in the session's 0600 file).
@@ -169,7 +179,15 @@ class Session:
             record.heavyai = {"protocol": heavyai.protocol, "host": heavyai.host, "port": heavyai.port}
         self.jupyter: EmbeddedJupyter | None = None
         self.endpoint: JupyterEndpoint | None = None
-        self.xpra: ChildProcess | None = None
+        #: The display (Xvfb) and the kiosk browser on it (the CDP bridge with Chromium): both
+        #: run as long as the session does. xpra runs only while someone watches.
+        self.xvfb: ChildProcess | None = None
+        self.browser_process: ChildProcess | None = None
+        self.viewer_server = ViewerServer(
+            record.id, self._spawn_xpra, port=lambda: self.record.xpra_port, new_port=self._new_viewer_port,
+            display_up=lambda: self.display_running, linger=settings.viewer_linger,
+            start_timeout=settings.start_timeout,
+        )
         self.browser: KioskBrowser | None = None
         self.xpra_password = secrets.token_urlsafe(24)
         #: The session's Unix user, or None: it shares the service's (see keepalive.engine.users).
@@ -243,7 +261,8 @@ class Session:
     @property
     def health(self) -> SessionHealth:
         return SessionHealth(
-            xpra=self.xpra is not None and self.xpra.running,
+            # the display (Xvfb), and xpra whenever a viewer needed it (none with nobody watching is fine)
+            xpra=self.xvfb is not None and self.xvfb.running and self.viewer_server.healthy,
             browser=self.browser is not None and self.browser.connected,
             page=self.browser is not None and self.browser.page_alive,
             jupyter=self.jupyter.process.running if self.jupyter else self.endpoint is not None,
@@ -254,10 +273,23 @@ class Session:
         """Every part runs (what the pool and /health's "unhealthy" go by)."""
         return all(self.health.model_dump().values())
 
+    @property
+    def display_running(self) -> bool:
+        """Xvfb and the kiosk browser's process run (whether CDP answers is ``health.browser``)."""
+        return all(child is not None and child.running for child in (self.xvfb, self.browser_process))
+
+    def _children(self) -> list[ChildProcess]:
+        """Every process the session started (or adopted) that is still known."""
+        children = [self.xvfb, self.browser_process, self.viewer_server.process,
+                    self.jupyter.process if self.jupyter else None]
+        return [child for child in children if child is not None]
+
     def pids(self) -> dict[str, int | None]:
         return {
             "jupyter": self.jupyter.process.pid if self.jupyter else None,
-            "xpra": self.xpra.pid if self.xpra else None,
+            "xvfb": self.xvfb.pid if self.xvfb else None,
+            "browser": self.browser_process.pid if self.browser_process else None,
+            "xpra": self.viewer_server.process.pid if self.viewer_server.process else None,
         }
 
     @property
@@ -366,7 +398,7 @@ class Session:
 
         Found as the reaper finds them: Chromium's crashpad handler is nobody's descendant.
         """
-        children = [c for c in (self.xpra, self.jupyter.process if self.jupyter else None) if c is not None]
+        children = self._children()
         if not any(child.niceness for child in children):
             return
         for child in children:
@@ -521,7 +553,7 @@ class Session:
         write_private(self.layout.heavyai_session_file, json.dumps(content), owner=self._owner)
 
     async def _start_display(self, env: dict[str, str]) -> None:
-        """xpra on a fresh display with the kiosk Chromium as its child.
+        """Xvfb on a fresh display, then the kiosk Chromium (under its CDP bridge) on it.
 
         Display numbers are only reserved within this service: another program (or another
         keepalive) may take the same one at the same instant. X's lock file settles it, and
@@ -529,67 +561,123 @@ class Session:
         """
         for attempt in range(1, DISPLAY_ATTEMPTS + 1):
             try:
-                await self._launch_xpra(env)
-                return
+                await self._launch_xvfb(env)
+                break
             except ChildFailed as error:
                 if attempt == DISPLAY_ATTEMPTS or not any(sign in str(error) for sign in TAKEN_SIGNS):
                     raise
-                log.warning(
-                    "session %s: display :%s or port %s was taken by someone else; trying others",
-                    self.id, self.record.display, self.record.xpra_port,
-                )
+                log.warning("session %s: display :%s was taken by someone else; trying another",
+                            self.id, self.record.display)
                 await self._stop_display()
                 self._release_numbers()
-                self.layout.log("xpra").replace(self.layout.log(f"xpra-attempt-{attempt}"))
-                strip_lock_files(self.layout.profile_dir)
+                self.layout.log("xvfb").replace(self.layout.log(f"xvfb-attempt-{attempt}"))
+        await self._launch_browser(env)
 
-    async def _launch_xpra(self, env: dict[str, str]) -> None:
+    async def _launch_xvfb(self, env: dict[str, str]) -> None:
         if self.record.display is None:
             self.record.display = self._allocator.display()
         if self.record.xpra_port is None:
             self.record.xpra_port = self._allocator.port()
         self._save_record()
+        display = self.record.display
+        write_authority(self.layout.xauthority, display, owner=self._owner)
+        # xpra's, for when a viewer comes; written now, as a later service adopting the session reads it
         write_private(self.layout.xpra_password_file, self.xpra_password, owner=self._owner)
-        # a bridge that was killed leaves its socket file behind: it must not pass for the new one
-        self.layout.cdp_socket.unlink(missing_ok=True)
         screen = ScreenSize(self.width, self.height)
-        argv = xpra_command(
-            self.settings.xpra,
-            self.record.display,
-            self.record.xpra_port,
-            self.layout,
-            screen,
-            bridge_command(
-                sys.executable, self.layout,
-                chromium_command(self.settings.chromium, self.layout, screen, as_other_user=self.user is not None),
+        self.xvfb = ChildProcess(
+            "xvfb",
+            xvfb_command(
+                self.settings.xvfb, display, self.layout, screen,
+                ScreenSize(*viewer_screen(self.settings, self.width, self.height)),
             ),
-            viewer_flags=xpra_viewer_flags(self.settings, self.width, self.height),
-            framebuffer=ScreenSize(*viewer_screen(self.settings, self.width, self.height)),
-        )
-        self.xpra = ChildProcess(
-            "xpra",
-            argv,
-            env={**env, **write_xpra_config(self.layout)},
+            env=env,
             cwd=self.layout.home,
-            log_path=self.layout.log("xpra"),
+            log_path=self.layout.log("xvfb"),
             on_exit=self._child_exited,
             user=self._owner,
             niceness=self._niceness(),
         )
-        await self.xpra.start()
-        self.record.xpra_pid, self.record.xpra_started_at = self.xpra.pid, self.xpra.started_at
+        await self.xvfb.start()
+        self.record.xvfb_pid, self.record.xvfb_started_at = self.xvfb.pid, self.xvfb.started_at
         self._save_record()
-        log.info("session %s: xpra pid %s on display :%s", self.id, self.xpra.pid, self.record.display)
-        port = self.record.xpra_port
+        xvfb_pid = self.xvfb.pid
 
-        async def serving_and_browser_up() -> bool:
-            if not await bridge_answers(self.layout.cdp_socket):  # the bridge is up once Chromium is
+        async def serving() -> bool:
+            # X writes its pid into the display's lock file once the display is its own: a lock
+            # of someone else's (another X server on this number) never passes for ours
+            try:
+                owner = int(Path(f"/tmp/.X{display}-lock").read_text().strip())
+            except (OSError, ValueError):
                 return False
-            async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-                response = await client.get(f"http://127.0.0.1:{port}/")
-            return response.status_code < 500
+            return owner == xvfb_pid and Path(f"/tmp/.X11-unix/X{display}").exists()
 
-        await self.xpra.wait_ready(serving_and_browser_up, self.settings.start_timeout, what="showing Chromium")
+        await self.xvfb.wait_ready(serving, self.settings.start_timeout, what="serving display :%s" % display)
+        # Xvfb starts at the viewers' largest size; the session's own is set before any window
+        # is there (the kiosk window is sized again once the page shows, see fit_screen)
+        await self.fit_screen()
+        log.info("session %s: Xvfb pid %s on display :%s", self.id, xvfb_pid, display)
+
+    async def _launch_browser(self, env: dict[str, str]) -> None:
+        assert self.record.display is not None
+        # a bridge that was killed leaves its socket file behind: it must not pass for the new one
+        self.layout.cdp_socket.unlink(missing_ok=True)
+        screen = ScreenSize(self.width, self.height)
+        self.browser_process = ChildProcess(
+            "browser",
+            bridge_command(
+                sys.executable, self.layout,
+                chromium_command(self.settings.chromium, self.layout, screen, as_other_user=self.user is not None),
+            ),
+            env={**env, "DISPLAY": f":{self.record.display}"},
+            cwd=self.layout.home,
+            log_path=self.layout.log("browser"),
+            on_exit=self._child_exited,
+            user=self._owner,
+            niceness=self._niceness(),
+        )
+        await self.browser_process.start()
+        self.record.browser_pid = self.browser_process.pid
+        self.record.browser_started_at = self.browser_process.started_at
+        self._save_record()
+        # the bridge answers once Chromium's pipe does
+        await self.browser_process.wait_ready(
+            lambda: bridge_answers(self.layout.cdp_socket), self.settings.start_timeout, what="answering CDP"
+        )
+        log.info("session %s: kiosk browser pid %s", self.id, self.browser_process.pid)
+
+    # -- the viewers' xpra (keepalive.engine.viewer_server) ------------------------------------
+
+    def _spawn_xpra(self, port: int, on_exit: Callable[[ChildProcess, int | None], None]) -> ChildProcess:
+        assert self.record.display is not None
+        return ChildProcess(
+            "xpra",
+            xpra_command(self.settings.xpra, self.record.display, port, self.layout, xpra_viewer_flags(self.settings)),
+            env={**self.environment(), **write_xpra_config(self.layout)},
+            cwd=self.layout.home,
+            log_path=self.layout.log("xpra"),
+            on_exit=on_exit,
+            user=self._owner,
+            niceness=self._niceness(),
+        )
+
+    def _new_viewer_port(self) -> int:
+        """The session's viewer port was taken by someone else: another one."""
+        if self.record.xpra_port is not None:
+            self._allocator.release_port(self.record.xpra_port)
+        self.record.xpra_port = self._allocator.port()
+        self._save_record()
+        return self.record.xpra_port
+
+    async def viewer_port(self, join: bool = False) -> int:
+        """The port of the session's xpra, started for a viewer if it is not running
+        (keepalive.engine.viewer_server.ViewerServerUnavailable if it cannot be); ``join``: see
+        ViewerServer.ensure."""
+        port = await self.viewer_server.ensure(join)
+        process = self.viewer_server.process
+        if process is not None and self.record.xpra_pid != process.pid:
+            self.record.xpra_pid, self.record.xpra_started_at = process.pid, process.started_at
+            self._save_record()
+        return port
 
     def _release_numbers(self) -> None:
         if self.record.display is not None:
@@ -623,7 +711,7 @@ class Session:
 
     # -- crashes and recovery -----------------------------------------------------------
 
-    def _child_exited(self, child: ChildProcess, code: int) -> None:
+    def _child_exited(self, child: ChildProcess, code: int | None) -> None:
         log.error("session %s: %s (pid %s) exited unexpectedly with code %s", self.id, child.name, child.pid, code)
         self._part_lost(f"{child.name} exited with code {code}")
 
@@ -680,7 +768,7 @@ class Session:
             self.endpoint = await self._start_jupyter(env)
         if (
             self.browser is not None and self.browser.connected
-            and self.xpra is not None and self.xpra.running
+            and self.display_running
             and await bridge_answers(self.layout.cdp_socket)
         ):
             # only the page (or Jupyter) died: a new CDP connection and a fresh load may do. The
@@ -803,6 +891,7 @@ class Session:
         if self.state is SessionState.stopped:
             return
         self._set_state(SessionState.stopping)
+        await self.viewer_server.stop(close=True)  # no viewer brings xpra back from here on
         await self._stop_watchdog()
         pids = self.pids()
         log.info("session %s (%s): stopping, pids %s", self.id, self.name, pids)
@@ -844,7 +933,8 @@ class Session:
         if self.browser is not None:
             await self.browser.close()
             self.browser = None
-        for child in (self.xpra, self.jupyter.process if self.jupyter else None):
+        self.viewer_server.detach()
+        for child in (self.xvfb, self.browser_process, self.jupyter.process if self.jupyter else None):
             if child is not None:
                 child.detach()
         log.info("session %s (%s): left running, pids %s", self.id, self.name, self.pids())
@@ -867,6 +957,10 @@ class Session:
         """
         session = cls(record, settings, allocator, playwright, gateway, None, persist=persist)
         allocator.reserve(record.display, record.xpra_port)
+        if record.xvfb_pid is None:
+            # a record from before the display was the service's own (xpra held Xvfb and the
+            # browser): the display is restarted below as a lost part; the kernels keep running
+            log.warning("session %s: started by an older keepalive; its display is restarted", record.id)
         session.xpra_password = session.layout.xpra_password_file.read_text().strip()
         if session.layout.webhook_url_file.is_file():
             session.webhook_url = session.layout.webhook_url_file.read_text().strip()
@@ -880,11 +974,18 @@ class Session:
                 record.jupyter_url, on_exit=session._child_exited,
             )
             session.endpoint = session.jupyter.endpoint
-        session.xpra = ChildProcess.adopt(
-            "xpra", record.xpra_pid, record.xpra_started_at,
-            log_path=session.layout.log("xpra"), on_exit=session._child_exited,
+        session.xvfb = ChildProcess.adopt(
+            "xvfb", record.xvfb_pid, record.xvfb_started_at,
+            log_path=session.layout.log("xvfb"), on_exit=session._child_exited,
         )
-        lost = [name for name, up in (("jupyter", session.health.jupyter), ("xpra", session.xpra.running)) if not up]
+        session.browser_process = ChildProcess.adopt(
+            "browser", record.browser_pid, record.browser_started_at,
+            log_path=session.layout.log("browser"), on_exit=session._child_exited,
+        )
+        session.viewer_server.adopt(record.xpra_pid, record.xpra_started_at, session.layout.log("xpra"))
+        parts = (("jupyter", session.health.jupyter), ("display", session.xvfb.running),
+                 ("browser", session.browser_process.running))
+        lost = [name for name, up in parts if not up]
         if not lost:
             try:
                 session.browser = KioskBrowser(playwright, on_lost=session._browser_lost)
@@ -905,14 +1006,19 @@ class Session:
         return session
 
     async def _stop_display(self, reap_leftovers: bool = True) -> None:
+        """xpra, the kiosk browser and Xvfb, in that order: each needs the next one."""
         if self.browser is not None:
             await self.browser.close()
             self.browser = None
-        if self.xpra is not None:
-            await self.xpra.terminate(timeout=8.0)
-            self.xpra = None
+        await self.viewer_server.stop()
+        if self.browser_process is not None:
+            await self.browser_process.terminate(timeout=8.0)
+            self.browser_process = None
+        if self.xvfb is not None:
+            await self.xvfb.terminate(timeout=8.0)
+            self.xvfb = None
         if reap_leftovers:
-            # Xvfb and Chromium's helpers can outlive xpra's process group; the display number
+            # Chromium's helpers can outlive the browser's process group; the display number
             # is not free again until they are gone. The Jupyter server and its kernels stay.
             # Only what positively belongs to the display: processes naming the session's folder
             # (Xvfb's -auth, Chromium's profile), never one a user started from a notebook.

@@ -15,7 +15,7 @@ import logging
 import shlex
 import sys
 
-from Xlib import X
+from Xlib import X, Xatom
 from Xlib import display as xdisplay
 from Xlib.error import DisplayError, XError
 
@@ -40,20 +40,22 @@ def xrandr_script(width: int, height: int, xrandr: str = "xrandr") -> str:
     )
 
 
-def xpra_start_option(width: int, height: int) -> str:
-    """``--start=...`` for xpra: size the screen as soon as the display exists."""
-    return "--start=sh -c " + shlex.quote(xrandr_script(width, height))
-
-
 def fit_windows(display: str, width: int, height: int) -> int:
     """Resize every mapped application window on ``display`` to the screen; returns how many.
 
-    xpra wraps each application window in one of its own, so the windows that carry a WM_CLASS
-    are looked for a few levels down. Runs in a child process (``python -m
-    keepalive.viewer.screen``): python-xlib takes the X cookie from ``$XAUTHORITY`` only.
+    xpra, while it runs, wraps each application window in one of its own, so the windows that
+    carry a WM_CLASS are looked for a few levels down. A window right on the root (no xpra) is
+    also marked full screen (``_NET_WM_STATE``): the kiosk asked for that when it started, but
+    with no window manager there was nobody to note it, and an xpra that takes the window over
+    later reads the mark from the window and shows it full screen, without a frame.
+
+    Runs in a child process (``python -m keepalive.viewer.screen``): python-xlib takes the X
+    cookie from ``$XAUTHORITY`` only.
     """
     conn = xdisplay.Display(display)
     resized = 0
+    wm_state = conn.intern_atom("_NET_WM_STATE")
+    fullscreen = conn.intern_atom("_NET_WM_STATE_FULLSCREEN")
     try:
 
         def visit(window, depth: int) -> None:
@@ -70,6 +72,8 @@ def fit_windows(display: str, width: int, height: int) -> int:
                     if mapped:
                         if depth > 0:  # xpra's frame around it: make room first
                             window.configure(width=width, height=height)
+                        else:  # no window manager: the state is the window's own to state
+                            child.change_property(wm_state, Xatom.ATOM, 32, [fullscreen])
                         child.configure(x=0, y=0, width=width, height=height)
                         resized += 1
                 elif depth < 3:

@@ -8,7 +8,6 @@ features that would then fail.
 from __future__ import annotations
 
 from keepalive.settings import Settings
-from keepalive.viewer.screen import xpra_start_option
 
 
 def _yes(flag: bool) -> str:
@@ -22,9 +21,9 @@ def viewer_screen(settings: Settings, width: int, height: int) -> tuple[int, int
     return max(width, settings.viewer_max_width), max(height, settings.viewer_max_height)
 
 
-def xpra_viewer_flags(settings: Settings, width: int, height: int) -> list[str]:
+def xpra_viewer_flags(settings: Settings) -> list[str]:
     """Flags appended to ``xpra start`` (later flags win over the engine's defaults)."""
-    flags = [
+    return [
         # takeover: a new viewer disconnects the old one; share: both stay connected
         f"--sharing={_yes(settings.viewer_sharing == 'share')}",
         # no viewer may lock others out: "takeover" must always be able to take over
@@ -37,10 +36,6 @@ def xpra_viewer_flags(settings: Settings, width: int, height: int) -> list[str]:
         f"--speaker={'on' if settings.viewer_sound else 'off'}",
         "--microphone=off",
     ]
-    if viewer_screen(settings, width, height) != (width, height):
-        # Xvfb starts at the viewer maximum; bring it down to the session's size at once
-        flags.append(xpra_start_option(width, height))
-    return flags
 
 
 def client_settings(settings: Settings, password: str) -> dict[str, str]:

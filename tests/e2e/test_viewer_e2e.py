@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from tests.conftest import session_processes
+from tests.e2e.kiosk import kiosk_page
 from tests.e2e.viewer_helpers import (
     canvas_pixels,
     looks_like_jupyterlab,
@@ -101,6 +104,69 @@ def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, bro
     context.close()
     assert keepalive_service.client.get(f"/sessions/{sid}").json()["state"] == "ready"
     keepalive_service.stop_session(sid)
+
+
+def viewer_xpra(session_id: str):
+    """The session's xpra server (``xpra start :N``), if one runs."""
+    for process in session_processes(session_id):
+        argv = process.cmdline()
+        if any(Path(arg).name == "xpra" for arg in argv[:2]) and "start" in argv[:3]:
+            return process
+    return None
+
+
+def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_service, browser, playwright):
+    """xpra starts for the first viewer; SIGKILLed while a viewer watches and a cell prints, it
+    takes nothing with it: no recovery, the same browser and page, the cell still printing, and
+    the next viewer gets a new xpra. With nobody watching, it goes after the linger."""
+    service = keepalive_service
+    session = service.start_session(name="viewer-server")
+    sid = session["id"]
+    assert viewer_xpra(sid) is None, "xpra runs before anyone asked to watch"
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    open_viewer(page, service, sid)
+    xpra = viewer_xpra(sid)
+    assert xpra is not None
+    new_notebook(page)
+    wait_for_new_notebook(service, sid)
+    run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
+
+    def ticks() -> list[int]:
+        return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(screenshot(service, sid)))]
+
+    before_kill = max(wait_for("the first ticks", ticks))
+    with kiosk_page(playwright, sid) as kiosk:
+        kiosk.evaluate("window.__keepaliveProbe = 'the page before xpra died'")
+    before = service.client.get(f"/sessions/{sid}").json()
+    chromium = {p.pid for p in session_processes(sid) if p.name().startswith("chrom")}
+
+    xpra.kill()
+    wait_for("the service to see xpra die",
+             lambda: service.client.get(f"/sessions/{sid}").json()["health"]["xpra"] is False)
+    current = service.client.get(f"/sessions/{sid}").json()
+    assert current["state"] == "ready" and current["restarts"] == before["restarts"] == 0
+    assert current["health"] == {"xpra": False, "browser": True, "page": True, "jupyter": True}
+    assert "xpra (pid %d) exited unexpectedly" % xpra.pid in service.log_text()
+    # the same browser, the same page, and the cell went on printing
+    assert chromium <= {p.pid for p in session_processes(sid)}
+    with kiosk_page(playwright, sid) as kiosk:
+        assert kiosk.evaluate("window.__keepaliveProbe") == "the page before xpra died"
+    wait_for("ticks printed after xpra died", lambda: max(ticks(), default=0) >= before_kill + 3)
+    context.close()
+
+    # the next viewer brings a new xpra, which shows the same JupyterLab
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    open_viewer(page, service, sid)
+    assert viewer_xpra(sid).pid != xpra.pid
+    assert service.client.get(f"/sessions/{sid}").json()["health"]["xpra"] is True
+    context.close()
+    # nobody watches any more: xpra goes after the linger (the test service's is short)
+    wait_for("xpra to go with nobody watching", lambda: viewer_xpra(sid) is None, timeout=60)
+    assert service.client.get(f"/sessions/{sid}").json()["health"]["xpra"] is True
+    service.stop_session(sid)
 
 
 # -- refusals ------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_a_session_that_cannot_start_is_503_with_the_reason_and_leaves_nothing(s
     response = service.client.post("/sessions", json={"name": "doomed"})
     assert response.status_code == 503, response.text
     detail = response.json()["detail"]
-    assert "xpra" in detail
+    assert "browser exited with code 3" in detail and "cannot open display (simulated)" in detail
     assert folders(service) == set()
     assert session_processes(state_dir=service.state_dir) == []
     assert service.client.get("/sessions").json() == {"sessions": []}
@@ -138,8 +138,8 @@ def test_a_display_taken_by_someone_else_is_skipped(service_factory, tmp_path):
     """Another X server grabbing our display between allocation and start: try the next one."""
     marker = tmp_path / "markers" / "first-launch-done"
     marker.parent.mkdir()
-    marker.parent.chmod(0o777)  # xpra runs as the session's own user when the tests run as root
-    wrapper = tmp_path / "xpra-racing"
+    marker.parent.chmod(0o777)  # Xvfb runs as the session's own user when the tests run as root
+    wrapper = tmp_path / "xvfb-racing"
     wrapper.write_text(
         "#!/bin/sh\n"
         f"if [ ! -e {marker} ]; then\n"
@@ -147,19 +147,19 @@ def test_a_display_taken_by_someone_else_is_skipped(service_factory, tmp_path):
         "  echo '(EE) Server is already active for display 100' >&2\n"
         "  exit 1\n"
         "fi\n"
-        'exec xpra "$@"\n'
+        'exec Xvfb "$@"\n'
     )
     wrapper.chmod(0o755)
-    service = service_factory("racing", xpra=str(wrapper))
+    service = service_factory("racing", xvfb=str(wrapper))
     session = service.start_session(name="second-try")
     assert session["state"] == "ready"
     assert "was taken by someone else" in service.log_text()
     logs = service.state_dir / "sessions" / session["id"] / "logs"
-    assert (logs / "xpra-attempt-1.log").is_file()
+    assert (logs / "xvfb-attempt-1.log").is_file()
 
 
 def test_a_browser_that_cannot_be_driven_is_503_and_leaves_nothing(service_factory, tmp_path):
-    """xpra and the 'browser' come up, but CDP leads nowhere: a Playwright error, cleaned up."""
+    """The display and the 'browser' come up, but CDP leads nowhere: a Playwright error, cleaned up."""
     fake = tmp_path / "chromium-without-cdp"
     fake.write_text(
         "#!/bin/sh\n"

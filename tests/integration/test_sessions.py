@@ -65,16 +65,23 @@ def test_start_screenshot_list_delete(keepalive_service):
 
     folder = service.state_dir / "sessions" / session_id
     record = json.loads((folder / "session.json").read_text())
-    pids = [p.pid for p in session_processes(session_id)]
-    assert len(pids) >= 4, "expected xpra, Xvfb, Chromium and Jupyter at least"
     xpra_port = record["xpra_port"]
-    assert any(c.laddr.port == xpra_port for c in psutil.net_connections("tcp") if c.status == "LISTEN")
+
+    def listening() -> bool:
+        return any(c.laddr.port == xpra_port for c in psutil.net_connections("tcp") if c.status == "LISTEN")
+
+    # xpra runs only for viewers: nobody has asked for the viewer yet
+    assert not listening() and record["xpra_pid"] is None
+    assert service.client.get(f"/sessions/{session_id}/viewer/").status_code == 200
+    assert listening()
+    pids = [p.pid for p in session_processes(session_id)]
+    assert len(pids) >= 5, "expected Xvfb, the bridge, Chromium, Jupyter and xpra at least"
 
     assert service.client.delete(f"/sessions/{session_id}").status_code == 204
     assert session_processes(session_id) == [], "a process of the session survived DELETE"
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
     assert not folder.exists()
-    assert not any(c.laddr.port == xpra_port for c in psutil.net_connections("tcp") if c.status == "LISTEN")
+    assert not listening()
     assert not Path(f"/tmp/.X11-unix/X{record['display']}").exists()
     assert service.client.get(f"/sessions/{session_id}").status_code == 404
 
@@ -86,6 +93,8 @@ def test_session_is_isolated_and_keeps_no_secret_in_view(keepalive_service):
     folder = service.state_dir / "sessions" / session_id
     assert oct(stat.S_IMODE((folder / "run").stat().st_mode)) == "0o700"
 
+    # xpra, which runs while someone watches, is checked with the rest
+    assert service.client.get(f"/sessions/{session_id}/viewer/").status_code == 200
     for process in session_processes(session_id):
         try:
             env = process.environ()
@@ -120,7 +129,7 @@ def test_session_is_isolated_and_keeps_no_secret_in_view(keepalive_service):
     assert token not in text
     assert service.token not in text
     child_logs = list((folder / "logs").glob("*.log"))
-    assert {p.name for p in child_logs} >= {"jupyter.log", "xpra.log"}
+    assert {p.name for p in child_logs} >= {"jupyter.log", "xvfb.log", "browser.log", "xpra.log"}
     for path in child_logs:
         assert token not in path.read_text(errors="replace"), f"the Jupyter token is in {path.name}"
     service.stop_session(session_id)
@@ -203,10 +212,12 @@ def crash_victims(session_id: str, part: str) -> list[psutil.Process]:
     if part == "xpra":  # the xpra server (xpra start :N ...), not its helpers
         return [p for p in processes
                 if "start" in p.cmdline()[:3] and any(arg.rsplit("/", 1)[-1] == "xpra" for arg in p.cmdline()[:2])]
+    if part == "xvfb":  # the display: the browser on it goes down with it
+        return [p for p in processes if p.name() == "Xvfb"]
     return [p for p in processes if "jupyterlab" in " ".join(p.cmdline())]
 
 
-@pytest.mark.parametrize("part", ["browser", "renderer", "xpra", "jupyter"])
+@pytest.mark.parametrize("part", ["browser", "renderer", "xvfb", "jupyter"])
 def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
     """SIGKILL of a part while a cell prints: recovered, counted, and the computation goes on,
     in the very same kernel process unless the Jupyter server itself was killed."""
@@ -291,7 +302,7 @@ def test_metrics_show_a_real_session_and_its_cost(keepalive_service):
     }
     sid = session["id"]
     assert found[("keepalive_session_memory_uss_bytes", sid, None)] > 100 * 1024 * 1024  # Chromium alone is more
-    assert found[("keepalive_session_processes", sid, None)] >= 5  # xpra, Xvfb, bridge, Chromium, Jupyter
+    assert found[("keepalive_session_processes", sid, None)] >= 5  # Xvfb, bridge, Chromium (2+), Jupyter
     assert found[("keepalive_session_cpu_seconds_total", sid, None)] > 0
     assert found[("keepalive_session_start_seconds_count", None, "cold")] >= 1
     service.stop_session(sid)

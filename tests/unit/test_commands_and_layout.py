@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import shlex
 import stat
 
-from keepalive.engine.commands import ScreenSize, chromium_command, jupyter_command, xpra_command, write_xpra_config
+from keepalive.engine.commands import (
+    ScreenSize,
+    chromium_command,
+    jupyter_command,
+    write_xpra_config,
+    xpra_command,
+    xvfb_command,
+)
 from keepalive.engine.layout import SESSION_MARKER, SessionLayout
 
 
@@ -15,18 +21,30 @@ def option(argv: list[str], name: str) -> str:
     return values[0]
 
 
-def test_xpra_listens_on_loopback_behind_a_password(tmp_path):
+def test_xpra_joins_the_running_display_on_loopback_behind_a_password(tmp_path):
     layout = SessionLayout(tmp_path / "s")
-    chromium = chromium_command("chromium", layout, ScreenSize(1280, 800))
-    argv = xpra_command("xpra", 123, 40000, layout, ScreenSize(1280, 800), chromium)
+    argv = xpra_command("xpra", 123, 40000, layout, ["--sharing=yes"])
     assert argv[:3] == ["xpra", "start", ":123"]
     assert option(argv, "--bind-tcp") == "127.0.0.1:40000"
     assert option(argv, "--tcp-auth") == f"file:filename={layout.xpra_password_file}"
     assert option(argv, "--daemon") == "no"
     assert option(argv, "--bind") == "none"  # no unix socket: deep state dirs pass AF_UNIX's limit
-    assert "-screen 0 1280x800x24" in option(argv, "--xvfb")
-    # the child command survives xpra's shell parsing intact
-    assert shlex.split(option(argv, "--start-child")) == chromium
+    # a viewers' server only: the display and the browser are the session's, and outlive it
+    assert option(argv, "--use-display") == "yes"
+    assert option(argv, "--exit-with-children") == "no"
+    assert not [arg for arg in argv if arg.startswith(("--xvfb", "--start-child"))]
+    assert argv[-1] == "--sharing=yes"  # the viewer flags come last: they win
+
+
+def test_xvfb_has_the_session_cookie_no_tcp_and_the_viewers_framebuffer(tmp_path):
+    layout = SessionLayout(tmp_path / "with space")
+    argv = xvfb_command("Xvfb", 7, layout, ScreenSize(1280, 800), ScreenSize(2560, 1600))
+    assert argv[:2] == ["Xvfb", ":7"]
+    assert argv[argv.index("-auth") + 1] == str(layout.xauthority)  # one argument, spaces and all
+    assert argv[argv.index("-nolisten") + 1] == "tcp"
+    assert argv[argv.index("-screen") + 2] == "2560x1600x24+32"
+    assert xvfb_command("Xvfb", 7, layout, ScreenSize(1280, 800))[argv.index("-screen") + 2] == "1280x800x24+32"
+    assert argv[argv.index("+extension") + 1] == "Composite"  # xpra needs it when a viewer comes
 
 
 def test_kiosk_chromium_has_no_cdp_port_only_a_pipe_and_its_own_profile(tmp_path):

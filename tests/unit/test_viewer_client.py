@@ -46,12 +46,13 @@ def test_settings_off_by_default_and_password_forced(tmp_path):
 
 def test_xpra_flags_follow_the_settings(tmp_path):
     on = Settings(state_dir=tmp_path, viewer_sharing="share", viewer_clipboard=True, viewer_sound=True)
-    flags = xpra_viewer_flags(on, 1280, 800)
+    flags = xpra_viewer_flags(on)
     assert "--sharing=yes" in flags and "--clipboard=yes" in flags and "--speaker=on" in flags
     assert "--microphone=off" in flags
-    off = xpra_viewer_flags(Settings(state_dir=tmp_path), 1280, 800)
+    off = xpra_viewer_flags(Settings(state_dir=tmp_path))
     assert "--sharing=no" in off and "--clipboard=no" in off and "--printing=no" in off
-    assert any(flag.startswith("--start=sh -c") and "1280" in flag for flag in off)
+    assert "--resize-display=yes" in off
+    assert "--resize-display=no" in xpra_viewer_flags(Settings(state_dir=tmp_path, viewer_resize=False))
 
 
 def test_xvfb_screen_is_large_enough_for_viewers(tmp_path):
@@ -60,7 +61,6 @@ def test_xvfb_screen_is_large_enough_for_viewers(tmp_path):
     assert viewer_screen(settings, 2560, 800) == (2560, 1080)
     no_resize = Settings(state_dir=tmp_path, viewer_resize=False)
     assert viewer_screen(no_resize, 1280, 800) == (1280, 800)
-    assert not any(flag.startswith("--start=") for flag in xpra_viewer_flags(no_resize, 1280, 800))
 
 
 def test_xrandr_script_sets_exactly_the_size():
