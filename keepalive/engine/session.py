@@ -583,19 +583,10 @@ class Session:
         write_authority(self.layout.xauthority, display, owner=self._owner)
         # xpra's, for when a viewer comes; written now, as a later service adopting the session reads it
         write_private(self.layout.xpra_password_file, self.xpra_password, owner=self._owner)
-        screen = ScreenSize(self.width, self.height)
-        self.xvfb = ChildProcess(
-            "xvfb",
-            xvfb_command(
-                self.settings.xvfb, display, self.layout, screen,
-                ScreenSize(*viewer_screen(self.settings, self.width, self.height)),
-            ),
-            env=env,
-            cwd=self.layout.home,
-            log_path=self.layout.log("xvfb"),
-            on_exit=self._child_exited,
-            user=self._owner,
-            niceness=self._niceness(),
+        framebuffer = ScreenSize(*viewer_screen(self.settings, self.width, self.height))
+        self.xvfb = self._child(
+            "xvfb", xvfb_command(self.settings.xvfb, display, self.layout, ScreenSize(self.width, self.height), framebuffer),
+            env,
         )
         await self.xvfb.start()
         self.record.xvfb_pid, self.record.xvfb_started_at = self.xvfb.pid, self.xvfb.started_at
@@ -617,23 +608,27 @@ class Session:
         await self.fit_screen()
         log.info("session %s: Xvfb pid %s on display :%s", self.id, xvfb_pid, display)
 
+    def _child(
+        self, name: str, argv: list[str], env: dict[str, str],
+        on_exit: Callable[[ChildProcess, int | None], None] | None = None,
+    ) -> ChildProcess:
+        """One of the session's processes, not started yet: as its user, at its priority, in its
+        home, logging to ``logs/NAME.log``; an exit nobody asked for is a lost part, unless
+        ``on_exit`` says otherwise."""
+        return ChildProcess(
+            name, argv, env=env, cwd=self.layout.home, log_path=self.layout.log(name),
+            on_exit=on_exit or self._child_exited, user=self._owner, niceness=self._niceness(),
+        )
+
     async def _launch_browser(self, env: dict[str, str]) -> None:
         assert self.record.display is not None
         # a bridge that was killed leaves its socket file behind: it must not pass for the new one
         self.layout.cdp_socket.unlink(missing_ok=True)
         screen = ScreenSize(self.width, self.height)
-        self.browser_process = ChildProcess(
-            "browser",
-            bridge_command(
-                sys.executable, self.layout,
-                chromium_command(self.settings.chromium, self.layout, screen, as_other_user=self.user is not None),
-            ),
-            env={**env, "DISPLAY": f":{self.record.display}"},
-            cwd=self.layout.home,
-            log_path=self.layout.log("browser"),
-            on_exit=self._child_exited,
-            user=self._owner,
-            niceness=self._niceness(),
+        chromium = chromium_command(self.settings.chromium, self.layout, screen, as_other_user=self.user is not None)
+        self.browser_process = self._child(
+            "browser", bridge_command(sys.executable, self.layout, chromium),
+            {**env, "DISPLAY": f":{self.record.display}"},
         )
         await self.browser_process.start()
         self.record.browser_pid = self.browser_process.pid
@@ -649,15 +644,9 @@ class Session:
 
     def _spawn_xpra(self, port: int, on_exit: Callable[[ChildProcess, int | None], None]) -> ChildProcess:
         assert self.record.display is not None
-        return ChildProcess(
-            "xpra",
-            xpra_command(self.settings.xpra, self.record.display, port, self.layout, xpra_viewer_flags(self.settings)),
-            env={**self.environment(), **write_xpra_config(self.layout)},
-            cwd=self.layout.home,
-            log_path=self.layout.log("xpra"),
-            on_exit=on_exit,
-            user=self._owner,
-            niceness=self._niceness(),
+        return self._child(
+            "xpra", xpra_command(self.settings.xpra, self.record.display, port, self.layout, xpra_viewer_flags(self.settings)),
+            {**self.environment(), **write_xpra_config(self.layout)}, on_exit=on_exit,
         )
 
     def _new_viewer_port(self) -> int:

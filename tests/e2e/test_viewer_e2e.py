@@ -68,6 +68,18 @@ def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service,
     assert "print" in text
 
 
+def start_ticker(page, service, session_id: str) -> None:
+    """Through the viewer: a new notebook whose first cell prints ``tick-NNN`` every second."""
+    new_notebook(page)
+    wait_for_new_notebook(service, session_id)
+    run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
+
+
+def ticks_on_screen(service, session_id: str) -> list[int]:
+    """The tick numbers the session's screenshot shows."""
+    return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(screenshot(service, session_id)))]
+
+
 def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, browser):
     session = keepalive_service.start_session(name="viewer-detach")
     sid = session["id"]
@@ -77,12 +89,10 @@ def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, bro
     # the kiosk browser follows the viewer's window
     wait_for("the kiosk to take the viewer's size", lambda: png_size(screenshot(keepalive_service, sid))[0] == 1100)
 
-    new_notebook(page)
-    wait_for_new_notebook(keepalive_service, sid)
-    run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
+    start_ticker(page, keepalive_service, sid)
 
     def ticks() -> list[int]:
-        return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(screenshot(keepalive_service, sid)))]
+        return ticks_on_screen(keepalive_service, sid)
 
     seen_while_watching = max(wait_for("the first ticks", ticks))
     context.close()  # nobody watches any more
@@ -129,12 +139,10 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     open_viewer(page, service, sid)
     xpra = viewer_xpra(sid)
     assert xpra is not None
-    new_notebook(page)
-    wait_for_new_notebook(service, sid)
-    run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
+    start_ticker(page, service, sid)
 
     def ticks() -> list[int]:
-        return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(screenshot(service, sid)))]
+        return ticks_on_screen(service, sid)
 
     before_kill = max(wait_for("the first ticks", ticks))
     with kiosk_page(playwright, sid) as kiosk:
