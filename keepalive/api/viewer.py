@@ -233,13 +233,8 @@ async def viewer_http(
     session, error = _viewable(manager, session_id)
     if error is not None:
         return error
-    try:
-        port = await session.viewer_port()
-    except ViewerServerUnavailable as exc:
-        return _unavailable(f"The viewer could not be started: {exc}.", 503)
 
-    if path in ("", "index.html"):
-        return await _index(port)
+    # keepalive's own files first: none of them needs xpra running
     if path == html5.CONNECT_SCRIPT:
         script = html5.connect_script(
             client_settings(settings, session.xpra_password), client_defaults(settings), _viewer_path(request, session_id)
@@ -247,8 +242,14 @@ async def viewer_http(
         return Response(script, media_type="text/javascript", headers=_NO_STORE)
     if path == html5.DISCONNECTED_PAGE:
         return HTMLResponse(html5.disconnected_page(), headers=_NO_STORE)
-    if ".." in path or not _STATIC.match(path):
+    if path and (".." in path or not _STATIC.match(path)):  # "" is the index
         return _unavailable(f"There is no viewer file {path!r}.", 404)
+    try:  # xpra's: started for the viewer if it is not running
+        port = await session.viewer_port()
+    except ViewerServerUnavailable as exc:
+        return _unavailable(f"The viewer could not be started: {exc}.", 503)
+    if path in ("", "index.html"):
+        return await _index(port)
     try:
         upstream = await fetch(port, path, dict(request.headers))
     except XpraUnavailable as exc:

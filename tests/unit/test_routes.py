@@ -141,3 +141,56 @@ def test_a_stopped_sessions_stream_says_so_and_ends(events_client):
         assert response.headers["content-type"].startswith("text/event-stream")
         body = response.read().decode()
     assert body == 'event: state\ndata: {"state":"stopped","error":null,"restarts":2}\n\n'
+
+
+# --- the viewer and its on-demand xpra, in process ---------------------------------------------
+
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
+
+from keepalive.engine.viewer_server import ViewerServerUnavailable  # noqa: E402
+from keepalive.viewer import client as html5  # noqa: E402
+
+
+class ViewerlessSession:
+    """A ready session whose xpra cannot be started (its display is being restarted)."""
+
+    id = "abc123abc123"
+    state = SessionState.ready
+    display = 100
+    xpra_password = "pw"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def viewer_port(self, join: bool = False) -> int:
+        self.asked += 1
+        raise ViewerServerUnavailable("the session's display is not running (it is being restarted)")
+
+
+@pytest.fixture
+def viewer_client(tmp_path):
+    app = create_app(Settings(state_dir=tmp_path, api_token="t"))
+    session = ViewerlessSession()
+    app.state.manager = StandInManager(session)
+    with TestClient(app, headers={"Authorization": "Bearer t"}) as client:
+        yield client, session
+
+
+def test_keepalives_own_viewer_files_and_bad_paths_never_start_xpra(viewer_client):
+    client, session = viewer_client
+    assert client.get(f"/sessions/abc123abc123/viewer/{html5.CONNECT_SCRIPT}").status_code == 200
+    assert client.get(f"/sessions/abc123abc123/viewer/{html5.DISCONNECTED_PAGE}").status_code == 200
+    assert client.get("/sessions/abc123abc123/viewer/server-info.json").status_code == 404
+    assert session.asked == 0
+
+
+def test_a_viewer_that_cannot_get_xpra_is_told_why(viewer_client):
+    client, session = viewer_client
+    response = client.get("/sessions/abc123abc123/viewer/")
+    assert response.status_code == 503
+    assert "being restarted" in response.text and session.asked == 1
+    with pytest.raises(WebSocketDisconnect) as closed:
+        with client.websocket_connect("/sessions/abc123abc123/viewer/") as websocket:
+            websocket.receive_bytes()
+    assert closed.value.code == 1013  # try again later
+    assert session.asked == 2
