@@ -232,10 +232,6 @@ class Session:
         return self.record.display
 
     @property
-    def xpra_port(self) -> int | None:
-        return self.record.xpra_port
-
-    @property
     def state(self) -> SessionState:
         return SessionState(self.record.state)
 
