@@ -103,15 +103,17 @@ def bridge_command(python: str, layout: SessionLayout, browser: list[str]) -> li
 
 
 def xvfb_command(
-    xvfb: str, display: int, layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenSize | None = None
+    xvfb: str, display: int, layout: SessionLayout, screen: ScreenSize, framebuffer: ScreenSize | None = None,
+    fbdir: Path | None = None,
 ) -> list[str]:
     """The session's virtual X server, exactly the session's size unless ``framebuffer`` says more.
 
     ``framebuffer``: start larger (RandR can shrink Xvfb's screen but never grow it), so that a
     viewer's window bigger than the session still fits; the service sizes it down at once.
+    ``fbdir``: map the framebuffer from a file there (keepalive.engine.framebuffer).
     """
     fb = framebuffer or screen
-    return [
+    argv = [
         xvfb,
         f":{display}",
         # No GLX: Chromium draws in software here with or without it (there is no GPU), and the
@@ -125,6 +127,9 @@ def xvfb_command(
         "-noreset",
         "-auth", str(layout.xauthority),
     ]
+    if fbdir is not None:
+        argv += ["-fbdir", str(fbdir)]
+    return argv
 
 
 #: Read by xpra as the user's config, after the system's: Debian's config starts

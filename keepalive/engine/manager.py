@@ -22,6 +22,7 @@ from pathlib import Path
 
 from playwright.async_api import Playwright, async_playwright
 
+from keepalive.engine import framebuffer
 from keepalive.engine.activity import ActivityWatcher
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
@@ -186,6 +187,7 @@ class SessionManager:
         log.warning("session %s (%s): finishing a stop an earlier service began", record.id, record.name)
         await asyncio.to_thread(reap, record.id, folder)
         shutil.rmtree(folder, ignore_errors=True)
+        framebuffer.remove(record.id)
         assert self._store is not None
         self._store.delete(record.id)
 

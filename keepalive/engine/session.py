@@ -50,7 +50,7 @@ from keepalive.engine.priority import POOL_NICENESS, can_restore_priority, set_n
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
 from keepalive.engine.reaper import reap, session_processes, with_descendants
-from keepalive.engine import user_python
+from keepalive.engine import framebuffer, user_python
 from keepalive.engine.users import SessionUser, give
 from keepalive.engine.viewer_server import ViewerServer
 from keepalive.engine.xauth import write_authority
@@ -579,9 +579,14 @@ class Session:
         write_authority(self.layout.xauthority, display, owner=self._owner)
         # xpra's, for when a viewer comes; written now, as a later service adopting the session reads it
         write_private(self.layout.xpra_password_file, self.xpra_password, owner=self._owner)
-        framebuffer = ScreenSize(*viewer_screen(self.settings, self.width, self.height))
+        largest = ScreenSize(*viewer_screen(self.settings, self.width, self.height))
+        # a framebuffer file of a display that is gone (or of one that failed to start): none
+        # of it may stay, nor pass for the new one's
+        framebuffer.remove(self.id)
+        fbdir = framebuffer.prepare(self.id, largest.width * largest.height * 4, self._owner)
         self.xvfb = self._child(
-            "xvfb", xvfb_command(self.settings.xvfb, display, self.layout, ScreenSize(self.width, self.height), framebuffer),
+            "xvfb",
+            xvfb_command(self.settings.xvfb, display, self.layout, ScreenSize(self.width, self.height), largest, fbdir),
             env,
         )
         await self.xvfb.start()
@@ -858,9 +863,23 @@ class Session:
         is exactly screen-sized until someone resizes it; with no viewer, nobody else will.
         """
         assert self.record.display is not None
-        return await set_screen_size(
-            f":{self.record.display}", self.width, self.height, self.environment()
-        )
+        if not await set_screen_size(f":{self.record.display}", self.width, self.height, self.environment()):
+            return False
+        self._release_offscreen()
+        return True
+
+    def _release_offscreen(self) -> None:
+        """Give back the part of Xvfb's framebuffer the screen, now the session's size, leaves
+        out (keepalive.engine.framebuffer): 12 of 16 MiB at 1280x800 with the default maximum."""
+        folder = framebuffer.folder_for(self.id)
+        if not (folder / framebuffer.FILE_NAME).exists():
+            return  # Xvfb keeps its framebuffer in its own memory (no room in /dev/shm)
+        try:
+            released = framebuffer.release_offscreen(folder, self.width, self.height, self._owner[0] if self._owner else None)
+        except (OSError, ValueError) as error:
+            log.warning("session %s: cannot give back the framebuffer's unseen part: %s", self.id, error)
+            return
+        log.debug("session %s: gave back %.1f MiB of the framebuffer", self.id, released / 2**20)
 
     # -- use ------------------------------------------------------------------------------
 
@@ -1022,3 +1041,4 @@ class Session:
 
     def _remove_folder(self) -> None:
         shutil.rmtree(self.layout.folder, ignore_errors=True)
+        framebuffer.remove(self.id)

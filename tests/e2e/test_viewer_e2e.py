@@ -3,6 +3,7 @@ mouse through xpra, and the checks that keep strangers out (page and websocket).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -11,7 +12,10 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
+from Xlib import X
+from Xlib import display as xdisplay
 
+from keepalive.engine import framebuffer
 from tests.conftest import session_processes
 from tests.e2e.kiosk import kiosk_page
 from tests.e2e.viewer_helpers import (
@@ -175,6 +179,73 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     wait_for("xpra to go with nobody watching", lambda: viewer_xpra(sid) is None, timeout=60)
     assert service.client.get(f"/sessions/{sid}").json()["health"]["xpra"] is True
     service.stop_session(sid)
+
+
+def framebuffer_held(session_id: str) -> int:
+    """Bytes of the session's Xvfb framebuffer file that hold pages (a hole holds none)."""
+    return (framebuffer.folder_for(session_id) / framebuffer.FILE_NAME).stat().st_blocks * 512
+
+
+def framebuffer_layout(session_id: str) -> framebuffer.XwdLayout:
+    path = framebuffer.folder_for(session_id) / framebuffer.FILE_NAME
+    with path.open("rb") as file:
+        return framebuffer.XwdLayout.parse(file.read(framebuffer.XWD_HEADER.size))
+
+
+def screen_share_lit(service, session_id: str, width: int, height: int) -> float:
+    """Share of the X screen's pixels that are not black: what Xvfb's framebuffer itself holds."""
+    record = json.loads((service.state_dir / "sessions" / session_id / "session.json").read_text())
+    xauthority = service.state_dir / "sessions" / session_id / "run" / "Xauthority"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XAUTHORITY", str(xauthority))
+        conn = xdisplay.Display(f":{record['display']}")
+    try:
+        image = conn.screen().root.get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
+    finally:
+        conn.close()
+    pixels = memoryview(image.data).cast("I")
+    sample = pixels[::97]
+    return sum(1 for p in sample if p & 0xFFFFFF) / len(sample)
+
+
+def test_an_unwatched_session_holds_only_its_own_screen_of_the_framebuffer(keepalive_service, browser):
+    """Xvfb's framebuffer is the viewers' largest size; whenever the screen is the session's own
+    size, the service gives the rest back (keepalive.engine.framebuffer), and what the screen
+    shows stays whole: at start, and again after a viewer larger than the session has left."""
+    service = keepalive_service
+    session = service.start_session(name="framebuffer")
+    sid, width, height = session["id"], session["width"], session["height"]
+    layout = framebuffer_layout(sid)
+    assert layout.height > height  # the viewers' largest size: 2560x1600 by default
+    row, most = layout.bytes_per_line, layout.pixels_at + (height + 1) * layout.bytes_per_line
+    # the rows below the screen hold nothing; the screen's own rows (whole pages) stay
+    assert most < 0.6 * layout.file_size and framebuffer_held(sid) <= most, (framebuffer_held(sid), layout)
+    assert screen_share_lit(service, sid, width, height) > 0.5  # JupyterLab: mostly white
+
+    # a viewer larger than the session: the screen grows to its window, and Xvfb paints there
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = context.new_page()
+    open_viewer(page, service, sid)
+    wait_for("the kiosk to take the viewer's size", lambda: png_size(screenshot(service, sid))[0] == 1600,
+             describe=lambda: png_size(screenshot(service, sid)))
+    wait_for("Xvfb to use the rows below the session's screen", lambda: framebuffer_held(sid) > most + 50 * row)
+    context.close()
+
+    # nobody watches: the session's own size again, and the rest given back again
+    wait_for("the session's own size back", lambda: png_size(screenshot(service, sid)) == (width, height))
+    wait_for("the framebuffer's unseen part given back",
+             lambda: framebuffer_held(sid) <= most, describe=lambda: framebuffer_held(sid))
+    # once xpra has gone too, the kiosk window draws on the screen itself again, whole
+    wait_for("xpra to go with nobody watching", lambda: viewer_xpra(sid) is None, timeout=60)
+    wait_for("JupyterLab on the X screen", lambda: screen_share_lit(service, sid, width, height) > 0.5,
+             describe=lambda: screen_share_lit(service, sid, width, height))
+    # and the next viewer sees it at once (open_viewer waits for JupyterLab's colours)
+    context = browser.new_context(viewport={"width": width, "height": height})
+    open_viewer(context.new_page(), service, sid)
+    context.close()
+    folder = framebuffer.folder_for(sid)
+    service.stop_session(sid)
+    assert not folder.exists(), "the framebuffer's folder outlived its session"
 
 
 # -- refusals ------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ def test_xvfb_has_the_session_cookie_no_tcp_and_the_viewers_framebuffer(tmp_path
     assert argv[argv.index("-screen") + 2] == "2560x1600x24+32"
     assert xvfb_command("Xvfb", 7, layout, ScreenSize(1280, 800))[argv.index("-screen") + 2] == "1280x800x24+32"
     assert argv[argv.index("+extension") + 1] == "Composite"  # xpra needs it when a viewer comes
+    assert "-fbdir" not in argv  # the framebuffer in Xvfb's own memory, unless a folder is given
+    in_file = xvfb_command("Xvfb", 7, layout, ScreenSize(1280, 800), ScreenSize(2560, 1600), tmp_path / "fb dir")
+    assert in_file[in_file.index("-fbdir") + 1] == str(tmp_path / "fb dir")
 
 
 def test_kiosk_chromium_has_no_cdp_port_only_a_pipe_and_its_own_profile(tmp_path):
