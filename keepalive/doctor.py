@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keepalive.client import Client, ClientError, find_token
+from keepalive.engine import framebuffer
 from keepalive.health import DEBIAN_PACKAGES, MIN_FREE_DISK_BYTES, service_checks
 from keepalive.settings import Settings
 
@@ -54,6 +55,13 @@ def machine_findings(settings: Settings) -> list[Finding]:
     for command, package in HELPERS.items():
         found = shutil.which(command)
         findings.append(Finding(command, OK if found else FAIL, found or "not found on PATH", f"apt-get install {package}"))
+    problem = framebuffer.shm_problem()
+    findings.append(Finding(
+        "shm", WARN if problem else OK,
+        problem or f"{framebuffer.SHM_ROOT} is a tmpfs: sessions nobody watches keep only their own screen of Xvfb's framebuffer",
+        "give /dev/shm 1 GiB or more (docker run --shm-size=1g); meanwhile each session's Xvfb keeps its whole "
+        "framebuffer (16 MiB at the default VIEWER_MAX_WIDTH x VIEWER_MAX_HEIGHT)",
+    ))
     version = ".".join(map(str, sys.version_info[:3]))
     findings.append(
         Finding("python", OK if sys.version_info >= (3, 11) else FAIL, f"{version} at {sys.executable}",

@@ -113,14 +113,25 @@ def _is_tmpfs(path: Path) -> bool:
     return any(len(f := line.split()) > 2 and f[1] == str(path) and f[2] == "tmpfs" for line in mounts)
 
 
+def shm_problem(size: int = 0) -> str | None:
+    """Why a framebuffer of ``size`` bytes cannot go to /dev/shm; None when it can."""
+    if not _is_tmpfs(SHM_ROOT):
+        return f"{SHM_ROOT} is not a tmpfs"
+    shm = os.statvfs(SHM_ROOT)
+    total, free = shm.f_blocks * shm.f_frsize, shm.f_bavail * shm.f_frsize
+    if total < MIN_SHM_TOTAL:
+        return f"{SHM_ROOT} holds {total / 2**20:.0f} MiB, less than {MIN_SHM_TOTAL / 2**30:.0f} GiB"
+    if free < size + MIN_SHM_FREE:
+        return f"{SHM_ROOT} has {free / 2**20:.0f} MiB free"
+    return None
+
+
 def prepare(session_id: str, size: int, owner: tuple[int, int] | None) -> Path | None:
     """The folder for ``Xvfb -fbdir``, with the file Xvfb will map in it; None when /dev/shm is
     not a tmpfs with room to spare (Xvfb then keeps its framebuffer in its own memory)."""
-    if not _is_tmpfs(SHM_ROOT):
-        return None
-    shm = os.statvfs(SHM_ROOT)
-    if shm.f_blocks * shm.f_frsize < MIN_SHM_TOTAL or shm.f_bavail * shm.f_frsize < size + MIN_SHM_FREE:
-        log.info("%s is small or full: the framebuffer stays in Xvfb's memory", SHM_ROOT)
+    problem = shm_problem(size)
+    if problem:
+        log.info("session %s: %s: its framebuffer stays whole in Xvfb's memory", session_id, problem)
         return None
     folder = folder_for(session_id)
     try:

@@ -870,7 +870,8 @@ class Session:
 
     def _release_offscreen(self) -> None:
         """Give back the part of Xvfb's framebuffer the screen, now the session's size, leaves
-        out (keepalive.engine.framebuffer): 12 of 16 MiB at 1280x800 with the default maximum."""
+        out (keepalive.engine.framebuffer): at 1280x800 with the default maximum, the 7.8 MiB of
+        rows below the screen (the right half of the screen's own rows shares its pages)."""
         folder = framebuffer.folder_for(self.id)
         if not (folder / framebuffer.FILE_NAME).exists():
             return  # Xvfb keeps its framebuffer in its own memory (no room in /dev/shm)

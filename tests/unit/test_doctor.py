@@ -54,3 +54,13 @@ def test_no_service_is_a_warning_unless_its_url_was_named(tmp_path):
     assert doctor.service_finding(url, None, settings, explicit=False).status == doctor.WARN
     named = doctor.service_finding(url, None, settings, explicit=True)
     assert named.status == doctor.FAIL and f"no keepalive answers at {url}" in named.detail
+
+
+def test_a_small_or_missing_shm_is_a_warning_that_says_what_it_costs(tmp_path, monkeypatch):
+    from keepalive.engine import framebuffer
+
+    assert by_name(doctor.machine_findings(Settings(state_dir=tmp_path)))["shm"].status == doctor.OK  # Debian's
+    monkeypatch.setattr(framebuffer, "SHM_ROOT", tmp_path)  # a plain folder, as in a container without one
+    shm = by_name(doctor.machine_findings(Settings(state_dir=tmp_path)))["shm"]
+    assert shm.status == doctor.WARN and shm.detail == f"{tmp_path} is not a tmpfs"
+    assert "--shm-size" in shm.fix and "whole framebuffer" in shm.fix
