@@ -367,7 +367,7 @@ class SessionManager:
             self._starts.pop(session.id, None)
             if session.took_over_failed:  # counted as a hit when taken; it was served cold
                 self.pool.miss("take-over failed")
-            self.pool.wake()  # the pool fills only while no start is under way
+            self.pool.wake(start_ended=True)  # the pool fills only while no start is under way
 
         task.add_done_callback(ended)
         return task

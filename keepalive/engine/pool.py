@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +42,9 @@ SESSION_MEMORY = 600 * 1024**2
 LOOK_INTERVAL = 5.0
 #: Seconds to wait after a pool session failed to start before the next try.
 FAILURE_BACKOFF = 30.0
+#: Seconds between a start ending and the pool's next session starting: a session's first steps
+#: run on the service's event loop, and the user who just took one must get their answer first.
+AFTER_START = 0.5
 
 
 class WarmPool:
@@ -66,6 +70,7 @@ class WarmPool:
         self._filling: Session | None = None  # the one being started now
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._start_ended = 0.0  # monotonic time the last start (of the API's) ended
         #: Starts served from the pool, and the ones that could not be, by reason.
         self.hits = 0
         self.misses: Counter[str] = Counter()
@@ -132,8 +137,10 @@ class WarmPool:
         if self.size > 0 and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._keep_filled(), name="warm-pool")
 
-    def wake(self) -> None:
+    def wake(self, start_ended: bool = False) -> None:
         """Look now (a session stopped, a start ended): there may be room to fill."""
+        if start_ended:
+            self._start_ended = time.monotonic()
         self._wake.set()
 
     def _wanted(self) -> int:
@@ -143,12 +150,19 @@ class WarmPool:
         while True:
             await self._drop_dead()
             if self._wanted() > 0 and not self._busy() and self._memory_left():
+                since = time.monotonic() - self._start_ended
+                if since < AFTER_START:
+                    await asyncio.sleep(AFTER_START - since)
+                    continue  # and look again: another start may have begun meanwhile
                 if not await self._fill_one():
                     await asyncio.sleep(FAILURE_BACKOFF)
                 continue  # look again at once: more may be wanted
             self._wake.clear()
+            # not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes as the event
+            # is set (close() right after a wake()), and the pool would never end
             try:
-                await asyncio.wait_for(self._wake.wait(), LOOK_INTERVAL)
+                async with asyncio.timeout(LOOK_INTERVAL):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

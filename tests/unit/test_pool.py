@@ -119,6 +119,45 @@ def test_the_pool_never_outgrows_the_room_nor_fills_while_others_start(monkeypat
     asyncio.run(scenario())
 
 
+def test_the_pool_refills_only_a_moment_after_a_start_ended(monkeypatch):
+    """A new pool session's first steps run on the service's event loop: the user whose start
+    just ended (a take from the pool, say) gets their answer first."""
+    monkeypatch.setattr(pool_module.WarmPool, "_memory_left", staticmethod(lambda: True))
+    monkeypatch.setattr(pool_module, "AFTER_START", 0.4)
+
+    async def scenario():
+        harness = Harness(size=1, busy=True)
+        pool = harness.pool
+        pool.start()
+        await asyncio.sleep(0.05)
+        harness.busy = False
+        pool.wake(start_ended=True)
+        await asyncio.sleep(0.2)
+        assert harness.made == [], "the pool started a session right as a start ended"
+        await harness.settle(lambda: pool.waiting == 1)
+        await pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_pool_ends_when_closed_right_after_a_wake(monkeypatch):
+    """The service's shutdown right after a session stopped: the cancel must not be lost as the
+    wake arrives (asyncio.wait_for on Python 3.11 lost it, and the shutdown hung)."""
+    monkeypatch.setattr(pool_module.WarmPool, "_memory_left", staticmethod(lambda: True))
+
+    async def scenario():
+        harness = Harness(size=1)
+        pool = harness.pool
+        pool.start()
+        await harness.settle(lambda: pool.waiting == 1)
+        await asyncio.sleep(0.05)  # the pool is waiting for its next look
+        pool.wake()
+        await asyncio.wait_for(pool.close(), 5)
+        assert harness.stopped == harness.made
+
+    asyncio.run(scenario())
+
+
 def test_no_pool_when_memory_is_short(monkeypatch):
     monkeypatch.setattr(pool_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=1024**3))
     monkeypatch.setattr(pool_module, "LOOK_INTERVAL", 0.05)

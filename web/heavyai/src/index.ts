@@ -30,18 +30,22 @@ function requested(): boolean {
   return 'heavyai' in query || 'omnisci' in query;
 }
 
+/** The notebook as it is on disk, or undefined when there is none yet. */
+async function readNotebook(app: JupyterFrontEnd): Promise<any> {
+  try {
+    return (await app.serviceManager.contents.get(NOTEBOOK_PATH, { content: true })).content;
+  } catch {
+    return undefined; // not there yet
+  }
+}
+
 async function writeNotebook(
   app: JupyterFrontEnd,
   docManager: IDocumentManager,
-  info: IHeavyAISession
+  info: IHeavyAISession,
+  existing: any
 ): Promise<void> {
   const contents = app.serviceManager.contents;
-  let existing: any = undefined;
-  try {
-    existing = (await contents.get(NOTEBOOK_PATH, { content: true })).content;
-  } catch {
-    // Not there yet.
-  }
   await contents.save(NOTEBOOK_PATH, {
     type: 'notebook',
     format: 'json',
@@ -82,6 +86,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     let running: Promise<void> | null = null;
     const openSession = async (): Promise<void> => {
       showStatus();
+      // Read meanwhile: a round trip less before the workspace shows (a warm start waits for it).
+      const existing = readNotebook(app);
       let info: IHeavyAISession;
       try {
         info = await fetchSession(app.serviceManager.serverSettings);
@@ -112,7 +118,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         );
       }
       try {
-        await writeNotebook(app, docManager, info);
+        await writeNotebook(app, docManager, info, await existing);
       } catch (error) {
         Notification.error(`HeavyAI session: could not write ${NOTEBOOK_PATH}: ${String(error)}`, {
           autoClose: false
