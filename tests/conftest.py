@@ -21,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from keepalive.engine import framebuffer
 from keepalive.engine.allocation import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -284,6 +285,13 @@ def profile_template(tmp_path_factory) -> Iterator[Path]:
         os.environ["KEEPALIVE_TEST_PROFILE_TEMPLATE"] = previous
 
 
+def framebuffer_leftovers(service: Service) -> list[str]:
+    """Framebuffer folders (keepalive.engine.framebuffer) in /dev/shm of this service's sessions."""
+    log = service.log_text()
+    return [folder.name for folder in framebuffer.SHM_ROOT.glob("keepalive-fb-*")
+            if f"session {folder.name.removeprefix('keepalive-fb-')}" in log]
+
+
 @pytest.fixture(scope="session")
 def keepalive_service(tmp_path_factory, profile_template) -> Iterator[Service]:
     """The real service, shared by the tests of a run; sessions they start are stopped after."""
@@ -293,6 +301,7 @@ def keepalive_service(tmp_path_factory, profile_template) -> Iterator[Service]:
     leftovers = session_processes(state_dir=service.state_dir)
     assert code == 0, f"keepalive serve exited with {code}:\n{service.log_text()[-4000:]}"
     assert not leftovers, f"processes outlived the service: {[p.pid for p in leftovers]}"
+    assert not framebuffer_leftovers(service), "framebuffers in /dev/shm outlived their sessions"
 
 
 @pytest.fixture
@@ -311,3 +320,4 @@ def service_factory(tmp_path, profile_template) -> Iterator:
         stop_service(service)
     for service in services:
         assert session_processes(state_dir=service.state_dir) == []
+        assert framebuffer_leftovers(service) == [], "framebuffers in /dev/shm outlived their sessions"
