@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -185,6 +186,13 @@ class Service:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def session_folder(self, session_id: str) -> Path:
+        return self.state_dir / "sessions" / session_id
+
+    def record(self, session_id: str) -> dict:
+        """The session's record as the service last wrote it (its folder's session.json)."""
+        return json.loads((self.session_folder(session_id) / "session.json").read_text())
 
 
 #: Services started by start_service and not yet stopped: tests.e2e.kiosk finds sessions there.

@@ -873,10 +873,10 @@ class Session:
         out (keepalive.engine.framebuffer): at 1280x800 with the default maximum, the 7.8 MiB of
         rows below the screen (the right half of the screen's own rows shares its pages)."""
         folder = framebuffer.folder_for(self.id)
-        if not (folder / framebuffer.FILE_NAME).exists():
-            return  # Xvfb keeps its framebuffer in its own memory (no room in /dev/shm)
         try:
             released = framebuffer.release_offscreen(folder, self.width, self.height, self._owner[0] if self._owner else None)
+        except FileNotFoundError:
+            return  # Xvfb keeps its framebuffer in its own memory (no room in /dev/shm)
         except (OSError, ValueError) as error:
             log.warning("session %s: cannot give back the framebuffer's unseen part: %s", self.id, error)
             return

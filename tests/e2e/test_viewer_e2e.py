@@ -3,7 +3,6 @@ mouse through xpra, and the checks that keep strangers out (page and websocket).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -181,24 +180,25 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     service.stop_session(sid)
 
 
+def framebuffer_file(session_id: str) -> Path:
+    return framebuffer.folder_for(session_id) / framebuffer.FILE_NAME
+
+
 def framebuffer_held(session_id: str) -> int:
     """Bytes of the session's Xvfb framebuffer file that hold pages (a hole holds none)."""
-    return (framebuffer.folder_for(session_id) / framebuffer.FILE_NAME).stat().st_blocks * 512
+    return framebuffer_file(session_id).stat().st_blocks * 512
 
 
 def framebuffer_layout(session_id: str) -> framebuffer.XwdLayout:
-    path = framebuffer.folder_for(session_id) / framebuffer.FILE_NAME
-    with path.open("rb") as file:
+    with framebuffer_file(session_id).open("rb") as file:
         return framebuffer.XwdLayout.parse(file.read(framebuffer.XWD_HEADER.size))
 
 
 def screen_share_lit(service, session_id: str, width: int, height: int) -> float:
     """Share of the X screen's pixels that are not black: what Xvfb's framebuffer itself holds."""
-    record = json.loads((service.state_dir / "sessions" / session_id / "session.json").read_text())
-    xauthority = service.state_dir / "sessions" / session_id / "run" / "Xauthority"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XAUTHORITY", str(xauthority))
-        conn = xdisplay.Display(f":{record['display']}")
+        patch.setenv("XAUTHORITY", str(service.session_folder(session_id) / "run" / "Xauthority"))
+        conn = xdisplay.Display(f":{service.record(session_id)['display']}")
     try:
         image = conn.screen().root.get_image(0, 0, width, height, X.ZPixmap, 0xFFFFFFFF)
     finally:

@@ -76,17 +76,13 @@ print(json.dumps({
 '''
 
 
-def record(service, session_id: str) -> dict:
-    return json.loads((service.state_dir / "sessions" / session_id / "session.json").read_text())
-
-
 def test_a_notebook_reaches_only_its_own_session(keepalive_service):
     service = keepalive_service
     a = service.start_session(name="tenant-a")
     b = service.start_session(name="tenant-b")
     for session in (a, b):  # xpra runs while someone watches: bring up both sessions' viewers
         assert service.client.get(f"/sessions/{session['id']}/viewer/").status_code == 200
-    rec_a, rec_b = record(service, a["id"]), record(service, b["id"])
+    rec_a, rec_b = service.record(a["id"]), service.record(b["id"])
     assert rec_a["uid"] != rec_b["uid"] and None not in (rec_a["uid"], rec_b["uid"])
     folder_a = service.state_dir / "sessions" / a["id"]
     folder_b = service.state_dir / "sessions" / b["id"]

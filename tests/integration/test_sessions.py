@@ -145,7 +145,7 @@ def test_two_sessions_started_at_the_same_instant(keepalive_service):
         sessions.append(response.json())
         service.started.append(sessions[-1]["id"])
     records = [
-        json.loads((service.state_dir / "sessions" / s["id"] / "session.json").read_text()) for s in sessions
+        service.record(s["id"]) for s in sessions
     ]
     assert records[0]["display"] != records[1]["display"]
     assert records[0]["xpra_port"] != records[1]["xpra_port"]

@@ -7,7 +7,6 @@ session, with the same kernel process still writing, and the kiosk page not relo
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -145,7 +144,7 @@ def test_processes_left_by_a_killed_start_are_not_deleted_but_adopted_or_reaped(
     first.process.kill()
     first.process.wait(30)
     # the session's Jupyter dies too while no service watches
-    jupyter_pid = json.loads((first.state_dir / "sessions" / session["id"] / "session.json").read_text())["jupyter_pid"]
+    jupyter_pid = first.record(session["id"])["jupyter_pid"]
     os.kill(jupyter_pid, signal.SIGKILL)
     second = service_factory("successor")
     recovered = wait_ready(second, session["id"])
@@ -158,7 +157,7 @@ def test_a_hung_jupyter_server_is_restarted_like_a_crashed_one(service_factory):
     """Liveness is an answer, not just a process: a stopped (SIGSTOP) server is replaced."""
     service = service_factory("hung", probe_interval="1")
     session = service.start_session(name="hung")
-    record = json.loads((service.state_dir / "sessions" / session["id"] / "session.json").read_text())
+    record = service.record(session["id"])
     os.kill(record["jupyter_pid"], signal.SIGSTOP)
     try:
         def recovered():
@@ -173,7 +172,7 @@ def test_a_hung_jupyter_server_is_restarted_like_a_crashed_one(service_factory):
             pass
     assert current["health"]["jupyter"] is True
     assert "the jupyter did not answer for 3 s; handling it as a crash" in service.log_text()
-    new_pid = json.loads((service.state_dir / "sessions" / session["id"] / "session.json").read_text())["jupyter_pid"]
+    new_pid = service.record(session["id"])["jupyter_pid"]
     assert new_pid != record["jupyter_pid"] and not psutil.pid_exists(record["jupyter_pid"])
 
 
