@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from keepalive.client import Client, ClientError, find_token
+from keepalive.api_client import Client, ClientError, find_token
 from keepalive.engine import framebuffer
 from keepalive.health import DEBIAN_PACKAGES, MIN_FREE_DISK_BYTES, service_checks
 from keepalive.settings import Settings
@@ -69,9 +69,13 @@ def machine_findings(settings: Settings) -> list[Finding]:
     )
     findings.append(_fonts())
     findings += _state_dir(settings)
-    if os.geteuid() == 0:
-        findings.append(Finding("user", WARN, "running as root: Chromium runs without its own sandbox",
-                                "run keepalive as an ordinary user (see the README: As an ordinary user)"))
+    if os.geteuid() == 0 and settings.per_session_users:
+        findings.append(Finding("user", OK, "root, with a user per session: each kiosk Chromium keeps its sandbox"))
+    elif os.geteuid() == 0:
+        findings.append(Finding("user", WARN, "running as root with KEEPALIVE_SESSION_USERS=false: Chromium runs "
+                                "without its own sandbox",
+                                "unset KEEPALIVE_SESSION_USERS (a user per session), or run keepalive as an "
+                                "ordinary user (see the README: As an ordinary user)"))
     else:
         findings.append(Finding("user", OK, f"uid {os.geteuid()}: Chromium keeps its sandbox"))
     return findings
@@ -108,9 +112,14 @@ def _state_dir(settings: Settings) -> list[Finding]:
                         f"chown {os.geteuid()} {state}, or set KEEPALIVE_STATE_DIR")]
     findings = []
     mode = stat.S_IMODE(state.stat().st_mode)
+    if settings.per_session_users:
+        # session users must pass through it to their folders (o+x), and read or list nothing
+        right, why = 0o711, "session users pass through it to their own folders and may list nothing"
+    else:
+        right, why = 0o700, "it holds the API token and every session's files"
     findings.append(
-        Finding("state_dir", OK if not mode & 0o077 else WARN, f"{state} mode {mode:04o}",
-                f"chmod 700 {state}: it holds the API token and every session's files")
+        Finding("state_dir", OK if mode & 0o077 == right & 0o077 else WARN, f"{state} mode {mode:04o}",
+                f"chmod {right:o} {state}: {why}")
     )
     token = settings.token_file
     if token.exists():

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     jupyter_python: Path = Field(
         default_factory=default_jupyter_python,
         description="Python of the environment that runs each session's embedded Jupyter server and its "
-        "kernels (it needs jupyterlab and this package's server_ext). Default: the .venv-jupyter beside "
+        "kernels (it needs jupyterlab and this package's keepalive_jupyter). Default: the .venv-jupyter beside "
         "this installation (scripts/setup.sh makes it), else this Python.",
     )
     chromium: str = Field("chromium", description="Chromium executable (name on PATH or path).")
@@ -108,6 +108,22 @@ class Settings(BaseSettings):
         "61000-61999",
         description="uids for session users, FIRST-LAST. They need no /etc/passwd entry; a uid that has "
         "one is skipped. A home keeps its uid.",
+    )
+    session_memory_max: str | None = Field(
+        None,
+        description="Memory all of one session's processes may use together (kernels, Jupyter, the kiosk browser), "
+        "in binary units: 4G (4 GiB), 4GiB, 4096M. Past it the kernel's OOM killer stops the session's largest "
+        "kernel first, and the user is told. Also the most a POST /sessions may ask for. Needs cgroups (root).",
+    )
+    session_cpu_max: float | None = Field(
+        None, gt=0, le=1024,
+        description="CPU cores one session's processes may use together (e.g. 1.5). Also the most a POST /sessions "
+        "may ask for. Needs cgroups (root).",
+    )
+    session_pids_max: int | None = Field(
+        None, ge=64, le=4_194_304,
+        description="Processes and threads one session may have at once (a fork loop stops there; a session's "
+        "own parts use about 100). Also the most a POST /sessions may ask for. Needs cgroups (root).",
     )
     cdp_max_clients: int = Field(4, ge=1, le=100, description="DevTools clients per session at once (keepalive's own not counted).")
     cdp_idle_timeout: float = Field(
@@ -170,6 +186,22 @@ class Settings(BaseSettings):
     viewer_sound: bool = Field(False, description="Forward the session's sound to the viewer (needs pulseaudio).")
     viewer_printing: bool = Field(False, description="Let the session print to the viewer's printers.")
     viewer_file_transfer: bool = Field(False, description="Allow file transfer between viewer and session.")
+
+    @field_validator("session_memory_max")
+    @classmethod
+    def _valid_memory_size(cls, value: str | None) -> str | None:
+        from keepalive.engine.cgroups import parse_memory_size
+
+        if value is not None and value.strip():
+            parse_memory_size(value)
+            return value.strip()
+        return None
+
+    @property
+    def session_memory_max_bytes(self) -> int | None:
+        from keepalive.engine.cgroups import parse_memory_size
+
+        return parse_memory_size(self.session_memory_max) if self.session_memory_max else None
 
     @field_validator("session_uids")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from keepalive import doctor
@@ -35,9 +37,27 @@ def test_a_state_dir_that_others_can_read_and_a_loose_token_file(tmp_path):
     state.chmod(0o755)
     (state / "api-token").write_text("t")
     (state / "api-token").chmod(0o644)
-    findings = by_name(doctor.machine_findings(Settings(state_dir=state)))
+    findings = by_name(doctor.machine_findings(Settings(state_dir=state, session_users=False)))
     assert findings["state_dir"].status == doctor.WARN and findings["state_dir"].fix.startswith(f"chmod 700 {state}:")
     assert findings["token"].status == doctor.FAIL and findings["token"].fix == f"chmod 600 {state / 'api-token'}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a user per session needs a root service")
+@pytest.mark.parametrize("mode, status", [(0o711, doctor.OK), (0o700, doctor.WARN), (0o755, doctor.WARN)])
+def test_with_a_user_per_session_the_state_dir_must_be_passable_and_nothing_more(tmp_path, mode, status):
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    findings = by_name(doctor.machine_findings(Settings(state_dir=state, session_users=True)))
+    assert findings["state_dir"].status == status
+    assert findings["state_dir"].fix.startswith(f"chmod 711 {state}:")
+    assert findings["user"].status == doctor.OK and "keeps its sandbox" in findings["user"].detail
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="about a root service")
+def test_root_without_session_users_is_told_chromium_has_no_sandbox(tmp_path):
+    user = by_name(doctor.machine_findings(Settings(state_dir=tmp_path, session_users=False)))["user"]
+    assert user.status == doctor.WARN and "without its own sandbox" in user.detail
 
 
 def test_before_the_first_start_the_disk_is_checked_where_the_state_dir_will_be(tmp_path):
