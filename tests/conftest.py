@@ -13,7 +13,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from keepalive.engine import framebuffer
 from keepalive.engine.allocation import free_port
+from tests.waiting import WaitTimeout, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 SESSION_MARKER = "KA_SESSION_ID"
@@ -229,22 +229,24 @@ def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, time
             stdin=subprocess.DEVNULL,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"keepalive serve exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code in (200, 503):
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"keepalive serve did not answer within {timeout} s:\n{log_path.read_text()}")
-        time.sleep(0.2)
+
+    try:
+        wait_until("keepalive serve to answer", lambda: answers(f"{url}/health", (200, 503)), timeout=timeout,
+                   every=0.1, describe=lambda: log_path.read_text(), process=process)
+    except WaitTimeout:
+        process.kill()
+        raise
     service = Service(url=url, token=token, state_dir=state_dir, log_path=log_path, process=process)
     LIVE_SERVICES.append(service)
     return service
+
+
+def answers(url: str, statuses: tuple[int, ...] = (200,), **headers: str) -> bool:
+    """Whether ``url`` answers with one of ``statuses`` (a condition for ``wait_until``)."""
+    try:
+        return httpx.get(url, headers=headers, timeout=2, trust_env=False).status_code in statuses
+    except httpx.HTTPError:
+        return False
 
 
 def stop_service(service: Service, timeout: float = 60) -> int:

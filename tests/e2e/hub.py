@@ -9,13 +9,13 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 HUB_VENV = ROOT / ".venv-hub"
@@ -103,22 +103,14 @@ class Hub:
         self.client.post(f"/hub/api/users/{user}")
         response = self.client.post(f"/hub/api/users/{user}/server")
         assert response.status_code in (201, 202), response.text
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            server = self.client.get(f"/hub/api/users/{user}").json()["servers"].get("", {})
-            if server.get("ready"):
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"{user}'s server did not start within {timeout} s:\n{self.log_text()[-4000:]}")
+        wait_until(f"{user}'s server to start",
+                   lambda: self.client.get(f"/hub/api/users/{user}").json()["servers"].get("", {}).get("ready"),
+                   timeout=timeout, describe=lambda: self.log_text()[-4000:])
 
     def stop_server(self, user: str, timeout: float = 60) -> None:
         self.client.delete(f"/hub/api/users/{user}/server")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.client.get(f"/hub/api/users/{user}").json()["servers"]:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"{user}'s server did not stop within {timeout} s")
+        wait_until(f"{user}'s server to stop", lambda: not self.client.get(f"/hub/api/users/{user}").json()["servers"],
+                   timeout=timeout)
 
     def close(self) -> None:
         self.client.close()
@@ -155,16 +147,16 @@ def start_hub(folder: Path, environment: dict[str, str], singleuser_args: list[s
             env={**os.environ, "PATH": f"{HUB_VENV / 'bin'}:{os.environ['PATH']}"},
         )
     hub = Hub(url=f"http://127.0.0.1:{port}", api_token=api_token, homes=homes, log_path=log_path, process=process)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"jupyterhub exited with {process.returncode}:\n{hub.log_text()[-4000:]}")
+    def answers() -> bool:
         try:
-            if hub.client.get("/hub/api/").status_code == 200:
-                return hub
+            return hub.client.get("/hub/api/").status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            hub.close()
-            raise RuntimeError(f"jupyterhub did not answer within {timeout} s:\n{hub.log_text()[-4000:]}")
-        time.sleep(0.3)
+            return False
+
+    try:
+        wait_until("jupyterhub to answer", answers, timeout=timeout, every=0.1,
+                   describe=lambda: hub.log_text()[-4000:], process=process)
+    except AssertionError:
+        hub.close()
+        raise
+    return hub

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from tests.e2e.kiosk import kiosk_page, open_and_run_all, put_notebook
-from tests.e2e.viewer_helpers import wait_for
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -81,6 +80,11 @@ def kernels(service, session_id: str) -> list[dict]:
     return [] if activity is None else activity["kernels"]
 
 
+def activity_stamp(service, session_id: str) -> str:
+    """When the service last looked at the session's kernels (``activity.updated_at``)."""
+    return service.client.get(f"/sessions/{session_id}").json()["activity"]["updated_at"]
+
+
 def test_a_run_shows_busy_then_idle_and_is_announced_once(keepalive_service, playwright):
     receiver = Receiver()
     session = keepalive_service.start_session(name="activity", webhook_url=receiver.url, webhook_min_busy=2)
@@ -89,18 +93,18 @@ def test_a_run_shows_busy_then_idle_and_is_announced_once(keepalive_service, pla
     stream = EventStream(keepalive_service, sid)
     try:
         assert stream.content_type.startswith("text/event-stream")
-        wait_for("the stream's opening state", lambda: stream.of("state"), timeout=10)
+        wait_until("the stream's opening state", lambda: stream.of("state"), timeout=10)
         assert stream.of("state")[0]["state"] == "ready"
         with kiosk_page(playwright, sid) as page:
             put_notebook(page, "sleeper.ipynb", [CELL])
             open_and_run_all(page, "sleeper.ipynb")
-            busy = wait_for(
+            busy = wait_until(
                 "the kernel busy on sleeper.ipynb",
                 lambda: [k for k in kernels(keepalive_service, sid) if k["state"] == "busy" and k["notebook"] == "sleeper.ipynb"],
                 timeout=60, every=0.25,
             )[0]
             assert busy["running"] is not None and busy["since"] is not None
-            idle = wait_for(
+            idle = wait_until(
                 "the kernel idle again, with its last output",
                 lambda: [k for k in kernels(keepalive_service, sid)
                          if k["id"] == busy["id"] and k["state"] == "idle" and k["last_run"]],
@@ -109,9 +113,15 @@ def test_a_run_shows_busy_then_idle_and_is_announced_once(keepalive_service, pla
         assert idle["last_output_at"] is not None and idle["last_output_at"] >= busy["since"]
         assert idle["last_run"]["outcome"] == "ok" and idle["last_run"]["busy_seconds"] >= SLEEP
 
-        wait_for("the webhook's call", lambda: receiver.calls, timeout=60)
-        # one call, not more: a later look at the same kernel must not announce the run again
-        time.sleep(2 * 2.0 + 1)  # KEEPALIVE_ACTIVITY_INTERVAL's default, twice: room for a wrong second call
+        wait_until("the webhook's call", lambda: receiver.calls, timeout=60)
+        # one call, not more: a later look at the same kernel must not announce the run again.
+        # Two more looks (each stamps the activity anew) and the time between them: a wrong
+        # second call from the first of them would be in by then.
+        stamps = [activity_stamp(keepalive_service, sid)]
+        for _ in range(2):
+            stamps.append(wait_until("the next look at the session's kernels",
+                                     lambda: (s := activity_stamp(keepalive_service, sid)) != stamps[-1] and s,
+                                     timeout=30, every=0.25))
         assert len(receiver.calls) == 1, receiver.calls
         raw = receiver.calls[0].decode()
         call = json.loads(raw)
@@ -129,6 +139,6 @@ def test_a_run_shows_busy_then_idle_and_is_announced_once(keepalive_service, pla
         assert stream.of("run_finished") == [call]
     finally:
         keepalive_service.stop_session(sid)
-        wait_for("the stream's last word, stopped", lambda: any(s["state"] == "stopped" for s in stream.of("state")), timeout=60)
+        wait_until("the stream's last word, stopped", lambda: any(s["state"] == "stopped" for s in stream.of("state")), timeout=60)
         stream.close()
         receiver.server.shutdown()

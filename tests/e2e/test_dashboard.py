@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab, wait_for
+from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +65,7 @@ def test_start_see_open_and_stop_a_session(keepalive_service, page):
 
     thumb = card.locator(".thumb img")
     expect(thumb).to_be_visible(timeout=30_000)
-    size = wait_for("a painted thumbnail", lambda: page.evaluate(
+    size = wait_until("a painted thumbnail", lambda: page.evaluate(
         "img => img.complete && img.naturalWidth", thumb.element_handle()))
     assert size > 600  # a real picture of the kiosk, not a placeholder
     expect(card.locator(".restarts")).to_have_text("0 restarts")
@@ -75,7 +76,7 @@ def test_start_see_open_and_stop_a_session(keepalive_service, page):
     viewer = popup_info.value
     viewer.wait_for_url(f"**/sessions/{session_id}/viewer/", timeout=30_000)
     assert "ticket" not in viewer.url
-    wait_for("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(viewer)) or None)
+    wait_until("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(viewer)) or None)
     viewer.close()
 
     dialogs = []
@@ -126,7 +127,7 @@ def test_the_list_follows_the_event_stream_not_a_timer(keepalive_service, page):
     card = page.locator('li.session[data-name="from-the-api"]')
     expect(card).to_have_attribute("data-state", "ready", timeout=30_000)
     # the first look at its kernels is an event too: let it pass
-    wait_for("the first look at the session's kernels",
+    wait_until("the first look at the session's kernels",
              lambda: keepalive_service.client.get(f"/sessions/{session['id']}").json()["activity"], timeout=30)
     page.wait_for_timeout(1_000)
     list_reads: list[str] = []

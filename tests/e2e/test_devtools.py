@@ -9,7 +9,6 @@ ready and its kiosk page as it was.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from playwright.sync_api import expect
 from websockets.sync.client import connect as ws_connect
 
 from tests.e2e.kiosk import open_and_run_all, put_notebook
-from tests.e2e.viewer_helpers import wait_for
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +110,7 @@ def test_a_client_leaves_nothing_behind_and_cannot_end_the_browser(keepalive_ser
     assert len(page_targets(url, headers)) == 3
     client.drop()
 
-    remaining = wait_for("the client's pages to close",
+    remaining = wait_until("the client's pages to close",
                          lambda: p if len(p := page_targets(url, headers)) == 1 else None)
     assert remaining[0]["targetId"] == kiosk[0]["targetId"]  # the kiosk page, untouched
     state = keepalive_service.client.get(f"/sessions/{session['id']}").json()
@@ -129,6 +128,6 @@ def test_links_expire_and_clients_are_bounded(service_factory):
     with ws_connect(url, open_timeout=10):
         # one client at most: a second is turned away while the first is connected
         assert handshake_status(session["cdp_url"], {"Authorization": f"Bearer {service.token}"}) == 503
-    wait_for("the link to expire", lambda: time.sleep(0.5) or handshake_status(url) == 401, timeout=30)
+    wait_until("the link to expire", lambda: handshake_status(url) == 401, timeout=30, every=0.5)
     assert httpx.post(f"{service.url}/sessions/{session['id']}/cdp-link", trust_env=False).status_code == 401
     assert "DevTools link #1 made" in service.log_text()

@@ -16,9 +16,6 @@ import socket
 import subprocess
 import threading
 from http.server import HTTPServer
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from keepalive.settings import default_jupyter_python
+from tests.conftest import answers
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -84,22 +83,13 @@ def _start_lab(tmp: Path, env_extra: dict[str, str]):
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            log.close()
-            raise RuntimeError(f"jupyter lab exited {proc.returncode}:\n{(tmp / 'jupyter.log').read_text()}")
-        try:
-            req = urllib.request.Request(f"{url}/api/status", headers={"Authorization": f"token {token}"})
-            with urllib.request.urlopen(req, timeout=5) as r:
-                if r.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("jupyter lab did not answer within 120 s")
-        time.sleep(0.2)
+    try:
+        wait_until("jupyter lab to answer", lambda: answers(f"{url}/api/status", Authorization=f"token {token}"),
+                   timeout=120, every=0.1, describe=(tmp / "jupyter.log").read_text, process=proc)
+    except AssertionError:
+        proc.kill()
+        log.close()
+        raise
     return proc, log, LabServer(url=url, token=token, root=root, session_file=session_file)
 
 

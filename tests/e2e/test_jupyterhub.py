@@ -22,7 +22,8 @@ from playwright.sync_api import Page, Playwright
 from tests.conftest import OTHER_LOGS, make_passable, session_processes
 from tests.e2e.hub import PASSWORD, Hub, start_hub
 from tests.e2e.kiosk import open_and_run_all
-from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab, ocr, png_size, wait_for
+from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab, ocr, png_size
+from tests.waiting import wait_until
 
 USER = "alice"
 BUSY_INTERVAL = 1.0  # how often the server extension looks for busy kernels (60 s by default)
@@ -57,7 +58,7 @@ def hub(tmp_path_factory, profile_template) -> Iterator[Hub]:
         yield hub
         hub.stop_server(USER)
         # keepalive and every session of it end with the user's server
-        wait_for("keepalive to end with the user's server",
+        wait_until("keepalive to end with the user's server",
                  lambda: not keepalive_services(state_dir) and not session_processes(state_dir=state_dir), timeout=60)
     finally:
         hub.close()
@@ -122,12 +123,12 @@ def test_a_session_through_the_hub_shows_the_users_own_jupyterlab(hub: Hub, play
         return response.content
 
     assert png_size(screenshot()) == (session["width"], session["height"])
-    wait_for("the user's notebook in the screenshot", lambda: "hubmarker" in ocr(screenshot()), timeout=60)
+    wait_until("the user's notebook in the screenshot", lambda: "hubmarker" in ocr(screenshot()), timeout=60)
 
     # the viewer through both proxies, with the hub's login in the user's browser
     log_in(page, hub)
     page.goto(session["viewer_url"])
-    wait_for("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
+    wait_until("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
     assert page.url == session["viewer_url"]
 
     # the dashboard under the prefix: no token to type, the session listed
@@ -149,7 +150,7 @@ def test_a_killed_service_comes_back_with_its_sessions(hub: Hub):
         (service,) = keepalive_services(state_dir)
         service.kill()
         service.wait(10)
-        back = wait_for("the service to be back with the session", lambda: (
+        back = wait_until("the service to be back with the session", lambda: (
             (answer := hub.client.get(keepalive_url(hub, f"sessions/{session['id']}"))).status_code == 200
             and answer.json()["state"] == "ready" and answer.json()), timeout=90, every=1)
         assert back["restarts"] == session["restarts"]
@@ -179,11 +180,11 @@ def test_only_work_keeps_the_users_server_active(hub: Hub, playwright: Playwrigh
     try:
         # the start itself came through the proxy, which counts it as activity: from then on
         readings: list[datetime] = []
-        before = wait_for("the server's activity to settle after the start", lambda: (
+        before = wait_until("the server's activity to settle after the start", lambda: (
             readings.append(server_last_activity(hub)) or len(readings) > 1 and readings[-1] == readings[-2]
             and readings[-1]), timeout=30, every=1)
         polls = kiosk_api_requests(hub)
-        wait_for("the kiosk to ask the server a few more things", lambda: kiosk_api_requests(hub) >= polls + 3, timeout=90)
+        wait_until("the kiosk to ask the server a few more things", lambda: kiosk_api_requests(hub) >= polls + 3, timeout=90)
         assert server_last_activity(hub) == before, "the kiosk's own requests counted as activity"
 
         (hub.homes / USER / "silent.ipynb").write_text(json.dumps({
@@ -197,7 +198,7 @@ def test_only_work_keeps_the_users_server_active(hub: Hub, playwright: Playwrigh
             prompt = kiosk.locator(".jp-InputPrompt", has_text="[*]")
             prompt.first.wait_for(timeout=30_000)
             started = server_last_activity(hub)
-            later = wait_for("the silent cell to count as activity",
+            later = wait_until("the silent cell to count as activity",
                              lambda: (now := server_last_activity(hub)) > started + timedelta(seconds=3) and now,
                              timeout=15)
             assert prompt.count() == 1, "the cell ended before its activity could be seen"

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import session_processes
 from tests.e2e.kiosk import jupyter_base, kiosk_page, put_notebook
-from tests.e2e.viewer_helpers import wait_for
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -196,7 +196,7 @@ class ErrorQueued(Case):
         text = "\n".join(cell_outputs(page))
         assert numbers(r"^tick (\d+)$", text) == list(range(ERROR_TICKS)), text
         assert "ValueError" in text and "boom after the ticks" in text, text
-        wait_for("the queued cells' empty prompts", lambda: [prompt_text(page, i) for i in (1, 2)] == ["[ ]:", "[ ]:"], timeout=30)
+        wait_until("the queued cells' empty prompts", lambda: [prompt_text(page, i) for i in (1, 2)] == ["[ ]:", "[ ]:"], timeout=30)
         for index in (1, 2):
             assert cell_outputs(page, index) == []
         return f"lines sent {ERROR_TICKS}, shown {ERROR_TICKS} then the error; the 2 queued cells did not run"
@@ -239,7 +239,7 @@ class Widgets(Case):
         return -1  # the file holds the widget views, not their values
 
     def check_final(self, page):
-        wait_for("the bar at its end", lambda: f"{LINES}/{LINES}" in self.bar(page), timeout=30)
+        wait_until("the bar at its end", lambda: f"{LINES}/{LINES}" in self.bar(page), timeout=30)
         assert self.readout(page) == LINES
         return f"slider at {self.readout(page)} of {LINES}, bar '{LINES}/{LINES}'"
 
@@ -349,11 +349,11 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
     with kiosk_page(playwright, sid) as page:
         put_notebook(page, name, case.cells)
         open_alone_and_run_all(page, name)
-        notebook_file = wait_for(
+        notebook_file = wait_until(
             f"{name} on disk", lambda: next(iter(keepalive_service.state_dir.rglob(name)), None)
         )
         watch = Watch(case, notebook_file)
-        wait_for("some output before the fault", lambda: watch.sample(page) >= 5, timeout=120, every=0.25)
+        wait_until("some output before the fault", lambda: watch.sample(page) >= 5, timeout=120, every=0.25)
         before = watch.sample(page)
         restarts = session_state(keepalive_service, sid)["restarts"]
         fault_at = time.monotonic()
@@ -371,14 +371,14 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
             seen.update(session_state(keepalive_service, sid))
             return seen["restarts"] > restarts and seen["state"] == "ready"
 
-        wait_for(
+        wait_until(
             "the service to recover the browser", recovered, timeout=120,
             describe=lambda: {key: seen.get(key) for key in ("state", "restarts", "error")},
         )
 
     with kiosk_page(playwright, sid) as page:
         # The notebook is open again (the saved workspace) and shows output newer than the fault.
-        first_new = wait_for(
+        first_new = wait_until(
             "output newer than the fault",
             lambda: watch.sample(page) > before and time.monotonic(),
             timeout=120,
@@ -386,17 +386,17 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
         )
         if not case.finished_early:
             # still running (the prompt may show the saved count for a moment, until re-attached)
-            wait_for("the running prompt", lambda: prompt_text(page) == "[*]:", timeout=30, every=0.1,
+            wait_until("the running prompt", lambda: prompt_text(page) == "[*]:", timeout=30, every=0.1,
                      describe=lambda: (prompt_text(page), cell_outputs(page)[-2:]))
             progress = watch.sample(page)
-            wait_for("more output, live", lambda: watch.sample(page) > progress + 2, timeout=60, every=0.25)
+            wait_until("more output, live", lambda: watch.sample(page) > progress + 2, timeout=60, every=0.25)
         # (sampling on the way: the file's lag is measured against what the screen showed meanwhile)
-        wait_for("the end of the run", lambda: (watch.sample(page), re.fullmatch(r"\[\d+\]:", prompt_text(page)))[1],
+        wait_until("the end of the run", lambda: (watch.sample(page), re.fullmatch(r"\[\d+\]:", prompt_text(page)))[1],
                  timeout=120, every=0.25)
         watch.sample(page)
         summary = case.check_final(page)
         # The file on disk follows within seconds.
-        wait_for(
+        wait_until(
             "the file on disk to have the end",
             lambda: (watch.sample(page), (nb := saved_notebook(notebook_file)) is not None and case.saved_final(nb))[1],
             timeout=30, every=0.25,
@@ -456,22 +456,22 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
             restarts = None
             page.reload(wait_until="domcontentloaded")
         else:
-            wait_for("two ticks", lambda: len(numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))) >= 2,
+            wait_until("two ticks", lambda: len(numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))) >= 2,
                      timeout=120, every=0.1)
             restarts = session_state(keepalive_service, sid)["restarts"]
             os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
 
     if restarts is not None:
-        wait_for("the service to recover the browser",
+        wait_until("the service to recover the browser",
                  lambda: (s := session_state(keepalive_service, sid))["restarts"] > restarts and s["state"] == "ready",
                  timeout=120)
 
     with kiosk_page(playwright, sid) as page:
         cell = page.locator(CELLS).first
         if ask_later:
-            wait_for("the ticks re-attached", lambda: len(numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))) == INPUT_TICKS,
+            wait_until("the ticks re-attached", lambda: len(numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))) == INPUT_TICKS,
                      timeout=120, every=0.25)
-            wait_for("the recovered page's kernel websocket", lambda: kernel_connections(page) == [1], timeout=60,
+            wait_until("the recovered page's kernel websocket", lambda: kernel_connections(page) == [1], timeout=60,
                      describe=lambda: kernel_connections(page))
             assert cell.locator(STDIN).count() == 0  # not asked yet
             (next(keepalive_service.state_dir.rglob(name)).parent / ASK_NOW).touch()
@@ -482,13 +482,13 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
         assert ticks == list(range(INPUT_TICKS)), ticks
         cell.locator(STDIN).fill("keepalive")
         cell.locator(STDIN).press("Enter")
-        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=60, every=0.25)
+        wait_until("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=60, every=0.25)
         text = "\n".join(cell_outputs(page))
         assert numbers(r"^tick (\d+)$", text) == list(range(INPUT_TICKS)), text
         assert text.count("Your name? keepalive") == 1, text
         assert text.count("hello keepalive") == 1, text
         # JupyterLab takes an answered box away half a second after the answer
-        wait_for("the answered input box to go", lambda: cell.locator(STDIN).count() == 0, timeout=10,
+        wait_until("the answered input box to go", lambda: cell.locator(STDIN).count() == 0, timeout=10,
                  describe=lambda: cell.locator(".jp-OutputArea-output").all_inner_texts())
 
         notebook_file = next(keepalive_service.state_dir.rglob(name))
@@ -501,7 +501,7 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
             saved = saved_outputs()
             return "hello keepalive" in saved and numbers(r"^tick (\d+)$", saved) == list(range(INPUT_TICKS))
 
-        wait_for("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25,
+        wait_until("the answer and its output in the file on disk", saved_answer, timeout=30, every=0.25,
                  describe=lambda: {"file": saved_outputs(), "dialogs": page.locator(".jp-Dialog").all_inner_texts(),
                                    "dirty": page.locator(".jp-mod-dirty").count()})
 
@@ -543,7 +543,7 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         page.goto(f"{jupyter_base(page)}/lab/tree/{name}?reset", wait_until="domcontentloaded", timeout=90_000)
         page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").wait_for(timeout=90_000)
         page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
-        wait_for("the workspace with the notebook open", lambda: workspace_has(page, name), timeout=30)
+        wait_until("the workspace with the notebook open", lambda: workspace_has(page, name), timeout=30)
         notebook_file = next(keepalive_service.state_dir.rglob(name))
         expected = [f"x = 1\n{TYPED_IN_CELL}", TYPED_NEW_CELL]
         # found beforehand: nothing between the last key and the kill
@@ -561,7 +561,7 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         new.locator(".cm-focused").wait_for(timeout=10_000)  # keys typed before that go nowhere
         page.keyboard.type(TYPED_NEW_CELL)
         # What the user sees when the browser dies: the text on screen (a DOM read, no save awaited).
-        wait_for("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
+        wait_until("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
                  describe=lambda: editor_texts(page))
         os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -579,13 +579,13 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         seen.update(session_state(keepalive_service, sid))
         return seen["restarts"] > restarts and seen["state"] == "ready"
 
-    wait_for("the service to recover the browser", recovered, timeout=120,
+    wait_until("the service to recover the browser", recovered, timeout=120,
              describe=lambda: {key: seen.get(key) for key in ("state", "restarts", "error")})
     with kiosk_page(playwright, sid) as page:
-        wait_for("the typed text back on screen", lambda: editor_texts(page) == expected, timeout=60, every=0.25,
+        wait_until("the typed text back on screen", lambda: editor_texts(page) == expected, timeout=60, every=0.25,
                  describe=lambda: editor_texts(page))
         shown_after = time.monotonic() - killed_at
-        wait_for("the typed text in the file on disk", lambda: saved_sources() == expected, timeout=30, every=0.25,
+        wait_until("the typed text in the file on disk", lambda: saved_sources() == expected, timeout=30, every=0.25,
                  describe=saved_sources)
     print(f"\n[typing/{fault}] file at the kill: {at_the_kill}; typed text back on screen "
           f"{shown_after:.1f} s after the kill, on disk {time.monotonic() - killed_at:.1f} s after it")
@@ -608,7 +608,7 @@ def fault_and_recover(service, playwright, sid: str, page, fault: str) -> None:
         return
     restarts = session_state(service, sid)["restarts"]
     os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
-    wait_for("the service to recover the browser",
+    wait_until("the service to recover the browser",
              lambda: (s := session_state(service, sid))["restarts"] > restarts and s["state"] == "ready",
              timeout=120)
 
@@ -641,17 +641,17 @@ def test_more_outputs_than_jupyterlab_shows(keepalive_service, session, playwrig
     with kiosk_page(playwright, sid) as page:
         put_notebook(page, name, [cell])
         open_alone_and_run_all(page, name)
-        wait_for("a few outputs", lambda: len(items(cell_outputs(page))) >= 10, timeout=120, every=0.1)
+        wait_until("a few outputs", lambda: len(items(cell_outputs(page))) >= 10, timeout=120, every=0.1)
         fault_and_recover(keepalive_service, playwright, sid, page, fault)
     with kiosk_page(playwright, sid) as page:
-        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=120, every=0.25,
+        wait_until("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=120, every=0.25,
                  describe=lambda: (prompt_text(page), len(cell_outputs(page))))
         first = page.locator(CELLS).first
         shown = items(cell_outputs(page))
         assert shown == list(range(MAX_NUMBER_OUTPUTS)), shown
         assert first.locator(TRIMMED).count() == 1
         first.locator(TRIMMED).click()
-        wait_for("every output after 'Show more outputs'", lambda: len(items(cell_outputs(page))) >= MANY, timeout=30,
+        wait_until("every output after 'Show more outputs'", lambda: len(items(cell_outputs(page))) >= MANY, timeout=30,
                  describe=lambda: items(cell_outputs(page)))
         assert items(cell_outputs(page)) == list(range(MANY))
         assert first.locator(TRIMMED).count() == 0
@@ -663,7 +663,7 @@ def test_more_outputs_than_jupyterlab_shows(keepalive_service, session, playwrig
         assert all(o["output_type"] == "display_data" for o in outputs), outputs
         return items([output_text(o) for o in outputs])
 
-    wait_for("every output in the file on disk", lambda: saved_items() == list(range(MANY)), timeout=30, every=0.25,
+    wait_until("every output in the file on disk", lambda: saved_items() == list(range(MANY)), timeout=30, every=0.25,
              describe=saved_items)
     print(f"\n[many/{fault}] outputs sent {MANY}; shown {MAX_NUMBER_OUTPUTS} and 'Show more outputs', then "
           f"{MANY} (each once, in order); in the file {MANY}")
@@ -709,11 +709,11 @@ def test_a_burst_over_the_iopub_rate_limit(keepalive_service, session, playwrigh
     with kiosk_page(playwright, sid) as page:
         put_notebook(page, name, [cell])
         open_alone_and_run_all(page, name)
-        wait_for("ticks before the burst", lambda: (0, TICKS_BEFORE - 2) in burst_lines("\n".join(cell_outputs(page))),
+        wait_until("ticks before the burst", lambda: (0, TICKS_BEFORE - 2) in burst_lines("\n".join(cell_outputs(page))),
                  timeout=120, every=0.1)
         fault_and_recover(keepalive_service, playwright, sid, page, fault)
     with kiosk_page(playwright, sid) as page:
-        wait_for("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=180, every=0.25,
+        wait_until("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=180, every=0.25,
                  describe=lambda: (prompt_text(page), [t[-200:] for t in cell_outputs(page)]))
         text = "\n".join(cell_outputs(page))
     lines = burst_lines(text)
@@ -732,7 +732,7 @@ def test_a_burst_over_the_iopub_rate_limit(keepalive_service, session, playwrigh
         notebook = saved_notebook(notebook_file)
         return "".join(output_text(o) for o in notebook["cells"][0]["outputs"]) if notebook else ""
 
-    wait_for("the file on disk to hold what the page shows", lambda: burst_lines(saved_text()) == lines, timeout=30,
+    wait_until("the file on disk to hold what the page shows", lambda: burst_lines(saved_text()) == lines, timeout=30,
              every=0.25, describe=lambda: (len(burst_lines(saved_text())), len(lines)))
     assert saved_text().count(RATE_NOTICE) == text.count(RATE_NOTICE)
     print(f"\n[burst/{fault}] burst lines sent {BURST}, shown {len(burst)} (first {burst[0]}, last {burst[-1]}), "

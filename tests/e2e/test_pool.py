@@ -22,7 +22,7 @@ from keepalive.engine.priority import POOL_NICENESS, can_restore_priority
 from tests.conftest import session_processes, start_service, stop_service
 from tests.integration.jupyter_driver import SessionJupyter
 from tests.e2e.kiosk import kiosk_page
-from tests.e2e.viewer_helpers import wait_for
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +71,7 @@ def a_returning_home(state_dir: Path, name: str) -> Path:
 
 def test_a_start_takes_the_waiting_session_and_shows_the_users_home(service_factory, playwright):
     service = service_factory("pool", pool_size="1")
-    wait_for("a session waiting in the pool", lambda: pool_state(service)["waiting"] == 1, timeout=180)
+    wait_until("a session waiting in the pool", lambda: pool_state(service)["waiting"] == 1, timeout=180)
     assert service.client.get("/sessions").json()["sessions"] == [], "a pool session is nobody's: never listed"
     (waiting,) = waiting_folders(service)
     home = a_returning_home(service.state_dir, "alice")
@@ -112,7 +112,7 @@ def test_a_start_takes_the_waiting_session_and_shows_the_users_home(service_fact
     assert "pooled-secret-id" not in service.log_text()
 
     # the pool fills again, with a new session; a new name then gets the pool's own home
-    wait_for("the pool to fill again", lambda: pool_state(service)["waiting"] == 1, timeout=180)
+    wait_until("the pool to fill again", lambda: pool_state(service)["waiting"] == 1, timeout=180)
     (second,) = waiting_folders(service) - {session["id"]}
     bob = service.start_session(name="bob")
     assert bob["id"] == second
@@ -137,7 +137,7 @@ def test_a_take_over_that_fails_starts_the_users_session_cold(service_factory, p
     runs), so taking it over fails: the user gets a cold session instead, under the same id,
     with everything a start from the pool would have given them."""
     service = service_factory("pool-fallback", pool_size="1")
-    wait_for("a session waiting in the pool", lambda: pool_state(service)["waiting"] == 1, timeout=180)
+    wait_until("a session waiting in the pool", lambda: pool_state(service)["waiting"] == 1, timeout=180)
     (waiting,) = waiting_folders(service)
     hung = jupyter_server_of(waiting)
     os.kill(hung.pid, signal.SIGSTOP)
@@ -175,7 +175,7 @@ def test_pool_sessions_never_outlive_the_service(tmp_path, profile_template):
     state_dir = tmp_path / "state"
     service = start_service(state_dir, {"KEEPALIVE_POOL_SIZE": "1"})
     try:
-        wait_for("a session waiting in the pool", lambda: pool_state(service)["waiting"] == 1, timeout=180)
+        wait_until("a session waiting in the pool", lambda: pool_state(service)["waiting"] == 1, timeout=180)
         (first,) = waiting_folders(service)
         assert session_processes(first)
         os.kill(service.process.pid, signal.SIGKILL)
@@ -186,9 +186,9 @@ def test_pool_sessions_never_outlive_the_service(tmp_path, profile_template):
 
     again = start_service(state_dir, {"KEEPALIVE_POOL_SIZE": "1"})
     try:
-        wait_for("the old pool session to be stopped", lambda: not session_processes(first), timeout=60)
+        wait_until("the old pool session to be stopped", lambda: not session_processes(first), timeout=60)
         assert not (state_dir / "sessions" / first).exists()
-        wait_for("a new pool session", lambda: pool_state(again)["waiting"] == 1, timeout=180)
+        wait_until("a new pool session", lambda: pool_state(again)["waiting"] == 1, timeout=180)
         assert again.client.get("/sessions").json()["sessions"] == []
     finally:
         assert stop_service(again) == 0

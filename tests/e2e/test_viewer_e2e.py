@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from keepalive.engine import framebuffer
 from tests.conftest import session_processes
 from tests.e2e.kiosk import kiosk_page
 from tests.e2e.viewer_helpers import (
+    NewNotebookShown,
     canvas_pixels,
     looks_like_jupyterlab,
     new_notebook,
@@ -27,9 +29,8 @@ from tests.e2e.viewer_helpers import (
     run_in_new_cell,
     screenshot,
     viewer_link,
-    wait_for,
-    wait_for_new_notebook,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -56,25 +57,25 @@ def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service,
     assert looks_like_jupyterlab(stats), stats
 
     new_notebook(page)
-    wait_for_new_notebook(keepalive_service, session["id"])
+    shown = NewNotebookShown(keepalive_service, session["id"])
+    wait_until(shown.what, shown, timeout=120, describe=shown.__str__)
     run_in_new_cell(page, "print(6*7)")
-    seen = []
+    seen = [""]
 
     def answer_shown() -> str | None:
-        seen.append(ocr(screenshot(keepalive_service, session["id"])))
-        return seen[-1] if re.search(r"(?m)^\s*42\s*$", seen[-1]) else None
+        seen[0] = ocr(screenshot(keepalive_service, session["id"]))
+        return seen[0] if re.search(r"(?m)^\s*42\s*$", seen[0]) else None
 
-    try:
-        text = wait_for("42 in the session's screenshot", answer_shown)
-    except AssertionError as timeout:
-        raise AssertionError(f"{timeout}; the screenshot last read:\n{seen[-1] if seen else ''}") from None
+    text = wait_until("42 in the session's screenshot", answer_shown,
+                      describe=lambda: f"the screenshot last read:\n{seen[0]}")
     assert "print" in text
 
 
 def start_ticker(page, service, session_id: str) -> None:
     """Through the viewer: a new notebook whose first cell prints ``tick-NNN`` every second."""
     new_notebook(page)
-    wait_for_new_notebook(service, session_id)
+    shown = NewNotebookShown(service, session_id)
+    wait_until(shown.what, shown, timeout=120, describe=shown.__str__)
     run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
 
 
@@ -90,22 +91,22 @@ def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, bro
     page = context.new_page()
     open_viewer(page, keepalive_service, sid)
     # the kiosk browser follows the viewer's window
-    wait_for("the kiosk to take the viewer's size", lambda: png_size(screenshot(keepalive_service, sid))[0] == 1100)
+    wait_until("the kiosk to take the viewer's size", lambda: png_size(screenshot(keepalive_service, sid))[0] == 1100)
 
     start_ticker(page, keepalive_service, sid)
 
     def ticks() -> list[int]:
         return ticks_on_screen(keepalive_service, sid)
 
-    seen_while_watching = max(wait_for("the first ticks", ticks))
+    seen_while_watching = max(wait_until("the first ticks", ticks))
     context.close()  # nobody watches any more
 
     # with nobody watching, the session goes back to its own size and keeps printing
-    wait_for(
+    wait_until(
         "the session's own size back",
         lambda: png_size(screenshot(keepalive_service, sid)) == (session["width"], session["height"]),
     )
-    printed_alone = wait_for("ticks printed while nobody watched", lambda: max(ticks(), default=0) >= seen_while_watching + 3)
+    printed_alone = wait_until("ticks printed while nobody watched", lambda: max(ticks(), default=0) >= seen_while_watching + 3)
     assert printed_alone
 
     # a new viewer shows the same JupyterLab, including what arrived meanwhile
@@ -147,24 +148,24 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     def ticks() -> list[int]:
         return ticks_on_screen(service, sid)
 
-    before_kill = max(wait_for("the first ticks", ticks))
+    before_kill = max(wait_until("the first ticks", ticks))
     with kiosk_page(playwright, sid) as kiosk:
         kiosk.evaluate("window.__keepaliveProbe = 'the page before xpra died'")
     before = service.client.get(f"/sessions/{sid}").json()
     chromium = {p.pid for p in session_processes(sid) if p.name().startswith("chrom")}
 
     xpra.kill()
-    wait_for("the service to see xpra die",
+    wait_until("the service to see xpra die",
              lambda: service.client.get(f"/sessions/{sid}").json()["health"]["xpra"] is False)
     current = service.client.get(f"/sessions/{sid}").json()
     assert current["state"] == "ready" and current["restarts"] == before["restarts"] == 0
-    assert current["health"] == {"xpra": False, "browser": True, "page": True, "jupyter": True}
+    assert current["health"] == {"xpra": False, "browser": True, "page": True, "jupyter": True, "display": False}
     assert "xpra (pid %d) exited unexpectedly" % xpra.pid in service.log_text()
     # the same browser, the same page, and the cell went on printing
     assert chromium <= {p.pid for p in session_processes(sid)}
     with kiosk_page(playwright, sid) as kiosk:
         assert kiosk.evaluate("window.__keepaliveProbe") == "the page before xpra died"
-    wait_for("ticks printed after xpra died", lambda: max(ticks(), default=0) >= before_kill + 3)
+    wait_until("ticks printed after xpra died", lambda: max(ticks(), default=0) >= before_kill + 3)
     context.close()
 
     # the next viewer brings a new xpra, which shows the same JupyterLab
@@ -175,7 +176,7 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     assert service.client.get(f"/sessions/{sid}").json()["health"]["xpra"] is True
     context.close()
     # nobody watches any more: xpra goes after the linger (the test service's is short)
-    wait_for("xpra to go with nobody watching", lambda: viewer_xpra(sid) is None, timeout=60)
+    wait_until("xpra to go with nobody watching", lambda: viewer_xpra(sid) is None, timeout=60)
     assert service.client.get(f"/sessions/{sid}").json()["health"]["xpra"] is True
     service.stop_session(sid)
 
@@ -226,18 +227,18 @@ def test_an_unwatched_session_holds_only_its_own_screen_of_the_framebuffer(keepa
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     page = context.new_page()
     open_viewer(page, service, sid)
-    wait_for("the kiosk to take the viewer's size", lambda: png_size(screenshot(service, sid))[0] == 1600,
+    wait_until("the kiosk to take the viewer's size", lambda: png_size(screenshot(service, sid))[0] == 1600,
              describe=lambda: png_size(screenshot(service, sid)))
-    wait_for("Xvfb to use the rows below the session's screen", lambda: framebuffer_held(sid) > most + 50 * row)
+    wait_until("Xvfb to use the rows below the session's screen", lambda: framebuffer_held(sid) > most + 50 * row)
     context.close()
 
     # nobody watches: the session's own size again, and the rest given back again
-    wait_for("the session's own size back", lambda: png_size(screenshot(service, sid)) == (width, height))
-    wait_for("the framebuffer's unseen part given back",
+    wait_until("the session's own size back", lambda: png_size(screenshot(service, sid)) == (width, height))
+    wait_until("the framebuffer's unseen part given back",
              lambda: framebuffer_held(sid) <= most, describe=lambda: framebuffer_held(sid))
     # once xpra has gone too, the kiosk window draws on the screen itself again, whole
-    wait_for("xpra to go with nobody watching", lambda: viewer_xpra(sid) is None, timeout=60)
-    wait_for("JupyterLab on the X screen", lambda: screen_share_lit(service, sid, width, height) > 0.5,
+    wait_until("xpra to go with nobody watching", lambda: viewer_xpra(sid) is None, timeout=60)
+    wait_until("JupyterLab on the X screen", lambda: screen_share_lit(service, sid, width, height) > 0.5,
              describe=lambda: screen_share_lit(service, sid, width, height))
     # and the next viewer sees it at once (open_viewer waits for JupyterLab's colours)
     context = browser.new_context(viewport={"width": width, "height": height})
@@ -311,7 +312,7 @@ def test_fetching_a_link_does_not_spend_it(keepalive_service, session, browser):
     page.locator("#open").click()
     page.wait_for_url("**/viewer/")
     assert "ticket" not in page.url
-    wait_for("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
+    wait_until("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
     context.close()
 
 
@@ -365,8 +366,10 @@ def test_websocket_refuses_without_a_valid_pass(keepalive_service, session, proo
         link = viewer_link(keepalive_service, session["id"])
         url += "?ticket=" + link.split("ticket=", 1)[1][::-1]
     elif proof == "expired-ticket":
-        link = viewer_link(keepalive_service, session["id"], ttl=1)
-        time.sleep(2.5)  # let it expire
+        answer = keepalive_service.client.post(f"/sessions/{session['id']}/viewer-link", json={"ttl": 1})
+        assert answer.status_code == 200, answer.text
+        link, expires = answer.json()["url"], datetime.fromisoformat(answer.json()["expires_at"]).timestamp()
+        wait_until("the ticket's expiry, as the link's answer gives it", lambda: time.time() >= expires, every=0.1)
         url += "?" + link.split("?", 1)[1]
     elif proof == "other-session":
         other = keepalive_service.start_session(name="viewer-other")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab, open_viewer, wait_for
+from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab, open_viewer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,7 @@ def test_viewers_share_when_configured(service_factory, browser):
     # both stay connected and keep showing JupyterLab
     second.wait_for_timeout(3000)
     assert first.url.endswith("/viewer/") and second.url.endswith("/viewer/")
-    wait_for("both viewers painting", lambda: looks_like_jupyterlab(canvas_pixels(first))
+    wait_until("both viewers painting", lambda: looks_like_jupyterlab(canvas_pixels(first))
              and looks_like_jupyterlab(canvas_pixels(second)))
     assert service.client.get(f"/sessions/{session['id']}").json()["state"] == "ready"
     first_ctx.close()

@@ -7,11 +7,11 @@ import shutil
 import struct
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Page
+
+from tests.waiting import wait_until
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -29,25 +29,6 @@ def ocr(png: bytes) -> str:
         # psm 11: sparse text, finds short lines such as a cell's "42" among the UI
         done = subprocess.run([tesseract, str(image), "stdout", "--psm", "11"], capture_output=True, check=True)
     return done.stdout.decode(errors="replace")
-
-
-def wait_for(
-    what: str,
-    probe: Callable[[], object],
-    timeout: float = 60,
-    every: float = 0.5,
-    describe: Callable[[], object] | None = None,
-):
-    """Poll ``probe`` until it returns something true; fail naming ``what`` and the last value
-    (or what ``describe`` says, when the probe's own answer is only ``False``)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {describe() if describe else last!r})")
 
 
 def screenshot(service, session_id: str) -> bytes:
@@ -92,7 +73,7 @@ def open_viewer(page: Page, service, session_id: str, query: str = "", **link) -
     page.goto(viewer_link(service, session_id, **link) + query)
     page.locator("#open").click()
     page.wait_for_url(re.compile(r"/viewer/(\?(?!.*ticket=).*)?$"))
-    wait_for("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
+    wait_until("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(page)) or None)
 
 
 def looks_like_jupyterlab(stats: dict) -> bool:
@@ -122,21 +103,24 @@ def new_notebook(page: Page) -> None:
     page.keyboard.press("Enter")
 
 
-def wait_for_new_notebook(service, session_id: str) -> None:
-    """Until the new notebook is open and its kernel idle (status bar: "... | Idle").
+class NewNotebookShown:
+    """A condition for ``wait_until``: the new notebook is open and its kernel idle (status bar:
+    "... | Idle"), read from the session's screenshot; ``str()`` is the text last read.
 
     Its tab shows up before the notebook takes keys; typing earlier loses them under load.
     """
-    seen: list[str] = []
 
-    def ready() -> bool:
-        seen.append(ocr(screenshot(service, session_id)))
-        return "Untitled" in seen[-1] and "Idle" in seen[-1]
+    what = "a new notebook with an idle kernel"
 
-    try:
-        wait_for("a new notebook with an idle kernel", ready, timeout=120)
-    except AssertionError as timeout:
-        raise AssertionError(f"{timeout}; the screenshot last read:\n{seen[-1] if seen else ''}") from None
+    def __init__(self, service, session_id: str) -> None:
+        self.service, self.session_id, self.text = service, session_id, ""
+
+    def __call__(self) -> bool:
+        self.text = ocr(screenshot(self.service, self.session_id))
+        return "Untitled" in self.text and "Idle" in self.text
+
+    def __str__(self) -> str:
+        return f"the screenshot last read:\n{self.text}"
 
 
 def run_in_new_cell(page: Page, code: str) -> None:

@@ -4,13 +4,14 @@ writes a numbered line every half second (tests and bench/survival_bench.py use 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import psutil
 from websockets.sync.client import connect as ws_connect
+
+from tests.waiting import wait_until
 
 
 TICKER = """
@@ -74,19 +75,21 @@ class SessionJupyter:
             with ws_connect(ws_url, additional_headers={"Authorization": f"token {self.token}"},
                             open_timeout=60, max_size=None) as ws:
                 ws.send(json.dumps(message))
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
+
+                def finished() -> bool:
+                    """Reads the next message; true once the cell's kernel went idle."""
                     reply = json.loads(ws.recv(timeout=timeout))
                     if reply.get("parent_header", {}).get("msg_id") != request_id:
-                        continue
+                        return False
                     kind, content = reply["msg_type"], reply["content"]
                     if kind == "stream":
                         printed.append(content["text"])
                     elif kind == "error":
                         raise AssertionError(f"the cell failed: {content['ename']}: {content['evalue']}")
-                    elif kind == "status" and content["execution_state"] == "idle":
-                        return "".join(printed)
-                raise AssertionError(f"the cell did not finish within {timeout} s")
+                    return kind == "status" and content["execution_state"] == "idle"
+
+                wait_until("the cell to finish", finished, timeout=timeout, every=0, describe=lambda: "".join(printed))
+                return "".join(printed)
         finally:
             self.client.delete(f"/api/kernels/{kernel['id']}")
 
@@ -97,11 +100,7 @@ class SessionJupyter:
 
 
 def _until_started(ws, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if '"execute_input"' in ws.recv(timeout=timeout):
-            return
-    raise AssertionError("the cell did not start")
+    wait_until("the cell to start", lambda: '"execute_input"' in ws.recv(timeout=timeout), timeout=timeout, every=0)
 
 
 def ticks(home: Path) -> int:

@@ -25,6 +25,8 @@ import pytest
 
 from keepalive.engine.allocation import free_port
 from keepalive.engine.layout import SESSION_MARKER
+from tests.conftest import answers
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -117,11 +119,9 @@ def test_install_and_a_session_as_an_ordinary_user(tmp_path):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while not (state_dir / "api-token").exists() or not _answers(url):
-            assert serve.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.3)
+        wait_until("the service to answer, with its token written",
+                   lambda: (state_dir / "api-token").exists() and answers(f"{url}/health"), timeout=120,
+                   describe=log_path.read_text, process=serve)
         token_file = state_dir / "api-token"
         assert token_file.stat().st_uid == owner.pw_uid and token_file.stat().st_mode & 0o777 == 0o600
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
@@ -148,13 +148,6 @@ def test_install_and_a_session_as_an_ordinary_user(tmp_path):
             serve.wait(60)
         finally:
             subprocess.run(["pkill", "-KILL", "-u", USER], check=False)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _session_processes(session_id: str) -> list[psutil.Process]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from keepalive.settings import ROOT_STATE_DIR
-from tests.conftest import end_serve
+from tests.conftest import answers, end_serve
 from tests.readme import README, blocks
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -64,16 +64,9 @@ def served_by_serve_sh(tmp_path, profile_template):
     state_dir = ROOT_STATE_DIR if os.geteuid() == 0 else home / ".local" / "state" / "keepalive"
     token_file = state_dir / "api-token"
     first_start = not token_file.exists()  # root's state dir outlives the test: a token from before
-    deadline = time.monotonic() + 300  # serve.sh may first have to finish a set-up
-    while True:
-        assert serve.poll() is None, f"serve.sh exited with {serve.returncode}:\n{log_path.read_text()}"
-        try:
-            if httpx.get(f"{DEFAULT_URL}/health", timeout=2, trust_env=False).status_code == 200 and token_file.exists():
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"serve.sh did not serve on {DEFAULT_URL}:\n{log_path.read_text()}"
-        time.sleep(0.3)
+    # serve.sh may first have to finish a set-up
+    wait_until(f"serve.sh to serve on {DEFAULT_URL}", lambda: answers(f"{DEFAULT_URL}/health") and token_file.exists(),
+               timeout=300, describe=log_path.read_text, process=serve)
     headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
     try:
         yield home, env, headers, log_path, first_start

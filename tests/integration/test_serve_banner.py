@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from keepalive.engine.allocation import free_port
 from tests.conftest import end_serve
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +35,8 @@ def served(tmp_path, profile_template):
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while "Start a session:" not in log_path.read_text():
-        assert serve.poll() is None, log_path.read_text()
-        assert time.monotonic() < deadline, f"no banner:\n{log_path.read_text()}"
-        time.sleep(0.2)
+    wait_until("the banner", lambda: "Start a session:" in log_path.read_text(), timeout=60, every=0.1,
+               describe=log_path.read_text, process=serve)
     headers = {"Authorization": f"Bearer {(state_dir / 'api-token').read_text().strip()}"}
     try:
         yield url, env, headers, log_path.read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import stat
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pytest
 from PIL import Image, ImageStat
 
 from tests.conftest import SESSION_MARKER, session_processes
-from tests.e2e.viewer_helpers import wait_for
 from tests.integration.jupyter_driver import SessionJupyter, ticks
+from tests.waiting import wait_until
 
 
 def process_ended(pid: int) -> bool:
@@ -42,7 +41,7 @@ def test_start_screenshot_list_delete(keepalive_service):
     session = service.start_session(name="lifecycle")
     assert session["state"] == "ready"
     assert session["name"] == "lifecycle"
-    assert session["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
+    assert session["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True, "display": True}
     assert session["restarts"] == 0
     assert (session["width"], session["height"]) == (1280, 800)
     session_id = session["id"]
@@ -166,11 +165,8 @@ def test_wait_false_answers_202_then_becomes_ready(keepalive_service):
     assert body["state"] == "starting"
     screenshot = service.client.get(f"/sessions/{body['id']}/screenshot")
     assert screenshot.status_code == 409
-    deadline = time.monotonic() + 180
-    state = body["state"]
-    while state == "starting" and time.monotonic() < deadline:
-        time.sleep(0.5)
-        state = service.client.get(f"/sessions/{body['id']}").json()["state"]
+    state = wait_until("the background start to end", lambda: (
+        s := service.client.get(f"/sessions/{body['id']}").json()["state"]) != "starting" and s, timeout=180)
     assert state == "ready"
     service.stop_session(body["id"])
 
@@ -240,21 +236,21 @@ def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
         seen_states.add(current["state"])
         return current if current["restarts"] >= 1 and current["state"] == "ready" else None
 
-    current = wait_for(f"recovery from a killed {part}", recovered, timeout=180, every=0.2)
+    current = wait_until(f"recovery from a killed {part}", recovered, timeout=180, every=0.2)
     assert current["restarts"] == 1
     assert "recovering" in seen_states or part == "renderer"  # a renderer comes back in a blink
-    assert current["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
+    assert current["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True, "display": True}
     assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1280, 800)
     log = service.log_text()
     assert f"session {session_id}: recovering (restart 1)" in log
     if part == "jupyter":
         # its kernels go with it: each notices its parent gone within a second (ipykernel's
         # parent poller) and exits; a zombie not yet reaped by init has ended too
-        wait_for("the killed server's kernel to end", lambda: process_ended(kernel_pid), timeout=30)
+        wait_until("the killed server's kernel to end", lambda: process_ended(kernel_pid), timeout=30)
     else:
         assert psutil.pid_exists(kernel_pid), f"the kernel did not survive a killed {part}"
         before = ticks(home)
-        wait_for("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
+        wait_until("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
     service.stop_session(session_id)
     assert session_processes(session_id) == []
 
@@ -269,20 +265,20 @@ def test_a_crash_loop_gives_up_while_the_kernels_live(keepalive_service):
     jupyter = SessionJupyter(service.state_dir, session_id)
     _, kernel_pid = jupyter.start_ticker()
     for restart in range(1, 5):
-        victims = wait_for("a browser to kill", lambda: crash_victims(session_id, "browser"), timeout=120)
+        victims = wait_until("a browser to kill", lambda: crash_victims(session_id, "browser"), timeout=120)
         for victim in victims:
             victim.kill()
         if restart < 4:
-            wait_for(f"restart {restart}", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
+            wait_until(f"restart {restart}", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
                        ["restarts"] >= restart and s["state"] == "ready", timeout=180)
-    failed = wait_for("the session to give up", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
+    failed = wait_until("the session to give up", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
                         ["state"] == "failed" and s, timeout=120)
     assert "gave up after 3 restarts" in failed["error"] and "keep running" in failed["error"]
     assert f"session {session_id} (crash-loop): " in service.log_text() and "gave up after 3" in service.log_text()
     assert failed["health"]["jupyter"] is True
     assert psutil.pid_exists(kernel_pid)
     before = ticks(home)
-    wait_for("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
+    wait_until("the cell to keep printing", lambda: ticks(home) >= before + 3, timeout=30)
     assert jupyter.client.get("/api/status").status_code == 200
     jupyter.close()
     service.stop_session(session_id)

@@ -16,22 +16,20 @@ import psutil
 import pytest
 
 from tests.conftest import session_processes, start_service
-from tests.e2e.viewer_helpers import wait_for
 from tests.integration.jupyter_driver import SessionJupyter, ticks
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 def keeps_ticking(home: Path, timeout: float = 30) -> None:
     before = ticks(home)
-    wait_for("the cell to print more lines", lambda: ticks(home) >= before + 3, timeout=timeout)
+    wait_until("the cell to print more lines", lambda: ticks(home) >= before + 3, timeout=timeout)
 
 
-def wait_ready(service, session_id: str, timeout: float = 180) -> dict:
-    def ready():
-        response = service.client.get(f"/sessions/{session_id}")
-        return response.json() if response.status_code == 200 and response.json()["state"] == "ready" else None
-
-    return wait_for(f"session {session_id} to be ready", ready, timeout=timeout)
+def ready_record(service, session_id: str) -> dict | None:
+    """The session as the service shows it, once it is ready (a condition for ``wait_until``)."""
+    response = service.client.get(f"/sessions/{session_id}")
+    return response.json() if response.status_code == 200 and response.json()["state"] == "ready" else None
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
@@ -56,11 +54,11 @@ def test_sessions_outlive_the_service_and_are_adopted(service_factory, how):
 
     started = time.monotonic()
     second = service_factory("survivor")  # same state dir
-    adopted = wait_ready(second, session_id)
+    adopted = wait_until("the adopted session to be ready", lambda: ready_record(second, session_id), timeout=180)
     adopt_seconds = time.monotonic() - started
     second.started.append(session_id)
     assert adopted["restarts"] == 0 and adopted["name"] == session["name"]
-    assert adopted["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True}
+    assert adopted["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True, "display": True}
     assert f"session {session_id} ({session['name']}): adopted" in second.log_text()
     assert psutil.Process(kernel_pid).is_running(), "the kernel did not survive"
     keeps_ticking(home)
@@ -80,7 +78,7 @@ def test_a_kiosk_page_is_adopted_without_a_reload(service_factory, playwright):
     first.process.kill()
     first.process.wait(30)
     second = service_factory("no-reload")
-    wait_ready(second, session["id"])
+    wait_until("the adopted session to be ready", lambda: ready_record(second, session["id"]), timeout=180)
     second.started.append(session["id"])
     with kiosk_page(playwright, session["id"]) as page:
         assert page.evaluate("window.__keepaliveProbe") == "still the same page"
@@ -147,7 +145,7 @@ def test_processes_left_by_a_killed_start_are_not_deleted_but_adopted_or_reaped(
     jupyter_pid = first.record(session["id"])["jupyter_pid"]
     os.kill(jupyter_pid, signal.SIGKILL)
     second = service_factory("successor")
-    recovered = wait_ready(second, session["id"])
+    recovered = wait_until("the session to be ready again", lambda: ready_record(second, session["id"]), timeout=180)
     second.started.append(session["id"])
     assert recovered["restarts"] == 1  # recovered as after a crash
     assert (second.state_dir / "homes" / "left-behind").is_dir()
@@ -164,7 +162,7 @@ def test_a_hung_jupyter_server_is_restarted_like_a_crashed_one(service_factory):
             current = service.client.get(f"/sessions/{session['id']}").json()
             return current if current["restarts"] >= 1 and current["state"] == "ready" else None
 
-        current = wait_for("the hung server to be replaced", recovered, timeout=120)
+        current = wait_until("the hung server to be replaced", recovered, timeout=120)
     finally:
         try:
             os.kill(record["jupyter_pid"], signal.SIGCONT)
@@ -188,7 +186,7 @@ def test_delete_during_start_wins(keepalive_service):
             found = [s for s in service.client.get("/sessions").json()["sessions"] if s["name"] == "deleted-early"]
             return found[0] if found else None
 
-        session = wait_for("the session to be listed", starting, timeout=60, every=0.05)
+        session = wait_until("the session to be listed", starting, timeout=60, every=0.05)
         assert session["state"] == "starting"
         assert service.client.delete(f"/sessions/{session['id']}").status_code == 204
         answer = pending.result(timeout=120)
@@ -211,7 +209,7 @@ def test_delete_during_recovery_wins(keepalive_service):
     def recovering():
         return service.client.get(f"/sessions/{session['id']}").json()["state"] == "recovering"
 
-    wait_for("the session to recover", recovering, timeout=60, every=0.05)
+    wait_until("the session to recover", recovering, timeout=60, every=0.05)
     assert service.client.delete(f"/sessions/{session['id']}").status_code == 204
     assert service.client.get(f"/sessions/{session['id']}").status_code == 404
     assert session_processes(session["id"]) == []

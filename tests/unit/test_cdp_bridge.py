@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from keepalive.engine import cdp_bridge
+from tests.waiting import wait_until
 
 FAKE_BROWSER = textwrap.dedent(
     r"""
@@ -151,11 +152,7 @@ def start_bridge(folder: Path, message_limit: int | None = None) -> tuple[subpro
         code = WITH_LIMIT.format(folder=str(Path(cdp_bridge.__file__).parent), limit=message_limit)
         command = [sys.executable, "-I", "-c", code, "--socket", str(path), *browser]
     process = subprocess.Popen(command)
-    deadline = time.monotonic() + 10
-    while not path.exists():
-        assert process.poll() is None, "the bridge exited before listening"
-        assert time.monotonic() < deadline, "the bridge never listened"
-        time.sleep(0.02)
+    wait_until("the bridge to listen", path.exists, timeout=10, every=0.02, process=process)
     return process, path
 
 
@@ -214,12 +211,14 @@ def received_by_browser(client: Connection, wanted: set[str], count: int) -> lis
     The bridge's clean-up after a client goes without waiting for replies, so it may still be on
     its way when the next client asks.
     """
-    deadline = time.monotonic() + 5
-    while True:
-        seen = [entry for entry in client.call("Test.received")["result"]["received"] if entry[0] in wanted]
-        if len(seen) >= count or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.05)
+    seen: list[list] = []
+
+    def enough() -> bool:
+        seen[:] = [entry for entry in client.call("Test.received")["result"]["received"] if entry[0] in wanted]
+        return len(seen) >= count
+
+    wait_until(f"{count} of {sorted(wanted)} at the browser", enough, timeout=5, every=0.05, describe=lambda: seen)
+    return seen
 
 
 @pytest.mark.parametrize("role", [None, "service"])
@@ -448,10 +447,7 @@ def test_the_bridges_malloc_setting_is_its_own_not_chromiums(tmp_path):
     fake.write_text(FAKE_BROWSER)
     process = subprocess.Popen(bridge_command(sys.executable, layout, [sys.executable, "-I", str(fake)]))
     try:
-        deadline = time.monotonic() + 10
-        while not layout.cdp_socket.exists():
-            assert process.poll() is None and time.monotonic() < deadline, "the bridge never listened"
-            time.sleep(0.02)
+        wait_until("the bridge to listen", layout.cdp_socket.exists, timeout=10, every=0.02, process=process)
         assert "cdp_bridge.py" in " ".join(Path(f"/proc/{process.pid}/cmdline").read_text().split("\0"))
         assert psutil.Process(process.pid).environ().get("MALLOC_MMAP_THRESHOLD_") == "131072"
         assert "MALLOC_MMAP_THRESHOLD_" not in psutil.Process(browser_pid(process.pid)).environ()

@@ -12,6 +12,7 @@ from keepalive.engine import pool as pool_module
 from keepalive.engine.jupyter import user_setting_plugins
 from keepalive.engine.layout import mirror_folders
 from keepalive.engine.pool import WarmPool
+from tests.waiting import wait_until_async
 
 
 class StandInSession:
@@ -33,12 +34,17 @@ class StandInSession:
 
 
 class Harness:
-    """A pool of ``size`` under a limit of ``room`` more sessions, recording what it stops."""
+    """A pool of ``size`` under a limit of ``room`` more sessions, recording what it stops.
+
+    ``looks`` counts the pool's looks (each asks how much room there is): a check that the pool
+    did *not* do something waits for a look first, the positive sign that it would have by then.
+    """
 
     def __init__(self, size: int, room: int = 10, busy: bool = False) -> None:
         self.made: list[StandInSession] = []
         self.stopped: list[StandInSession] = []
         self.room, self.busy = room, busy
+        self.looks = 0
 
         async def make():
             session = StandInSession()
@@ -49,13 +55,16 @@ class Harness:
             session.stopped = True
             self.stopped.append(session)
 
-        self.pool = WarmPool(size, make, lambda: self.room - len(self.pool.sessions()), lambda: self.busy, stop)
+        def room() -> int:
+            self.looks += 1
+            return self.room - len(self.pool.sessions())
 
-    async def settle(self, until, timeout: float = 5.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not until():
-            assert asyncio.get_running_loop().time() < deadline, "the pool did not settle"
-            await asyncio.sleep(0.01)
+        self.pool = WarmPool(size, make, room, lambda: self.busy, stop)
+
+    async def another_look(self) -> None:
+        """Until the pool has looked once more (and, on the same step, acted on what it saw)."""
+        looks = self.looks
+        await wait_until_async("the pool's next look", lambda: self.looks > looks, timeout=5)
 
 
 def test_the_pool_fills_to_its_size_and_a_take_refills_it(monkeypatch):
@@ -65,10 +74,10 @@ def test_the_pool_fills_to_its_size_and_a_take_refills_it(monkeypatch):
         harness = Harness(size=2)
         pool = harness.pool
         pool.start()
-        await harness.settle(lambda: pool.waiting == 2)
+        await wait_until_async("the pool to settle", lambda: pool.waiting == 2)
         taken = pool.take(1280, 800)
         assert taken is harness.made[0] and pool.hits == 1
-        await harness.settle(lambda: pool.waiting == 2)
+        await wait_until_async("the pool to settle", lambda: pool.waiting == 2)
         assert len(harness.made) == 3
         await pool.close()
         assert {s.id for s in harness.stopped} == {harness.made[1].id, harness.made[2].id}
@@ -85,13 +94,13 @@ def test_a_take_misses_on_another_size_or_a_dead_session(monkeypatch):
         pool = harness.pool
         assert pool.take(1280, 800) is None and pool.misses["empty"] == 1
         pool.start()
-        await harness.settle(lambda: pool.waiting == 1)
+        await wait_until_async("the pool to settle", lambda: pool.waiting == 1)
         assert pool.take(1920, 1080) is None and pool.misses["screen size"] == 1
         harness.made[0].up = False
         assert pool.take(1280, 800) is None, "a session with a dead part is never handed out"
         # the next look replaces it
         pool.wake()
-        await harness.settle(lambda: harness.stopped and pool.waiting == 1)
+        await wait_until_async("the pool to settle", lambda: harness.stopped and pool.waiting == 1)
         assert harness.stopped == [harness.made[0]]
         await pool.close()
 
@@ -106,11 +115,13 @@ def test_the_pool_never_outgrows_the_room_nor_fills_while_others_start(monkeypat
         harness = Harness(size=3, room=1, busy=True)
         pool = harness.pool
         pool.start()
-        await asyncio.sleep(0.3)
+        await harness.another_look()
+        await harness.another_look()
         assert harness.made == [], "a user's start is under way: the pool waits"
         harness.busy = False
-        await harness.settle(lambda: pool.waiting == 1)
-        await asyncio.sleep(0.3)
+        await wait_until_async("the pool to settle", lambda: pool.waiting == 1)
+        await harness.another_look()
+        await harness.another_look()
         assert pool.waiting == 1, "only one more session fits under MAX_SESSIONS"
         await pool.make_room()
         assert harness.stopped == [harness.made[0]]
@@ -129,12 +140,12 @@ def test_the_pool_refills_only_a_moment_after_a_start_ended(monkeypatch):
         harness = Harness(size=1, busy=True)
         pool = harness.pool
         pool.start()
-        await asyncio.sleep(0.05)
+        await harness.another_look()  # and saw a start under way
         harness.busy = False
         pool.wake(start_ended=True)
-        await asyncio.sleep(0.2)
+        await harness.another_look()  # and saw the start that just ended
         assert harness.made == [], "the pool started a session right as a start ended"
-        await harness.settle(lambda: pool.waiting == 1)
+        await wait_until_async("the pool to settle", lambda: pool.waiting == 1)
         await pool.close()
 
     asyncio.run(scenario())
@@ -149,8 +160,9 @@ def test_the_pool_ends_when_closed_right_after_a_wake(monkeypatch):
         harness = Harness(size=1)
         pool = harness.pool
         pool.start()
-        await harness.settle(lambda: pool.waiting == 1)
-        await asyncio.sleep(0.05)  # the pool is waiting for its next look
+        # its second look found it full: the pool waits for the next look or a wake (it looks
+        # on the same step as it fills, so waiting == 1 alone would say as much)
+        await wait_until_async("the pool to fill and look again", lambda: pool.waiting == 1 and harness.looks >= 2)
         pool.wake()
         await asyncio.wait_for(pool.close(), 5)
         assert harness.stopped == harness.made
@@ -165,7 +177,8 @@ def test_no_pool_when_memory_is_short(monkeypatch):
     async def scenario():
         harness = Harness(size=1)
         harness.pool.start()
-        await asyncio.sleep(0.3)
+        await harness.another_look()
+        await harness.another_look()
         assert harness.made == []
         await harness.pool.close()
 
@@ -212,7 +225,7 @@ def test_a_pool_session_that_fails_to_start_is_let_go(monkeypatch):
     async def scenario():
         harness = Harness(size=1)
         harness.pool.start()
-        await harness.settle(lambda: len(harness.stopped) >= 2)
+        await wait_until_async("the pool to settle", lambda: len(harness.stopped) >= 2)
         assert harness.pool.waiting == 0
         assert all(session.stopped for session in harness.stopped), "a failed pool session is stopped, not kept"
         await harness.pool.close()
@@ -238,7 +251,7 @@ def test_a_pool_that_cannot_make_a_session_tries_again_later(monkeypatch):
 
         harness.pool._make = flaky_make
         harness.pool.start()
-        await harness.settle(lambda: harness.pool.waiting == 1)
+        await wait_until_async("the pool to settle", lambda: harness.pool.waiting == 1)
         assert len(attempts) == 3
         await harness.pool.close()
 

@@ -6,11 +6,11 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
 from keepalive.engine import priority
+from tests.waiting import wait_until
 
 # a process with a second thread, both alive until stdin closes
 TWO_THREADS = "import sys, threading; threading.Thread(target=sys.stdin.read).start(); sys.stdin.read()"
@@ -25,10 +25,8 @@ def two_threads():
     process = subprocess.Popen(
         priority.niced([sys.executable, "-c", TWO_THREADS], 5), stdin=subprocess.PIPE
     )
-    deadline = time.monotonic() + 10
-    while len(os.listdir(f"/proc/{process.pid}/task")) < 2:
-        assert time.monotonic() < deadline, "the second thread never started"
-        time.sleep(0.01)
+    wait_until("the second thread to start", lambda: len(os.listdir(f"/proc/{process.pid}/task")) >= 2, timeout=10,
+               every=0.01, process=process)
     yield process
     process.stdin.close()
     process.wait(10)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import psutil
 import pytest
 
 from keepalive.engine.process import ChildFailed, ChildProcess
+from tests.waiting import wait_until_async
 
 
 def child(tmp_path, code: str, on_exit=None) -> ChildProcess:
@@ -45,8 +45,8 @@ async def test_ready_then_terminate_kills_the_whole_group(tmp_path):
     assert len(group) == 2
     await process.terminate(timeout=5)
     assert not process.running
-    await asyncio.sleep(0.2)
-    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in group)
+    await wait_until_async("the whole group to end",
+                           lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in group))
     assert exits == [], "a deliberate stop is not a crash"
 
 
@@ -61,10 +61,7 @@ async def test_crash_is_reported_through_on_exit(tmp_path):
     exits = []
     process = child(tmp_path, "import sys; sys.exit(7)", on_exit=lambda c, rc: exits.append((c.name, rc)))
     await process.start()
-    for _ in range(100):
-        if exits:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until_async("the exit to be reported", lambda: exits)
     assert exits == [("probe", 7)]
 
 
@@ -122,10 +119,7 @@ async def test_an_adopted_process_is_watched_and_its_crash_reported(tmp_path):
                                      on_exit=lambda c, rc: exits.append(c.name))
         assert adopted.running
         os.kill(stranger.pid, signal.SIGKILL)
-        for _ in range(100):
-            if exits:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async("the exit to be reported", lambda: exits)
         assert exits == ["stranger"] and not adopted.running
     finally:
         stranger.kill()

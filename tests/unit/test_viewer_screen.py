@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 from Xlib import X, Xatom
@@ -12,6 +11,7 @@ from Xlib import display as xdisplay
 
 from keepalive.engine.xauth import write_authority
 from keepalive.viewer.screen import fit_windows
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -26,10 +26,8 @@ def xvfb(tmp_path, monkeypatch):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(f"/tmp/.X11-unix/X{number}"):
-            assert server.poll() is None and time.monotonic() < deadline, "Xvfb did not start"
-            time.sleep(0.05)
+        wait_until("Xvfb to listen", lambda: os.path.exists(f"/tmp/.X11-unix/X{number}"), timeout=20, every=0.05,
+                   process=server)
         yield f":{number}"
     finally:
         server.kill()

@@ -15,6 +15,7 @@ import pytest
 
 from keepalive.engine.process import ChildProcess
 from keepalive.engine.viewer_server import ViewerServer, ViewerServerUnavailable
+from tests.waiting import wait_until_async
 
 
 def free_port() -> int:
@@ -52,13 +53,6 @@ class StandIn:
                             display_up=lambda: self.display_up, linger=linger, start_timeout=20)
 
 
-async def until(condition, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 def test_viewers_arriving_together_share_one_xpra(tmp_path):
     async def scenario():
         stand_in = StandIn(tmp_path)
@@ -76,15 +70,19 @@ def test_xpra_goes_after_the_linger_only_once_nobody_watches(tmp_path):
     async def scenario():
         stand_in = StandIn(tmp_path)
         server = stand_in.server(linger=0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         await server.ensure()  # a page load: no viewer joins
-        await until(lambda: not server.running)
+        await wait_until_async("xpra to go after the linger", lambda: not server.running)
+        unwatched_for = loop.time() - started
         assert server.healthy, "a stop after the linger is no failure"
 
         await server.ensure(join=True)
-        await asyncio.sleep(0.8)
+        # twice as long as it took to go unwatched (linger included): by then it would have gone
+        await asyncio.sleep(2 * unwatched_for)
         assert server.running, "xpra went while a viewer watched"
         server.left()
-        await until(lambda: not server.running)
+        await wait_until_async("xpra to go after the linger", lambda: not server.running)
         assert len(stand_in.spawned) == 2
         await server.stop(close=True)
 
@@ -98,7 +96,7 @@ def test_a_killed_xpra_shows_in_health_until_the_next_viewer_brings_a_new_one(tm
         await server.ensure(join=True)
         first = stand_in.spawned[0]
         os.kill(first.pid, signal.SIGKILL)  # from outside, as a crash would
-        await until(lambda: not server.running)
+        await wait_until_async("xpra to go", lambda: not server.running)
         assert not server.healthy and "exited" in server.failure
         server.left()
         assert len(stand_in.spawned) == 1, "xpra was restarted with nobody asking"
