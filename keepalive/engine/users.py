@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,12 +97,57 @@ def running_uids() -> set[int]:
     return found
 
 
-def give(path: Path, user: SessionUser) -> None:
-    """Make ``path`` and everything under it the user's; never follows a symlink."""
-    os.lchown(path, user.uid, user.gid)
-    for folder, dirs, files in os.walk(path, followlinks=False):
-        for name in dirs + files:
-            os.lchown(os.path.join(folder, name), user.uid, user.gid)
+#: How give() opens each folder: never through a symlink, whatever the path said a moment ago.
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def give(path: Path, user: SessionUser, before_descend: Callable[[Path], None] | None = None) -> None:
+    """Make ``path`` and everything under it the user's; never follows a symlink.
+
+    The tree may belong to a uid whose processes still run, or to a notebook racing this walk:
+    every folder is opened below the one before it (O_NOFOLLOW, by descriptor), so a folder
+    swapped for a symlink at any moment is changed itself, never what it points at.
+    ``before_descend``: called with each folder's path just before it is opened (for tests
+    that make the race happen at the worst moment).
+    """
+    try:
+        top = os.open(path, _FOLDER)
+    except OSError:  # not a folder (a file, a symlink): only the entry itself
+        os.chown(path, user.uid, user.gid, follow_symlinks=False)
+        return
+    stack = [(top, path)]
+    try:
+        os.fchown(top, user.uid, user.gid)
+        while stack:
+            fd, where = stack.pop()
+            try:
+                with os.scandir(fd) as entries:
+                    names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+                for name, is_folder in names:
+                    if is_folder:
+                        if before_descend is not None:
+                            before_descend(where / name)
+                        try:
+                            child = os.open(name, _FOLDER, dir_fd=fd)
+                        except OSError:  # swapped for a symlink or a file meanwhile, or gone
+                            _chown_entry(name, fd, user)
+                            continue
+                        os.fchown(child, user.uid, user.gid)
+                        stack.append((child, where / name))
+                    else:
+                        _chown_entry(name, fd, user)
+            finally:
+                os.close(fd)
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def _chown_entry(name: str, folder_fd: int, user: SessionUser) -> None:
+    try:
+        os.chown(name, user.uid, user.gid, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
 
 
 def untraversable_ancestor(path: Path) -> Path | None:

@@ -58,6 +58,34 @@ def test_give_never_follows_a_symlink(tmp_path):
 
 
 @root_only
+def test_give_never_follows_a_folder_swapped_for_a_symlink_while_it_walks(tmp_path):
+    """The chown race, made to happen: a notebook of the home's old uid swaps a folder for a
+    symlink to a root-only folder after the walk saw a folder there, just before it goes in."""
+    secret = tmp_path / "root-only"
+    (secret / "deeper").mkdir(parents=True)
+    (secret / "deeper" / "key").write_text("root's")
+    secret.chmod(0o700)
+    home = tmp_path / "home"
+    (home / "data" / "inner").mkdir(parents=True)
+    (home / "data" / "inner" / "notes").write_text("x")
+    (home / "other").mkdir()
+    swapped = []
+
+    def swap(folder):
+        if folder.name == "data":  # listed as a folder a moment ago
+            folder.rename(home / "data-moved")
+            folder.symlink_to(secret)
+            swapped.append(folder)
+
+    give(home, SessionUser(61601), before_descend=swap)
+    assert swapped == [home / "data"]  # the race did happen
+    assert (home / "data").is_symlink() and (home / "data").lstat().st_uid == 61601
+    for path in (secret, secret / "deeper", secret / "deeper" / "key"):
+        assert path.stat().st_uid == 0, path
+    assert (home / "other").stat().st_uid == 61601
+
+
+@root_only
 def test_session_folder_is_the_services_and_the_rest_the_users(tmp_path):
     layout = SessionLayout(tmp_path / "sessions" / "abc", tmp_path / "homes" / "alice")
     user = SessionUser(61700)
