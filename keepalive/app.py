@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from playwright.async_api import async_playwright
 
 from keepalive import __version__
 from keepalive.api import dashboard, devtools, events, health, homes, metrics, sessions, viewer
@@ -15,6 +16,7 @@ from keepalive.api.forwarded_prefix import ForwardedPrefix
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
+from keepalive.engine.parts import real_parts
 from keepalive.engine.statelock import StateDirLock
 from keepalive.metrics import Metrics, RequestCounter
 from keepalive.settings import Settings
@@ -52,7 +54,9 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     app.state.settings = settings
     app.state.api_token = token
     app.state.token_created = created
-    app.state.manager = SessionManager(settings, state_lock, api_token=token)
+    app.state.manager = SessionManager(
+        settings, state_lock, api_token=token, parts=real_parts, playwright=async_playwright
+    )
     app.state.manager.start_observers.append(app.state.metrics.session_started)
     app.include_router(health.router)
     app.include_router(sessions.router)

@@ -60,10 +60,11 @@ class SessionCreate(BaseModel):
 
 
 class SessionHealth(BaseModel):
-    xpra: bool
+    xpra: bool = Field(description="The same as display: its older name, kept for the clients that read it.")
     browser: bool
     page: bool
     jupyter: bool
+    display: bool = Field(description="The display runs, and the viewer server has not failed.")
 
 
 class RunError(BaseModel):

@@ -18,24 +18,26 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-from playwright.async_api import Playwright, async_playwright
+from playwright.async_api import Playwright
 
-from keepalive.engine import framebuffer
 from keepalive.engine.activity import ActivityWatcher
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
 from keepalive.engine.events import EventHub, state_event
 from keepalive.engine.layout import SessionLayout
+from keepalive.engine.parts import PartsFactory
 from keepalive.engine.pool import WarmPool
 from keepalive.engine.profile import ProfileError, make_template
-from keepalive.engine.reaper import reap
-from keepalive.engine.session import Session, SessionRecord, SessionStartError, new_session_id
+from keepalive.engine.record import SessionRecord, SessionStartError, new_session_id
+from keepalive.engine.registry import SessionRegistry
+from keepalive.engine.session import Session
 from keepalive.engine.statelock import StateDirLock
 from keepalive.engine.store import SessionStore
 from keepalive.engine.users import NoFreeUser, choose_user, parse_uid_range, unreachable_reason
-from keepalive.models import SessionCreate, SessionState
+from keepalive.models import HeavyAIConnection, SessionCreate, SessionState
 from keepalive.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,28 @@ class TemplateUnavailable(RuntimeError):
     """The browser profile template could not be made; the message says why."""
 
 
+#: ``parts(allocator, playwright, gateway)``: how the manager's sessions get their parts
+#: (keepalive.engine.parts.real_parts for the service; stand-ins in unit tests).
+MakesParts = Callable[[Allocator, Playwright | None, CdpGateway], PartsFactory]
+
+
 class SessionManager:
     def __init__(
-        self, settings: Settings, state_lock: StateDirLock | None = None, api_token: str | None = None
+        self,
+        settings: Settings,
+        state_lock: StateDirLock | None = None,
+        api_token: str | None = None,
+        *,
+        parts: MakesParts,
+        playwright: Callable[[], AbstractAsyncContextManager[Playwright | None]],
     ) -> None:
+        """``playwright()``: the Playwright the sessions' browsers are driven with, entered at
+        ``open`` and left at ``close`` (playwright's ``async_playwright`` for the service)."""
         self.settings = settings
         self._api_token = api_token
+        self._make_parts = parts
+        self._playwright_factory = playwright
+        self._parts: PartsFactory | None = None
         self.gateway = CdpGateway(
             settings.host, settings.cdp_port, self._cdp_socket, self._cdp_guest,
             max_clients=settings.cdp_max_clients, idle_timeout=settings.cdp_idle_timeout,
@@ -95,25 +113,23 @@ class SessionManager:
         self._cdp_links: dict[str, tuple[int, str, float]] = {}
         self._cdp_link_numbers = itertools.count(1)
         self.allocator = Allocator(display_base=settings.display_base)
-        self._sessions: dict[str, Session] = {}
-        self._playwright_cm = None
+        #: Every session held, whatever its state: the API's, the pool's, the adopted ones.
+        self.registry = SessionRegistry()
+        self._playwright_cm: AbstractAsyncContextManager[Playwright | None] | None = None
         self._playwright: Playwright | None = None
         self._state_lock = state_lock
         self._store: SessionStore | None = None
         self._template: asyncio.Task[Path] | None = None
         self._admit_lock = asyncio.Lock()
-        self._starts: dict[str, asyncio.Task[None]] = {}
-        self._adopting: dict[str, Path] = {}  # session id -> CDP socket, while Session.adopt runs
         #: Called with each session that became ready after a start (keepalive.metrics listens).
         self.start_observers: list[Callable[[Session], None]] = []
         #: State and activity changes of every session, for GET /sessions/{id}/events.
         self.events = EventHub()
-        self._watchers: dict[str, ActivityWatcher] = {}
         # A pool needs sessions of their own Jupyter: an external one (JUPYTER_URL) is shared,
         # and its workspace is named after the session.
         self.pool = WarmPool(
             0 if settings.jupyter_url else settings.pool_size, make=self._new_pool_session,
-            room=self._room, busy=lambda: bool(self._starts), stop=self._stop,
+            room=self._room, busy=lambda: bool(self.registry.starts()), stop=self._stop, forget=self._forget_pool,
         )
         if settings.pool_size and settings.jupyter_url:
             log.warning("no warm pool (KEEPALIVE_POOL_SIZE) with KEEPALIVE_JUPYTER_URL: sessions share that server")
@@ -127,8 +143,9 @@ class SessionManager:
         # made now, in the background: the first POST of a fresh install does not wait 17 s
         # inside the admission lock, and a failure is answered with its reason (503)
         self._template = asyncio.get_running_loop().create_task(self._profile_template(), name="profile-template")
-        self._playwright_cm = async_playwright()
-        self._playwright = await self._playwright_cm.start()
+        self._playwright_cm = self._playwright_factory()
+        self._playwright = await self._playwright_cm.__aenter__()
+        self._parts = self._make_parts(self.allocator, self._playwright, self.gateway)
         await self.gateway.start()  # before adopting: the service reaches its browsers through it
         await self._adopt_all()
         self.pool.start()
@@ -153,51 +170,42 @@ class SessionManager:
         log.info("each session runs as a user of its own (uids %s)", self.settings.session_uids)
 
     async def _adopt_all(self) -> None:
-        assert self._store is not None and self._playwright is not None
-        records = self._store.load()
-        for data in records:
-            record = SessionRecord(**{k: v for k, v in data.items() if k in SessionRecord.__dataclass_fields__})
+        """Every session an earlier service left, as its record says (see Session.adopt)."""
+        assert self._store is not None
+        records = [SessionRecord.from_stored(data) for data in self._store.load()]
+        for record in records:
             folder = self.settings.sessions_dir / record.id
             if record.state == SessionState.stopped.value or (
                 record.state == SessionState.failed.value and not folder.exists()
             ):  # nothing runs for it any more: only its home stays
                 self._store.delete(record.id)
                 continue
-            if record.state == SessionState.stopping.value or is_pool_name(record.name):
-                await self._finish_stop(record)  # a pool session left by a crash is nobody's: it goes too
+            session = self._session(record)
+            # a pool session left by a crash is nobody's: it goes too
+            to_stop = record.state == SessionState.stopping.value or is_pool_name(record.name)
+            self.registry.add(session, pool=is_pool_name(record.name))  # the gateway serves it meanwhile
+            if to_stop:
+                log.warning("session %s (%s): finishing a stop an earlier service began", record.id, record.name)
+                await session.adopt(to_stop=True)
+                await self._stop(session)
                 continue
-            self._adopting[record.id] = SessionLayout(folder).cdp_socket  # the gateway serves it meanwhile
             try:
-                session = await Session.adopt(
-                    record, self.settings, self.allocator, self._playwright, self.gateway, self._store.save
-                )
+                await session.adopt()
             except Exception as error:  # one bad record must not keep the others from being adopted
+                # listed as failed, with the reason, until a DELETE stops what is left of it
                 log.error("session %s (%s): cannot be adopted: %s", record.id, record.name, error)
-                continue
-            finally:
-                self._adopting.pop(record.id, None)
-            self._sessions[record.id] = session
             self._follow(session)
         if records:
-            log.info("adopted %s session(s) from an earlier service", len(self._sessions))
-
-    async def _finish_stop(self, record: SessionRecord) -> None:
-        """A stop that the previous service did not finish: end what is left of it (never the home)."""
-        folder = self.settings.sessions_dir / record.id
-        log.warning("session %s (%s): finishing a stop an earlier service began", record.id, record.name)
-        await asyncio.to_thread(reap, record.id, folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        framebuffer.remove(record.id)
-        assert self._store is not None
-        self._store.delete(record.id)
+            log.info("adopted %s session(s) from an earlier service", len(self.registry.users()))
 
     async def close(self, stop_sessions: bool = False) -> None:
         """Let go of every session (they keep running), or stop them all; then Playwright."""
-        for task in self._starts.values():
+        starts = self.registry.starts()
+        for task in starts:
             task.cancel()
-        await asyncio.gather(*self._starts.values(), return_exceptions=True)
+        await asyncio.gather(*starts, return_exceptions=True)
         await self.pool.close()
-        sessions = list(self._sessions.values())
+        sessions = self.registry.users()
         if stop_sessions:
             log.info("stopping %s session(s), as asked (--stop-sessions-on-exit)", len(sessions))
             await asyncio.gather(*(self._stop(session) for session in sessions), return_exceptions=True)
@@ -205,9 +213,9 @@ class SessionManager:
             log.info("leaving %s session(s) running; the next keepalive serve on %s adopts them",
                      len(sessions), self.settings.state_dir)
             await asyncio.gather(*(session.detach() for session in sessions), return_exceptions=True)
-        self._sessions.clear()
-        watchers = list(self._watchers.values())
-        self._watchers.clear()
+        watchers = self.registry.watchers()
+        for session in self.registry.users():
+            self.registry.remove(session.id)
         await asyncio.gather(*(watcher.stop() for watcher in watchers), return_exceptions=True)
         # a run that just ended still gets its word out, within reason
         deliveries = [task for watcher in watchers for task in watcher.deliveries]
@@ -223,6 +231,7 @@ class SessionManager:
                 self._template.cancel()
         if self._playwright_cm is not None:
             await self._playwright_cm.__aexit__(None, None, None)
+            self._parts = None
             self._playwright_cm = self._playwright = None
         if self._store is not None:
             self._store.close()
@@ -248,13 +257,18 @@ class SessionManager:
             raise TemplateUnavailable(f"no browser profile template: {error}") from None
 
     def _live(self) -> list[Session]:
-        """Sessions holding processes or a name: everything not stopped (a failed one may still
-        run its Jupyter server and kernels, in its home, until it is deleted)."""
-        return [s for s in self._sessions.values() if s.state is not SessionState.stopped]
+        return self.registry.live()
 
     def _room(self) -> int:
         """How many more sessions (live or pool) fit under MAX_SESSIONS."""
-        return self.settings.max_sessions - len(self._live()) - len(self.pool.sessions())
+        return self.settings.max_sessions - self.registry.holding()
+
+    def _session(
+        self, record: SessionRecord, template: Path | None = None, heavyai: HeavyAIConnection | None = None
+    ) -> Session:
+        """A session of this manager (not started, not registered), with its parts."""
+        assert self._parts is not None and self._store is not None, "SessionManager.open() was not called"
+        return Session(record, self.settings, self._parts, template, heavyai=heavyai, persist=self._store.save)
 
     async def _new_pool_session(self) -> Session:
         """A session for the warm pool (not started): nobody's, its home behind a link."""
@@ -266,15 +280,15 @@ class SessionManager:
                 width=self.settings.default_width, height=self.settings.default_height, home_linked=True,
             )
             if self.settings.per_session_users:
-                busy = {s.user.uid for s in self._live() if s.user is not None} | self.pool.uids()
+                busy = self.registry.uids()
                 user, _ = choose_user(
                     SessionLayout(self.settings.sessions_dir / session_id).pool_home,
                     parse_uid_range(self.settings.session_uids), busy, self.settings.homes_dir,
                 )
                 record.uid = user.uid
-            assert self._playwright is not None and self._store is not None, "SessionManager.open() was not called"
-            return Session(record, self.settings, self.allocator, self._playwright, self.gateway, template,
-                           persist=self._store.save)
+            session = self._session(record, template)
+            self.registry.add(session, pool=True)
+            return session
 
     async def create(self, request: SessionCreate) -> Session:
         """Admit a session (name, limit) and return it in state ``starting``; call ``start`` next.
@@ -295,7 +309,7 @@ class SessionManager:
             height = request.height or self.settings.default_height
             pooled = self.pool.take(width, height)
             if pooled is not None:
-                pooled.claim(name, request.heavyai)
+                await pooled.claim(name, request.heavyai)
                 self._admitted(pooled, request)
                 log.info("session %s (%s): taken from the pool", pooled.id, name)
                 return pooled
@@ -304,23 +318,13 @@ class SessionManager:
             record = SessionRecord(id=session_id, name=name, width=width, height=height)
             give_home = False
             if self.settings.per_session_users:
-                busy = {s.user.uid for s in live if s.user is not None} | self.pool.uids()
+                busy = self.registry.uids()
                 user, give_home = choose_user(
                     self.settings.homes_dir / name, parse_uid_range(self.settings.session_uids), busy,
                     self.settings.homes_dir,
                 )
                 record.uid = user.uid
-            assert self._playwright is not None and self._store is not None, "SessionManager.open() was not called"
-            session = Session(
-                record,
-                self.settings,
-                self.allocator,
-                self._playwright,
-                self.gateway,
-                template,
-                heavyai=request.heavyai,
-                persist=self._store.save,
-            )
+            session = self._session(record, template, heavyai=request.heavyai)
             session.give_home = give_home
             self._admitted(session, request)
         log.info("session %s (%s): starting at %sx%s%s", session.id, session.name, session.width, session.height,
@@ -334,7 +338,10 @@ class SessionManager:
         elif self.settings.webhook_url is not None:
             session.webhook_url = self.settings.webhook_url.get_secret_value()
         session.record.webhook_min_busy = request.webhook_min_busy
-        self._sessions[session.id] = session
+        if self.registry.get(session.id) is session:
+            self.registry.taken(session)  # from the pool
+        else:
+            self.registry.add(session)
         self._follow(session)
 
     async def start(self, session: Session) -> None:
@@ -361,10 +368,12 @@ class SessionManager:
 
     def _track_start(self, session: Session, coroutine) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine, name=f"start-{session.id}")
-        self._starts[session.id] = task
+        entry = self.registry.entry(session.id)
+        assert entry is not None, "a session is registered before it starts"
+        entry.start = task
 
         def ended(_: asyncio.Task) -> None:
-            self._starts.pop(session.id, None)
+            entry.start = None
             if session.took_over_failed:  # counted as a hit when taken; it was served cold
                 self.pool.miss("take-over failed")
             self.pool.wake(start_ended=True)  # the pool fills only while no start is under way
@@ -380,32 +389,39 @@ class SessionManager:
         self._started(session)
 
     def get(self, session_id: str) -> Session:
-        try:
-            return self._sessions[session_id]
-        except KeyError:
-            raise SessionNotFound(session_id) from None
+        """A session of the API's (a pool session is nobody's: not found)."""
+        entry = self.registry.entry(session_id)
+        if entry is None or entry.pool:
+            raise SessionNotFound(session_id)
+        return entry.session
 
     def list(self) -> list[Session]:
-        return sorted(self._sessions.values(), key=lambda s: s.record.created_at)
+        return self.registry.users()
 
     async def delete(self, session_id: str) -> None:
         session = self.get(session_id)
-        start = self._starts.get(session_id)
+        entry = self.registry.entry(session_id)
+        start = entry.start if entry is not None else None
         if start is not None:  # deleting a session that is still starting: stop the start first
             start.cancel()
             await asyncio.gather(start, return_exceptions=True)
         await self._stop(session)
 
     async def _stop(self, session: Session) -> None:
-        """The one way a session (a user's or the pool's) is stopped."""
+        """The one way a session (a user's or the pool's) is stopped: a DELETE, the pool letting
+        it go, ``--stop-sessions-on-exit``, a stop a dead service left unfinished."""
         await session.stop()
         self._forget(session.id)
         self.pool.wake()  # there may be room for a pool session again
 
     def _forget(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        self.registry.remove(session_id)
         if self._store is not None:
             self._store.delete(session_id)
+
+    def _forget_pool(self, session: Session) -> None:
+        """A pool session whose start was cancelled: it cleaned up after itself, nothing runs."""
+        self._forget(session.id)
 
     # -- what sessions do: events and activity ----------------------------------------------
 
@@ -417,34 +433,31 @@ class SessionManager:
     def _state_changed(self, session: Session) -> None:
         state = session.state
         self.events.publish(session.id, "state", state_event(session.record))
-        watcher = self._watchers.get(session.id)
-        if state in (SessionState.ready, SessionState.recovering) and watcher is None:
+        entry = self.registry.entry(session.id)
+        if entry is None or entry.session is not session:
+            return
+        if state in (SessionState.ready, SessionState.recovering) and entry.watcher is None:
             # kernels go on computing while the browser is recovered: keep watching them
-            watcher = self._watchers[session.id] = ActivityWatcher(session, self.events)
-            watcher.start()
-        elif state in (SessionState.stopping, SessionState.stopped) and watcher is not None:
-            del self._watchers[session.id]
+            entry.watcher = ActivityWatcher(session, self.events)
+            entry.watcher.start()
+        elif state in (SessionState.stopping, SessionState.stopped) and entry.watcher is not None:
+            watcher, entry.watcher = entry.watcher, None
             asyncio.get_running_loop().create_task(watcher.stop())
 
     def activity(self, session_id: str):
         """The session's latest activity (keepalive.models.Activity), or None before the first look."""
-        watcher = self._watchers.get(session_id)
-        return watcher.latest if watcher is not None else None
+        entry = self.registry.entry(session_id)
+        return entry.watcher.latest if entry is not None and entry.watcher is not None else None
 
     # -- DevTools gateway ---------------------------------------------------------------------
 
     def _cdp_socket(self, session_id: str) -> Path | None:
-        session = self._sessions.get(session_id) or next((s for s in self.pool.sessions() if s.id == session_id), None)
-        if session is None:
-            return self._adopting.get(session_id)
-        if session.state in (SessionState.stopping, SessionState.stopped):
-            return None
-        return session.layout.cdp_socket
+        return self.registry.cdp_socket(session_id)
 
     def _cdp_guest(self, session_id: str, secret: str | None) -> str | None:
         """Who may drive a session's browser besides the service: holders of the API token, or of
         an unexpired DevTools link of that very session. Returns how to name them in the log."""
-        if secret is None or any(s.id == session_id for s in self.pool.sessions()):
+        if secret is None or self.registry.is_pool(session_id):
             return None  # a pool session is nobody's: only the service itself drives its browser
         if self._api_token is not None and hmac.compare_digest(secret.encode(), self._api_token.encode()):
             return "api token"

@@ -25,10 +25,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import psutil
 
-from keepalive.engine.session import Session
+if TYPE_CHECKING:  # the pool holds sessions the manager makes and stops; it never builds one
+    from keepalive.engine.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +59,18 @@ class WarmPool:
         room: Callable[[], int],
         busy: Callable[[], bool],
         stop: Callable[[Session], Awaitable[None]],
+        forget: Callable[[Session], None] | None = None,
     ) -> None:
         """``make`` admits a new pool session (not started); ``room`` says how many sessions
         may still be added besides the live and pool ones; ``busy`` whether other starts are
-        under way; ``stop`` stops a pool session (the manager's one stop path)."""
+        under way; ``stop`` stops a pool session (the manager's one stop path); ``forget``
+        drops one whose start was cancelled (it cleaned up after itself: nothing to stop)."""
         self.size = size
         self._make = make
         self._room = room
         self._busy = busy
         self._stop = stop
+        self._forget = forget
         self._waiting: list[Session] = []  # started, healthy when last looked at, nobody's
         self._filling: Session | None = None  # the one being started now
         self._task: asyncio.Task[None] | None = None
@@ -176,6 +181,8 @@ class WarmPool:
         try:
             await session.start()  # ends pooled, or raises having cleaned up
         except asyncio.CancelledError:
+            if self._forget is not None:
+                self._forget(session)
             raise
         except Exception as error:
             log.error("pool: a session for the pool failed to start: %s", error)

@@ -10,12 +10,20 @@ previous row, never half of one.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+from dataclasses import fields
 from pathlib import Path
+
+from keepalive.engine.record import SessionRecord
+
+log = logging.getLogger(__name__)
 
 #: The format of the records this keepalive writes. A newer keepalive reads every older
 #: format (upgrading it in ``upgrade``), so it can adopt sessions an older one started.
-RECORD_FORMAT = 1
+#: 1: what earlier keepalives wrote, some with fields this one no longer knows and (from
+#: before the display was the service's own) no Xvfb of its own; 2: exactly SessionRecord's fields.
+RECORD_FORMAT = 2
 
 
 class UnknownRecordFormat(ValueError):
@@ -23,10 +31,28 @@ class UnknownRecordFormat(ValueError):
 
 
 def upgrade(record_format: int, record: dict) -> dict:
-    """A stored record in today's format. Format 1 is today's; later formats add cases here."""
-    if record_format == RECORD_FORMAT:
-        return record
-    raise UnknownRecordFormat(f"session record format {record_format} is newer than this keepalive ({RECORD_FORMAT})")
+    """A stored record in today's format: the only place old records are migrated."""
+    if record_format > RECORD_FORMAT:
+        raise UnknownRecordFormat(
+            f"session record format {record_format} is newer than this keepalive ({RECORD_FORMAT})"
+        )
+    if record_format == 1:
+        record = _from_format_1(record)
+    return record
+
+
+def _from_format_1(record: dict) -> dict:
+    known = {f.name for f in fields(SessionRecord)}
+    dropped = sorted(set(record) - known)
+    if dropped:  # fields of an older keepalive that nothing reads any more
+        log.info("session %s: its record's old fields %s are dropped", record.get("id"), ", ".join(dropped))
+    record = {key: value for key, value in record.items() if key in known}
+    if record.get("xvfb_pid") is None and record.get("state") in ("ready", "recovering"):
+        # from before the display was the service's own (xpra held Xvfb and the browser): with
+        # no Xvfb of its own recorded, adoption finds the display lost and restarts it; the
+        # kernels keep running
+        log.warning("session %s: started by an older keepalive; its display is restarted", record.get("id"))
+    return record
 
 
 class SessionStore:

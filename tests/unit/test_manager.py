@@ -1,0 +1,233 @@
+"""The session manager in-process, with stand-in parts (tests/unit/fake_parts.py): start,
+concurrent start and delete, adoption of every recorded state, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from keepalive.engine.manager import NameTaken, SessionManager, SessionNotFound
+from keepalive.engine.record import SessionStartError
+from keepalive.engine.store import SessionStore
+from keepalive.models import SessionCreate, SessionState
+from keepalive.settings import Settings
+from tests.unit.fake_parts import FakeWorld
+
+
+@pytest.fixture
+def world() -> FakeWorld:
+    return FakeWorld()
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    template = tmp_path / "template.tar.gz"
+    template.write_bytes(b"")  # never unpacked: the fake display keeps no profile
+    return Settings(state_dir=tmp_path / "state", api_token="t", profile_template=template,
+                    session_users=False, probe_interval=3600, host="127.0.0.1")
+
+
+class Managers:
+    """Opens managers on one state dir and one fake machine, and closes what is left open."""
+
+    def __init__(self, settings: Settings, world: FakeWorld) -> None:
+        self.settings, self.world = settings, world
+        self.open: list[SessionManager] = []
+
+    async def __call__(self) -> SessionManager:
+        manager = SessionManager(self.settings, parts=self.world.factory, playwright=self.world.playwright)
+        await manager.open()
+        self.open.append(manager)
+        return manager
+
+    async def close(self, manager: SessionManager, stop_sessions: bool = False) -> None:
+        self.open.remove(manager)
+        await manager.close(stop_sessions=stop_sessions)
+
+
+@pytest.fixture
+async def managers(settings, world):
+    made = Managers(settings, world)
+    yield made
+    for manager in list(made.open):
+        await made.close(manager, stop_sessions=True)
+
+
+async def start(manager: SessionManager, name: str):
+    session = await manager.create(SessionCreate(name=name))
+    await manager.start(session)
+    return session
+
+
+def stored(settings: Settings) -> dict[str, dict]:
+    store = SessionStore(settings.state_dir / "sessions.db")
+    try:
+        return {record["id"]: record for record in store.load()}
+    finally:
+        store.close()
+
+
+def restore(settings: Settings, record: dict) -> None:
+    """Write a record as a dead service would have left it."""
+    store = SessionStore(settings.state_dir / "sessions.db")
+    try:
+        store.save(record)
+    finally:
+        store.close()
+
+
+async def test_a_session_starts_is_listed_and_is_deleted(managers, settings, world):
+    manager = await managers()
+    session = await start(manager, "alice")
+    assert session.state is SessionState.ready and session.healthy
+    assert manager.list() == [session] and manager.get(session.id) is session
+    assert stored(settings)[session.id]["state"] == "ready"
+    pids = {session.record.jupyter_pid, session.record.xvfb_pid, session.record.browser_pid}
+    assert pids <= world.alive
+    with pytest.raises(NameTaken):
+        await manager.create(SessionCreate(name="alice"))
+
+    await manager.delete(session.id)
+    assert session.state is SessionState.stopped
+    assert not pids & world.alive
+    assert manager.list() == [] and stored(settings) == {}
+    assert not (settings.sessions_dir / session.id).exists()
+    with pytest.raises(SessionNotFound):
+        manager.get(session.id)
+
+
+async def test_two_sessions_start_at_once(managers, world):
+    manager = await managers()
+    first, second = await asyncio.gather(start(manager, "one"), start(manager, "two"))
+    assert {first.state, second.state} == {SessionState.ready}
+    assert first.display != second.display
+
+
+async def test_a_failed_start_is_listed_failed_with_its_reason_and_leaves_nothing(managers, settings, world):
+    manager = await managers()
+    world.fail.add("display")
+    session = await manager.create(SessionCreate(name="broken"))
+    manager.start_in_background(session)
+    await asyncio.gather(*manager.registry.starts())
+    assert session.state is SessionState.failed and "fake display failed" in session.record.error
+    assert manager.list() == [session]
+    assert world.alive == set(), "the Jupyter server started beside the display was left running"
+    assert not (settings.sessions_dir / session.id).exists()
+    await manager.delete(session.id)
+    assert manager.list() == [] and stored(settings) == {}
+
+
+async def test_a_delete_during_the_start_wins(managers, settings, world):
+    manager = await managers()
+    world.hold = asyncio.Event()
+    session = await manager.create(SessionCreate(name="early"))
+    starting = asyncio.ensure_future(manager.start(session))
+    await world.waiting.wait()  # the start is under way, its parts half up
+    assert session.state is SessionState.starting
+    await manager.delete(session.id)
+    with pytest.raises(SessionStartError, match="deleted while it started"):
+        await starting
+    assert session.state is SessionState.stopped
+    assert world.alive == set() and manager.list() == [] and stored(settings) == {}
+    assert manager.registry.starts() == []
+
+
+async def _left_by_a_first_service(managers, settings, world, state: str, **changes) -> str:
+    """A session started by a first manager that closed without stopping it, its record then
+    set to ``state`` as if the service had died in it."""
+    first = await managers()
+    session = await start(first, "kept")
+    await managers.close(first)
+    assert session.record.jupyter_pid in world.alive, "closing the service stopped its session"
+    restore(settings, {**stored(settings)[session.id], "state": state, **changes})
+    return session.id
+
+
+async def test_a_ready_session_is_adopted_as_it_runs(managers, settings, world):
+    session_id = await _left_by_a_first_service(managers, settings, world, "ready")
+    pids = {r for r in (stored(settings)[session_id]["jupyter_pid"],)}
+    second = await managers()
+    adopted = second.get(session_id)
+    assert adopted.state is SessionState.ready and adopted.record.restarts == 0
+    assert adopted.record.jupyter_pid in pids and adopted.healthy
+    assert adopted.watchdog.running
+
+
+async def test_a_ready_session_with_a_dead_part_is_recovered(managers, settings, world):
+    session_id = await _left_by_a_first_service(managers, settings, world, "ready")
+    world.kill(stored(settings)[session_id]["jupyter_pid"])
+    second = await managers()
+    adopted = second.get(session_id)
+    await adopted._recovery  # brought back as after a crash
+    assert adopted.state is SessionState.ready and adopted.record.restarts == 1
+    assert adopted.record.jupyter_pid in world.alive
+
+
+async def test_a_recovering_session_becomes_ready_through_the_table(managers, settings, world):
+    session_id = await _left_by_a_first_service(managers, settings, world, "recovering")
+    second = await managers()
+    assert second.get(session_id).state is SessionState.ready
+    assert stored(settings)[session_id]["state"] == "ready"
+
+
+async def test_a_failed_session_stays_failed_and_can_be_deleted(managers, settings, world):
+    session_id = await _left_by_a_first_service(managers, settings, world, "failed", error="gave up")
+    jupyter_pid = stored(settings)[session_id]["jupyter_pid"]
+    second = await managers()
+    adopted = second.get(session_id)
+    assert adopted.state is SessionState.failed and adopted.record.error == "gave up"
+    assert not adopted.watchdog.running
+    assert jupyter_pid in world.alive  # its kernels keep computing until the DELETE
+    await second.delete(session_id)
+    assert jupyter_pid not in world.alive and stored(settings) == {}
+
+
+async def test_a_session_left_starting_is_failed_and_its_parts_reaped(managers, settings, world):
+    session_id = await _left_by_a_first_service(managers, settings, world, "starting")
+    second = await managers()
+    adopted = second.get(session_id)
+    assert adopted.state is SessionState.failed and "ended while the session started" in adopted.record.error
+    assert world.alive == set()
+    assert not (settings.sessions_dir / session_id).exists()
+    await second.delete(session_id)
+    assert second.list() == [] and stored(settings) == {}
+
+
+@pytest.mark.parametrize("state, name", [("stopping", "kept"), ("pooled", "_pool-abc"), ("starting", "_pool-abc")])
+async def test_a_stop_left_unfinished_and_a_pool_session_are_stopped(managers, settings, world, state, name):
+    session_id = await _left_by_a_first_service(managers, settings, world, state, name=name)
+    second = await managers()
+    with pytest.raises(SessionNotFound):
+        second.get(session_id)
+    assert world.alive == set() and stored(settings) == {}
+    assert not (settings.sessions_dir / session_id).exists()
+    assert (settings.homes_dir / "kept").is_dir(), "a home outlives its session"
+
+
+async def test_a_session_that_cannot_be_adopted_is_listed_failed_and_deletable(managers, settings, world):
+    session_id = await _left_by_a_first_service(managers, settings, world, "ready")
+    world.fail.add("adopt")
+    second = await managers()
+    adopted = second.get(session_id)
+    assert adopted.state is SessionState.failed
+    assert adopted.record.error.startswith("cannot be adopted: the fake display's record is unreadable")
+    await second.delete(session_id)
+    assert second.list() == [] and stored(settings) == {}
+
+
+async def test_a_closing_service_leaves_its_sessions_running(managers, settings, world):
+    manager = await managers()
+    session = await start(manager, "stays")
+    await managers.close(manager)
+    assert session.state is SessionState.ready and session.record.jupyter_pid in world.alive
+    assert stored(settings)[session.id]["state"] == "ready"
+
+
+async def test_a_closing_service_told_so_stops_its_sessions(managers, settings, world):
+    manager = await managers()
+    session = await start(manager, "goes")
+    await managers.close(manager, stop_sessions=True)
+    assert session.state is SessionState.stopped and world.alive == set()
+    assert stored(settings) == {}
+    assert (settings.homes_dir / "goes").is_dir()
