@@ -9,19 +9,24 @@ lock files are stripped, and they are stripped again at every restore.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import uuid
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.reaper import reap
+from keepalive.engine.users import SessionUser
 from keepalive.files import create_no_follow, open_no_follow, write_file
 
 log = logging.getLogger(__name__)
@@ -94,13 +99,15 @@ def _extract(archive: tarfile.TarFile, members: list[tarfile.TarInfo], target: P
         archive.extractall(target, members=members)  # noqa: S202 - members were checked above
 
 
-def restore_profile(template: Path, profile_dir: Path) -> None:
-    """Unpack ``template`` into ``profile_dir`` and make it ready for a fresh Chromium."""
-    if not template.is_file():
+def restore_profile(template: Path | IO[bytes], profile_dir: Path) -> None:
+    """Unpack ``template`` (a path, or an open tarball) into ``profile_dir`` and make it ready
+    for a fresh Chromium."""
+    if isinstance(template, Path) and not template.is_file():
         raise ProfileError(f"profile template {template} does not exist")
     profile_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with open_no_follow(template) as raw, tarfile.open(fileobj=raw) as archive:
+        with (open_no_follow(template) if isinstance(template, Path) else template) as raw, \
+                tarfile.open(fileobj=raw) as archive:
             _extract(archive, _safe_members(archive), profile_dir)
     except (tarfile.TarError, OSError) as error:
         raise ProfileError(f"cannot unpack profile template {template}: {error}") from error
@@ -109,15 +116,14 @@ def restore_profile(template: Path, profile_dir: Path) -> None:
     (profile_dir / FIRST_RUN_SENTINEL).touch()
 
 
-def _without_locks(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    name = member.name.rsplit("/", 1)[-1]
-    return None if name in LOCK_FILES or name in STALE_FILES else member
-
-
-def pack_profile(profile_dir: Path, template: Path) -> None:
+def pack_profile(profile_dir: Path, template: Path, before_descend: Callable[[Path], None] | None = None) -> None:
     """Write ``profile_dir`` as a gzip tarball without its lock files, atomically.
 
-    The folder itself is left as it is: a running Chromium's profile may be packed too.
+    The folder itself is left as it is: a running Chromium's profile may be packed too. A
+    session's profile is its user's to change at any moment, so this runs with that user's
+    rights (``save_for``): a folder swapped for a symlink between two steps leads only where
+    the user could read anyway. ``before_descend``: called with each folder just before its
+    entries are listed (tests make the swap happen there).
     """
     sentinel = profile_dir / FIRST_RUN_SENTINEL
     if not sentinel.is_symlink():
@@ -126,9 +132,43 @@ def pack_profile(profile_dir: Path, template: Path) -> None:
     partial = template.with_name(template.name + ".partial")
     # the home may belong to a session's user: no write through a symlink planted there
     with create_no_follow(partial) as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
-        for path in sorted(profile_dir.iterdir()):
-            archive.add(path, arcname=path.name, filter=_without_locks)  # links are stored, never followed
+        _add_folder(archive, profile_dir, "", before_descend)
     partial.replace(template)
+
+
+def _add_folder(
+    archive: tarfile.TarFile, folder: Path, prefix: str, before_descend: Callable[[Path], None] | None
+) -> None:
+    """Every entry below ``folder``, but lock files; links are stored, never followed."""
+    if before_descend is not None:
+        before_descend(folder)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:  # gone meanwhile, or not this user's to read
+        return
+    for name in names:
+        if name in LOCK_FILES or name in STALE_FILES:
+            continue
+        path = folder / name
+        try:
+            info = archive.gettarinfo(path, arcname=prefix + name)
+        except OSError:
+            continue  # gone meanwhile
+        if info is None:
+            continue  # a socket: nothing a profile needs
+        if info.isreg():
+            try:
+                handle = open_no_follow(path)
+            except OSError:
+                continue  # swapped for a link, or gone, since it was looked at
+            with handle:
+                info.size = os.fstat(handle.fileno()).st_size
+                archive.addfile(info, handle)
+        elif info.isdir():
+            archive.addfile(info)
+            _add_folder(archive, path, prefix + name + "/", before_descend)
+        else:
+            archive.addfile(info)
 
 
 def _readable(archive_path: Path) -> bool:
@@ -155,8 +195,9 @@ def save_profile(profile_dir: Path, saved: Path, previous: Path) -> None:
     partial.replace(saved)
 
 
-def restore_session_profile(saved: Path, previous: Path, template: Path, profile_dir: Path) -> Path:
-    """Restore the home's saved profile, else the previous save, else the template; returns which.
+def restore_session_profile(saved: Path, previous: Path, template: Path | IO[bytes], profile_dir: Path) -> Path | str:
+    """Restore the home's saved profile, else the previous save, else the template; returns which
+    (the template's path, or "template" when it came as an open file).
 
     A save that cannot be read whole (a crash while writing, a full disk) is skipped with a warning.
     """
@@ -168,7 +209,91 @@ def restore_session_profile(saved: Path, previous: Path, template: Path, profile
             return candidate
         log.warning("the saved browser profile %s is damaged; trying an older one", candidate)
     restore_profile(template, profile_dir)
-    return template
+    return template if isinstance(template, Path) else "template"
+
+
+def prepare_for_restart(profile_dir: Path) -> None:
+    """A profile a killed Chromium left: without its locks, and marked as cleanly closed."""
+    strip_lock_files(profile_dir)
+    mark_clean_exit(profile_dir)
+
+
+# -- done with the session user's rights --------------------------------------------------------
+#
+# A session's profile folder and home are its user's, and the user's notebook can change them
+# while the service works there (swap a folder for a symlink to /root between two steps). So
+# with a session user, the service does no profile work itself: a short child that has dropped
+# to that user does it, and can reach nothing the user could not. The template, root's, comes
+# in on the child's standard input.
+
+#: What may come back from a worker: a line naming what was restored.
+_WORKER_TIMEOUT = 120.0
+
+
+async def restore_for(user: SessionUser | None, saved: Path, previous: Path, template: Path, profile_dir: Path) -> str:
+    """``restore_session_profile`` with ``user``'s rights (in this process without a user);
+    returns what was restored, for the log."""
+    if user is None:
+        return str(await asyncio.to_thread(restore_session_profile, saved, previous, template, profile_dir))
+    with open_no_follow(template) as stdin:
+        return await _as_user(user, ["restore", str(saved), str(previous), str(profile_dir)], stdin)
+
+
+async def save_for(user: SessionUser | None, profile_dir: Path, saved: Path, previous: Path) -> None:
+    """``save_profile`` with ``user``'s rights (in this process without a user)."""
+    if user is None:
+        await asyncio.to_thread(save_profile, profile_dir, saved, previous)
+    else:
+        await _as_user(user, ["save", str(profile_dir), str(saved), str(previous)])
+
+
+async def prepare_for_restart_for(user: SessionUser | None, profile_dir: Path) -> None:
+    """``prepare_for_restart`` with ``user``'s rights (in this process without a user)."""
+    if user is None:
+        await asyncio.to_thread(prepare_for_restart, profile_dir)
+    else:
+        await _as_user(user, ["prepare", str(profile_dir)])
+
+
+async def _as_user(user: SessionUser, args: list[str], stdin: IO[bytes] | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-m", "keepalive.engine.profile", *args,
+        stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        user=user.uid, group=user.gid, extra_groups=[], umask=0o077, cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), _WORKER_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise ProfileError(f"the profile's {args[0]} as uid {user.uid} took over {_WORKER_TIMEOUT:.0f} s") from None
+    if process.returncode != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise ProfileError(f"the profile's {args[0]} as uid {user.uid} failed: {last[0]}")
+    return out.decode(errors="replace").strip()
+
+
+def main(argv: list[str]) -> int:
+    """The worker: ``restore SAVED PREVIOUS PROFILE`` (template on stdin), ``save PROFILE SAVED
+    PREVIOUS``, ``prepare PROFILE``. Errors end it with their message on stderr."""
+    command, *paths = argv
+    try:
+        if command == "restore":
+            saved, previous, profile_dir = map(Path, paths)
+            template = io.BytesIO(sys.stdin.buffer.read())
+            print(restore_session_profile(saved, previous, template, profile_dir))
+        elif command == "save":
+            save_profile(*map(Path, paths))
+        elif command == "prepare":
+            prepare_for_restart(Path(paths[0]))
+        else:
+            raise ProfileError(f"unknown command {command!r}")
+    except (OSError, tarfile.TarError, ProfileError, ValueError) as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def make_template(chromium: str, template: Path, timeout: float = 60.0) -> Path:
@@ -215,3 +340,7 @@ async def make_template(chromium: str, template: Path, timeout: float = 60.0) ->
         pack_profile(layout.profile_dir, template)
     log.info("made Chromium profile template %s", template)
     return template
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -13,9 +15,12 @@ from keepalive.engine.profile import (
     LOCK_FILES,
     ProfileError,
     pack_profile,
+    restore_for,
     restore_profile,
+    save_for,
     strip_lock_files,
 )
+from keepalive.engine.users import SessionUser, give
 
 
 def make_profile(root):
@@ -144,3 +149,99 @@ def test_a_saved_profile_comes_back_and_a_damaged_one_falls_back(tmp_path):
     previous.write_bytes(b"not a tarball")
     assert restore_session_profile(saved, previous, template, tmp_path / "r3") == template
     assert not (tmp_path / "r3" / "Default" / "Bookmarks").exists()
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="dropping to a session user needs root")
+SESSION_UID = 61602
+
+
+def pack_as(uid, profile, archive, before_descend) -> int:
+    """``pack_profile`` in a forked child with ``uid``'s rights (0: root's): its exit code."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            if uid:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+            pack_profile(profile, archive, before_descend=before_descend)
+            code = 0
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def hostile_profile(tmp_path):
+    """A session's profile and home, its user's, and a folder only root may read."""
+    secret = tmp_path / "root-only"
+    secret.mkdir()
+    (secret / "Cookies").write_text("root's secret")
+    secret.chmod(0o700)
+    profile = tmp_path / "profile"
+    (profile / "Default" / "Extension State").mkdir(parents=True)
+    (profile / "Default" / "Preferences").write_text("{}")
+    home = tmp_path / "home"
+    home.mkdir()
+    for path in (profile, home):
+        give(path, SessionUser(SESSION_UID))
+    return secret, profile, home
+
+
+@root_only
+@pytest.mark.parametrize("uid, leaks", [(SESSION_UID, False), (0, True)])
+def test_a_folder_swapped_for_a_link_mid_pack_leaks_nothing_with_the_users_rights(tmp_path, uid, leaks):
+    """The pack race made to happen: the notebook swaps a folder for a symlink to a root-only
+    folder after the walk saw a folder there, just before it lists it. With the session user's
+    rights (as the service packs) nothing of that folder reaches the archive; with root's (the
+    control) it does, which shows the swap really lands between the check and the use."""
+    secret, profile, home = hostile_profile(tmp_path)
+
+    def swap(folder):  # runs in the packing child, as its user
+        if folder.name == "Extension State":
+            folder.rename(folder.with_name("moved"))
+            folder.symlink_to(secret)
+
+    assert pack_as(uid, profile, home / "profile.tar.gz", swap) == 0
+    with tarfile.open(home / "profile.tar.gz") as archive:
+        names = archive.getnames()
+        contents = b"".join(archive.extractfile(m).read() for m in archive.getmembers() if m.isfile())
+    assert (profile / "Default" / "Extension State").is_symlink()  # the race did happen
+    assert "Default/Preferences" in names and "Default/Extension State" in names
+    assert ("Default/Extension State/Cookies" in names) is leaks
+    assert (b"root's secret" in contents) is leaks
+
+
+@root_only
+def test_the_service_saves_and_restores_a_profile_with_the_users_rights(tmp_path):
+    """save_for/restore_for run as the session user: what they write is the user's, and the
+    root-owned template reaches the worker only on its standard input."""
+    user = SessionUser(SESSION_UID)
+    secret, profile, home = hostile_profile(tmp_path)
+    (profile / "Default" / "Extension State" / "link").symlink_to(secret / "Cookies")
+    template = tmp_path / "template.tar.gz"
+    pack_profile(make_profile(tmp_path / "template-profile"), template)
+    template.chmod(0o600)  # root's alone: the worker reads it from its stdin
+    saved, previous = home / "profile.tar.gz", home / "profile.previous.tar.gz"
+
+    asyncio.run(save_for(user, profile, saved, previous))
+    assert saved.stat().st_uid == SESSION_UID
+    with tarfile.open(saved) as archive:
+        assert archive.getmember("Default/Extension State/link").issym()  # stored as a link, not followed
+
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    give(restored, user)
+    assert asyncio.run(restore_for(user, saved, previous, template, restored)) == str(saved)
+    assert (restored / "Default" / "Preferences").stat().st_uid == SESSION_UID
+    assert not (restored / "Default" / "Extension State" / "link").exists()  # links are dropped at restore
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    give(fresh, user)
+    assert asyncio.run(restore_for(user, home / "none", home / "none2", template, fresh)) == "template"
+    assert (fresh / FIRST_RUN_SENTINEL).stat().st_uid == SESSION_UID
+    assert not (fresh / "SingletonLock").exists()
+
+    with pytest.raises(ProfileError, match="as uid 61602 failed"):
+        asyncio.run(save_for(user, profile, secret / "x.tar.gz", secret / "y.tar.gz"))
