@@ -1,5 +1,6 @@
-"""The OmniSci-era name of keepalive's HeavyAI server extension (``server_ext``).
+"""The OmniSci-era name of keepalive's Jupyter server extension (``keepalive_jupyter``).
 
 Deployments set up from the OmniSci documents enable ``jupyterlab_omnisci.serverextension``;
-that keeps working, and does nothing more than ``server_ext`` itself, which is enabled on install.
+that keeps working, and does nothing more than ``keepalive_jupyter`` itself, which is enabled on
+install.
 """

@@ -1,34 +1,31 @@
 """``jupyter server extension enable jupyterlab_omnisci.serverextension`` still works.
 
-It loads keepalive's ``server_ext`` under its old name, unless ``server_ext`` is enabled itself
-(the default after install): then the handoff is served once, by ``server_ext``.
+It enables keepalive's extension, ``keepalive_jupyter``, under its OmniSci-era name: the same app,
+loaded once however many of its names are enabled (``keepalive_jupyter`` is, after install).
 """
 
 from __future__ import annotations
 
 # The OmniSci-era class names, for replacement providers written against them
 # (``class Mine(OmniSciSessionManager)``, set by ``c.OmniSciConfig.session_manager``).
-from server_ext.app import HeavyAIConfig as OmniSciConfig
-from server_ext.session import BaseSessionManager, HeavyAISession, SessionError
-from server_ext.session import HeavyAISessionManager as OmniSciSessionManager
+from keepalive_jupyter.heavyai import BaseSessionManager, HeavyAISession, SessionError
+from keepalive_jupyter.heavyai import HeavyAIConfig as OmniSciConfig
+from keepalive_jupyter.heavyai import HeavyAISessionManager as OmniSciSessionManager
 
 __all__ = ["BaseSessionManager", "HeavyAISession", "OmniSciConfig", "OmniSciSessionManager", "SessionError"]
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "jupyterlab_omnisci.serverextension"}]
+def _jupyter_server_extension_points() -> list[dict]:
+    from keepalive_jupyter.extension import KeepaliveJupyterExtension
+
+    return [{"module": "jupyterlab_omnisci.serverextension", "app": KeepaliveJupyterExtension}]
 
 
-def _load_jupyter_server_extension(serverapp) -> None:
-    if serverapp.jpserver_extensions.get("server_ext"):
-        serverapp.log.info("jupyterlab_omnisci.serverextension: served by server_ext, which is enabled too")
-        return
-    from server_ext.app import HeavyAIExtension
+def _load_jupyter_server_extension(serverapp):
+    """The Notebook-era loader (``jupyter serverextension enable`` on a classic Notebook server)."""
+    from keepalive_jupyter.extension import KeepaliveJupyterExtension
 
-    serverapp.log.info("jupyterlab_omnisci.serverextension: loading server_ext under its OmniSci-era name")
-    # links (config, settings) and initializes (handlers) the extension app, as the manager would
-    HeavyAIExtension._load_jupyter_server_extension(serverapp)
+    return KeepaliveJupyterExtension._load_jupyter_server_extension(serverapp)
 
 
-# The Notebook-era loader name, for `jupyter serverextension enable` on classic Notebook servers.
 load_jupyter_server_extension = _load_jupyter_server_extension

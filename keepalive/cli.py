@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from keepalive import __version__
-from keepalive.client import default_url, token_file_for
+from keepalive.api_client import default_url, token_file_for
 from keepalive.client_commands import add_client_commands, run_client_command
 from keepalive.settings import Settings
 

@@ -1,6 +1,6 @@
 """The client subcommands: ``keepalive start|list|show|stop|screenshot|viewer-link|homes|delete-home|doctor``.
 
-Each is a thin client of a running service's REST API (keepalive.client). Results go to stdout
+Each is a thin client of a running service's REST API (keepalive.api_client). Results go to stdout
 (``--json`` where a script wants them whole), progress and errors to stderr, one line per error.
 Exit codes: 0 done; 1 the service said no (or the session failed); 2 bad usage; 3 no service
 answers at the URL; 4 no API token, or a wrong one; 130 interrupted (Ctrl-C).
@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from keepalive.client import Client, ClientError, default_url, find_token
+from keepalive.api_client import Client, ClientError, default_url, find_token
 
 #: Health parts of a starting session, and what to call them while waiting for them.
 WAITING_FOR = {"jupyter": "Jupyter server", "xpra": "display", "browser": "browser", "page": "JupyterLab page"}

@@ -31,7 +31,7 @@ def executable_check(label: str, command: str, package: str) -> Check:
 
 
 #: What a session's embedded Jupyter server needs from the Jupyter environment.
-JUPYTER_MODULES = ("jupyterlab", "ipykernel", "server_ext")
+JUPYTER_MODULES = ("jupyterlab", "ipykernel", "keepalive_jupyter")
 
 
 @functools.lru_cache(maxsize=8)

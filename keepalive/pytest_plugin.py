@@ -84,7 +84,7 @@ def _start_service(state_dir: Path, timeout: float = 120) -> KeepaliveService:
 def keepalive_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     url = request.config.getoption("--keepalive-url") or os.environ.get("KEEPALIVE_URL")
     if url:
-        from keepalive.client import find_token
+        from keepalive.api_client import find_token
 
         service = KeepaliveService(url.rstrip("/"), find_token(None))
         yield service

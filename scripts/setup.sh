@@ -57,12 +57,13 @@ done
 # pip runs only when what it installs from changed since the last set-up: a second run of
 # serve.sh or test.sh starts at once. A set-up with the test tools also serves the service.
 stamp=.venv/.keepalive-setup
-inputs=$(cat pyproject.toml scripts/jupyter-requirements.txt web/heavyai/package.json \
+inputs=$(cat pyproject.toml scripts/jupyter-requirements.txt scripts/labextension_build.py \
+           web/heavyai/package.json web/heavyai/package-lock.json \
            $(find web/heavyai/src web/heavyai/style jupyter-config -type f | sort) | sha256sum | cut -d' ' -f1)
 stamped_inputs="" stamped_extras=""
 [ -f "$stamp" ] && read -r stamped_inputs stamped_extras < "$stamp"
 if [ "${stamped_inputs:-}" = "$inputs" ] && { [ -z "$extras" ] || [ "${stamped_extras:-}" = "$extras" ]; } \
-   && [ -f server_ext/labextension/package.json ]; then
+   && [ -f keepalive_jupyter/labextension/package.json ]; then
   echo "setup: .venv and .venv-jupyter are up to date"
 else
   # The JupyterLab extension's build (rspack) needs Node.js >= 20.19 (or >= 22.12); Debian 12's
@@ -88,7 +89,7 @@ else
   .venv/bin/python -m pip install -q -e ".${extras}"
   echo "setup: installing the sessions' Jupyter environment into .venv-jupyter"
   .venv-jupyter/bin/python -m pip install -q -r scripts/jupyter-requirements.txt
-  # server_ext and the labextension just built; none of the service's own dependencies
+  # keepalive_jupyter and the labextension just built; none of the service's own dependencies
   SKIP_JUPYTER_BUILDER=1 .venv-jupyter/bin/python -m pip install -q --no-deps -e .
   echo "$inputs $extras" > "$stamp"
 fi

@@ -1,31 +1,30 @@
-"""Jupyter server extension: hands the HeavyAI database session to JupyterLab.
+"""The old name of keepalive's Jupyter server extension, now ``keepalive_jupyter``.
 
-The frontend half (the ``?heavyai`` workspace) ships in ``server_ext/labextension`` as a
-prebuilt JupyterLab extension named ``keepalive-heavyai``.
+Kept so that what was set up under this name keeps working: ``jupyter server extension enable
+server_ext`` enables the same extension (loaded once when ``keepalive_jupyter`` is enabled too),
+``from server_ext.session import BaseSessionManager`` imports the same classes, and
+``python -m server_ext.lean_jupyterlab`` runs the same launcher. Nothing new goes here.
 
-The extension's app is imported only when Jupyter asks for it: importing this package must stay
-free of jupyter_server, so that ``python -m server_ext.lean_jupyterlab`` can decide what the
-server imports before anything does.
+Importing this package must stay free of jupyter_server, as ``keepalive_jupyter``'s must.
 """
 
 from __future__ import annotations
 
-LABEXTENSION_NAME = "keepalive-heavyai"
+from keepalive_jupyter import LABEXTENSION_NAME
+
+__all__ = ["LABEXTENSION_NAME"]
 
 
 def __getattr__(name: str):
-    if name == "HeavyAIExtension":
-        from .app import HeavyAIExtension
+    # HeavyAIExtension: the extension app's name before it served more than the HeavyAI handoff
+    if name in ("HeavyAIExtension", "KeepaliveJupyterExtension"):
+        from keepalive_jupyter.extension import KeepaliveJupyterExtension
 
-        return HeavyAIExtension
+        return KeepaliveJupyterExtension
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _jupyter_server_extension_points():
-    from .app import HeavyAIExtension
+    from keepalive_jupyter.extension import KeepaliveJupyterExtension
 
-    return [{"module": "server_ext", "app": HeavyAIExtension}]
-
-
-def _jupyter_labextension_paths():
-    return [{"src": "labextension", "dest": LABEXTENSION_NAME}]
+    return [{"module": "server_ext", "app": KeepaliveJupyterExtension}]

@@ -26,8 +26,8 @@ from keepalive.auth import token_matches
 from keepalive.engine.manager import SessionManager, SessionNotFound
 from keepalive.engine.viewer_server import ViewerServerUnavailable
 from keepalive.models import SessionState
-from keepalive.viewer import client as html5
-from keepalive.viewer.proxy import ViewerTracker, XpraUnavailable, fetch, relay, response_headers
+from keepalive.viewer import html5_client as html5
+from keepalive.viewer.xpra_proxy import ViewerTracker, XpraUnavailable, fetch, relay, response_headers
 from keepalive.viewer.tickets import TicketError, TicketSigner
 from keepalive.viewer.xpra_options import client_defaults, client_settings
 

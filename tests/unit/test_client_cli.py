@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from keepalive import client as client_module
+from keepalive import api_client as client_module
 from keepalive.cli import build_parser, main
-from keepalive.client import ClientError, default_url, find_token
+from keepalive.api_client import ClientError, default_url, find_token
 
 
 @pytest.fixture(autouse=True)

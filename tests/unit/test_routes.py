@@ -148,7 +148,7 @@ def test_a_stopped_sessions_stream_says_so_and_ends(events_client):
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from keepalive.engine.viewer_server import ViewerServerUnavailable  # noqa: E402
-from keepalive.viewer import client as html5  # noqa: E402
+from keepalive.viewer import html5_client as html5  # noqa: E402
 
 
 class ViewerlessSession:

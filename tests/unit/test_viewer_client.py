@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keepalive.settings import Settings
-from keepalive.viewer import client
+from keepalive.viewer import html5_client as client
 from keepalive.viewer.screen import xrandr_script
 from keepalive.viewer.xpra_options import client_defaults, client_settings, viewer_screen, xpra_viewer_flags
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from server_ext.drafts import Drafts
+from keepalive_jupyter.drafts import Drafts
 
 T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
 
@@ -166,7 +166,7 @@ def test_drafts_outlive_the_server_in_their_file(tmp_path):
 
 
 def test_small_drafts_are_written_at_once_large_ones_wait_their_turn_and_none_is_lost(tmp_path, monkeypatch):
-    import server_ext.drafts as module
+    import keepalive_jupyter.drafts as module
 
     store = tmp_path / "drafts.json"
     later: list = []
@@ -185,7 +185,7 @@ def test_small_drafts_are_written_at_once_large_ones_wait_their_turn_and_none_is
 
 
 def test_the_file_is_bounded_and_an_unreadable_one_is_ignored(tmp_path, monkeypatch):
-    import server_ext.drafts as module
+    import keepalive_jupyter.drafts as module
 
     store = tmp_path / "drafts.json"
     monkeypatch.setattr(module, "MAX_STORE_BYTES", 3000)

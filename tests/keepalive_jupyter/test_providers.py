@@ -96,8 +96,7 @@ def test_provider_crash_is_a_json_500_without_details(fetch, all_logs):
 
 
 def test_default_provider_is_documented_class():
-    from server_ext.app import HeavyAIConfig
-    from server_ext.session import BaseSessionManager, HeavyAISessionManager
+    from keepalive_jupyter.heavyai import BaseSessionManager, HeavyAIConfig, HeavyAISessionManager
 
     trait = HeavyAIConfig.class_traits()["session_manager"]
     assert trait.default_value is HeavyAISessionManager
@@ -114,7 +113,7 @@ def _start_server(tmp_path, config_text):
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     (config_dir / "jupyter_server_config.py").write_text(
-        "c.ServerApp.jpserver_extensions = {'server_ext': True}\n" + config_text
+        "c.ServerApp.jpserver_extensions = {'keepalive_jupyter': True}\n" + config_text
     )
     env = {
         **os.environ,
@@ -143,6 +142,6 @@ def test_bad_provider_fails_start_up(tmp_path, value, expected):
     code, output = _start_server(tmp_path, f"c.HeavyAIConfig.session_manager = {value!r}\n")
     assert code != 0, output
     assert "c.HeavyAIConfig.session_manager must name a subclass of " in output, output
-    assert "server_ext.session.BaseSessionManager" in output
+    assert "keepalive_jupyter.heavyai.BaseSessionManager" in output
     assert expected in output
     assert "is running at" not in output

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from server_ext.executions import KernelRecord
+from keepalive_jupyter.executions import KernelRecord
 
 
 # --- the record, message by message --------------------------------------------------------
@@ -536,7 +536,7 @@ def test_a_kernel_that_dies_mid_run_ends_its_run(fetch, jp_ws_fetch, jp_asyncio_
 
 
 def test_the_record_keeps_what_the_rate_limit_lets_through_and_its_notice():
-    from server_ext.executions import IOPubRateLimit
+    from keepalive_jupyter.executions import IOPubRateLimit
 
     rec = KernelRecord("k", 10, 1 << 24, 60.0, IOPubRateLimit(msg_rate_limit=10, data_rate_limit=0, window=1.0))
     rec.note_request("r", "c", "s")
@@ -552,7 +552,7 @@ def test_the_record_keeps_what_the_rate_limit_lets_through_and_its_notice():
 
 
 def test_an_idle_kernel_starts_the_rate_limit_afresh_and_it_can_be_off():
-    from server_ext.executions import IOPubRateLimit
+    from keepalive_jupyter.executions import IOPubRateLimit
 
     rec = KernelRecord("k", 10, 1 << 24, 60.0, IOPubRateLimit(msg_rate_limit=1, data_rate_limit=0, window=1.0))
     for run in ("r1", "r2"):
@@ -575,8 +575,8 @@ def test_the_rate_limit_drops_exactly_what_jupyter_servers_own_drops(monkeypatch
     from jupyter_server.services.kernels.connection import channels
     from traitlets.config import Config
 
-    from server_ext.executions import IOPubRateLimit
-    from server_ext.recorder import iopub_rate_limit
+    from keepalive_jupyter.executions import IOPubRateLimit
+    from keepalive_jupyter.recorder import iopub_rate_limit
 
     clock = [0.0]
 
@@ -654,7 +654,7 @@ def test_a_burst_past_the_rate_limit_is_recorded_as_a_page_would_get_it(fetch, j
 def test_a_new_pages_own_requests_do_not_start_the_rate_limit_afresh():
     """The idle status of a comm or kernel info request (a recovered page asks those while the
     cell runs) leaves the count as it is; the idle of an execution clears it."""
-    from server_ext.executions import IOPubRateLimit
+    from keepalive_jupyter.executions import IOPubRateLimit
 
     rec = KernelRecord("k", 10, 1 << 24, 60.0, IOPubRateLimit(msg_rate_limit=1, data_rate_limit=0, window=1.0))
     rec.note_request("r", "c", "s")

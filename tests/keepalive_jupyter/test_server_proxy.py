@@ -1,11 +1,11 @@
-"""The jupyter-server-proxy entry point (server_ext/proxy.py)."""
+"""The jupyter-server-proxy entry point (keepalive_jupyter/server_proxy.py)."""
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
 from urllib.parse import parse_qs, urlsplit
 
-from server_ext.proxy import setup_keepalive
+from keepalive_jupyter.server_proxy import setup_keepalive
 
 
 def test_the_entry_point_is_registered():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from traitlets import Unicode
 
 from jupyterlab_omnisci.serverextension import OmniSciSessionManager
-from server_ext.session import BaseSessionManager, HeavyAISession, SessionError
+from keepalive_jupyter.heavyai import BaseSessionManager, HeavyAISession, SessionError
 
 SECRET = "s3cr3t-provider-detail"
 

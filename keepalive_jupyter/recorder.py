@@ -1,4 +1,4 @@
-"""Keeps an :class:`~server_ext.executions.KernelRecord` for every running kernel.
+"""Keeps an :class:`~keepalive_jupyter.executions.KernelRecord` for every running kernel.
 
 IOPub is a PUB socket: an extra subscriber per kernel sees every message the kernel publishes,
 whether or not a browser is connected. The cell a request came from is known only from the

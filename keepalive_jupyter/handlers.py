@@ -1,60 +1,18 @@
-"""HTTP handlers of the HeavyAI server extension."""
+"""HTTP handlers of the execution record, the kernels' activity and the drafts.
+
+The data behind them lives elsewhere (executions.py and recorder.py, drafts.py); the app in
+extension.py routes to them under ``{base_url}api/keepalive/``. The other routes' handlers sit
+with what they serve: heavyai.py, kiosk.py, kernel_environment.py.
+"""
 
 from __future__ import annotations
 
-import inspect
 import json
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import ensure_async
 from tornado import web
-
-from .session import HeavyAISession, SessionError
-
-#: Resource name for jupyter_server's Authorizer (``is_authorized(handler, user, action, resource)``).
-AUTH_RESOURCE = "heavyai"
-
-
-class SessionHandler(APIHandler):
-    """``GET /heavyai/session``: the current HeavyAI session, as JSON."""
-
-    auth_resource = AUTH_RESOURCE
-
-    def _error(self, status: int, reason: str, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": message, "reason": reason}))
-
-    @web.authenticated
-    @authorized
-    async def get(self):
-        manager = self.settings["heavyai_session_manager"]
-        # The answer carries a secret: never cache it.
-        self.set_header("Cache-Control", "no-store")
-        try:
-            result = manager.get_session()
-            if inspect.isawaitable(result):
-                result = await result
-            if isinstance(result, dict):
-                result = HeavyAISession(**result)
-            if not isinstance(result, HeavyAISession) or not result.session:
-                raise TypeError(f"get_session() returned {type(result).__name__}, not a session")
-        except SessionError as e:
-            self.log.warning("HeavyAI session unavailable (%s): %s", e.reason, e.message)
-            return self._error(e.status, e.reason, e.message)
-        except Exception as e:
-            # The details may carry secrets; log the type only.
-            self.log.error(
-                "HeavyAI session manager %s failed: %s", type(manager).__name__, type(e).__name__
-            )
-            return self._error(
-                500,
-                "provider_error",
-                f"The HeavyAI session manager {type(manager).__name__} failed "
-                "(see the Jupyter server log).",
-            )
-        self.finish(json.dumps(result.to_json()))
 
 
 class ExecutionsHandler(APIHandler):
@@ -105,7 +63,7 @@ class ActivityHandler(APIHandler):
 
 
 class DraftsHandler(APIHandler):
-    """Unsaved cell sources of a notebook (see server_ext/drafts.py).
+    """Unsaved cell sources of a notebook (see drafts.py).
 
     ``GET ?path=P``: the drafts that still apply to the file (a deleted cell as ``{"id",
     "deleted": true}``). ``POST`` ``{"path", "base", "page", "seq", "cells": [{"id", "cell_type",

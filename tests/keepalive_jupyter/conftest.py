@@ -59,7 +59,7 @@ def heavyai_env(monkeypatch):
 def jp_server_config(heavyai_settings, config_files, jp_config_dir, heavyai_env, session_file):
     for name, text in config_files.items():
         (jp_config_dir / name).write_text(text.replace("{session_file}", str(session_file)))
-    return Config({"ServerApp": {"jpserver_extensions": {"server_ext": True}}, **heavyai_settings})
+    return Config({"ServerApp": {"jpserver_extensions": {"keepalive_jupyter": True}}, **heavyai_settings})
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The kiosk's login and what counts as the server's activity (server_ext/kiosk.py)."""
+"""The kiosk's login and what counts as the server's activity (keepalive_jupyter/kiosk.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from server_ext.executions import KernelActivity
-from server_ext.kiosk import BUSY_ACTIVITY_SETTING, KIOSK_COOKIE, ActivityPolicy
+from keepalive_jupyter.executions import KernelActivity
+from keepalive_jupyter.kiosk import BUSY_ACTIVITY_SETTING, KIOSK_COOKIE, ActivityPolicy
 
 
 def cookies_of(response) -> SimpleCookie:

@@ -1,4 +1,4 @@
-"""What kernels started after a pool session is taken inherit (server_ext/environment.py)."""
+"""What kernels started after a pool session is taken inherit (keepalive_jupyter/kernel_environment.py)."""
 
 from __future__ import annotations
 

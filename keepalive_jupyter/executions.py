@@ -59,7 +59,7 @@ def _json_size(value: Any) -> int:
 class IOPubRateLimit:
     """jupyter_server's IOPub rate limit (``ZMQChannelsWebsocketConnection._limit_rate``, which it
     applies per websocket), applied to the record of one kernel. The settings are the server's
-    (see :func:`server_ext.recorder.iopub_rate_limit`)."""
+    (see :func:`keepalive_jupyter.recorder.iopub_rate_limit`)."""
 
     enabled: bool = True
     msg_rate_limit: float = 1000.0  # messages per second

@@ -19,7 +19,7 @@ import os
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from .session import HeavyAISessionManager
+from .heavyai import HeavyAISessionManager
 
 #: A connection's protocol, host or port: short values, nothing that could carry a payload.
 MAX_VALUE_LENGTH = 1024
