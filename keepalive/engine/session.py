@@ -34,18 +34,12 @@ from keepalive.engine.record import (  # noqa: F401  (re-exported: what callers 
     new_session_id,
 )
 from keepalive.engine.users import SessionUser
-from keepalive.engine.watchdog import RestartPolicy, Watchdog
+from keepalive.engine.watchdog import RestartPolicy, Watchdog, bring_back
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
 from keepalive.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: Seconds a recovery gives a browser that still runs to take a new CDP connection. A live
-#: local Chromium answers in well under one; one that is dying may never answer, and Playwright
-#: can then wait for its whole timeout, so the whole display is restarted after this instead.
-RECONNECT_TIMEOUT = 15.0
-
 
 class Session:
     def __init__(
@@ -377,27 +371,7 @@ class Session:
             log.info("session %s: recovered, pids %s", self.id, self.pids())
 
     async def _recover_parts(self) -> None:
-        env = self.environment()
-        display, jupyter = self.parts.display, self.parts.jupyter
-        new_jupyter = jupyter.lost
-        if new_jupyter:
-            await jupyter.restart(env)
-        if display.browser_connected and display.running and await display.bridge_answers():
-            # only the page (or Jupyter) died: a new CDP connection and a fresh load may do. The
-            # browser may be on its way out too (its page closes first, before Playwright hears
-            # of the disconnect): then, within RECONNECT_TIMEOUT, the whole display.
-            if new_jupyter:
-                await jupyter.carry_drafts(await display.unsent_drafts())
-            await display.close_page()
-            try:
-                await display.open_page(jupyter.endpoint, jupyter.lab_path, connect_timeout=RECONNECT_TIMEOUT)
-                return
-            except Exception as error:
-                log.warning("session %s: the browser did not come back by itself (%s); restarting the display",
-                            self.id, str(error).splitlines()[0])
-        await display.stop()
-        await display.restart(env)
-        await display.open_page(jupyter.endpoint, jupyter.lab_path)
+        await bring_back(self.parts.display, self.parts.jupyter, self.environment(), self.id)
 
     # -- stop -----------------------------------------------------------------------------
 

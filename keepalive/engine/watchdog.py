@@ -5,7 +5,7 @@ So while a session is ready, its page and its Jupyter server are asked every ``p
 seconds (a setting) whether they answer, within that same time; PROBE_MISSES misses in a row
 count as hung, and a hung part is handled like a crashed one. The watchdog also saves the
 browser profile now and then. The restart policy decides how long a recovery waits, and when
-a session that keeps crashing gives up instead.
+a session that keeps crashing gives up instead; ``bring_back`` is what a recovery does.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from keepalive.engine.display import Display
+    from keepalive.engine.jupyter_side import JupyterSide
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,10 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 3
 RESTART_WINDOW = 600.0
 RESTART_BACKOFF = (0.0, 2.0, 5.0)
+#: Seconds a recovery gives a browser that still runs to take a new CDP connection. A live
+#: local Chromium answers in well under one; one that is dying may never answer, and Playwright
+#: can then wait for its whole timeout, so the whole display is restarted after this instead.
+RECONNECT_TIMEOUT = 15.0
 #: Probes missed in a row before a part counts as hung.
 PROBE_MISSES = 3
 #: How often a running session's browser profile is saved into its home (and at every stop).
@@ -110,3 +119,26 @@ class Watchdog:
             if time.monotonic() - last_save >= PROFILE_SAVE_INTERVAL and self._ready():
                 last_save = time.monotonic()
                 await self._save_profile()
+
+
+async def bring_back(display: Display, jupyter: JupyterSide, env: dict[str, str], session_id: str) -> None:
+    """Bring back what died; the Jupyter server (and its kernels) is kept if it still runs."""
+    new_jupyter = jupyter.lost
+    if new_jupyter:
+        await jupyter.restart(env)
+    if display.browser_connected and display.running and await display.bridge_answers():
+        # only the page (or Jupyter) died: a new CDP connection and a fresh load may do. The
+        # browser may be on its way out too (its page closes first, before Playwright hears
+        # of the disconnect): then, within RECONNECT_TIMEOUT, the whole display.
+        if new_jupyter:
+            await jupyter.carry_drafts(await display.unsent_drafts())
+        await display.close_page()
+        try:
+            await display.open_page(jupyter.endpoint, jupyter.lab_path, connect_timeout=RECONNECT_TIMEOUT)
+            return
+        except Exception as error:
+            log.warning("session %s: the browser did not come back by itself (%s); restarting the display",
+                        session_id, str(error).splitlines()[0])
+    await display.stop()
+    await display.restart(env)
+    await display.open_page(jupyter.endpoint, jupyter.lab_path)
