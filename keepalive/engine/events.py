@@ -24,7 +24,7 @@ class Event:
 
 
 def state_event(record) -> dict:
-    """A session's ``state`` event, from its record (keepalive.engine.session.SessionRecord)."""
+    """A session's ``state`` event, from its record (keepalive.engine.record.SessionRecord)."""
     return {"state": record.state, "error": record.error, "restarts": record.restarts}
 
 

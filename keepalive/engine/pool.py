@@ -6,7 +6,7 @@ processes reach their home through a symlink in the session's folder (SessionLay
 which points at an empty home of nobody's until a user takes the session. Then the link is
 swapped to the user's home (the pool's own becomes it when the name has none yet), the HeavyAI
 connection is handed to the server for the kernels to come, and the page shows the home
-without a reload (``Session.claim`` and ``Session._take_over``).
+without a reload (``Session.claim``, then keepalive.engine.handover).
 
 What a pool session cannot become is a returning user's browser: Chromium cannot switch
 profiles once started. Its profile starts from the template, as every new name's does, and it

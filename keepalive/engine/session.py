@@ -391,6 +391,7 @@ class Session:
             if self.state is SessionState.stopped:
                 return  # another stop ended it while this one waited
             self._set_state(SessionState.stopping)
+            await self.watchdog.stop()  # one a start or adoption began while this stop waited
             log.info("session %s (%s): stopping, pids %s", self.id, self.name, self.pids())
             await self._end(save_profile=True)
             self._set_state(SessionState.stopped)
