@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +35,44 @@ SESSION_MARKER = "KA_SESSION_ID"
 PLAYWRIGHT_FIXTURES = {"page", "context", "browser", "browser_type", "new_context", "playwright"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the Playwright tests last, whatever order the paths were given in.
+#: Where each run's temporary folders go (one ``run-<pid>`` per run), instead of pytest's own
+#: ``pytest-of-<user>``: every pytest that starts makes that one 0700 again, and sessions of a
+#: run still going, which run as users of their own, could then no longer reach their folders.
+RUNS_ROOT = Path(tempfile.gettempdir()) / "keepalive-tests"
+#: Finished runs' folders kept for a look afterwards, newest first (as pytest keeps 3).
+KEEP_RUNS = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is not None or hasattr(config, "workerinput"):
+        return  # given on the command line, or an xdist worker (its controller's run folder)
+    RUNS_ROOT.mkdir(mode=0o711, exist_ok=True)
+    RUNS_ROOT.chmod(0o711)
+    finished = [run for run in RUNS_ROOT.glob("run-*")
+                if not (run.name[4:].isdigit() and psutil.pid_exists(int(run.name[4:])))]
+    for run in sorted(finished, key=lambda run: run.stat().st_mtime, reverse=True)[KEEP_RUNS:]:
+        shutil.rmtree(run, ignore_errors=True)
+    config.option.basetemp = str(RUNS_ROOT / f"run-{os.getpid()}")
+
+
+#: Folders whose tests run real services, sessions and browsers: all of them marked ``e2e``.
+#: scripts/test.sh runs the others in parallel (``-m "not e2e"``), these one at a time.
+END_TO_END = ("e2e", "integration")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the end-to-end tests, and run the Playwright tests last, whatever order the paths
+    were given in.
 
     pytest-playwright's sync API keeps an event loop running in the main thread from its
     first test to the end of the session; asyncio-based tests (pytest-asyncio, pytest-jupyter)
     collected after it would find that loop busy.
     """
+    tests = Path(__file__).parent
+    for item in items:
+        relative = item.path.relative_to(tests) if item.path.is_relative_to(tests) else item.path
+        if relative.parts[:1] and relative.parts[0] in END_TO_END:
+            item.add_marker(pytest.mark.e2e)
     items.sort(key=lambda item: bool(PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ()))))
 
 
@@ -54,6 +88,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = outcome.get_result()
     if not report.failed:
         return
+    kept = keep_logs(item.nodeid, report.when)
+    if kept is not None:
+        report.sections.append(("kept logs", str(kept)))
     for service in LIVE_SERVICES:
         try:
             lines = service.log_text().splitlines()
@@ -66,6 +103,47 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         except OSError:
             continue
         report.sections.append((f"{name}, last lines", "\n".join(lines[-SERVICE_LOG_LINES:])))
+
+
+#: Where the logs of failed tests are kept, a folder per test: readable after the run is over
+#: (the services' state dirs, and with them the sessions' logs, go at teardown).
+KEPT_LOGS = Path(os.environ.get("TMPDIR") or "/tmp") / "keepalive-test-logs"
+#: The folders kept in this run, for the summary at its end.
+KEPT: list[Path] = []
+
+
+def keep_logs(nodeid: str, phase: str) -> Path | None:
+    """Copy every running service's log and its sessions' logs (and OTHER_LOGS) to
+    ``KEPT_LOGS/<test id>/``; returns that folder, or None when there was nothing to keep."""
+    folder = KEPT_LOGS / re.sub(r"[^\w.\[\]-]+", "_", nodeid).strip("_") / phase
+    sources: list[tuple[Path, Path]] = []
+    for service in LIVE_SERVICES:
+        here = Path(f"service-{service.url.rsplit(':', 1)[-1]}")
+        sources.append((service.log_path, here / "service.log"))
+        for session_logs in (service.state_dir / "sessions").glob("*/logs"):
+            for log in session_logs.glob("*.log"):
+                sources.append((log, here / "sessions" / session_logs.parent.name / log.name))
+    sources += [(path, Path(f"{name.replace(' ', '-')}.log")) for name, path in OTHER_LOGS.items()]
+    copied = False
+    for source, target in sources:
+        try:
+            data = source.read_bytes()
+        except OSError:
+            continue  # a session that just went, a log not written yet
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        (folder / target).write_bytes(data)
+        copied = True
+    if not copied:
+        return None
+    KEPT.append(folder)
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if KEPT:
+        terminalreporter.section("logs of failed tests, kept")
+        for folder in KEPT:
+            terminalreporter.write_line(str(folder))
 
 
 #: How much of a service's log a failing test's report shows.
