@@ -28,8 +28,22 @@ BIN = JUPYTER_PYTHON.parent
 PREFIX = BIN.parent
 
 
+#: The extension's names, each listed by a file the package installs into this folder (from
+#: jupyter-config/server-config): ``jupyter server extension enable|disable NAME``
+#: (``--sys-prefix`` by default) refuses a name that the folder's config does not list yet.
+INSTALLED_CONFIG = Path(PREFIX, "etc", "jupyter", "jupyter_server_config.d")
+SHIPPED_CONFIG = Path(__file__).parents[2] / "jupyter-config" / "server-config"
+NAMES = {"keepalive_jupyter": True, "server_ext": False, "jupyterlab_omnisci.serverextension": False}
+
+
 @pytest.fixture
 def jupyter(tmp_path):
+    """``jupyter`` of the sessions' environment, with a user config dir of its own.
+
+    The tests turn extensions on and off there (``--user``), never in the environment's own
+    config (the commands' default), which every session started meanwhile by any test reads. The
+    dir starts with the listing the package installs, so the commands accept the same names.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_")}
     env.update(
         JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
@@ -37,22 +51,32 @@ def jupyter(tmp_path):
         JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
         NO_COLOR="1",
     )
+    user_config = tmp_path / "config" / "jupyter_server_config.d"
+    user_config.mkdir(parents=True)
+    for name in NAMES:
+        (user_config / f"{name}.json").write_bytes((SHIPPED_CONFIG / f"{name}.json").read_bytes())
 
     def run(*args: str) -> str:
         proc = subprocess.run(
             [str(BIN / "jupyter"), *args], env=env, capture_output=True, text=True, timeout=120
         )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+        output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+        assert proc.returncode == 0, output
+        # enable and disable refuse a name with this message, yet exit 0
+        assert "Validation failed" not in output, output
+        return output
 
     run.env = env
     return run
 
 
 def test_auto_enable_config_is_installed():
-    path = Path(PREFIX, "etc", "jupyter", "jupyter_server_config.d", "keepalive_jupyter.json")
-    assert path.is_file(), f"{path} missing: is the package installed (pip install -e .)?"
-    assert json.loads(path.read_text()) == {"ServerApp": {"jpserver_extensions": {"keepalive_jupyter": True}}}
+    """keepalive_jupyter on; its older names listed, off (so that enabling them is accepted).
+    Each in the file the enable and disable commands write for that name."""
+    for name, enabled in NAMES.items():
+        path = INSTALLED_CONFIG / f"{name}.json"
+        assert path.is_file(), f"{path} missing: is the package installed (pip install -e .)?"
+        assert json.loads(path.read_text()) == {"ServerApp": {"jpserver_extensions": {name: enabled}}}
 
 
 def test_server_extension_enabled_on_install(jupyter):
@@ -62,8 +86,6 @@ def test_server_extension_enabled_on_install(jupyter):
 
 
 def test_server_extension_disable_and_enable(jupyter):
-    # --user: this test's own config dir. The commands' default is --sys-prefix, which would turn
-    # the extension off for every session started meanwhile, by any test.
     jupyter("server", "extension", "disable", "--user", "keepalive_jupyter")
     assert re.search(r"keepalive_jupyter\s+disabled", jupyter("server", "extension", "list"))
     jupyter("server", "extension", "enable", "--user", "keepalive_jupyter")
@@ -105,8 +127,7 @@ def test_an_old_name_alone_serves_the_extension(jupyter, tmp_path, old_name):
     `server_ext` was this extension's name: either validates, and a server with only that name
     enabled serves the handoff and keepalive's own routes.
 
-    Enabled in this test's own user config dir (``--user``), not with ``--sys-prefix``: that would
-    change the Jupyter environment every other test's sessions run in, while they run."""
+    Enabled in this test's own user config dir (see the ``jupyter`` fixture)."""
     jupyter("server", "extension", "enable", "--user", old_name)
     listing = jupyter("server", "extension", "list")
     assert re.search(rf"{re.escape(old_name)}\s+enabled", listing), listing
