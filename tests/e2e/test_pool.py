@@ -151,7 +151,6 @@ def test_a_take_over_that_fails_starts_the_users_session_cold(service_factory, p
     assert not hung.is_running(), "the hung Jupyter server of the pool session was left behind"
     assert metric(service, 'keepalive_pool_misses_total{reason="take-over failed"}') == 1
     assert metric(service, 'keepalive_session_start_seconds_count{kind="cold"}') == 1
-    assert "taking it over from the pool failed" in service.log_text()
 
     home = service.state_dir / "homes" / "carol"
     assert not (service.state_dir / "sessions" / waiting / "home-link").exists()

@@ -241,8 +241,6 @@ def test_a_crashed_part_is_recovered_and_counted(keepalive_service, part):
     assert "recovering" in seen_states or part == "renderer"  # a renderer comes back in a blink
     assert current["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True, "display": True}
     assert_jupyterlab_png(service.client.get(f"/sessions/{session_id}/screenshot").content, 1280, 800)
-    log = service.log_text()
-    assert f"session {session_id}: recovering (restart 1)" in log
     if part == "jupyter":
         # its kernels go with it: each notices its parent gone within a second (ipykernel's
         # parent poller) and exits; a zombie not yet reaped by init has ended too
@@ -274,7 +272,6 @@ def test_a_crash_loop_gives_up_while_the_kernels_live(keepalive_service):
     failed = wait_until("the session to give up", lambda: (s := service.client.get(f"/sessions/{session_id}").json())
                         ["state"] == "failed" and s, timeout=120)
     assert "gave up after 3 restarts" in failed["error"] and "keep running" in failed["error"]
-    assert f"session {session_id} (crash-loop): " in service.log_text() and "gave up after 3" in service.log_text()
     assert failed["health"]["jupyter"] is True
     assert psutil.pid_exists(kernel_pid)
     before = ticks(home)
