@@ -39,6 +39,7 @@ def wait_until(
     every: float = 0.2,
     describe: Callable[[], object] | None = None,
     process: Polled | None = None,
+    pause: Callable[[float], object] = time.sleep,
 ) -> T:
     """Call ``condition`` until it returns something true, and return that.
 
@@ -46,7 +47,8 @@ def wait_until(
     (or what ``describe`` says, when the condition's own answer is only ``False``). The condition
     is always called once more at the deadline, so a slow first call never loses the last look.
     ``process``: the child that should bring the condition about; its exit fails the wait at once
-    (an AssertionError naming its exit code and what ``describe`` says).
+    (an AssertionError naming its exit code and what ``describe`` says). ``pause``: how to spend
+    ``every`` seconds between looks (e.g. running an event loop that is not running by itself).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -58,7 +60,7 @@ def wait_until(
             raise AssertionError(f"the process exited with {process.poll()} while waiting for {what}: {detail}")
         if time.monotonic() >= deadline:
             raise _failure(what, timeout, last, describe)
-        time.sleep(every)
+        pause(every)
 
 
 async def wait_until_async(
