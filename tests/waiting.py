@@ -81,3 +81,9 @@ async def wait_until_async(
         if loop.time() >= deadline:
             raise _failure(what, timeout, last, describe)
         await asyncio.sleep(every)
+
+
+def running(loop: asyncio.AbstractEventLoop) -> Callable[[float], object]:
+    """A ``pause`` for :func:`wait_until` that runs ``loop`` meanwhile: a loop a test drives by
+    hand (pytest-jupyter's) makes no progress while the test sleeps."""
+    return lambda seconds: loop.run_until_complete(asyncio.sleep(seconds))
