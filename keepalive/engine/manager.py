@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import logging
 import os
-import secrets
 import shutil
-import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -26,6 +23,7 @@ from playwright.async_api import Playwright
 from keepalive.engine.activity import ActivityWatcher
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
+from keepalive.engine.devtools_links import DevToolsLinks
 from keepalive.engine.events import EventHub, state_event
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.parts import PartsFactory
@@ -109,9 +107,7 @@ class SessionManager:
             settings.host, settings.cdp_port, self._cdp_socket, self._cdp_guest,
             max_clients=settings.cdp_max_clients, idle_timeout=settings.cdp_idle_timeout,
         )
-        # DevTools links: key -> (link number for the log, session id, monotonic expiry)
-        self._cdp_links: dict[str, tuple[int, str, float]] = {}
-        self._cdp_link_numbers = itertools.count(1)
+        self._devtools_links = DevToolsLinks()
         self.allocator = Allocator(display_base=settings.display_base)
         #: Every session held, whatever its state: the API's, the pool's, the adopted ones.
         self.registry = SessionRegistry()
@@ -256,9 +252,6 @@ class SessionManager:
             self._template = asyncio.get_running_loop().create_task(self._profile_template())  # try again next time
             raise TemplateUnavailable(f"no browser profile template: {error}") from None
 
-    def _live(self) -> list[Session]:
-        return self.registry.live()
-
     def _room(self) -> int:
         """How many more sessions (live or pool) fit under MAX_SESSIONS."""
         return self.settings.max_sessions - self.registry.holding()
@@ -298,7 +291,7 @@ class SessionManager:
         """
         template = await self.profile_template()  # outside the admission lock: may take a while once
         async with self._admit_lock:
-            live = self._live()
+            live = self.registry.live()
             if len(live) >= self.settings.max_sessions:
                 raise TooManySessions(f"{len(live)} sessions are running; the limit is {self.settings.max_sessions}")
             session_id = new_session_id()
@@ -461,21 +454,14 @@ class SessionManager:
             return None  # a pool session is nobody's: only the service itself drives its browser
         if self._api_token is not None and hmac.compare_digest(secret.encode(), self._api_token.encode()):
             return "api token"
-        now = time.monotonic()
-        self._cdp_links = {k: v for k, v in self._cdp_links.items() if v[2] > now}
-        for key, (number, linked_session, _) in self._cdp_links.items():
-            if hmac.compare_digest(secret.encode(), key.encode()) and linked_session == session_id:
-                return f"link #{number}"
-        return None
+        return self._devtools_links.holder(session_id, secret)
 
     def create_cdp_link(self, session_id: str) -> tuple[str, float]:
         """A key that opens one session's DevTools for ``cdp_link_ttl`` seconds; returns it and
         its lifetime in seconds."""
         self.get(session_id)  # SessionNotFound for an unknown id
-        key = secrets.token_urlsafe(24)
         ttl = self.settings.cdp_link_ttl
-        number = next(self._cdp_link_numbers)
-        self._cdp_links[key] = (number, session_id, time.monotonic() + ttl)
+        key, number = self._devtools_links.create(session_id, ttl)
         log.info("session %s: DevTools link #%s made, valid %.0f s", session_id, number, ttl)
         return key, ttl
 
@@ -490,7 +476,7 @@ class SessionManager:
         if home.parent != self.settings.homes_dir or not home.is_dir():
             raise HomeNotFound(name)
         async with self._admit_lock:  # no session of that name may start meanwhile
-            users = [s.id for s in self._live() if s.name == name]
+            users = [s.id for s in self.registry.live() if s.name == name]
             if users:
                 raise HomeInUse(f"the home {name!r} is in use by session {users[0]}; stop it first")
             await asyncio.to_thread(shutil.rmtree, home)

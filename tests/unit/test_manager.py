@@ -231,3 +231,21 @@ async def test_a_closing_service_told_so_stops_its_sessions(managers, settings, 
     assert session.state is SessionState.stopped and world.alive == set()
     assert stored(settings) == {}
     assert (settings.homes_dir / "goes").is_dir()
+
+
+async def test_who_may_drive_a_sessions_browser(settings, world):
+    manager = SessionManager(settings, api_token="the-token", parts=world.factory, playwright=world.playwright)
+    await manager.open()
+    try:
+        one, other = await start(manager, "one"), await start(manager, "other")
+        key, ttl = manager.create_cdp_link(one.id)
+        assert ttl == settings.cdp_link_ttl
+        assert manager._cdp_guest(one.id, key) == "link #1"
+        assert manager._cdp_guest(other.id, key) is None  # a link opens its own session only
+        assert manager._cdp_guest(other.id, "the-token") == "api token"
+        assert manager._cdp_guest(one.id, None) is None
+        assert manager._cdp_socket(one.id) == one.layout.cdp_socket
+        await manager.delete(one.id)
+        assert manager._cdp_socket(one.id) is None
+    finally:
+        await manager.close(stop_sessions=True)
