@@ -249,3 +249,28 @@ async def test_who_may_drive_a_sessions_browser(settings, world):
         assert manager._cdp_socket(one.id) is None
     finally:
         await manager.close(stop_sessions=True)
+
+
+async def test_a_pool_session_given_up_mid_start_leaves_room_and_nothing_behind(tmp_path, world, monkeypatch):
+    """MAX_SESSIONS 1 and a pool of 1: a user's start gives up the pool session being started;
+    its start cleans up and the pool forgets it, so the user's session fits."""
+    from keepalive.engine import pool as pool_module
+
+    monkeypatch.setattr(pool_module.WarmPool, "_memory_left", staticmethod(lambda: True))
+    template = tmp_path / "template.tar.gz"
+    template.write_bytes(b"")
+    settings = Settings(state_dir=tmp_path / "state", api_token="t", profile_template=template,
+                        session_users=False, probe_interval=3600, max_sessions=1, pool_size=1)
+    manager = SessionManager(settings, parts=world.factory, playwright=world.playwright)
+    world.hold = asyncio.Event()
+    await manager.open()
+    try:
+        await world.waiting.wait()  # the pool's session is half started
+        (filling,) = manager.pool.sessions()
+        world.hold = None  # the user's start does not wait; the pool's still does, until given up
+        session = await start(manager, "user")
+        assert filling.state is SessionState.failed and manager.registry.get(filling.id) is None
+        assert manager.list() == [session] and session.state is SessionState.ready
+        assert filling.id not in stored(settings)
+    finally:
+        await manager.close(stop_sessions=True)
