@@ -168,7 +168,12 @@ class SessionManager:
     async def _adopt_all(self) -> None:
         """Every session an earlier service left, as its record says (see Session.adopt)."""
         assert self._store is not None
-        records = [SessionRecord.from_stored(data) for data in self._store.load()]
+        records = []
+        for data in self._store.load():
+            try:
+                records.append(SessionRecord.from_stored(data))
+            except TypeError as error:  # not a record this keepalive can read: left for one that can
+                log.error("session %s: its record cannot be read (%s); left as it is", data.get("id"), error)
         for record in records:
             folder = self.settings.sessions_dir / record.id
             if record.state == SessionState.stopped.value or (

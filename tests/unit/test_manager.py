@@ -274,3 +274,11 @@ async def test_a_pool_session_given_up_mid_start_leaves_room_and_nothing_behind(
         assert filling.id not in stored(settings)
     finally:
         await manager.close(stop_sessions=True)
+
+
+async def test_a_record_this_keepalive_cannot_read_is_left_alone(managers, settings, world):
+    session_id = await _left_by_a_first_service(managers, settings, world, "ready")
+    restore(settings, {"id": "0123456789ab", "name": "odd", "state": "ready"})  # no screen size
+    second = await managers()
+    assert [s.id for s in second.list()] == [session_id]
+    assert set(stored(settings)) == {session_id, "0123456789ab"}
