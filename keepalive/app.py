@@ -13,6 +13,7 @@ from keepalive import __version__
 from keepalive.api import dashboard, devtools, events, health, homes, metrics, sessions, viewer
 from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.forwarded_prefix import ForwardedPrefix
+from keepalive.api.cross_site import CrossSiteWrites
 from keepalive.api.json_body import JsonWithoutContentType
 from keepalive.auth import load_or_create_token
 from keepalive.engine.manager import SessionManager
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     )
     # curl -d sends JSON labelled as a form: take it as the JSON it is (README examples use either)
     app.add_middleware(JsonWithoutContentType)
+    # a page of another site posting a form through jupyter-server-proxy, with the user's cookie
+    app.add_middleware(CrossSiteWrites)
     app.state.metrics = Metrics()
     app.add_middleware(RequestCounter, metrics=app.state.metrics)
     app.add_middleware(ForwardedPrefix)
