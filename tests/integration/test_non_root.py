@@ -73,7 +73,7 @@ def copy_checkout(destination: Path, owner: pwd.struct_passwd) -> None:
         cwd=REPO, capture_output=True, check=True,
     ).stdout.split(b"\0")
     files = [name.decode() for name in listed if name]
-    files += [str(p.relative_to(REPO)) for p in (REPO / "server_ext" / "labextension").rglob("*") if p.is_file()]
+    files += [str(p.relative_to(REPO)) for p in (REPO / "keepalive_jupyter" / "labextension").rglob("*") if p.is_file()]
     for name in files:
         source = REPO / name
         if not source.is_file():
