@@ -1,7 +1,7 @@
 """End to end: a real JupyterLab server + Chromium open `lab?heavyai&reset`.
 
 The server is a plain one, as a user's own would be: `python -m jupyterlab` (keepalive's sessions
-start theirs as `python -m server_ext.lean_jupyterlab`, which every session test runs)
+start theirs as `python -m keepalive_jupyter.lean_jupyterlab`, which every session test runs)
 from the Jupyter environment (``.venv-jupyter``), HEAVYAI_* in its environment, the session file given on the command
 line, and nothing else: the server and lab extensions must be found because they are installed.
 """

@@ -86,7 +86,7 @@ export async function fetchSession(
       body && typeof (body as any).message === 'string' && (body as any).message
         ? (body as any).message
         : response.status === 404
-          ? 'The HeavyAI session endpoint was not found: is the server_ext server extension enabled?'
+          ? 'The HeavyAI session endpoint was not found: is the keepalive_jupyter server extension enabled?'
           : `The HeavyAI session endpoint answered ${response.status} ${response.statusText}.`;
     throw new HeavyAISessionError(message, response.status);
   }

@@ -1,13 +1,13 @@
 /**
  * Keep what is typed on the server as it is typed, so that a kiosk browser that dies between
- * two saves loses none of it (server_ext/drafts.py).
+ * two saves loses none of it (keepalive_jupyter/drafts.py).
  *
  * Every change of a cell's source is sent at once (the changed cells only), and so is the
  * deletion of a cell. A page that opens a notebook first asks for the drafts an earlier page
  * left and puts them back into the cells (a cell that is not there any more is inserted after
  * the cell it followed; a cell deleted since the last save is deleted again); its saving then
  * writes them to disk, and the server forgets each draft once a save carries it. Moves of cells
- * and changes of a cell's type are not kept (see server_ext/drafts.py).
+ * and changes of a cell's type are not kept (see keepalive_jupyter/drafts.py).
  *
  * When the Jupyter server itself dies, keys typed since its last answer never reached it, and
  * the page is about to be loaded from a new server (a new port, so a new origin: no browser

@@ -21,7 +21,7 @@ import { JupyterFrontEnd } from '@jupyterlab/application';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-/** One recorded IOPub message (see server_ext/executions.py). */
+/** One recorded IOPub message (see keepalive_jupyter/executions.py). */
 export interface IRecordedMessage {
   seq: number;
   msg_id: string;
@@ -30,7 +30,7 @@ export interface IRecordedMessage {
   metadata: any;
 }
 
-/** What the kernel waits for on stdin, as recorded (see server_ext/executions.py). */
+/** What the kernel waits for on stdin, as recorded (see keepalive_jupyter/executions.py). */
 export interface IInputRequest {
   header: any;
   prompt: string;
