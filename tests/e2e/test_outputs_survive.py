@@ -27,6 +27,18 @@ pytestmark = pytest.mark.e2e
 
 LINES = 40
 PERIOD = 0.5
+#: A running cell waits PERIOD between its lines until the test has seen what it waits for and
+#: drops a file named HURRY beside the notebook (``hurry``): the rest of the lines then come at
+#: once, and the test does not sit out the 20 s a cell would otherwise take.
+HURRY = "hurry"
+
+
+def pace(period: float) -> str:
+    """The cell's expression for its wait between lines (see HURRY)."""
+    return f"(0.02 if __import__('os').path.exists({HURRY!r}) else {period})"
+
+
+PACE = pace(PERIOD)
 CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell"
 
 
@@ -78,7 +90,7 @@ class Ticks(Case):
         "import time\n"
         f"for i in range({LINES}):\n"
         "    print(f'tick {i}', flush=True)\n"
-        f"    time.sleep({PERIOD})\n"
+        f"    time.sleep({PACE})\n"
     ]
 
     def shown(self, page):
@@ -107,7 +119,7 @@ class Display(Case):
         "from IPython.display import display\n"
         "handle = display('value 0', display_id=True)\n"
         f"for i in range(1, {LINES}):\n"
-        f"    time.sleep({PERIOD})\n"
+        f"    time.sleep({PACE})\n"
         "    handle.update(f'value {i}')\n"
     ]
 
@@ -142,7 +154,7 @@ class Frames(Case):
         f"for i in range({LINES}):\n"
         "    clear_output(wait=True)\n"
         "    print(f'frame {i}', flush=True)\n"
-        f"    time.sleep({PERIOD})\n"
+        f"    time.sleep({PACE})\n"
     ]
 
     def shown(self, page):
@@ -175,7 +187,7 @@ class ErrorQueued(Case):
         "import time\n"
         f"for i in range({ERROR_TICKS}):\n"
         "    print(f'tick {i}', flush=True)\n"
-        f"    time.sleep({PERIOD})\n"
+        f"    time.sleep({PACE})\n"
         "raise ValueError('boom after the ticks')\n",
         "print('queued cell one ran')",
         "print('queued cell two ran')",
@@ -221,7 +233,7 @@ class Widgets(Case):
         "display(slider)\n"
         f"for i in tqdm(range({LINES})):\n"
         "    slider.value = i + 1\n"
-        f"    time.sleep({PERIOD})\n"
+        f"    time.sleep({PACE})\n"
     ]
 
     def readout(self, page) -> int:
@@ -268,11 +280,47 @@ def configure_jupyter(service, name: str, server_config: dict) -> None:
     config.write_text(json.dumps({"ServerApp": server_config}))
 
 
+def hurry(notebook_file: Path) -> None:
+    """Let the running cells of the notebook's folder print the rest of their lines at once."""
+    (notebook_file.parent / HURRY).touch()
+
+
+def end_kernels(playwright, session_id: str) -> None:
+    """End every kernel of the session (through its Jupyter's own API, with the kiosk page's login)."""
+    with kiosk_page(playwright, session_id) as page:
+        page.evaluate(
+            """async (url) => {
+                const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
+                const headers = {"X-XSRFToken": decodeURIComponent(xsrf)};
+                for (const session of await (await fetch(url)).json()) {
+                    await fetch(`${url}/${session.id}`, {method: "DELETE", headers, credentials: "same-origin"});
+                }
+            }""",
+            f"{jupyter_base(page)}/api/sessions",
+        )
+
+
+@pytest.fixture(scope="module")
+def shared_session(keepalive_service):
+    """One session for the tests that leave it as it was (no fault, or a reload of the page)."""
+    created = keepalive_service.start_session(name="outputs-shared")
+    yield created
+    keepalive_service.stop_session(created["id"])
+
+
 @pytest.fixture
-def session(keepalive_service, request):
-    """A session of its own for each case: five kills of one session's browser within minutes
-    would, rightly, make it give up as a crash loop."""
+def session(keepalive_service, playwright, request):
+    """The shared session for a test that neither kills nor changes it; else a session of its
+    own: five kills of one session's browser within minutes would, rightly, make it give up as
+    a crash loop. A test on the shared one leaves no kernel and no HURRY file behind."""
     params = request.node.callspec.params
+    if params["fault"] in ("none", "reload") and params["kind"] != "burst":
+        created = request.getfixturevalue("shared_session")
+        yield created
+        end_kernels(playwright, created["id"])
+        for leftover in keepalive_service.state_dir.glob(f"homes/{created['name']}/**/{HURRY}"):
+            leftover.unlink()
+        return
     name = f"outputs-{params['kind']}-{params['fault']}"
     if params["kind"] == "burst":
         configure_jupyter(keepalive_service, name, IOPUB_LIMIT)
@@ -407,6 +455,7 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
                      describe=lambda: (prompt_text(page), cell_outputs(page)[-2:]))
             progress = watch.sample(page)
             wait_until("more output, live", lambda: watch.sample(page) > progress + 2, timeout=60, every=0.25)
+            hurry(notebook_file)
         # (sampling on the way: the file's lag is measured against what the screen showed meanwhile)
         wait_until("the end of the run", lambda: (watch.sample(page), re.fullmatch(r"\[\d+\]:", prompt_text(page)))[1],
                  timeout=120, every=0.25)
@@ -437,7 +486,7 @@ def input_cell(ask_later: bool) -> str:
         "import os, time\n"
         f"for i in range({INPUT_TICKS}):\n"
         "    print(f'tick {i}', flush=True)\n"
-        f"    time.sleep({PERIOD})\n"
+        f"    time.sleep({PACE})\n"
         f"{gate}"
         "answer = input('Your name?')\n"
         "print(f'hello {answer}')\n"
@@ -451,6 +500,21 @@ def kernel_connections(page) -> list[int]:
     """How many websockets each of the session's kernels has, as its Jupyter server says."""
     kernels = page.evaluate("async (url) => (await fetch(url)).json()", f"{jupyter_base(page)}/api/kernels")
     return [kernel["connections"] for kernel in kernels]
+
+
+def pending_inputs(page) -> list:
+    """The input requests the session's execution record holds, per kernel (keepalive_jupyter)."""
+    return page.evaluate(
+        """async (base) => {
+            const pending = [];
+            for (const kernel of await (await fetch(`${base}/api/kernels`)).json()) {
+                const record = await (await fetch(`${base}/api/keepalive/executions?kernel_id=${kernel.id}`)).json();
+                pending.push(record.executions.map(e => [e.state, e.input_request && e.input_request.prompt]));
+            }
+            return pending;
+        }""",
+        jupyter_base(page),
+    )
 
 
 @pytest.mark.parametrize("fault", ["reload", "kill-chromium", "kill-chromium-ask-later"])
@@ -492,7 +556,10 @@ def test_a_pending_input_is_asked_again_and_can_be_answered(keepalive_service, s
                      describe=lambda: kernel_connections(page))
             assert cell.locator(STDIN).count() == 0  # not asked yet
             (next(keepalive_service.state_dir.rglob(name)).parent / ASK_NOW).touch()
-        cell.locator(STDIN).wait_for(timeout=120_000)
+        wait_until("the input box asked again", lambda: cell.locator(STDIN).count() == 1, timeout=120, every=0.1,
+                   describe=lambda: {"outputs": cell_outputs(page), "prompt": prompt_text(page),
+                                     "pending in the record": pending_inputs(page),
+                                     "dialogs": page.locator(".jp-Dialog").all_inner_texts()})
         assert "Your name?" in cell.locator(".jp-Stdin-prompt").inner_text()
         assert prompt_text(page) == "[*]:"
         ticks = numbers(r"^tick (\d+)$", "\n".join(cell_outputs(page)))
@@ -539,6 +606,26 @@ def workspace_has(page, name: str) -> bool:
     )
 
 
+def saved_sources(notebook_file: Path) -> list[str]:
+    """The source of each cell, as the file on disk has it."""
+    notebook = saved_notebook(notebook_file)
+    return [] if notebook is None else ["".join(c["source"]) for c in notebook["cells"]]
+
+
+def server_sources(page, name: str) -> set[str]:
+    """The cell sources the session's Jupyter server would give a recovered page: its drafts of
+    ``name`` (keepalive_jupyter/drafts.py) and the file's cells."""
+    drafts = page.evaluate(
+        "async (url) => (await (await fetch(url)).json()).cells || []",
+        f"{jupyter_base(page)}/api/keepalive/drafts?path={name}",
+    )
+    saved = page.evaluate(
+        "async (url) => (await (await fetch(url)).json()).content.cells",
+        f"{jupyter_base(page)}/api/contents/{name}?content=1",
+    )
+    return {d["source"] for d in drafts if "source" in d} | {"".join(c["source"]) for c in saved}
+
+
 def jupyter_pid(service, session_id: str) -> int:
     """The session's Jupyter server, as the session's own record names it."""
     record = json.loads((service.state_dir / "sessions" / session_id / "session.json").read_text())
@@ -580,15 +667,18 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         # What the user sees when the browser dies: the text on screen (a DOM read, no save awaited).
         wait_until("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
                  describe=lambda: editor_texts(page))
+        on_screen_at = time.monotonic()
+        if fault == "kill-chromium":
+            # Keys leave the page at once (a drafts request per change), yet not in no time: a
+            # browser killed in between takes the last ones with it, and nothing could bring
+            # them back. The kill comes as soon as the server has them, as a draft or saved.
+            wait_until("the typed text with the server", lambda: set(expected) <= server_sources(page, name),
+                       timeout=10, every=0.02, describe=lambda: server_sources(page, name))
         os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
 
-    def saved_sources() -> list[str]:
-        notebook = saved_notebook(notebook_file)
-        return [] if notebook is None else ["".join(c["source"]) for c in notebook["cells"]]
-
     # (a steady save may have caught part of the typing, hardly the last keys)
-    at_the_kill = saved_sources()
+    at_the_kill = saved_sources(notebook_file)
 
     seen: dict = {}
 
@@ -602,9 +692,10 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         wait_until("the typed text back on screen", lambda: editor_texts(page) == expected, timeout=60, every=0.25,
                  describe=lambda: editor_texts(page))
         shown_after = time.monotonic() - killed_at
-        wait_until("the typed text in the file on disk", lambda: saved_sources() == expected, timeout=30, every=0.25,
-                 describe=saved_sources)
-    print(f"\n[typing/{fault}] file at the kill: {at_the_kill}; typed text back on screen "
+        wait_until("the typed text in the file on disk", lambda: saved_sources(notebook_file) == expected, timeout=30,
+                   every=0.25, describe=lambda: saved_sources(notebook_file))
+    print(f"\n[typing/{fault}] with the server {killed_at - on_screen_at:.2f} s after on screen; "
+          f"file at the kill: {at_the_kill}; typed text back on screen "
           f"{shown_after:.1f} s after the kill, on disk {time.monotonic() - killed_at:.1f} s after it")
 
 
@@ -653,14 +744,18 @@ def test_more_outputs_than_jupyterlab_shows(keepalive_service, session, playwrig
         "import time\n"
         f"for i in range({MANY}):\n"
         "    display(f'item {i}')\n"
-        "    time.sleep(0.25)\n"
+        f"    time.sleep({pace(0.25)})\n"
     )
     with kiosk_page(playwright, sid) as page:
         put_notebook(page, name, [cell])
         open_alone_and_run_all(page, name)
-        wait_until("a few outputs", lambda: len(items(cell_outputs(page))) >= 10, timeout=120, every=0.1)
+        at_fault = wait_until("a few outputs", lambda: (n := len(items(cell_outputs(page)))) >= 10 and n,
+                              timeout=120, every=0.1)
         fault_and_recover(keepalive_service, playwright, sid, page, fault)
     with kiosk_page(playwright, sid) as page:
+        wait_until("outputs newer than the fault", lambda: len(items(cell_outputs(page))) > at_fault, timeout=120,
+                   every=0.1)
+        hurry(next(keepalive_service.state_dir.rglob(name)))
         wait_until("the end of the run", lambda: re.fullmatch(r"\[\d+\]:", prompt_text(page)), timeout=120, every=0.25,
                  describe=lambda: (prompt_text(page), len(cell_outputs(page))))
         first = page.locator(CELLS).first
@@ -686,7 +781,12 @@ def test_more_outputs_than_jupyterlab_shows(keepalive_service, session, playwrig
           f"{MANY} (each once, in order); in the file {MANY}")
 
 
-BURST = 3000
+#: The burst: lines at a steady 250 a second (2.5 times IOPUB_LIMIT) for 3 s. Not as fast as
+#: the kernel can: the server counts a message when it handles it, and a burst faster than the
+#: server handles it leaves a backlog, with the ticks after it queued behind; on a slow machine
+#: they then all came at once, still over the limit, and none was shown.
+BURST = 750
+BURST_PAUSE = 0.004
 TICKS_BEFORE, TICKS_AFTER = 8, 16
 RATE_NOTICE = "IOPub message rate exceeded"
 
@@ -704,8 +804,8 @@ def burst_lines(text: str) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("fault", OVER_LIMIT_FAULTS)
 @pytest.mark.parametrize("kind", ["burst"])
 def test_a_burst_over_the_iopub_rate_limit(keepalive_service, session, playwright, kind, fault):
-    """A cell prints numbered ticks, then bursts 3000 lines as fast as the kernel can (over the
-    session's IOPub rate limit, set to 100 messages/s over 3 s: IOPUB_LIMIT), then ticks on. The fault hits
+    """A cell prints numbered ticks, then bursts 750 lines at 250 a second (over the session's
+    IOPub rate limit, set to 100 messages/s over 3 s: IOPUB_LIMIT), then ticks on. The fault hits
     just before the burst. A page that never died shows the ticks, part of the burst and the
     server's "IOPub message rate exceeded" notice, then the ticks again once the rate is back
     under the limit; a recovered page must show the same, each line at most once and in order,
@@ -719,6 +819,7 @@ def test_a_burst_over_the_iopub_rate_limit(keepalive_service, session, playwrigh
         "    time.sleep(0.5)\n"
         f"for j in range({BURST}):\n"
         "    print(f'burst {j}', flush=True)\n"
+        f"    time.sleep({BURST_PAUSE})\n"
         f"for i in range({TICKS_BEFORE}, {TICKS_BEFORE + TICKS_AFTER}):\n"
         "    print(f'tick {i}', flush=True)\n"
         "    time.sleep(0.5)\n"
@@ -741,8 +842,9 @@ def test_a_burst_over_the_iopub_rate_limit(keepalive_service, session, playwrigh
     assert RATE_NOTICE in text
     assert f"iopub_msg_rate_limit={IOPUB_LIMIT['iopub_msg_rate_limit']:.1f}" in text, "the session's own limit held"
     assert 0 < len(burst) < BURST, len(burst)  # the limit held part of the burst back
-    # Three seconds after the burst (the limit's window) every tick is sent again.
-    settled = TICKS_BEFORE + 8
+    # Once the limit's window (3 s) has passed after the burst, every tick is sent again: from
+    # 6 s after it on (room for a server some way behind the kernel).
+    settled = TICKS_BEFORE + 12
     assert [n for n in after if n >= settled] == list(range(settled, TICKS_BEFORE + TICKS_AFTER)), after
     notebook_file = next(keepalive_service.state_dir.rglob(name))
 
