@@ -146,6 +146,9 @@ def serve(settings: Settings) -> int:
             print(f"keepalive: {problem}", file=sys.stderr)
             state_lock.release()
             return 2
+    from keepalive.engine.containment import protect_service
+
+    protect_service()  # as root: the OOM killer takes a session's kernel, never the service
     app = create_app(settings, state_lock)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     server = uvicorn.Server(config)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keepalive.api_client import Client, ClientError, find_token
-from keepalive.engine import framebuffer
+from keepalive.engine import cgroups, containment, framebuffer
 from keepalive.health import DEBIAN_PACKAGES, MIN_FREE_DISK_BYTES, service_checks
 from keepalive.settings import Settings
 
@@ -68,6 +68,7 @@ def machine_findings(settings: Settings) -> list[Finding]:
                 "use Debian 12's /usr/bin/python3 (scripts/setup.sh builds .venv from it)")
     )
     findings.append(_fonts())
+    findings.append(_containment(settings))
     findings += _state_dir(settings)
     if os.geteuid() == 0 and settings.per_session_users:
         findings.append(Finding("user", OK, "root, with a user per session: each kiosk Chromium keeps its sandbox"))
@@ -79,6 +80,31 @@ def machine_findings(settings: Settings) -> list[Finding]:
     else:
         findings.append(Finding("user", OK, f"uid {os.geteuid()}: Chromium keeps its sandbox"))
     return findings
+
+
+def _containment(settings: Settings) -> Finding:
+    """What would hold sessions together, and whether limits can hold."""
+    plan = cgroups.discover(prepare=False) if settings.session_cgroups else None
+    mode = containment.mode_name(plan, settings.per_session_users)
+    limits = [name for name, value in (("SESSION_MEMORY_MAX", settings.session_memory_max),
+                                       ("SESSION_CPU_MAX", settings.session_cpu_max),
+                                       ("SESSION_PIDS_MAX", settings.session_pids_max)) if value is not None]
+    if plan is not None:
+        missing = [f"SESSION_{name.upper()}" for name in plan.missing_limits()]
+        unenforced = [name for name in limits if name in missing]
+        if unenforced:
+            return Finding("contain", WARN, f"{mode}; {', '.join(unenforced)} cannot be enforced here (no controller)",
+                           "enable the cgroup controllers memory, cpu and pids for the service's cgroup")
+        return Finding("contain", OK, f"{mode}: limits {', '.join(limits) if limits else 'none set'}")
+    fix = ("run the service as root on a machine with cgroups (v2, v1 or both), with KEEPALIVE_SESSION_CGROUPS "
+           "left true")
+    if mode == containment.SESSION_USER:
+        detail = f"{mode}: every process of a session's uid is ended with it, but sessions have no limits"
+    else:
+        detail = f"{mode}: a notebook's setsid env -i process outlives its session, and sessions have no limits"
+    if limits:
+        detail += f" ({', '.join(limits)} set but not enforced)"
+    return Finding("contain", WARN, detail, fix)
 
 
 def _disk_before_first_start(state: Path) -> Finding:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, StringConstraints
 
 #: Also names the session's home folder: it can never leave the homes dir.
 SESSION_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -41,6 +41,24 @@ class HeavyAIConnection(BaseModel):
     query: str | None = Field(None, max_length=100_000, description="SQL to place in the workspace.")
 
 
+def _memory_size(value: str | int) -> int:
+    from keepalive.engine.cgroups import parse_memory_size
+
+    return parse_memory_size(value)
+
+
+class SessionLimits(BaseModel):
+    """What all of a session's processes together may use; each at most the operator's
+    KEEPALIVE_SESSION_*_MAX (omitted: that value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_max: Annotated[int, BeforeValidator(_memory_size)] | None = Field(
+        None, description="Memory, in binary units: \"2G\" (2 GiB), \"2GiB\", \"2048M\", or bytes.")
+    cpu_max: float | None = Field(None, gt=0, le=1024, description="CPU cores, e.g. 1.5.")
+    pids_max: int | None = Field(None, ge=64, le=4_194_304, description="Processes and threads at once.")
+
+
 class SessionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +75,8 @@ class SessionCreate(BaseModel):
         None, ge=0, le=30 * 86400,
         description="Seconds a run must last to call the webhook (an error always does). Default: KEEPALIVE_WEBHOOK_MIN_BUSY.",
     )
+    limits: SessionLimits | None = Field(
+        None, description="Per-session limits within the operator's (needs cgroups: the service runs as root).")
 
 
 class SessionHealth(BaseModel):

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         description="uids for session users, FIRST-LAST. They need no /etc/passwd entry; a uid that has "
         "one is skipped. A home keeps its uid.",
     )
+    session_cgroups: bool = Field(
+        True,
+        description="Put each session in a cgroup of its own when the service runs as root on a machine with "
+        "cgroups (v2, v1 or both): every process a notebook starts is then found and ended with its session, "
+        "and the SESSION_*_MAX limits apply. false: sessions are held together by their user (or a marker).",
+    )
     session_memory_max: str | None = Field(
         None,
         description="Memory all of one session's processes may use together (kernels, Jupyter, the kiosk browser), "

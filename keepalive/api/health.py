@@ -32,6 +32,8 @@ async def health(settings: SettingsDep, manager: ManagerDep) -> JSONResponse:
             "unhealthy": [s.id for s in sessions if s.state is SessionState.ready and not s.healthy],
         },
         "pool": {"size": manager.pool.size, "waiting": manager.pool.waiting, "starting": manager.pool.filling},
+        # what holds each session's processes together and ends them (keepalive.engine.containment)
+        "containment": manager.containment,
     }
     if not ok:
         body["failing"] = [check.name for check in checks if not check.ok]

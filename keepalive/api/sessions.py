@@ -11,6 +11,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from keepalive.api import viewer
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
+from keepalive.engine.containment import LimitRefused
 from keepalive.engine.manager import NameTaken, SessionNotFound, TemplateUnavailable, TooManySessions
 from keepalive.engine.users import NoFreeUser
 from keepalive.engine.session import Session, SessionStartError
@@ -90,6 +91,11 @@ async def create_session(
         )
     try:
         session = await manager.create(body)
+    except LimitRefused as error:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [{"loc": ["body", "limits", error.field], "msg": str(error), "type": "value_error"}],
+        ) from None
     except NameTaken as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
     except TooManySessions as error:

@@ -208,8 +208,11 @@ def choose_plan(hierarchies: Iterable[Hierarchy]) -> CgroupPlan | None:
     return CgroupPlan(membership, limits)
 
 
-def discover() -> CgroupPlan | None:
-    """This machine's plan, or None when it has no cgroups this service can make children in."""
+def discover(prepare: bool = True) -> CgroupPlan | None:
+    """This machine's plan, or None when it has no cgroups this service can make children in.
+
+    ``prepare``: make the sessions' group in each hierarchy (the service); without it, only
+    what the plan would be (doctor, which runs in a cgroup of its own)."""
     if os.geteuid() != 0:
         return None  # a delegated subtree would do too; keepalive asks for root instead
     try:
@@ -218,8 +221,8 @@ def discover() -> CgroupPlan | None:
     except OSError:
         return None
     plan = choose_plan(parse_hierarchies(mountinfo, self_cgroup, lambda path: path.read_text()))
-    if plan is None:
-        return None
+    if plan is None or not prepare:
+        return plan
     try:
         for hierarchy in plan.hierarchies():
             _prepare(hierarchy, plan)
@@ -329,6 +332,12 @@ class SessionCgroup:
                 except OSError:
                     pass
             raise CgroupError(f"cannot make the session's cgroup {self.membership}: {error}") from error
+
+    def set_limits(self, limits: Limits) -> None:
+        try:
+            self._apply(limits)
+        except OSError as error:
+            raise CgroupError(f"cannot set the limits of {self.membership}: {error}") from error
 
     def _apply(self, limits: Limits) -> None:
         if limits.memory_max is not None:

@@ -34,10 +34,10 @@ from keepalive.engine.commands import (
 from keepalive.engine.jupyter import JupyterEndpoint
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildFailed, ChildProcess
-from keepalive.engine.profile import mark_clean_exit, restore_session_profile, save_profile, strip_lock_files
+from keepalive.engine.profile import ProfileError, prepare_for_restart_for, restore_for, save_for
 from keepalive.engine.reaper import reap
 from keepalive.engine.record import SessionRecord
-from keepalive.engine.users import SessionUser, give
+from keepalive.engine.users import SessionUser
 from keepalive.engine.viewer_server import ViewerServer
 from keepalive.engine.xauth import write_authority
 from keepalive.files import write_private
@@ -177,24 +177,20 @@ class Display:
 
     # -- the browser profile --------------------------------------------------------------
 
+    # The profile and the home are the session user's: the work on them is done with that
+    # user's rights, never root's (keepalive.engine.profile, "done with the session user's rights").
+
     async def restore_profile(self, template: Path) -> str:
         """The browser profile the home saved, or a fresh one from ``template``; returns which."""
         layout = self._layout()
-        used = await asyncio.to_thread(
-            restore_session_profile, layout.saved_profile, layout.previous_profile, template, layout.profile_dir,
-        )
-        if self.user is not None:
-            await asyncio.to_thread(give, layout.profile_dir, self.user)
-        return used
+        return await restore_for(self.user, layout.saved_profile, layout.previous_profile, template, layout.profile_dir)
 
     async def save_profile(self) -> None:
         """Keep the browser profile (cookies, site data, settings) in the home for the next session."""
         layout = self._layout()
-        if not (layout.profile_dir / "Default").is_dir():
-            return  # the browser never ran: nothing worth keeping
         try:
-            await asyncio.to_thread(save_profile, layout.profile_dir, layout.saved_profile, layout.previous_profile)
-        except (OSError, tarfile.TarError) as error:  # the processes are gone either way; say what was lost
+            await save_for(self.user, layout.profile_dir, layout.saved_profile, layout.previous_profile)
+        except (OSError, tarfile.TarError, ProfileError) as error:  # the processes are gone either way; say what was lost
             log.error("session %s: could not save the browser profile into %s: %s", self.id, layout.kept, error)
 
     # -- start ----------------------------------------------------------------------------
@@ -223,9 +219,7 @@ class Display:
 
     async def restart(self, env: dict[str, str]) -> None:
         """The whole display again after a crash, its profile marked as cleanly closed."""
-        layout = self._layout()
-        strip_lock_files(layout.profile_dir)
-        mark_clean_exit(layout.profile_dir)
+        await prepare_for_restart_for(self.user, self._layout().profile_dir)
         await self.start(env)
 
     async def _launch_xvfb(self, env: dict[str, str]) -> None:

@@ -110,7 +110,9 @@ class EmbeddedJupyter:
         token: str | None = None,
         user: SessionUser | None = None,
         niceness: int = 0,
+        launch_options: dict | None = None,
     ) -> None:
+        """``launch_options``: the cgroup and OOM order of the process (ChildProcess' arguments)."""
         self.layout = layout
         self.token = token or secrets.token_urlsafe(24)
         self.runtime_dir = jupyter_runtime_dir(layout)
@@ -136,6 +138,7 @@ class EmbeddedJupyter:
             on_exit=on_exit,
             user=(user.uid, user.gid) if user else None,
             niceness=niceness,
+            **(launch_options or {}),
         )
         self.endpoint: JupyterEndpoint | None = None
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import httpx
 
 from keepalive.engine import user_python
+from keepalive.engine.containment import KERNEL_OOM_SCORE_ADJ, KERNEL_OOM_VARIABLE
 from keepalive.engine.browser import HEAVYAI_WORKSPACE_QUERY, PLAIN_WORKSPACE_QUERY
 from keepalive.engine.jupyter import (
     EmbeddedJupyter,
@@ -46,6 +47,7 @@ class JupyterSide:
         niceness: Callable[[], int],
         persist: Callable[[], None],
         user: SessionUser | None,
+        launch_options: Callable[[str], dict] = lambda part: {},
     ) -> None:
         """``record``: the session's, whose Jupyter pid and address this part keeps up to date
         (saved with ``persist()``); ``niceness()``: what a new server starts at."""
@@ -56,6 +58,7 @@ class JupyterSide:
         self._niceness = niceness
         self._persist = persist
         self.user = user
+        self._launch_options = launch_options
         #: The session's own server; None on an external one (``JUPYTER_URL``).
         self.jupyter: EmbeddedJupyter | None = None
         self.endpoint: JupyterEndpoint | None = None
@@ -136,8 +139,12 @@ class JupyterSide:
             python = await user_python.prepare(python, layout.home, self.user)
             jupyter_env.update(user_python.shared_jupyter_paths(self.settings.jupyter_python))
         jupyter_env.update(self.heavyai_variables())  # the kernel reads the connection from here
+        options = self._launch_options("jupyter")
+        if "oom_score_adj" in options:  # the kernels it starts go first when memory runs out
+            jupyter_env[KERNEL_OOM_VARIABLE] = str(KERNEL_OOM_SCORE_ADJ)
         self.jupyter = EmbeddedJupyter(
-            layout, jupyter_env, python, on_exit=self._on_exit, user=self.user, niceness=self._niceness()
+            layout, jupyter_env, python, on_exit=self._on_exit, user=self.user, niceness=self._niceness(),
+            launch_options=options,
         )
         endpoint = await self.jupyter.start(self.settings.start_timeout)
         self.record.jupyter_pid = self.jupyter.process.pid

@@ -23,12 +23,14 @@ from playwright.async_api import Playwright
 from keepalive.engine.activity import ActivityWatcher
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
+from keepalive.engine.cgroups import CgroupPlan, Limits
+from keepalive.engine.containment import discover_plan, mode_name, session_limits
 from keepalive.engine.devtools_links import DevToolsLinks
 from keepalive.engine.events import EventHub, state_event
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.parts import PartsFactory
 from keepalive.engine.pool import WarmPool
-from keepalive.engine.profile import ProfileError, make_template
+from keepalive.engine.profile import ProfileTemplate, TemplateUnavailable  # noqa: F401 (the API's)
 from keepalive.engine.record import SessionRecord, SessionStartError, new_session_id
 from keepalive.engine.registry import SessionRegistry
 from keepalive.engine.session import Session
@@ -77,13 +79,9 @@ class UnusableStateDir(RuntimeError):
     """The state dir cannot hold sessions as configured; the message says why and what to do."""
 
 
-class TemplateUnavailable(RuntimeError):
-    """The browser profile template could not be made; the message says why."""
-
-
-#: ``parts(allocator, playwright, gateway)``: how the manager's sessions get their parts
+#: ``parts(allocator, playwright, gateway, cgroup_plan)``: how the manager's sessions get their parts
 #: (keepalive.engine.parts.real_parts for the service; stand-ins in unit tests).
-MakesParts = Callable[[Allocator, Playwright | None, CdpGateway], PartsFactory]
+MakesParts = Callable[[Allocator, Playwright | None, CdpGateway, CgroupPlan | None], PartsFactory]
 
 
 class SessionManager:
@@ -103,6 +101,8 @@ class SessionManager:
         self._make_parts = parts
         self._playwright_factory = playwright
         self._parts: PartsFactory | None = None
+        #: How sessions get cgroups (keepalive.engine.cgroups), found at open(); None: they get none.
+        self.cgroup_plan: CgroupPlan | None = None
         self.gateway = CdpGateway(
             settings.host, settings.cdp_port, self._cdp_socket, self._cdp_guest,
             max_clients=settings.cdp_max_clients, idle_timeout=settings.cdp_idle_timeout,
@@ -115,7 +115,7 @@ class SessionManager:
         self._playwright: Playwright | None = None
         self._state_lock = state_lock
         self._store: SessionStore | None = None
-        self._template: asyncio.Task[Path] | None = None
+        self.template = ProfileTemplate(settings.profile_template, settings.state_dir, settings.chromium)
         self._admit_lock = asyncio.Lock()
         #: Called with each session that became ready after a start (keepalive.metrics listens).
         self.start_observers: list[Callable[[Session], None]] = []
@@ -138,10 +138,12 @@ class SessionManager:
         self._store = SessionStore(self.settings.state_dir / "sessions.db")
         # made now, in the background: the first POST of a fresh install does not wait 17 s
         # inside the admission lock, and a failure is answered with its reason (503)
-        self._template = asyncio.get_running_loop().create_task(self._profile_template(), name="profile-template")
+        self.template.begin()
         self._playwright_cm = self._playwright_factory()
         self._playwright = await self._playwright_cm.__aenter__()
-        self._parts = self._make_parts(self.allocator, self._playwright, self.gateway)
+        self.cgroup_plan = discover_plan(self.settings.session_cgroups)
+        log.info("sessions are contained by: %s", self.containment)
+        self._parts = self._make_parts(self.allocator, self._playwright, self.gateway, self.cgroup_plan)
         await self.gateway.start()  # before adopting: the service reaches its browsers through it
         await self._adopt_all()
         self.pool.start()
@@ -225,11 +227,7 @@ class SessionManager:
             for task in deliveries:
                 task.cancel()
         await self.gateway.close()
-        if self._template is not None:
-            if self._template.done() and not self._template.cancelled():
-                self._template.exception()  # seen: a failure was answered (503) or nobody asked
-            else:
-                self._template.cancel()
+        self.template.close()
         if self._playwright_cm is not None:
             await self._playwright_cm.__aexit__(None, None, None)
             self._parts = None
@@ -239,23 +237,8 @@ class SessionManager:
         if self._state_lock is not None:
             self._state_lock.release()
 
-    async def _profile_template(self) -> Path:
-        """The configured template, or one made (once) in the state dir."""
-        if self.settings.profile_template is not None:
-            return self.settings.profile_template
-        template = self.settings.state_dir / "profile-template.tar.gz"
-        if not template.is_file():
-            log.info("making the Chromium profile template (first start only)")
-            await make_template(self.settings.chromium, template)
-        return template
-
     async def profile_template(self) -> Path:
-        assert self._template is not None, "SessionManager.open() was not called"
-        try:
-            return await asyncio.shield(self._template)
-        except ProfileError as error:
-            self._template = asyncio.get_running_loop().create_task(self._profile_template())  # try again next time
-            raise TemplateUnavailable(f"no browser profile template: {error}") from None
+        return await self.template.get()
 
     def _room(self) -> int:
         """How many more sessions (live or pool) fit under MAX_SESSIONS."""
@@ -276,6 +259,7 @@ class SessionManager:
             record = SessionRecord(
                 id=session_id, name=f"{POOL_NAME_PREFIX}{session_id}",
                 width=self.settings.default_width, height=self.settings.default_height, home_linked=True,
+                limits=self._limits(None),
             )
             if self.settings.per_session_users:
                 busy = self.registry.uids()
@@ -305,15 +289,19 @@ class SessionManager:
                 raise NameTaken(f"a session named {name!r} is already running")
             width = request.width or self.settings.default_width
             height = request.height or self.settings.default_height
+            limits = self._limits(request.limits.model_dump() if request.limits else None)
             pooled = self.pool.take(width, height)
             if pooled is not None:
+                if limits != pooled.record.limits:
+                    await asyncio.to_thread(pooled.containment.apply, Limits(**(limits or {})))
+                    pooled.record.limits = limits
                 await pooled.claim(name, request.heavyai)
                 self._admitted(pooled, request)
                 log.info("session %s (%s): taken from the pool", pooled.id, name)
                 return pooled
             if self._room() <= 0:
                 await self.pool.make_room()
-            record = SessionRecord(id=session_id, name=name, width=width, height=height)
+            record = SessionRecord(id=session_id, name=name, width=width, height=height, limits=limits)
             give_home = False
             if self.settings.per_session_users:
                 busy = self.registry.uids()
@@ -328,6 +316,17 @@ class SessionManager:
         log.info("session %s (%s): starting at %sx%s%s", session.id, session.name, session.width, session.height,
                  f" as uid {record.uid}" if record.uid is not None else "")
         return session
+
+    def _limits(self, asked: dict | None) -> dict | None:
+        """What a session may use (keepalive.engine.containment.session_limits); LimitRefused."""
+        maxima = {"memory_max": self.settings.session_memory_max_bytes, "cpu_max": self.settings.session_cpu_max,
+                  "pids_max": self.settings.session_pids_max}
+        return session_limits(asked, maxima, self.cgroup_plan)
+
+    @property
+    def containment(self) -> str:
+        """How sessions are held together (keepalive.engine.containment), for /health and doctor."""
+        return mode_name(self.cgroup_plan, self.settings.per_session_users)
 
     def _admitted(self, session: Session, request: SessionCreate) -> None:
         """A session now belongs to the API: its webhook, listed, its changes published."""

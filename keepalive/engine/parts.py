@@ -14,6 +14,8 @@ from playwright.async_api import Playwright
 
 from keepalive.engine.allocation import Allocator
 from keepalive.engine.cdp_gateway import CdpGateway
+from keepalive.engine.cgroups import CgroupPlan
+from keepalive.engine.containment import Containment
 from keepalive.engine.display import Display, ExitHandler, Spawn
 from keepalive.engine.jupyter_side import JupyterSide
 from keepalive.engine.layout import SessionLayout
@@ -43,18 +45,25 @@ class PartHooks:
 class Parts:
     display: Display
     jupyter: JupyterSide
+    #: What holds the session's processes together; None: the weakest mode (its marker).
+    containment: Containment | None = None
 
 
 PartsFactory = Callable[[PartHooks], Parts]
 
 
-def real_parts(allocator: Allocator, playwright: Playwright | None, gateway: CdpGateway | None) -> PartsFactory:
-    """The parts a session of the service runs: real processes, a real browser over CDP."""
+def real_parts(
+    allocator: Allocator, playwright: Playwright | None, gateway: CdpGateway | None, plan: CgroupPlan | None = None,
+) -> PartsFactory:
+    """The parts a session of the service runs: real processes, a real browser over CDP, in a
+    cgroup of its own when the service has a ``plan`` for them (keepalive.engine.containment)."""
 
     def make(hooks: PartHooks) -> Parts:
+        containment = Containment(hooks.record.id, plan, hooks.user, hooks.record.cgroup)
         jupyter = JupyterSide(
             hooks.record, hooks.settings, layout=hooks.layout, on_exit=hooks.on_exit,
             niceness=hooks.niceness, persist=hooks.persist, user=hooks.user,
+            launch_options=containment.launch_options,
         )
         display = Display(
             hooks.record, hooks.settings, allocator=allocator, playwright=playwright, layout=hooks.layout,
@@ -63,6 +72,6 @@ def real_parts(allocator: Allocator, playwright: Playwright | None, gateway: Cdp
             cdp_url=lambda: gateway.url(hooks.record.id), cdp_headers=lambda: gateway.service_headers,
             user=hooks.user, spared=jupyter.spared,
         )
-        return Parts(display, jupyter)
+        return Parts(display, jupyter, containment)
 
     return make

@@ -20,11 +20,12 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import psutil
 
+from keepalive.engine.cgroups import launch_argv
 from keepalive.engine.priority import niced
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,18 @@ class ChildProcess:
         on_exit: Callable[[ChildProcess, int | None], None] | None = None,
         user: tuple[int, int] | None = None,
         niceness: int = 0,
+        cgroup_procs: Sequence[Path] = (),
+        oom_score_adj: int | None = None,
     ) -> None:
         """``user``: (uid, gid) to run as (the service must be root), with no other groups;
-        ``niceness``: the scheduling niceness it starts at (keepalive.engine.priority)."""
+        ``niceness``: the scheduling niceness it starts at (keepalive.engine.priority);
+        ``cgroup_procs``: the ``cgroup.procs`` files of the cgroups it is born in, and
+        ``oom_score_adj`` its place in the OOM killer's order (keepalive.engine.containment)."""
         self.name = name
         self.user = user
         self.niceness = niceness
+        self.cgroup_procs = list(cgroup_procs)
+        self.oom_score_adj = oom_score_adj
         self.argv = argv
         self.env = env
         self.cwd = cwd
@@ -127,14 +134,19 @@ class ChildProcess:
         if self.pid is not None:
             raise RuntimeError(f"{self.name} was started already")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = niced(self.argv, self.niceness)
         as_user = {}
-        if self.user is not None:
+        if self.cgroup_procs or self.oom_score_adj is not None:
+            # joined (as root) before it runs a single instruction of its own, then dropped to the user
+            argv = launch_argv(argv, self.cgroup_procs, self.user, self.oom_score_adj)
+            as_user = {"umask": 0o077} if self.user is not None else {}
+        elif self.user is not None:
             uid, gid = self.user
             as_user = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077}
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(log_fd, "ab") as log_file:
             self._popen = subprocess.Popen(
-                niced(self.argv, self.niceness),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -187,7 +188,10 @@ def _readable(archive_path: Path) -> bool:
 
 
 def save_profile(profile_dir: Path, saved: Path, previous: Path) -> None:
-    """Save a session's profile into its home: atomically, keeping the last good save as ``previous``."""
+    """Save a session's profile into its home: atomically, keeping the last good save as ``previous``.
+    A profile whose browser never ran is not worth keeping: nothing is saved."""
+    if not (profile_dir / "Default").is_dir():
+        return
     partial = saved.with_name(saved.name + ".partial")
     pack_profile(profile_dir, partial)  # pack_profile itself writes atomically, to its target
     if saved.exists() and _readable(saved):
@@ -256,23 +260,20 @@ async def prepare_for_restart_for(user: SessionUser | None, profile_dir: Path) -
 
 
 async def _as_user(user: SessionUser, args: list[str], stdin: IO[bytes] | None = None) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-I", "-m", "keepalive.engine.profile", *args,
-        stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        user=user.uid, group=user.gid, extra_groups=[], umask=0o077, cwd="/",
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
-    )
+    # subprocess in a thread: the service's event loop (uvloop) takes no user/group arguments
     try:
-        out, err = await asyncio.wait_for(process.communicate(), _WORKER_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-I", "-m", "keepalive.engine.profile", *args],
+            stdin=stdin if stdin is not None else subprocess.DEVNULL, capture_output=True,
+            user=user.uid, group=user.gid, extra_groups=[], umask=0o077, cwd="/", timeout=_WORKER_TIMEOUT,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
+        )
+    except subprocess.TimeoutExpired:
         raise ProfileError(f"the profile's {args[0]} as uid {user.uid} took over {_WORKER_TIMEOUT:.0f} s") from None
-    if process.returncode != 0:
-        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+    if done.returncode != 0:
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         raise ProfileError(f"the profile's {args[0]} as uid {user.uid} failed: {last[0]}")
-    return out.decode(errors="replace").strip()
+    return done.stdout.decode(errors="replace").strip()
 
 
 def main(argv: list[str]) -> int:
@@ -294,6 +295,50 @@ def main(argv: list[str]) -> int:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+class TemplateUnavailable(RuntimeError):
+    """The browser profile template could not be made; the message says why."""
+
+
+class ProfileTemplate:
+    """The profile every new browser starts from: the configured tarball, or one made once in
+    the state dir, in the background from the service's start on (so that the first POST of a
+    fresh install does not wait for it inside the admission lock, and a failure is answered
+    with its reason)."""
+
+    def __init__(self, configured: Path | None, state_dir: Path, chromium: str) -> None:
+        self._configured, self._state_dir, self._chromium = configured, state_dir, chromium
+        self._task: asyncio.Task[Path] | None = None
+
+    def begin(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._make(), name="profile-template")
+
+    async def _make(self) -> Path:
+        if self._configured is not None:
+            return self._configured
+        template = self._state_dir / "profile-template.tar.gz"
+        if not template.is_file():
+            log.info("making the Chromium profile template (first start only)")
+            await make_template(self._chromium, template)
+        return template
+
+    async def get(self) -> Path:
+        """The template's path; TemplateUnavailable (and another try next time) if it failed."""
+        assert self._task is not None, "ProfileTemplate.begin() was not called"
+        try:
+            return await asyncio.shield(self._task)
+        except ProfileError as error:
+            self.begin()
+            raise TemplateUnavailable(f"no browser profile template: {error}") from None
+
+    def close(self) -> None:
+        if self._task is None:
+            return
+        if self._task.done() and not self._task.cancelled():
+            self._task.exception()  # seen: a failure was answered (503) or nobody asked
+        else:
+            self._task.cancel()
 
 
 async def make_template(chromium: str, template: Path, timeout: float = 60.0) -> Path:

@@ -78,6 +78,10 @@ class SessionRecord:
     #: Taken from the pool by a name whose home holds a saved browser profile. Its browser
     #: started from the template, so it never saves over that profile (see PoolHandover.keeps_profile).
     keep_saved_profile: bool = False
+    #: The limits asked for (keepalive.engine.cgroups.Limits' fields), and the session's cgroup
+    #: (SessionCgroup.to_record), when it has one.
+    limits: dict | None = None
+    cgroup: dict | None = None
 
     @classmethod
     def from_stored(cls, data: dict) -> SessionRecord:

@@ -21,18 +21,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from keepalive.engine import framebuffer
+from keepalive.engine.cgroups import Limits
+from keepalive.engine.containment import Containment
 from keepalive.engine.handover import PoolHandover
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.parts import PartHooks, PartsFactory
 from keepalive.engine.process import ChildProcess
-from keepalive.engine.reaper import reap
-from keepalive.engine.record import (  # noqa: F401  (re-exported: what callers knew from here)
-    ALLOWED,
-    InvalidTransition,
-    SessionRecord,
-    SessionStartError,
-    new_session_id,
-)
+from keepalive.engine.record import ALLOWED, InvalidTransition, SessionRecord, SessionStartError  # noqa: F401
+from keepalive.engine.record import new_session_id  # noqa: F401  (re-exported: what callers knew from here)
 from keepalive.engine.users import SessionUser
 from keepalive.engine.watchdog import RestartPolicy, Watchdog, bring_back
 from keepalive.files import write_private
@@ -69,6 +65,7 @@ class Session:
             environment=self.environment, spawn=self._spawn, on_exit=self._child_exited,
             on_browser_lost=self._browser_lost, niceness=self._niceness, persist=self._save_record,
         ))
+        self.containment = self.parts.containment or Containment(record.id, None, self.user)
         self.handover = PoolHandover(
             record, settings, layout=lambda: self.layout, user=self.user,
             display=self.parts.display, jupyter=self.parts.jupyter, persist=self._save_record,
@@ -202,7 +199,7 @@ class Session:
         return ChildProcess(
             name, argv, env=env, cwd=self.layout.home, log_path=self.layout.log(name),
             on_exit=on_exit or self._child_exited, user=(self.user.uid, self.user.gid) if self.user else None,
-            niceness=self._niceness(),
+            niceness=self._niceness(), **self.containment.launch_options(name),
         )
 
     # -- use ------------------------------------------------------------------------------
@@ -253,6 +250,8 @@ class Session:
                  " (from the pool)" if self.from_pool else "", self.pids())
 
     async def _start_parts(self) -> None:
+        # first of all: every process from here on is born inside it
+        self.record.cgroup = await asyncio.to_thread(self.containment.create, Limits(**(self.record.limits or {})))
         if self.record.home_linked:  # for the pool: a home of nobody's, reached through the link
             SessionLayout(self.layout.folder, self.layout.pool_home).create(self.user, give_home=True)
             os.symlink(self.layout.pool_home.name, self.layout.home_link)
@@ -410,8 +409,8 @@ class Session:
             return
         await self.parts.display.stop(reap_leftovers=False)  # everything is reaped below
         await self.parts.jupyter.stop()
-        # whatever escaped the process groups (crashpad handlers, kernels) goes now
-        await asyncio.to_thread(reap, self.id, self.layout.folder)
+        # whatever escaped the process groups (crashpad handlers, kernels, a notebook's daemons) goes now
+        await asyncio.to_thread(self.containment.end_all, self.layout.folder)
         self.parts.display.release_numbers()
         if save_profile:
             await self._save_profile()

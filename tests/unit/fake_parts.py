@@ -49,7 +49,7 @@ class FakeWorld:
             self.fail.discard(part)
             raise RuntimeError(f"the fake {part} failed to start")
 
-    def factory(self, allocator, playwright, gateway):
+    def factory(self, allocator, playwright, gateway, cgroup_plan=None):
         """Has the shape of keepalive.engine.parts.real_parts."""
 
         def make(hooks: PartHooks) -> Parts:
