@@ -119,12 +119,24 @@ class KernelActivity(BaseModel):
     last_run: Run | None = None
 
 
+class KernelDeath(BaseModel):
+    """A kernel the session lost to its memory limit: what the user is told on return."""
+
+    kernel_id: str | None = Field(description="The kernel, when it is known which one it was (the one busy).")
+    notebook: str | None
+    reason: Literal["out of memory"]
+    limit: int | None = Field(description="The session's memory limit in bytes, if it has one.")
+    message: str = Field(description="What the user reads, e.g. 'the kernel was stopped: out of memory at 4 GiB'.")
+    at: datetime
+
+
 class Activity(BaseModel):
     """What a session's kernels are doing, read from its Jupyter server."""
 
     busy: bool
     kernels: list[KernelActivity]
     updated_at: datetime
+    kernel_died: KernelDeath | None = Field(None, description="The last kernel the session lost to its memory limit.")
 
 
 class SessionOut(BaseModel):

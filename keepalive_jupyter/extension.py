@@ -26,6 +26,7 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
+from . import kernel_oom
 from .drafts import Drafts
 from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler
 from .heavyai import (
@@ -104,6 +105,7 @@ class KeepaliveJupyterExtension(ExtensionApp):
         self.execution_recorder.start()
         self.activity_policy = ActivityPolicy(self.serverapp, self.execution_recorder, config=self.config, log=self.log)
         self.activity_policy.start()
+        kernel_oom.watch_kernels(self.serverapp, self.log)
         # Drafts outlive the server too: a file in its runtime dir, one per notebook root (the
         # default runtime dir is shared by every server of the user).
         root = os.path.realpath(os.path.expanduser(self.serverapp.root_dir))

@@ -23,7 +23,8 @@ import httpx
 
 from keepalive.engine import webhook
 from keepalive.engine.events import EventHub
-from keepalive.models import Activity, KernelActivity, Run, RunningCell
+from keepalive.engine.cgroups import format_memory_size
+from keepalive.models import Activity, KernelActivity, KernelDeath, Run, RunningCell
 
 if TYPE_CHECKING:
     from keepalive.engine.session import Session
@@ -81,6 +82,9 @@ class ActivityWatcher:
         self._task: asyncio.Task[None] | None = None
         #: Webhook deliveries under way: they finish even after the session stops.
         self.deliveries: set[asyncio.Task[bool]] = set()
+        self._oom_kills: int | None = None  # the session's cgroup's count at the last look
+        self._death: KernelDeath | None = None
+        self._notices: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         if self._task is None:
@@ -103,6 +107,7 @@ class ActivityWatcher:
                 await asyncio.sleep(self.session.settings.activity_interval)
 
     async def look(self, client: httpx.AsyncClient) -> None:
+        self._notice_oom()  # the kernel's accounting, not the Jupyter server's: first, whatever it answers
         endpoint = self.session.endpoint
         if endpoint is None:
             return
@@ -124,6 +129,7 @@ class ActivityWatcher:
             busy=any(k.get("execution_state") == "busy" for k in kernels),
             kernels=[kernel_activity(k, notebooks.get(k["kernel_id"])) for k in kernels],
             updated_at=datetime.now(UTC),
+            kernel_died=self._death,
         )
         self._notice_runs(kernels, notebooks)
         changed = self.latest is None or activity.model_dump(exclude={"updated_at"}) != self.latest.model_dump(
@@ -132,6 +138,33 @@ class ActivityWatcher:
         self.latest = activity
         if changed:
             self.hub.publish(self.session.id, "activity", activity.model_dump(mode="json"))
+
+    def _notice_oom(self) -> None:
+        """A kernel killed for memory since the last look (the session's cgroup counts them) is
+        announced: event ``kernel_died``, the activity, the webhook, and a notice on the kiosk's
+        page that the user sees on return. Kills before the first look are not news."""
+        kills = self.session.containment.oom_kills()
+        seen, self._oom_kills = self._oom_kills, kills
+        if seen is None or kills <= seen:
+            return
+        session = self.session
+        limit = session.containment.memory_max()
+        message = "the kernel was stopped: out of memory" + (f" at {format_memory_size(limit)}" if limit else "")
+        busy = [k for k in (self.latest.kernels if self.latest else []) if k.state == "busy"]
+        kernel = busy[0] if len(busy) == 1 else None  # the one running a cell; several: cannot tell
+        self._death = KernelDeath(kernel_id=kernel and kernel.id, notebook=kernel and kernel.notebook,
+                                  reason="out of memory", limit=limit, message=message, at=datetime.now(UTC))
+        log.warning("session %s: %s", session.id, message)
+        payload = {"event": "kernel_died", "session": {"id": session.id, "name": session.name},
+                   **self._death.model_dump(mode="json")}
+        self.hub.publish(session.id, "kernel_died", payload)
+        loop = asyncio.get_running_loop()
+        self._notices.add(notice := loop.create_task(session.notify(message)))
+        notice.add_done_callback(self._notices.discard)
+        if session.webhook_url is not None:
+            task = loop.create_task(webhook.deliver(session.webhook_url, payload, session.id))
+            self.deliveries.add(task)
+            task.add_done_callback(self.deliveries.discard)
 
     def _notice_runs(self, kernels: list[dict], notebooks: dict[str, str | None]) -> None:
         for kernel in kernels:

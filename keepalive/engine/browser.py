@@ -14,6 +14,28 @@ from keepalive.engine.jupyter import JupyterEndpoint
 
 log = logging.getLogger(__name__)
 
+#: The banner of show_notice: one at a time (a new notice replaces the text), closed by its button.
+NOTICE_SCRIPT = """(text) => {
+  let notice = document.getElementById("keepalive-notice");
+  if (!notice) {
+    notice = document.createElement("div");
+    notice.id = "keepalive-notice";
+    notice.setAttribute("role", "alert");
+    notice.style.cssText = "position:fixed;top:8px;left:50%;transform:translateX(-50%);z-index:100000;" +
+      "background:#b71c1c;color:#fff;padding:8px 12px 8px 16px;border-radius:4px;font:14px sans-serif;" +
+      "box-shadow:0 2px 6px rgba(0,0,0,.4)";
+    const message = document.createElement("span");
+    const close = document.createElement("button");
+    close.textContent = "\u00d7";
+    close.title = "Close";
+    close.style.cssText = "margin-left:12px;background:none;border:0;color:#fff;font-size:16px;cursor:pointer";
+    close.onclick = () => notice.remove();
+    notice.append(message, close);
+    document.body.append(notice);
+  }
+  notice.firstChild.textContent = text;
+}"""
+
 #: Where the kiosk lands, after JupyterLab's address: the bundled extension turns ``heavyai``
 #: into a ready workspace, ``reset`` makes JupyterLab drop whatever workspace was saved before.
 HEAVYAI_WORKSPACE_QUERY = "?heavyai&reset"
@@ -127,6 +149,10 @@ class KioskBrowser:
             log.warning("the kiosk page could not hand over its unsaved cells: %s", str(error).splitlines()[0])
             return []
         return [d for d in drafts if isinstance(d, dict)] if isinstance(drafts, list) else []
+
+    async def show_notice(self, text: str) -> None:
+        """A banner over JupyterLab, until the user closes it: what happened while they were away."""
+        await self.page.evaluate(NOTICE_SCRIPT, text)
 
     async def screenshot(self) -> bytes:
         if not self.page_alive:

@@ -177,6 +177,15 @@ class Display:
 
     # -- the browser profile --------------------------------------------------------------
 
+    async def notify(self, text: str) -> None:
+        """Show ``text`` on the kiosk page (lost with a reload: the events keep it too)."""
+        if self.browser is None or not self.browser.page_alive:
+            return
+        try:
+            await self.browser.show_notice(text)
+        except Exception as error:  # a page on its way out: the event and the activity still say it
+            log.warning("session %s: could not show a notice on the kiosk page: %s", self.id, error)
+
     # The profile and the home are the session user's: the work on them is done with that
     # user's rights, never root's (keepalive.engine.profile, "done with the session user's rights").
 

@@ -214,6 +214,9 @@ class Session:
     async def screenshot(self) -> bytes:
         return await self.parts.display.screenshot()
 
+    async def notify(self, text: str) -> None:
+        await self.parts.display.notify(text)
+
     # -- start ------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -58,15 +58,19 @@ class EventStream:
         assert self.opened.wait(30), "the events stream did not open"
 
     def _read(self, path: str) -> None:
-        with self.client.stream("GET", path) as response:
-            self.content_type = response.headers.get("content-type")
-            self.opened.set()
-            kind = None
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[len("event: "):]
-                elif line.startswith("data: ") and kind is not None:
-                    self.events.append((kind, json.loads(line[len("data: "):])))
+        try:
+            with self.client.stream("GET", path) as response:
+                self.content_type = response.headers.get("content-type")
+                self.opened.set()
+                kind = None
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[len("event: "):]
+                    elif line.startswith("data: ") and kind is not None:
+                        self.events.append((kind, json.loads(line[len("data: "):])))
+        except httpx.HTTPError:
+            if not self.client.is_closed:  # closed by close(): the end of reading, not a failure
+                raise
 
     def of(self, kind: str) -> list[dict]:
         return [data for k, data in list(self.events) if k == kind]

@@ -39,13 +39,17 @@ class SessionJupyter:
 
     def start_ticker(self) -> tuple[str, int]:
         """A kernel running TICKER; returns its id and the kernel process's pid."""
+        return self.start_cell(TICKER)
+
+    def start_cell(self, code: str) -> tuple[str, int]:
+        """A new kernel running ``code``, left running; returns its id and the kernel process's pid."""
         kernel = self.client.post("/api/kernels", json={"name": "python3"}).json()
         ws_url = self.url.replace("http", "ws", 1) + f"/api/kernels/{kernel['id']}/channels"
         message = {
             "header": {"msg_id": uuid.uuid4().hex, "msg_type": "execute_request", "username": "test",
                        "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
             "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": TICKER, "silent": False, "store_history": False, "user_expressions": {},
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                         "allow_stdin": False, "stop_on_error": True},
         }
         with ws_connect(ws_url, additional_headers={"Authorization": f"token {self.token}"}, open_timeout=60) as ws:
