@@ -17,7 +17,6 @@ import psutil
 import pytest
 
 from tests.integration.jupyter_driver import SessionJupyter
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containment needs a service running as root")
 
