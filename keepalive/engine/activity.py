@@ -2,7 +2,7 @@
 
 Every ``activity_interval`` seconds the watcher asks the session's Jupyter server for its
 sessions (which notebook runs on which kernel) and, from keepalive's server extension, each
-kernel's activity (server_ext/executions.py: busy or idle since when, the last output, the tail
+kernel's activity (keepalive_jupyter/executions.py: busy or idle since when, the last output, the tail
 of a running cell, how the last run ended). A change is published on the session's event
 stream; a run that ended is published too and, when it lasted long enough or ended in an
 error, sent to the session's webhook.
@@ -40,7 +40,7 @@ def when(epoch: float | None) -> datetime | None:
 
 
 def kernel_activity(kernel: dict, notebook: str | None) -> KernelActivity:
-    """One kernel as server_ext's ``/api/keepalive/activity`` describes it."""
+    """One kernel as keepalive_jupyter's ``/api/keepalive/activity`` describes it."""
     running, run = kernel.get("running"), kernel.get("last_run")
     return KernelActivity(
         id=kernel["kernel_id"],
@@ -65,7 +65,7 @@ def kernel_activity(kernel: dict, notebook: str | None) -> KernelActivity:
 
 
 def bare_kernel(kernel: dict) -> dict:
-    """A kernel of ``/api/kernels`` in server_ext's shape: a Jupyter server without keepalive's
+    """A kernel of ``/api/kernels`` in keepalive_jupyter's shape: a Jupyter server without keepalive's
     extension (an external one) tells only its own state and last activity."""
     return {"kernel_id": kernel["id"], "execution_state": kernel.get("execution_state")}
 

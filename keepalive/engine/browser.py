@@ -86,9 +86,9 @@ class KioskBrowser:
         page = self.page
         if endpoint.token:
             # The login cookie the server answers with lands in the browser's own jar, so the
-            # page itself never carries the token. server_ext's kiosk login also works under
+            # page itself never carries the token. keepalive_jupyter's kiosk login also works under
             # JupyterHub and marks the kiosk's requests as not the user's activity; a server
-            # without server_ext sets its cookie on any token-authenticated request.
+            # without keepalive_jupyter sets its cookie on any token-authenticated request.
             request = page.context.request
             auth = endpoint.auth_headers
             login = f"{endpoint.url}/api/keepalive/kiosk-login"

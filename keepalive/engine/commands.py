@@ -214,7 +214,7 @@ def jupyter_command(layout: SessionLayout, python: Path | str) -> list[str]:
         str(python),
         "-m",
         # `python -m jupyterlab`, less what a kiosk's server never uses (see that module)
-        "server_ext.lean_jupyterlab",
+        "keepalive_jupyter.lean_jupyterlab",
         "--no-browser",
         "--ip=127.0.0.1",
         # port 0: the server binds any free port and writes it to its runtime file
@@ -224,7 +224,7 @@ def jupyter_command(layout: SessionLayout, python: Path | str) -> list[str]:
         f"--HeavyAISessionManager.session_file={layout.heavyai_session_file}",
         f"--LabApp.app_settings_dir={layout.lab_app_settings_dir}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        # keepalive's own proxy entry (server_ext/proxy.py) belongs to users' servers, not a kiosk's
+        # keepalive's own proxy entry (keepalive_jupyter/server_proxy.py) belongs to users' servers, not a kiosk's
         "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
     ]
     if running_as_root():

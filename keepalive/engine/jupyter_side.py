@@ -206,7 +206,7 @@ class JupyterSide:
 
     async def prepare_kernels(self) -> None:
         """What the kernels to come inherit from the Jupyter server: the HeavyAI connection, and
-        a working directory in the user's home (server_ext/environment.py)."""
+        a working directory in the user's home (keepalive_jupyter/kernel_environment.py)."""
         assert self.endpoint is not None
         variables = self.heavyai_variables()
         async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
@@ -219,7 +219,7 @@ class JupyterSide:
 
     async def carry_drafts(self, requests: list[dict]) -> None:
         """Keys the page still shows that the killed Jupyter server never got: to the new one,
-        where the page about to be reloaded finds them as it finds any drafts (server_ext/drafts.py)."""
+        where the page about to be reloaded finds them as it finds any drafts (keepalive_jupyter/drafts.py)."""
         assert self.endpoint is not None
         carried = 0
         async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:

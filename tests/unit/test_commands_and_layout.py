@@ -68,7 +68,7 @@ def test_kiosk_chromium_has_no_cdp_port_only_a_pipe_and_its_own_profile(tmp_path
 def test_jupyter_command_carries_no_token(tmp_path):
     layout = SessionLayout(tmp_path / "s")
     argv = jupyter_command(layout, "/opt/jupyter-env/bin/python")
-    assert argv[:3] == ["/opt/jupyter-env/bin/python", "-m", "server_ext.lean_jupyterlab"]
+    assert argv[:3] == ["/opt/jupyter-env/bin/python", "-m", "keepalive_jupyter.lean_jupyterlab"]
     assert "--ip=127.0.0.1" in argv
     assert option(argv, "--HeavyAISessionManager.session_file") == str(layout.heavyai_session_file)
     assert not [arg for arg in argv if "token" in arg.lower()]
