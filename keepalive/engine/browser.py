@@ -150,6 +150,20 @@ class KioskBrowser:
             return []
         return [d for d in drafts if isinstance(d, dict)] if isinstance(drafts, list) else []
 
+    async def save_all(self, timeout: float = 15.0) -> int:
+        """Save every open notebook with unsaved changes into its file (``window.keepaliveSaveAll``,
+        web/heavyai/src/drafts.ts); returns how many. 0 if the page cannot."""
+        if not self.page_alive:
+            return 0
+        try:
+            saved = await asyncio.wait_for(
+                self.page.evaluate("() => (window.keepaliveSaveAll ? window.keepaliveSaveAll() : 0)"), timeout
+            )
+        except (PlaywrightError, TimeoutError) as error:
+            log.warning("the kiosk page could not save its notebooks: %s", str(error).splitlines()[0])
+            return 0
+        return saved if isinstance(saved, int) else 0
+
     async def show_notice(self, text: str) -> None:
         """A banner over JupyterLab, until the user closes it: what happened while they were away."""
         await self.page.evaluate(NOTICE_SCRIPT, text)

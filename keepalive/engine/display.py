@@ -177,6 +177,13 @@ class Display:
 
     # -- the browser profile --------------------------------------------------------------
 
+    async def save_notebooks(self) -> int:
+        """What the user typed and did not save, into the home's files (before a stop)."""
+        saved = await self.browser.save_all() if self.browser is not None else 0
+        if saved:
+            log.info("session %s: saved %d notebook(s) with unsaved changes", self.id, saved)
+        return saved
+
     async def notify(self, text: str) -> None:
         """Show ``text`` on the kiosk page (lost with a reload: the events keep it too)."""
         if self.browser is None or not self.browser.page_alive:

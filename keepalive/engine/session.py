@@ -392,21 +392,21 @@ class Session:
         async with self._lock:
             if self.state is SessionState.stopped:
                 return  # another stop ended it while this one waited
+            was = self.state
             self._set_state(SessionState.stopping)
             await self.watchdog.stop()  # one a start or adoption began while this stop waited
             log.info("session %s (%s): stopping, pids %s", self.id, self.name, self.pids())
+            if was in (SessionState.ready, SessionState.recovering):  # what the user typed reaches the home
+                await self.parts.display.save_notebooks()
             await self._end(save_profile=True)
             self._set_state(SessionState.stopped)
         log.info("session %s (%s): stopped; its home %s stays", self.id, self.name, self.layout.kept)
 
     async def _end(self, kernels: bool = True, save_profile: bool = False) -> None:
-        """How the session's parts end, whatever the reason (the one teardown).
-
-        ``kernels`` False (a give-up, a failed recovery): the display only, its leftovers
-        reaped, while the Jupyter server and its kernels go on computing until a DELETE.
-        Otherwise everything: every process reaped, the numbers freed, the browser profile
-        saved into the home when ``save_profile``, the folder removed.
-        """
+        """How the session's parts end, whatever the reason (the one teardown). ``kernels`` False
+        (a give-up, a failed recovery): the display only, while the Jupyter server and its kernels
+        go on computing until a DELETE. Otherwise every process ends, the numbers are freed, the
+        browser profile is saved into the home when ``save_profile``, the folder removed."""
         if not kernels:
             await self.parts.display.stop()
             return

@@ -147,6 +147,7 @@ class FakeDisplay:
         self.xpra_password = "secret"
         self.browser: FakeBrowser | None = None
         self.page_open = False
+        self.notices: list[str] = []
 
         def no_xpra(port, on_exit):
             raise RuntimeError("no xpra in unit tests")
@@ -189,6 +190,12 @@ class FakeDisplay:
 
     async def unsent_drafts(self) -> list:
         return []
+
+    async def save_notebooks(self) -> int:
+        return 0
+
+    async def notify(self, text: str) -> None:
+        self.notices.append(text)
 
     async def screenshot(self) -> bytes:
         return b"\x89PNG"

@@ -12,7 +12,8 @@
  * When the Jupyter server itself dies, keys typed since its last answer never reached it, and
  * the page is about to be loaded from a new server (a new port, so a new origin: no browser
  * storage survives that). `window.keepaliveUnsentDrafts()` hands the service every notebook
- * with unsaved changes, as requests for the new server, before it reloads the page.
+ * with unsaved changes, as requests for the new server, before it reloads the page; and
+ * `window.keepaliveSaveAll()` saves them before the session is stopped on purpose.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { URLExt } from '@jupyterlab/coreutils';
@@ -230,6 +231,16 @@ class DraftKeeper {
     return { path: context.path, base: null, page: this.page, seq: ++this.seq, cells, deleted };
   }
 
+  /** Save the notebook if it has unsaved changes; whether it did. */
+  async saveIfDirty(): Promise<boolean> {
+    const context = this.panel.context;
+    if (this.panel.isDisposed || !context.model || !context.model.dirty) {
+      return false;
+    }
+    await context.save();
+    return true;
+  }
+
   /** The notebook was closed on purpose: what the user decided there stands. */
   private closed(): void {
     void ServerConnection.makeRequest(
@@ -259,4 +270,8 @@ export function startKeepingDrafts(app: JupyterFrontEnd): void {
   });
   (window as any).keepaliveUnsentDrafts = (): object[] =>
     [...keepers].map(keeper => keeper.pending()).filter(request => request !== null) as object[];
+  // The session is being stopped (DELETE): what the user typed goes into the home's files, as
+  // JupyterLab's own autosave would have put it there. Resolves to how many notebooks it saved.
+  (window as any).keepaliveSaveAll = async (): Promise<number> =>
+    (await Promise.all([...keepers].map(keeper => keeper.saveIfDirty()))).filter(Boolean).length;
 }
