@@ -10,6 +10,7 @@ previous row, never half of one.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sqlite3
 from dataclasses import fields
@@ -59,13 +60,19 @@ class SessionStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # 0600 from its first byte: SQLite gives its -wal and -shm files the database's own
+        # mode, so those are never readable by anyone else either (a database left by an older
+        # keepalive is narrowed first, its side files with it)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        for side in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if side.exists():
+                side.chmod(0o600)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sessions ("
             " id TEXT PRIMARY KEY, name TEXT NOT NULL, format INTEGER NOT NULL, record TEXT NOT NULL)"
         )
-        path.chmod(0o600)
 
     def save(self, record: dict) -> None:
         with self._db:  # one transaction

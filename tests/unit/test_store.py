@@ -55,3 +55,20 @@ def test_the_store_upgrades_what_it_loads(tmp_path):
         assert rows == [(1,), (RECORD_FORMAT,)]
     finally:
         store.close()
+
+
+def test_the_database_and_its_side_files_are_private_from_their_creation(tmp_path):
+    """Watched as they appear: a umask that would leave them readable changes nothing."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        store = SessionStore(tmp_path / "sessions.db")
+        store.save({"id": "abc", "name": "alice"})
+        files = sorted(tmp_path.glob("sessions.db*"))
+        assert {f.name for f in files} >= {"sessions.db", "sessions.db-wal", "sessions.db-shm"}
+        assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: "0o600" for f in files}
+        store.close()
+    finally:
+        os.umask(old)
