@@ -29,7 +29,7 @@ import psutil
 from keepalive.engine import cgroups
 from keepalive.engine.cgroups import CgroupError, CgroupPlan, Limits, SessionCgroup
 from keepalive.engine.reaper import reap
-from keepalive.engine.users import SessionUser
+from keepalive.engine.users import SessionUser, sweep_shared_temporary
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,11 @@ class Containment:
             hit |= _kill_uid(self.user.uid)
         # the marker's search as well: what an older keepalive started before it had cgroups
         hit |= set(reap(self.session_id, folder))
+        if self.user is not None:  # the uid may go to another home next: nothing of this one's stays
+            left = sweep_shared_temporary(self.user.uid)
+            if left:
+                log.info("session %s: removed what uid %s left in shared folders: %s", self.session_id,
+                         self.user.uid, left)
         if hit:
             log.info("session %s: ended processes %s", self.session_id, sorted(hit))
         return sorted(hit)

@@ -15,13 +15,18 @@ team that trusts each other, and said so in the log and in ``/health``.
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
+import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 
 class NoFreeUser(RuntimeError):
@@ -172,3 +177,40 @@ def unreachable_reason(state_dir: Path) -> str | None:
         f"they can pass through (as root the default, /var/lib/keepalive, is one), or chmod o+x {blocked}, "
         f"or run every session as the service's own user with KEEPALIVE_SESSION_USERS=false."
     )
+
+
+#: Folders every user may write into: what a session's uid leaves there outlives its processes.
+SHARED_TEMPORARY = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+
+
+def sweep_shared_temporary(uid: int, folders: Iterable[Path] = SHARED_TEMPORARY) -> list[str]:
+    """Remove what ``uid`` owns at the top of the shared temporary folders (whole trees); returns
+    their names. Called once the uid has no process left, so that the next home it is handed
+    to finds nothing of the last one's. Never follows a symlink: one is removed itself."""
+    removed = []
+    for folder in folders:
+        try:
+            top = os.open(folder, _FOLDER)
+        except OSError:
+            continue
+        try:
+            with os.scandir(top) as entries:
+                names = [entry.name for entry in entries]
+            for name in names:
+                try:
+                    info = os.stat(name, dir_fd=top, follow_symlinks=False)
+                    if info.st_uid != uid:
+                        continue
+                    if stat.S_ISDIR(info.st_mode):
+                        shutil.rmtree(name, dir_fd=top)  # by descriptors, never through a link
+                    else:
+                        os.unlink(name, dir_fd=top)
+                except FileNotFoundError:
+                    continue
+                except OSError as error:
+                    log.warning("cannot remove %s/%s of uid %s: %s", folder, name, uid, error)
+                    continue
+                removed.append(f"{folder}/{name}")
+        finally:
+            os.close(top)
+    return removed

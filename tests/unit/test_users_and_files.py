@@ -124,3 +124,25 @@ def test_the_first_closed_folder_on_the_way_is_named(tmp_path):
     assert untraversable_ancestor(closed / "state") == closed
     closed.chmod(0o711)
     assert untraversable_ancestor(closed / "state") is None
+
+
+@root_only
+def test_a_uids_leftovers_in_shared_folders_go_and_nobody_elses(tmp_path):
+    from keepalive.engine.users import sweep_shared_temporary
+
+    shared = tmp_path / "tmp"
+    (shared / "cache-dir" / "deep").mkdir(parents=True)
+    (shared / "cache-dir" / "deep" / "data").write_text("x")
+    (shared / "note").write_text("x")
+    (shared / "theirs").write_text("someone else's")
+    target = tmp_path / "root-file"
+    target.write_text("root's")
+    (shared / "link").symlink_to(target)
+    for path in (shared / "cache-dir", shared / "cache-dir" / "deep", shared / "cache-dir" / "deep" / "data",
+                 shared / "note", shared / "link"):
+        os.chown(path, 61603, 61603, follow_symlinks=False)
+    os.chown(shared / "theirs", 61604, 61604)
+    removed = sweep_shared_temporary(61603, [shared])
+    assert sorted(removed) == sorted(f"{shared}/{name}" for name in ("cache-dir", "note", "link"))
+    assert sorted(p.name for p in shared.iterdir()) == ["theirs"]
+    assert target.read_text() == "root's"  # the link went, not what it pointed at
