@@ -668,11 +668,13 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         wait_until("the typed text on screen", lambda: editor_texts(page) == expected, timeout=10, every=0.02,
                  describe=lambda: editor_texts(page))
         on_screen_at = time.monotonic()
+        looks: list[bool] = []  # whether the server had the typed text, at each look
         if fault == "kill-chromium":
             # Keys leave the page at once (a drafts request per change), yet not in no time: a
             # browser killed in between takes the last ones with it, and nothing could bring
             # them back. The kill comes as soon as the server has them, as a draft or saved.
-            wait_until("the typed text with the server", lambda: set(expected) <= server_sources(page, name),
+            wait_until("the typed text with the server",
+                       lambda: looks.append(set(expected) <= server_sources(page, name)) or looks[-1],
                        timeout=10, every=0.02, describe=lambda: server_sources(page, name))
         os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
@@ -694,7 +696,8 @@ def test_cells_typed_just_before_a_crash_survive_it(keepalive_service, session, 
         shown_after = time.monotonic() - killed_at
         wait_until("the typed text in the file on disk", lambda: saved_sources(notebook_file) == expected, timeout=30,
                    every=0.25, describe=lambda: saved_sources(notebook_file))
-    print(f"\n[typing/{fault}] with the server {killed_at - on_screen_at:.2f} s after on screen; "
+    print(f"\n[typing/{fault}] killed {killed_at - on_screen_at:.2f} s after the text showed; the server had "
+          f"it at look {len(looks)} of the test's; "
           f"file at the kill: {at_the_kill}; typed text back on screen "
           f"{shown_after:.1f} s after the kill, on disk {time.monotonic() - killed_at:.1f} s after it")
 

@@ -4,8 +4,6 @@ mouse through xpra, and the checks that keep strangers out (page and websocket).
 from __future__ import annotations
 
 import re
-import time
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -21,6 +19,7 @@ from tests.e2e.kiosk import kiosk_page
 from tests.e2e.viewer_helpers import (
     NewNotebookShown,
     canvas_pixels,
+    expired_viewer_link,
     looks_like_jupyterlab,
     new_notebook,
     ocr,
@@ -276,8 +275,7 @@ def test_viewer_link_of_another_session_is_refused(keepalive_service, session, p
 
 
 def test_viewer_with_an_expired_ticket_is_refused(keepalive_service, session, page):
-    link = viewer_link(keepalive_service, session["id"], ttl=1)
-    page.wait_for_timeout(2500)
+    link = expired_viewer_link(keepalive_service, session["id"])
     response = page.goto(link)
     assert response.status == 403
     assert "expired" in page.locator("#reason").inner_text()
@@ -365,11 +363,7 @@ def test_websocket_refuses_without_a_valid_pass(keepalive_service, session, proo
         link = viewer_link(keepalive_service, session["id"])
         url += "?ticket=" + link.split("ticket=", 1)[1][::-1]
     elif proof == "expired-ticket":
-        answer = keepalive_service.client.post(f"/sessions/{session['id']}/viewer-link", json={"ttl": 1})
-        assert answer.status_code == 200, answer.text
-        link, expires = answer.json()["url"], datetime.fromisoformat(answer.json()["expires_at"]).timestamp()
-        wait_until("the ticket's expiry, as the link's answer gives it", lambda: time.time() >= expires, every=0.1)
-        url += "?" + link.split("?", 1)[1]
+        url += "?" + expired_viewer_link(keepalive_service, session["id"]).split("?", 1)[1]
     elif proof == "other-session":
         other = keepalive_service.start_session(name="viewer-other")
         headers["Cookie"] = _viewer_cookie(keepalive_service, other["id"])

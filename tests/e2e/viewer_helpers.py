@@ -7,6 +7,8 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 
 from playwright.sync_api import Page
@@ -41,6 +43,16 @@ def viewer_link(service, session_id: str, **body) -> str:
     response = service.client.post(f"/sessions/{session_id}/viewer-link", json=body or None)
     assert response.status_code == 200, response.text
     return response.json()["url"]
+
+
+def expired_viewer_link(service, session_id: str) -> str:
+    """A viewer link of one second's validity, once that second is over (by the expiry the
+    service's answer states, on this machine's clock: the service's own)."""
+    answer = service.client.post(f"/sessions/{session_id}/viewer-link", json={"ttl": 1})
+    assert answer.status_code == 200, answer.text
+    expires = datetime.fromisoformat(answer.json()["expires_at"]).timestamp()
+    wait_until("the link's expiry", lambda: time.time() >= expires, every=0.1)
+    return answer.json()["url"]
 
 
 def canvas_pixels(page: Page) -> dict:
