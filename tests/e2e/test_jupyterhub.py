@@ -2,17 +2,21 @@
 under ``/user/NAME/keepalive/`` behind the hub's login, its kiosk on the user's own server.
 
 A real hub on loopback (configurable-http-proxy, a local spawner) starts alice's server; the
-test talks to keepalive only through the hub's proxy, as a user's browser or script would.
+test talks to keepalive only through the hub's proxy, as a user's browser or script would, and
+as a page of another site would (a form posted with alice's cookie starts nothing).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import psutil
@@ -136,8 +140,54 @@ def test_a_session_through_the_hub_shows_the_users_own_jupyterlab(hub: Hub, play
     page.locator("#sessions-panel").get_by_text("hubby").first.wait_for(timeout=30_000)
     assert page.locator("#token-panel").is_hidden()
 
+    # the dashboard's own writes (same origin, the hub's cookie) go through
+    made = page.evaluate(
+        """async (url) => {
+            const response = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
+                                                body: JSON.stringify({name: "from-dashboard"})});
+            return [response.status, await response.json()];
+        }""", keepalive_url(hub, "sessions?wait=false"))
+    assert made[0] == 202, made
+    assert hub.client.delete(keepalive_url(hub, f"sessions/{made[1]['id']}")).status_code == 204
+
+    # a page of another site posting a form with the user's cookie starts nothing
+    with cross_site_form(keepalive_url(hub, "sessions")) as evil_url:
+        with page.expect_response(keepalive_url(hub, "sessions")) as posted:
+            page.goto(evil_url)
+        assert posted.value.status == 403 and "cross-site request refused" in posted.value.text()
+    names = [s["name"] for s in hub.client.get(keepalive_url(hub, "sessions")).json()["sessions"]]
+    assert "csrf-victim" not in names and "hubby" in names
+
     assert hub.client.delete(keepalive_url(hub, f"sessions/{session['id']}")).status_code == 204
     assert not session_processes(session["id"])
+
+
+@contextmanager
+def cross_site_form(target: str) -> Iterator[str]:
+    """A page on another origin (another port of this host: the same site, so the browser sends
+    the hub's cookies along) that posts a JSON body as an enctype="text/plain" form at once."""
+    field = html.escape('{"name": "csrf-victim", "pad": "', quote=True)
+    body = (f'<form method="post" enctype="text/plain" action="{html.escape(target)}">'
+            f'<input name="{field}" value=\'"}}\'></form><script>document.forms[0].submit()</script>').encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_killed_service_comes_back_with_its_sessions(hub: Hub):
