@@ -143,3 +143,15 @@ async def test_a_detached_child_keeps_running(tmp_path):
         assert os.getpgid(process.pid) == process.pid and os.getsid(process.pid) == process.pid
     finally:
         os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_a_start_time_read_across_a_boot_time_flip_is_still_the_same_process(monkeypatch):
+    """Two services may read the boot time a second apart (a clock adjustment between them):
+    the same process then starts exactly one second earlier or later; anything else is another."""
+    from keepalive.engine import process
+
+    monkeypatch.setattr(process, "start_time", lambda pid: 1000.0)
+    assert process.same_process(42, 1000.01)
+    assert process.same_process(42, 999.0) and process.same_process(42, 1001.02)
+    assert not process.same_process(42, 1000.5) and not process.same_process(42, 1002.0)
+    assert not process.same_process(None, 1000.0)
