@@ -1,7 +1,7 @@
 """Kernels go first when a session runs out of memory.
 
 keepalive starts a session's Jupyter server (and its kiosk) at a raised OOM score, and tells
-the server, in ``KEEPALIVE_KERNEL_OOM_SCORE_ADJ``, the higher score its kernels get: each kernel
+the server, in ``KA_KERNEL_OOM_SCORE_ADJ``, the higher score its kernels get: each kernel
 is raised to it as it starts or restarts, so the OOM killer, in the session's memory cgroup or
 on the whole machine, ends a kernel that grew too big before it touches the browser or this
 server. Raising a score needs no privilege; the kernels' children inherit theirs.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 #: Set by keepalive in the server's environment; nothing happens without it.
-VARIABLE = "KEEPALIVE_KERNEL_OOM_SCORE_ADJ"
+VARIABLE = "KA_KERNEL_OOM_SCORE_ADJ"
 KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 

@@ -42,8 +42,9 @@ PART_OOM_SCORE_ADJ = 300
 KERNEL_OOM_SCORE_ADJ = 800
 #: The service itself: never, where it may say so (else it keeps 0, below every session's part).
 SERVICE_OOM_SCORE_ADJ = -1000
-#: What tells the session's Jupyter server to raise its kernels' oom_score_adj (keepalive_jupyter).
-KERNEL_OOM_VARIABLE = "KEEPALIVE_KERNEL_OOM_SCORE_ADJ"
+#: What tells the session's Jupyter server to raise its kernels' oom_score_adj (keepalive_jupyter);
+#: KA_ like the session's marker: no KEEPALIVE_* name (the service's settings) reaches a session.
+KERNEL_OOM_VARIABLE = "KA_KERNEL_OOM_SCORE_ADJ"
 
 CGROUP, SESSION_USER, MARKER = "cgroup", "session user", "marker"
 
