@@ -392,6 +392,25 @@ def keepalive_service(tmp_path_factory, profile_template) -> Iterator[Service]:
     assert not framebuffer_leftovers(service), "framebuffers in /dev/shm outlived their sessions"
 
 
+@pytest.fixture(autouse=True)
+def _sessions_end_with_their_test(request) -> Iterator[None]:
+    """A test's own sessions on the shared service are stopped when the test ends, passed or
+    failed: one failure must not leave sessions behind that push the next tests past
+    MAX_SESSIONS. Sessions that a module's fixtures share (started before the test) stay."""
+    if "keepalive_service" not in request.fixturenames:
+        yield
+        return
+    service = request.getfixturevalue("keepalive_service")
+    before = len(service.started)
+    yield
+    for session_id in service.started[before:]:
+        try:
+            service.client.delete(f"/sessions/{session_id}", timeout=60)
+        except httpx.HTTPError:
+            pass
+    del service.started[before:]
+
+
 @pytest.fixture
 def service_factory(tmp_path, profile_template) -> Iterator:
     """Start extra services with their own settings (e.g. MAX_SESSIONS); all stopped at teardown."""

@@ -304,6 +304,9 @@ def end_kernels(playwright, session_id: str) -> None:
 def shared_session(keepalive_service):
     """One session for the tests that leave it as it was (no fault, or a reload of the page)."""
     created = keepalive_service.start_session(name="outputs-shared")
+    # first asked for inside a test's own fixture: not that test's to stop (see conftest's
+    # _sessions_end_with_their_test); this fixture stops it
+    keepalive_service.started.remove(created["id"])
     yield created
     keepalive_service.stop_session(created["id"])
 
