@@ -177,13 +177,15 @@ function sessionCard(session) {
   state.textContent = session.state;
   state.classList.add(session.state);
   const health = node.querySelector(".health");
-  for (const [part, ok] of Object.entries(session.health || {})) {
+  // "xpra" is the older name of "display", kept for API clients: one dot for the one fact
+  const parts = Object.entries(session.health || {}).filter(([part]) => part !== "xpra");
+  for (const [part, ok] of parts) {
     const dot = document.createElement("span");
     dot.className = `dot ${ok ? "ok" : "bad"}`;
     dot.title = `${part}: ${ok ? "ok" : "down"}`;
     health.append(dot);
   }
-  health.title = Object.entries(session.health || {}).map(([k, v]) => `${k}: ${v ? "ok" : "down"}`).join(", ");
+  health.title = parts.map(([k, v]) => `${k}: ${v ? "ok" : "down"}`).join(", ");
   node.querySelector(".age").textContent = age(session.created_at);
   node.querySelector(".restarts").textContent = `${session.restarts} restart${session.restarts === 1 ? "" : "s"}`;
   showActivity(node.querySelector(".activity"), session.activity);
