@@ -407,26 +407,14 @@ class SessionCgroup:
     def kill(self, timeout: float = 5.0) -> set[int]:
         """SIGKILL every process of the session, however it was started, and wait until the
         cgroup is empty; returns the pids that were there. CgroupError if some outlive ``timeout``."""
-        hit: set[int] = set()
         kill_file = self.membership / "cgroup.kill"
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = self.pids()
-            if not pids:
-                return hit
-            hit |= pids
-            if kill_file.exists():
-                _write(kill_file, "1")  # the kernel kills all, new forks included, in one step
-            else:
-                # v1: what forks meanwhile shows in the next read; pids.max bounds how many
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            if time.monotonic() >= deadline:
-                raise CgroupError(f"processes {sorted(self.pids())} outlived a kill of {self.membership}")
-            time.sleep(0.02)
+        # v2: the kernel kills all, new forks included, in one step; v1: what forks meanwhile
+        # shows in the next read (pids.max bounds how many)
+        hit, left = kill_until_gone(self.pids, timeout,
+                                    kill_all=(lambda: _write(kill_file, "1")) if kill_file.exists() else None)
+        if left:
+            raise CgroupError(f"processes {sorted(left)} outlived a kill of {self.membership}")
+        return hit
 
     def remove(self) -> None:
         """Remove the (empty) directories; one that still has processes is killed first."""
@@ -443,6 +431,30 @@ class SessionCgroup:
                     if error.errno != errno.EBUSY:
                         raise
                     time.sleep(0.02)
+
+
+def kill_until_gone(
+    current: Callable[[], set[int]], timeout: float, kill_all: Callable[[], None] | None = None,
+) -> tuple[set[int], set[int]]:
+    """SIGKILL every process ``current()`` names (or have ``kill_all()`` do it at once) until it
+    names none: each round kills all that exist, and a killed process forks no more. Returns
+    the pids it hit and those still there after ``timeout``."""
+    hit: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while pids := current():
+        hit |= pids
+        if kill_all is not None:
+            kill_all()
+        else:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if time.monotonic() >= deadline:
+            return hit, current()
+        time.sleep(0.02)
+    return hit, set()
 
 
 # -- starting a process inside it ---------------------------------------------------------------

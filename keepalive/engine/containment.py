@@ -19,15 +19,12 @@ service never (``SERVICE_OOM_SCORE_ADJ``, as root).
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import time
 from pathlib import Path
 
 import psutil
 
 from keepalive.engine import cgroups
-from keepalive.engine.cgroups import CgroupError, CgroupPlan, Limits, SessionCgroup
+from keepalive.engine.cgroups import CgroupError, CgroupPlan, Limits, SessionCgroup, kill_until_gone
 from keepalive.engine.reaper import reap
 from keepalive.engine.users import SessionUser, sweep_shared_temporary
 
@@ -165,21 +162,10 @@ def _pids_of_uid(uid: int) -> set[int]:
 
 
 def _kill_uid(uid: int, timeout: float = 5.0) -> set[int]:
-    """SIGKILL every process of ``uid`` until none is left (a fork loop is outrun: each round
-    kills all that exist, and a killed process forks no more)."""
-    hit: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while pids := _pids_of_uid(uid):
-        hit |= pids
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if time.monotonic() >= deadline:
-            log.error("processes of uid %s outlived %.0f s of killing: %s", uid, timeout, sorted(pids))
-            break
-        time.sleep(0.02)
+    """SIGKILL every process of ``uid`` until none is left."""
+    hit, left = kill_until_gone(lambda: _pids_of_uid(uid), timeout)
+    if left:
+        log.error("processes of uid %s outlived %.0f s of killing: %s", uid, timeout, sorted(left))
     return hit
 
 

@@ -37,7 +37,7 @@ from keepalive.engine.process import ChildFailed, ChildProcess
 from keepalive.engine.profile import ProfileError, prepare_for_restart_for, restore_for, save_for
 from keepalive.engine.reaper import reap
 from keepalive.engine.record import SessionRecord
-from keepalive.engine.users import SessionUser
+from keepalive.engine.users import SessionUser, ids_of
 from keepalive.engine.viewer_server import ViewerServer
 from keepalive.engine.xauth import write_authority
 from keepalive.files import write_private
@@ -115,7 +115,7 @@ class Display:
 
     @property
     def _owner(self) -> tuple[int, int] | None:
-        return (self.user.uid, self.user.gid) if self.user else None
+        return ids_of(self.user)
 
     # -- what the session asks ------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import httpx
 from keepalive.engine.commands import jupyter_command, jupyter_runtime_dir
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildProcess
-from keepalive.engine.users import SessionUser
+from keepalive.engine.users import SessionUser, ids_of
 from keepalive.files import write_file, write_private
 
 # JupyterLab defaults for a kiosk nobody may be watching: no news prompt, no update check,
@@ -136,7 +136,7 @@ class EmbeddedJupyter:
             cwd=layout.notebooks_dir,
             log_path=layout.log("jupyter"),
             on_exit=on_exit,
-            user=(user.uid, user.gid) if user else None,
+            user=ids_of(user),
             niceness=niceness,
             **(launch_options or {}),
         )

@@ -28,7 +28,7 @@ from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildProcess
 from keepalive.engine.reaper import with_descendants
 from keepalive.engine.record import SessionRecord
-from keepalive.engine.users import SessionUser
+from keepalive.engine.users import SessionUser, ids_of
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection
 from keepalive.settings import Settings
@@ -69,7 +69,7 @@ class JupyterSide:
 
     @property
     def _owner(self) -> tuple[int, int] | None:
-        return (self.user.uid, self.user.gid) if self.user else None
+        return ids_of(self.user)
 
     # -- what the session asks ------------------------------------------------------------
 

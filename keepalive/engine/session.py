@@ -29,7 +29,7 @@ from keepalive.engine.parts import PartHooks, PartsFactory
 from keepalive.engine.process import ChildProcess
 from keepalive.engine.record import ALLOWED, InvalidTransition, SessionRecord, SessionStartError  # noqa: F401
 from keepalive.engine.record import new_session_id  # noqa: F401  (re-exported: what callers knew from here)
-from keepalive.engine.users import SessionUser
+from keepalive.engine.users import SessionUser, ids_of
 from keepalive.engine.watchdog import RestartPolicy, Watchdog, bring_back
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
@@ -198,7 +198,7 @@ class Session:
         ``on_exit`` says otherwise."""
         return ChildProcess(
             name, argv, env=env, cwd=self.layout.home, log_path=self.layout.log(name),
-            on_exit=on_exit or self._child_exited, user=(self.user.uid, self.user.gid) if self.user else None,
+            on_exit=on_exit or self._child_exited, user=ids_of(self.user),
             niceness=self._niceness(), **self.containment.launch_options(name),
         )
 

@@ -46,6 +46,12 @@ class SessionUser:
         return f"keepalive-{self.uid}"
 
 
+def ids_of(user: SessionUser | None) -> tuple[int, int] | None:
+    """(uid, gid) to run or own as, None for the service's own user: what ChildProcess and
+    the file writers take as ``user``/``owner``."""
+    return (user.uid, user.gid) if user is not None else None
+
+
 def parse_uid_range(text: str) -> range:
     """``"61000-61999"`` -> range(61000, 62000); raises ValueError naming what is wrong."""
     first, sep, last = text.partition("-")

@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -61,16 +60,21 @@ def put_notebook(page: Page, name: str, cells: list[str]) -> None:
             for i, source in enumerate(cells)
         ],
     }
-    status = page.evaluate(
+    status = put_json(page, f"{jupyter_base(page)}/api/contents/{name}", {"type": "notebook", "content": notebook})
+    assert status in (200, 201), f"saving {name} answered {status}"
+
+
+def put_json(page: Page, url: str, body: dict) -> int:
+    """PUT ``body`` to the session's Jupyter with the page's own login (its XSRF cookie); the status."""
+    return page.evaluate(
         """async ([url, body]) => {
             const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
             const response = await fetch(url, {method: "PUT", body, credentials: "same-origin",
                 headers: {"Content-Type": "application/json", "X-XSRFToken": decodeURIComponent(xsrf)}});
             return response.status;
         }""",
-        [f"{jupyter_base(page)}/api/contents/{name}", json.dumps({"type": "notebook", "content": notebook})],
+        [url, json.dumps(body)],
     )
-    assert status in (200, 201), f"saving {name} answered {status}"
 
 
 def open_and_run_all(page: Page, name: str, timeout_ms: float = 90_000) -> None:

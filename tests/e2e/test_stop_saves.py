@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.e2e.kiosk import jupyter_base, kiosk_page, put_notebook
+from tests.e2e.kiosk import jupyter_base, kiosk_page, put_json, put_notebook
 from tests.waiting import wait_until
 
 CELLS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell"
@@ -19,15 +19,7 @@ DOCMANAGER = "@jupyterlab/docmanager-extension:plugin"
 
 
 def put_setting(page, plugin: str, values: dict) -> None:
-    status = page.evaluate(
-        """async ([url, body]) => {
-            const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1] || "";
-            const response = await fetch(url, {method: "PUT", body, credentials: "same-origin",
-                headers: {"Content-Type": "application/json", "X-XSRFToken": decodeURIComponent(xsrf)}});
-            return response.status;
-        }""",
-        [f"{jupyter_base(page)}/lab/api/settings/{plugin}", json.dumps({"raw": json.dumps(values)})],
-    )
+    status = put_json(page, f"{jupyter_base(page)}/lab/api/settings/{plugin}", {"raw": json.dumps(values)})
     assert status in (200, 204), f"the setting answered {status}"
 
 
