@@ -108,7 +108,9 @@ class Containment:
         """How ChildProcess starts the session's ``part``: in the cgroup, and after the kernels
         in the OOM killer's order."""
         options: dict = {"oom_score_adj": PART_OOM_SCORE_ADJ}
-        if self.cgroup is not None:
+        # a session an older keepalive started has no cgroup: its parts restart without one
+        # (its end still finds them by uid or marker) rather than fail to join a missing one
+        if self.cgroup is not None and self.cgroup.exists():
             options["cgroup_procs"] = self.cgroup.procs_files()
         return options
 

@@ -262,3 +262,14 @@ def test_a_real_session_cgroup_holds_and_ends_even_escaped_processes(tmp_path) -
     finally:
         cgroup.remove()
     assert not any(folder.exists() for folder in cgroup.directories())
+
+
+def test_a_session_without_its_cgroup_starts_its_parts_outside_instead_of_failing() -> None:
+    """Adopted from a keepalive without cgroups: a part that restarts must not try to join a
+    cgroup that was never made (the join step would fail it)."""
+    from keepalive.engine.containment import PART_OOM_SCORE_ADJ, Containment
+
+    plan = choose_plan(parse_hierarchies(V2_MOUNTINFO, V2_SELF, no_controllers))
+    containment = Containment("0123456789ab", plan, None)
+    assert not containment.cgroup.exists()
+    assert containment.launch_options("xvfb") == {"oom_score_adj": PART_OOM_SCORE_ADJ}
