@@ -230,7 +230,7 @@ def prepare_for_restart(profile_dir: Path) -> None:
 # to that user does it, and can reach nothing the user could not. The template, root's, comes
 # in on the child's standard input.
 
-#: What may come back from a worker: a line naming what was restored.
+#: Seconds a profile worker may take before it is killed and the work reported as failed.
 _WORKER_TIMEOUT = 120.0
 
 
