@@ -96,6 +96,11 @@ class KeepaliveJupyterExtension(ExtensionApp):
         if self.session_manager is None:
             self.session_manager = create_session_manager(self.config, self.config_file_paths, self.log)
         self.settings[SESSION_MANAGER_SETTING] = self.session_manager
+        # Kernels an earlier server of this session left running come back under their ids
+        # before anything (the record, a page's session) asks for them (surviving_kernels.py).
+        adopt_running = getattr(self.serverapp.kernel_manager, "adopt_running", None)
+        if adopt_running is not None:
+            adopt_running()
         # The record keeps what the server's websockets would send a page: their rate limit too.
         rate_limit = iopub_rate_limit(self.serverapp.kernel_websocket_connection_class, self.serverapp.config)
         self.execution_recorder = ExecutionRecorder(

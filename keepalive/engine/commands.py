@@ -226,6 +226,10 @@ def jupyter_command(layout: SessionLayout, python: Path | str) -> list[str]:
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         # keepalive's own proxy entry (keepalive_jupyter/server_proxy.py) belongs to users' servers, not a kiosk's
         "--ServerApp.jpserver_extensions=jupyter_server_proxy=False",
+        # kernels outlive the server, and a new one takes them back with the notebooks' sessions
+        # (keepalive_jupyter/surviving_kernels.py): both kept in the session's runtime dir
+        "--ServerApp.kernel_manager_class=keepalive_jupyter.surviving_kernels.SurvivingKernelManager",
+        f"--SessionManager.database_filepath={jupyter_runtime_dir(layout) / 'sessions.db'}",
     ]
     if running_as_root():
         argv.append("--allow-root")
