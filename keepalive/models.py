@@ -130,6 +130,22 @@ class KernelDeath(BaseModel):
     at: datetime
 
 
+class SessionRestored(BaseModel):
+    """Every process of the session had ended (the machine restarted, or all were killed) and a new
+    service started it again: what the user is told on return (keepalive.engine.restore)."""
+
+    reason: Literal["machine restarted", "processes ended"]
+    last_alive_at: datetime | None = Field(
+        description="When a keepalive service last saw the session alive (its heartbeat, every 10 s while a "
+        "service ran; the session may have lived on after its service). null: not known.")
+    down_by: datetime = Field(description="When it was down at the latest: the machine's restart (its boot time), "
+                              "or when the new service found it gone.")
+    restored_at: datetime = Field(description="When it was ready again.")
+    new_kernels: bool = Field(True, description="Its kernels are new: variables and running cells are gone; "
+                              "the outputs recorded before are kept.")
+    message: str = Field(description="What the user reads over JupyterLab.")
+
+
 class Activity(BaseModel):
     """What a session's kernels are doing, read from its Jupyter server."""
 
@@ -137,6 +153,8 @@ class Activity(BaseModel):
     kernels: list[KernelActivity]
     updated_at: datetime
     kernel_died: KernelDeath | None = Field(None, description="The last kernel the session lost to its memory limit.")
+    restored: SessionRestored | None = Field(
+        None, description="Set when the session was restored after every process of it had ended (a reboot).")
 
 
 class SessionOut(BaseModel):

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         description="Stop every session when the service stops. Without it, Ctrl-C and SIGTERM leave "
         "sessions running and the next keepalive serve on the same state dir adopts them.",
     )
+    restore_after_reboot: bool = Field(
+        True,
+        description="A session whose every process ended while no service watched (the machine restarted, or all "
+        "were killed) is started again by the next keepalive serve, same id, name and home, and the user is told "
+        "(event session_restored). false: such sessions are forgotten (their homes stay) and the log names them. "
+        "Sessions stopped on purpose are never restored.",
+    )
     probe_interval: float = Field(
         15.0, gt=0, le=3600,
         description="Seconds between liveness probes of each ready session's page and Jupyter server; "

@@ -24,7 +24,7 @@ import httpx
 from keepalive.engine import webhook
 from keepalive.engine.events import EventHub
 from keepalive.engine.cgroups import format_memory_size
-from keepalive.models import Activity, KernelActivity, KernelDeath, Run, RunningCell
+from keepalive.models import Activity, KernelActivity, KernelDeath, Run, RunningCell, SessionRestored
 
 if TYPE_CHECKING:
     from keepalive.engine.session import Session
@@ -84,6 +84,7 @@ class ActivityWatcher:
         self.deliveries: set[asyncio.Task[bool]] = set()
         self._oom_kills: int | None = None  # the session's cgroup's count at the last look
         self._death: KernelDeath | None = None
+        self._restored: SessionRestored | None = None
         self._notices: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -130,6 +131,7 @@ class ActivityWatcher:
             kernels=[kernel_activity(k, notebooks.get(k["kernel_id"])) for k in kernels],
             updated_at=datetime.now(UTC),
             kernel_died=self._death,
+            restored=self._restored,
         )
         self._notice_runs(kernels, notebooks)
         changed = self.latest is None or activity.model_dump(exclude={"updated_at"}) != self.latest.model_dump(
@@ -158,6 +160,24 @@ class ActivityWatcher:
         payload = {"event": "kernel_died", "session": {"id": session.id, "name": session.name},
                    **self._death.model_dump(mode="json")}
         self.hub.publish(session.id, "kernel_died", payload)
+        self._tell(message, payload)
+
+    def announce_restored(self, restored: SessionRestored) -> None:
+        """The session was started again after every process of it had ended (keepalive.engine.restore):
+        said in the activity, as event ``session_restored``, to the webhook, and on the kiosk page."""
+        session = self.session
+        self._restored = restored
+        if self.latest is not None:
+            self.latest = self.latest.model_copy(update={"restored": restored})
+            self.hub.publish(session.id, "activity", self.latest.model_dump(mode="json"))
+        payload = {"event": "session_restored", "session": {"id": session.id, "name": session.name},
+                   **restored.model_dump(mode="json")}
+        self.hub.publish(session.id, "session_restored", payload)
+        self._tell(restored.message, payload)
+
+    def _tell(self, message: str, payload: dict) -> None:
+        """A notice over JupyterLab on the kiosk page (seen on return), and the webhook, if any."""
+        session = self.session
         loop = asyncio.get_running_loop()
         self._notices.add(notice := loop.create_task(session.notify(message)))
         notice.add_done_callback(self._notices.discard)

@@ -19,7 +19,7 @@ QUEUE_SIZE = 256
 @dataclass(frozen=True)
 class Event:
     session_id: str
-    kind: str  # "state", "activity", "run_finished"
+    kind: str  # "state", "activity", "run_finished", "kernel_died", "session_restored"
     data: dict
 
 

@@ -33,6 +33,7 @@ from keepalive.engine.pool import WarmPool
 from keepalive.engine.profile import ProfileTemplate, TemplateUnavailable  # noqa: F401 (the API's)
 from keepalive.engine.record import SessionRecord, SessionStartError, new_session_id
 from keepalive.engine.registry import SessionRegistry
+from keepalive.engine.restore import Restorer, Way
 from keepalive.engine.session import Session
 from keepalive.engine.statelock import StateDirLock
 from keepalive.engine.store import SessionStore
@@ -121,6 +122,8 @@ class SessionManager:
         self.start_observers: list[Callable[[Session], None]] = []
         #: State and activity changes of every session, for GET /sessions/{id}/events.
         self.events = EventHub()
+        #: Sessions whose every process ended while no service watched (keepalive.engine.restore).
+        self.restorer = Restorer(settings)
         # A pool needs sessions of their own Jupyter: an external one (JUPYTER_URL) is shared,
         # and its workspace is named after the session.
         self.pool = WarmPool(
@@ -145,6 +148,7 @@ class SessionManager:
         log.info("sessions are contained by: %s", self.containment)
         self._parts = self._make_parts(self.allocator, self._playwright, self.gateway, self.cgroup_plan)
         await self.gateway.start()  # before adopting: the service reaches its browsers through it
+        self.restorer.open()  # the last service's last heartbeat is read before this one's first
         await self._adopt_all()
         self.pool.start()
 
@@ -184,20 +188,28 @@ class SessionManager:
                 self._store.delete(record.id)
                 continue
             session = self._session(record)
+            way = await self.restorer.decide(session)  # adopted as it runs, restored, or forgotten
             # a pool session left by a crash is nobody's: it goes too
-            to_stop = record.state == SessionState.stopping.value or is_pool_name(record.name)
+            to_stop = record.state == SessionState.stopping.value or is_pool_name(record.name) or way is Way.forget
             self.registry.add(session, pool=is_pool_name(record.name))  # the gateway serves it meanwhile
             if to_stop:
-                log.warning("session %s (%s): finishing a stop an earlier service began", record.id, record.name)
+                if way is Way.forget:
+                    self.restorer.forget(session)
+                else:
+                    log.warning("session %s (%s): finishing a stop an earlier service began", record.id, record.name)
                 await session.adopt(to_stop=True)
                 await self._stop(session)
                 continue
+            if way is Way.restore:
+                await self.restorer.prepare(session)
             try:
                 await session.adopt()
             except Exception as error:  # one bad record must not keep the others from being adopted
                 # listed as failed, with the reason, until a DELETE stops what is left of it
                 log.error("session %s (%s): cannot be adopted: %s", record.id, record.name, error)
             self._follow(session)
+            if way is Way.restore:
+                self.restorer.announce_when_ready(session, self.registry)
         if records:
             log.info("adopted %s session(s) from an earlier service", len(self.registry.users()))
 
@@ -227,6 +239,7 @@ class SessionManager:
             for task in deliveries:
                 task.cancel()
         await self.gateway.close()
+        await self.restorer.close()
         self.template.close()
         if self._playwright_cm is not None:
             await self._playwright_cm.__aexit__(None, None, None)

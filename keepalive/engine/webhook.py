@@ -1,4 +1,5 @@
-"""Telling someone that a run of cells ended: a POST to a URL, retried with backoff.
+"""Telling someone what happened in a session (a run of cells ended, a kernel was stopped for
+memory, the session was restored after a reboot): a POST to a URL, retried with backoff.
 
 The URL is treated as a secret (a Slack or Teams webhook URL is one): it is never logged, never
 shown by the API, and kept in the session folder readable by the service alone. The body holds
@@ -26,7 +27,9 @@ async def deliver(url: str, payload: dict, session_id: str, backoff: tuple[float
     Retried: network errors, timeouts, 5xx, 429. Not retried: other 4xx (the receiver refuses
     this request, and will again).
     """
-    what = f"{payload.get('event')} ({payload.get('outcome')}, {payload.get('notebook') or 'no notebook'})"
+    what = payload.get("event") or "an event"
+    if "outcome" in payload:  # a run's end: how, and in which notebook
+        what += f" ({payload['outcome']}, {payload.get('notebook') or 'no notebook'})"
     async with httpx.AsyncClient(timeout=ATTEMPT_TIMEOUT, trust_env=False, follow_redirects=False) as client:
         for attempt, delay in enumerate((0.0, *backoff), start=1):
             await asyncio.sleep(delay)

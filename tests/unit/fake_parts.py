@@ -41,6 +41,10 @@ class FakeWorld:
     def runs(self, pid: int | None) -> bool:
         return pid in self.alive
 
+    def process_runs(self, pid: int | None, started_at: float | None) -> bool:
+        """keepalive.engine.process.same_process on this machine (a pid's start time is the pid)."""
+        return pid in self.alive and started_at == float(pid)
+
     async def step(self, part: str) -> None:
         if self.hold is not None:
             self.waiting.set()

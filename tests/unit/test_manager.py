@@ -37,6 +37,7 @@ class Managers:
 
     async def __call__(self) -> SessionManager:
         manager = SessionManager(self.settings, parts=self.world.factory, playwright=self.world.playwright)
+        manager.restorer.runs = self.world.process_runs  # the fake machine's processes, not this one's
         await manager.open()
         self.open.append(manager)
         return manager
