@@ -31,8 +31,9 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from textwrap import dedent
-from dataclasses import dataclass, field
 from typing import Any
 
 #: IOPub message types that change a cell's output area or prompt.
@@ -70,6 +71,18 @@ class IOPubRateLimit:
     _byte_count: int = 0
     _msgs_exceeded: bool = False
     _data_exceeded: bool = False
+
+    def state(self) -> dict:
+        """What it counts now (for a snapshot of the record; the settings are not part of it)."""
+        return {"queue": [list(item) for item in self._queue], "msg_count": self._msg_count,
+                "byte_count": self._byte_count, "msgs_exceeded": self._msgs_exceeded,
+                "data_exceeded": self._data_exceeded}
+
+    def restore(self, state: dict) -> None:
+        self._queue = deque(tuple(item) for item in state.get("queue", []))
+        self._msg_count, self._byte_count = state.get("msg_count", 0), state.get("byte_count", 0)
+        self._msgs_exceeded = bool(state.get("msgs_exceeded"))
+        self._data_exceeded = bool(state.get("data_exceeded"))
 
     def reset(self) -> None:
         """The kernel went idle: jupyter_server starts counting afresh (so that a Run All does not
@@ -252,14 +265,21 @@ class KernelRecord:
         self.keep_finished_seconds = keep_finished_seconds
         self.executions: OrderedDict[str, Execution] = OrderedDict()
         self.seq = 0
-        self.stream = None  # the IOPub subscription (a ZMQStream), set by ExecutionRecorder
         self.kernel_pid: int | None = None  # the kernel process last seen (a new one: a restart)
-        self.activity = KernelActivity()
+        #: the kernel's kernel_info_reply content, as its recorder asked for it (None: not known)
+        self.kernel_info: dict | None = None
+        #: the wall-clock time of what is being applied: a journal entry's, when the record is
+        #: rebuilt from its journal (see journal.py), so that times are when things happened
+        self.replay_time: float | None = None
+        self.activity = KernelActivity(clock=self.now)
+
+    def now(self) -> float:
+        return time.time() if self.replay_time is None else self.replay_time
 
     def _execution(self, msg_id: str) -> Execution:
         execution = self.executions.get(msg_id)
         if execution is None:
-            execution = self.executions[msg_id] = Execution(msg_id=msg_id)
+            execution = self.executions[msg_id] = Execution(msg_id=msg_id, requested_at=self.now())
             self.prune()
         return execution
 
@@ -333,7 +353,7 @@ class KernelRecord:
             # Also executions requested by clients we did not see (no cell id then).
             execution = self._execution(parent_id)
             execution.state = "running"
-            execution.started_at = time.time()
+            execution.started_at = self.now()
             execution.execution_count = msg["content"].get("execution_count")
             self.activity.busy()  # its busy status may have come before we knew the execution
         if execution is None:
@@ -344,7 +364,7 @@ class KernelRecord:
                 self.activity.busy()
             elif state == "idle" and execution.finished_at is None:
                 execution.state = "finished" if execution.state == "running" else "aborted"
-                execution.finished_at = time.time()
+                execution.finished_at = self.now()
                 execution.input_request = None  # an unanswered request ended with its execution
                 waiting = any(e.state in ("queued", "running") for e in self.executions.values())
                 self.activity.idle(ran=execution.state == "finished", more_to_come=waiting)
@@ -366,7 +386,7 @@ class KernelRecord:
         """End every execution still queued or running: the kernel process that had them is gone
         (it died and was started again). Left "running", they would show as busy for ever, and
         keep a hub's server from being culled (see kiosk.py)."""
-        now = time.time()
+        now = self.now()
         ended = False
         for execution in self.executions.values():
             if execution.finished_at is None:
@@ -376,7 +396,7 @@ class KernelRecord:
             self.activity.restarted()
 
     def prune(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
+        now = self.now() if now is None else now
         for msg_id, e in list(self.executions.items()):
             if e.finished_at is not None and now - e.finished_at > self.keep_finished_seconds:
                 del self.executions[msg_id]
@@ -384,6 +404,32 @@ class KernelRecord:
         while len(self.executions) > self.max_executions:
             finished = [k for k, e in self.executions.items() if e.finished_at is not None]
             del self.executions[finished[0] if finished else next(iter(self.executions))]
+
+    def snapshot(self) -> dict:
+        """Everything the record holds, as JSON (a journal's compaction writes it; see journal.py)."""
+        return {
+            "kernel_id": self.kernel_id,
+            "seq": self.seq,
+            "kernel_pid": self.kernel_pid,
+            "kernel_info": self.kernel_info,
+            "executions": [asdict(e) for e in self.executions.values()],
+            "activity": {f.name: getattr(self.activity, f.name) for f in fields(KernelActivity) if f.name != "clock"},
+            "rate_limit": self.rate_limit.state(),
+        }
+
+    def restore(self, snapshot: dict) -> None:
+        """Take the state of a :meth:`snapshot` (this record's bounds and rate limit settings stay)."""
+        self.seq = snapshot.get("seq", 0)
+        self.kernel_pid = snapshot.get("kernel_pid")
+        self.kernel_info = snapshot.get("kernel_info")
+        known = {f.name for f in fields(Execution)}
+        self.executions = OrderedDict(
+            (e["msg_id"], Execution(**{k: v for k, v in e.items() if k in known})) for e in snapshot.get("executions", [])
+        )
+        for name, value in (snapshot.get("activity") or {}).items():
+            if name != "clock" and hasattr(self.activity, name):
+                setattr(self.activity, name, value)
+        self.rate_limit.restore(snapshot.get("rate_limit") or {})
 
     def running(self) -> Execution | None:
         """The execution the kernel runs now (one at a time on its main shell), if any."""
@@ -445,6 +491,8 @@ class KernelActivity:
 
     execution_state: str = "idle"
     since: float = field(default_factory=time.time)
+    #: the time now (a record rebuilt from its journal says when each thing happened)
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
     last_output_at: float | None = None
     runs_finished: int = 0
     last_run: dict | None = None
@@ -453,7 +501,7 @@ class KernelActivity:
     _run_error: dict | None = None
 
     def busy(self) -> None:
-        now = time.time()
+        now = self.clock()
         if self._run_started_at is None:
             self._run_started_at, self._run_cells, self._run_error = now, 0, None
         if self.execution_state != "busy":
@@ -463,7 +511,7 @@ class KernelActivity:
         self._run_cells += 1 if ran else 0
         if more_to_come or self._run_started_at is None:
             return
-        now = time.time()
+        now = self.clock()
         self.runs_finished += 1
         self.last_run = {
             "started_at": self._run_started_at,
@@ -483,7 +531,7 @@ class KernelActivity:
         self.idle(ran=False, more_to_come=False)
 
     def output(self, msg_type: str, content: dict) -> None:
-        self.last_output_at = time.time()
+        self.last_output_at = self.clock()
         if msg_type == "error" and self._run_error is None:
             self._run_error = {"ename": content.get("ename", ""), "evalue": str(content.get("evalue", ""))[:TAIL_LINE_CHARS]}
 

@@ -1,6 +1,6 @@
 """HTTP handlers of the execution record, the kernels' activity and the drafts.
 
-The data behind them lives elsewhere (executions.py and recorder.py, drafts.py); the app in
+The data behind them lives elsewhere (executions.py, journal.py and recorder.py, drafts.py); the app in
 extension.py routes to them under ``{base_url}api/keepalive/``. The other routes' handlers sit
 with what they serve: heavyai.py, kiosk.py, kernel_environment.py.
 """
@@ -37,7 +37,8 @@ class ExecutionsHandler(APIHandler):
             raise web.HTTPError(400, "since must be an integer") from None
         if kernel_id not in self.kernel_manager:
             raise web.HTTPError(404, "No such kernel")
-        record = recorder.attach(kernel_id)
+        recorder.attach(kernel_id)
+        record = recorder.refresh(kernel_id)  # what its journal gained since the last look
         self.set_header("Cache-Control", "no-store")
         if record is None:
             self.finish(json.dumps({"kernel_id": kernel_id, "seq": 0, "executions": []}))

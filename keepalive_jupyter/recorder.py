@@ -1,8 +1,14 @@
 """Keeps an :class:`~keepalive_jupyter.executions.KernelRecord` for every running kernel.
 
-IOPub is a PUB socket: an extra subscriber per kernel sees every message the kernel publishes,
-whether or not a browser is connected. The cell a request came from is known only from the
-``execute_request`` itself, which :class:`RecordingWebsocketConnection` reports here.
+The record lives on disk, in each kernel's journal (journal.py), so that it outlives this
+server: a recorder process per kernel (iopub_recorder.py, started here for every kernel seen,
+unless one runs) appends every IOPub message as it arrives, and this server appends what only it
+sees. The records here are rebuilt from the journals: in full when a kernel is first seen, then
+from where the last read ended, every second and before every answer.
+
+The cell a request came from is known only from the ``execute_request`` itself, which
+:class:`RecordingWebsocketConnection` reports here before passing it to the kernel: its line
+is in the journal before the kernel's ``execute_input``.
 
 Stdin is different: the kernel sends an ``input_request`` only to the connection that sent the
 execution, and waits for a reply from anyone. The websocket connection reports the requests it
@@ -13,7 +19,11 @@ key, and never sees that buffer). A new page can answer: the kernel takes the fi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
+from pathlib import Path
 
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
@@ -22,15 +32,20 @@ from jupyter_server.services.kernels.connection.base import (
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Integer
+from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .executions import IOPubRateLimit, KernelRecord
+from . import journal
+from .executions import KernelRecord
+from .iopub_recorder import ensure_recorder, recorder_status
 
 #: Shell messages of comms (ipywidgets' among them): a subshell serves them while a cell runs.
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close", "comm_info_request"})
 #: How often kernels that started (or stopped) are noticed, in seconds.
 POLL_SECONDS = 1.0
+#: Journals of kernels nobody records any more are removed after this long without a write.
+STALE_JOURNAL_SECONDS = 24 * 3600.0
+
 
 
 def iopub_rate_limit(connection_class, config) -> dict:
@@ -58,6 +73,7 @@ def iopub_rate_limit(connection_class, config) -> dict:
     }
 
 
+
 class ExecutionRecorder(LoggingConfigurable):
     """Records every kernel's executions (``c.ExecutionRecorder.*`` sets the bounds)."""
 
@@ -70,6 +86,15 @@ class ExecutionRecorder(LoggingConfigurable):
     keep_finished_seconds = Float(
         1800.0, help="Seconds a finished execution stays in the record."
     ).tag(config=True)
+    journal_dir = Unicode(
+        journal.DEFAULT_DIR, help="Where each kernel's journal is kept (made 0700); the record outlives the server there."
+    ).tag(config=True)
+    compact_bytes = Integer(
+        journal.COMPACT_BYTES, help="A journal is compacted once it is this big and twice its last snapshot."
+    ).tag(config=True)
+    recorder_timeout = Float(
+        10.0, help="Seconds to wait for a kernel's new recorder to subscribe before going on without it."
+    ).tag(config=True)
 
     def __init__(self, kernel_manager, rate_limit: dict | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -77,6 +102,10 @@ class ExecutionRecorder(LoggingConfigurable):
         #: the IOPub rate limit of the server's websockets (IOPubRateLimit's fields; None: off)
         self.rate_limit = rate_limit
         self.records: dict[str, KernelRecord] = {}
+        #: per kernel: its journal's reader and writer, and the recorder being started
+        self.readers: dict[str, journal.JournalReader] = {}
+        self.writers: dict[str, journal.JournalWriter] = {}
+        self.starting: dict[str, asyncio.Future] = {}
         #: each kernel's latest kernel_info_reply content, as a page got it
         self.kernel_info: dict[str, dict] = {}
         #: a kernel subshell of keepalive's own per kernel (None while being made), for comms
@@ -85,23 +114,40 @@ class ExecutionRecorder(LoggingConfigurable):
         #: (stream, the stream's own close)}
         self.held_stdin: dict[str, dict[str, tuple]] = {}
         self._poller: PeriodicCallback | None = None
+        self.folder: Path | None = None
+
+    @property
+    def settings(self) -> dict:
+        """The record's settings, as journal.py and the recorders' compactions read them."""
+        return {
+            "max_executions": self.max_executions,
+            "max_execution_bytes": self.max_execution_bytes,
+            "keep_finished_seconds": self.keep_finished_seconds,
+            "rate_limit": self.rate_limit,
+            "compact_bytes": self.compact_bytes,
+        }
 
     # --- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Follow kernels as they start and stop (must run on the server's event loop)."""
+        self.folder = journal.prepare_dir(self.journal_dir)
+        journal.write_settings(self.folder, self.settings)
+        self._remove_stale_journals()
         self._poller = PeriodicCallback(self.sync, POLL_SECONDS * 1000)
         self._poller.start()
         self.sync()
 
     def stop(self) -> None:
+        """Stop following kernels; their recorders and journals stay (the kernels may outlive us)."""
         if self._poller is not None:
             self._poller.stop()
         for kernel_id in list(self.records):
             self.detach(kernel_id)
 
     def sync(self) -> None:
-        """Attach to new kernels, detach from gone ones."""
+        """Attach to new kernels, detach from gone ones, catch up with every journal, and start a
+        recorder where the kernel's is gone (killed: what it missed meanwhile is lost)."""
         try:
             live = set(self.kernel_manager.list_kernel_ids())
         except Exception:  # the manager is shutting down
@@ -109,66 +155,143 @@ class ExecutionRecorder(LoggingConfigurable):
         for kernel_id in live - set(self.records):
             self.attach(kernel_id)
         for kernel_id in set(self.records) - live:
-            self.detach(kernel_id)
-        for kernel_id, record in list(self.records.items()):
-            self._notice_restart(kernel_id, record)
+            self.detach(kernel_id, forget=True)
+        for kernel_id in list(self.records):
+            self._notice_restart(kernel_id)
+            self._check_recorder(kernel_id)
+            self.refresh(kernel_id)
         for kernel_id in list(self.held_stdin):
             for session_id in list(self.held_stdin[kernel_id]):
                 if not self._waits_for(kernel_id, session_id):
                     self.release_stdin(kernel_id, session_id)
 
-    def _notice_restart(self, kernel_id: str, record: KernelRecord) -> None:
+    def _kernel_process(self, kernel_id: str) -> tuple[str | None, int | None]:
+        """The kernel's connection file and process id (None, None: not a local kernel, or gone)."""
+        try:
+            kernel = self.kernel_manager.get_kernel(kernel_id)
+        except Exception:
+            return None, None
+        return getattr(kernel, "connection_file", None) or None, getattr(getattr(kernel, "provisioner", None), "pid", None)
+
+    def _notice_restart(self, kernel_id: str) -> None:
         """A kernel whose process changed was started again: what the old one ran has ended.
 
         A kernel that dies is restarted by jupyter_client without a word on IOPub about the
-        executions it had; a restart on request ends them itself (an idle status each).
+        executions it had; a restart on request ends them itself (an idle status each). The new
+        process is written in the journal (the record ends the old one's executions when it
+        reads that) and gets a recorder of its own.
         """
-        try:
-            pid = getattr(self.kernel_manager.get_kernel(kernel_id).provisioner, "pid", None)
-        except Exception:  # gone meanwhile
+        record = self.records[kernel_id]
+        _, pid = self._kernel_process(kernel_id)
+        if pid is None or pid == record.kernel_pid:
             return
-        if pid is None:  # not a local process: nothing to compare
-            return
-        if record.kernel_pid is not None and pid != record.kernel_pid:
+        if record.kernel_pid is not None:
             self.log.info("keepalive: kernel %s has a new process; its running and queued cells ended", kernel_id)
-            record.on_kernel_start()
-        record.kernel_pid = pid
+        self._append(kernel_id, {"k": "kernel", "pid": pid})
+        self.refresh(kernel_id)
+        self.start_recorder(kernel_id)
+
+    def _check_recorder(self, kernel_id: str) -> None:
+        """Start a recorder for a kernel whose recorder is gone (killed, or it failed)."""
+        pending = self.starting.get(kernel_id)
+        if pending is not None and not pending.done():
+            return
+        if self.folder is None or recorder_status(self.folder, kernel_id) is not None:
+            return
+        _, pid = self._kernel_process(kernel_id)
+        self.log.warning("keepalive: the recorder of kernel %s (process %s) is gone; starting a new one", kernel_id, pid)
+        self.start_recorder(kernel_id)
+
+    def start_recorder(self, kernel_id: str) -> asyncio.Future | None:
+        """Make sure the kernel's recorder runs (the future: done once it is subscribed)."""
+        pending = self.starting.get(kernel_id)
+        if pending is not None and not pending.done():
+            return pending
+        connection_file, pid = self._kernel_process(kernel_id)
+        if connection_file is None:
+            self.log.warning("keepalive: kernel %s has no connection file: its executions are not recorded", kernel_id)
+            return None
+        self.starting[kernel_id] = pending = asyncio.ensure_future(
+            ensure_recorder(kernel_id, connection_file, pid, self.folder, self.log, self.recorder_timeout)
+        )
+        pending.add_done_callback(lambda _: self.refresh(kernel_id))
+        return pending
+
+    async def ready(self, kernel_id: str) -> None:
+        """Return once the kernel's recorder is subscribed (or could not be)."""
+        if self.attach(kernel_id) is None:
+            return
+        pending = self.starting.get(kernel_id)
+        if pending is None or pending.done():
+            self._check_recorder(kernel_id)
+            pending = self.starting.get(kernel_id)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
 
     def attach(self, kernel_id: str) -> KernelRecord | None:
         record = self.records.get(kernel_id)
         if record is not None:
             return record
-        try:
-            kernel = self.kernel_manager.get_kernel(kernel_id)
-            stream = kernel.connect_iopub()
-        except Exception as e:
-            self.log.debug("keepalive: cannot follow kernel %s yet: %s", kernel_id, e)
+        if kernel_id not in self.kernel_manager:
             return None
-        record = KernelRecord(
-            kernel_id, self.max_executions, self.max_execution_bytes, self.keep_finished_seconds,
-            IOPubRateLimit(**self.rate_limit) if self.rate_limit else None,
-        )
-        session = kernel.session
+        if self.folder is None:
+            self.folder = journal.prepare_dir(self.journal_dir)
+        path = journal.journal_path(self.folder, kernel_id)
+        self.readers[kernel_id] = journal.JournalReader(path)
+        self.writers[kernel_id] = journal.JournalWriter(path)
+        self.records[kernel_id] = journal.new_record(kernel_id, self.settings)
+        self.refresh(kernel_id)  # all of it: what the kernel did before this server saw it too
+        self.log.info("keepalive: recording executions of kernel %s (%s)", kernel_id, path)
+        self._notice_restart(kernel_id)
+        self.start_recorder(kernel_id)
+        return self.records[kernel_id]
 
-        def on_recv(msg_list):
-            try:
-                _, parts = session.feed_identities(msg_list)
-                msg = session.deserialize(parts, content=True)
-            except Exception as e:  # a malformed message must not stop the record
-                self.log.warning("keepalive: unreadable IOPub message from %s: %s", kernel_id, e)
-                return
-            # the bytes jupyter_server's rate limit counts: every part but the signature
-            record.on_iopub(msg, size=sum(len(part) for part in parts[1:]))
+    def refresh(self, kernel_id: str) -> KernelRecord | None:
+        """Apply what the kernel's journal gained since the last read; the record (or None)."""
+        reader = self.readers.get(kernel_id)
+        if reader is None:
+            return self.records.get(kernel_id)
+        try:
+            from_start, entries = reader.read()
+        except OSError as e:
+            self.log.warning("keepalive: cannot read the journal of kernel %s: %s", kernel_id, e)
+            return self.records.get(kernel_id)
+        if from_start:  # new, or compacted: the file holds the whole record
+            self.records[kernel_id] = journal.replay(kernel_id, self.settings, entries)
+        else:
+            record = self.records[kernel_id]
+            for entry in entries:
+                journal.apply(record, entry)
+        return self.records[kernel_id]
 
-        stream.on_recv(on_recv)
-        record.stream = stream
-        self.records[kernel_id] = record
-        self.log.info("keepalive: recording executions of kernel %s", kernel_id)
-        return record
+    def _append(self, kernel_id: str, entry: dict) -> None:
+        writer = self.writers.get(kernel_id)
+        if writer is None:
+            return
+        try:
+            writer.append([{**entry, "t": time.time()}])
+        except OSError as e:
+            self.log.warning("keepalive: cannot write the journal of kernel %s: %s", kernel_id, e)
+
+    def _remove_stale_journals(self) -> None:
+        """Journals of kernels long gone (no recorder, no write for a day): a reboot, a kill."""
+        now = time.time()
+        for path in self.folder.glob("*.jsonl"):
+            kernel_id = path.stem
+            with contextlib.suppress(OSError):
+                if recorder_status(self.folder, kernel_id) is None and now - path.stat().st_mtime > STALE_JOURNAL_SECONDS:
+                    self._remove_journal(kernel_id)
+
+    def _remove_journal(self, kernel_id: str) -> None:
+        for path in (journal.journal_path(self.folder, kernel_id), journal.lock_path(self.folder, kernel_id),
+                     journal.log_path(self.folder, kernel_id)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def running_request(self, kernel_id: str) -> dict | None:
         """The header (as much as is known) of the execution the kernel runs now, or None."""
-        record = self.records.get(kernel_id)
+        record = self.refresh(kernel_id)
         if record is None or record.activity.execution_state != "busy":
             return None
         running = record.running()
@@ -176,12 +299,18 @@ class ExecutionRecorder(LoggingConfigurable):
             return None
         return {"msg_id": running.msg_id, "msg_type": "execute_request", "session": running.session or ""}
 
+    def known_kernel_info(self, kernel_id: str) -> dict | None:
+        """The kernel's kernel_info_reply content: as a page last got it, or as its recorder
+        asked for it (a new server, before any page asked)."""
+        record = self.records.get(kernel_id)
+        return self.kernel_info.get(kernel_id) or (record.kernel_info if record is not None else None)
+
     def ensure_subshell(self, kernel_id: str) -> None:
         """Ask the kernel (on its control channel, served while cells run) for a subshell for the
         comms of pages that connect while a cell runs; once per kernel."""
         if kernel_id in self.subshells:
             return
-        info = self.kernel_info.get(kernel_id) or {}
+        info = self.known_kernel_info(kernel_id) or {}
         if "kernel subshells" not in info.get("supported_features", []):
             return
         kernel = self.kernel_manager.get_kernel(kernel_id)
@@ -202,37 +331,56 @@ class ExecutionRecorder(LoggingConfigurable):
         stream.on_recv(on_reply)
         session.send(stream, "create_subshell_request", {})
 
-    def detach(self, kernel_id: str) -> None:
+    def detach(self, kernel_id: str, forget: bool = False) -> None:
+        """Stop following a kernel; ``forget``: it is gone (shut down), and so is its journal."""
         for session_id in list(self.held_stdin.get(kernel_id, {})):
             self.release_stdin(kernel_id, session_id)
         self.subshells.pop(kernel_id, None)
         self.kernel_info.pop(kernel_id, None)
-        record = self.records.pop(kernel_id, None)
-        if record is not None and record.stream is not None and not record.stream.closed():
-            record.stream.close()
+        self.records.pop(kernel_id, None)
+        pending = self.starting.pop(kernel_id, None)
+        if pending is not None and not pending.done():
+            pending.cancel()
+        for handle in (self.readers.pop(kernel_id, None), self.writers.pop(kernel_id, None)):
+            if handle is not None:
+                handle.close()
+        if forget and self.folder is not None:
+            self._remove_journal(kernel_id)
 
     # --- what the websockets report ---------------------------------------------------------
 
     def note_request(self, kernel_id: str, header: dict, metadata: dict) -> None:
-        record = self.attach(kernel_id)
-        if record is None:
+        if self.attach(kernel_id) is None:
             return
-        record.note_request(header.get("msg_id", ""), metadata.get("cellId"), header.get("session"))
+        self._append(kernel_id, {"k": "request", "msg_id": header.get("msg_id", ""),
+                                 "cell_id": metadata.get("cellId"), "session": header.get("session")})
+        self.refresh(kernel_id)
 
     def note_stdin_from_kernel(self, kernel_id: str, session, msg_list: list) -> None:
         """Raw frames the kernel sent on a websocket's stdin channel."""
-        record = self.attach(kernel_id)
-        if record is None:
+        if self.attach(kernel_id) is None:
             return
         _, parts = session.feed_identities(msg_list)
         msg = session.deserialize(parts, content=True)
         if msg["header"].get("msg_type") == "input_request":
-            record.on_input_request(msg)
+            header = {key: value for key, value in msg["header"].items() if key != "date"}
+            parent = {"msg_id": (msg.get("parent_header") or {}).get("msg_id")}
+            self._append(kernel_id, {"k": "input_request", "msg": {
+                "header": header, "parent_header": parent, "content": msg.get("content") or {}}})
+            self.refresh(kernel_id)
 
     def note_input_reply(self, kernel_id: str, header: dict, parent_header: dict, content: dict) -> None:
-        record = self.records.get(kernel_id)
-        if record is not None:
-            record.on_input_reply(header.get("msg_id", ""), parent_header.get("msg_id", ""), str(content.get("value", "")))
+        record = self.refresh(kernel_id)
+        if record is None:
+            return
+        parent_id = parent_header.get("msg_id", "")
+        asked = next((e.input_request for e in record.executions.values()
+                      if e.input_request and e.input_request["header"].get("msg_id") == parent_id), None)
+        # a password never reaches the disk (the record shows dots for it anyway)
+        value = None if asked is None or asked["password"] else str(content.get("value", ""))
+        self._append(kernel_id, {"k": "input_reply", "msg_id": header.get("msg_id", ""),
+                                 "parent_id": parent_id, "value": value})
+        self.refresh(kernel_id)
 
     # --- the stdin of pages that went away ------------------------------------------------------
 
@@ -275,12 +423,17 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
     """jupyter_server's kernel websocket, which also tells the recorder about execute requests
     and stdin, and, while a cell runs, answers kernel_info itself and sends comms to a subshell."""
 
+    async def prepare(self):
+        await super().prepare()
+        recorder = self._recorder
+        if recorder is not None:
+            # The kernel's recorder is subscribed before the page can send a request: a new SUB
+            # socket misses what is published while it connects.
+            await recorder.ready(self.kernel_id)
+
     def connect(self):
         recorder = self.websocket_handler.settings.get("keepalive_execution_recorder")
         if recorder is not None:
-            # Subscribe now, well before the first request: a new SUB socket misses what is
-            # published while it connects.
-            recorder.attach(self.kernel_id)
             # The same page back: its own connection takes the kernel's stdin requests again
             # (a held stream of the same identity would otherwise keep them).
             recorder.release_stdin(self.kernel_id, self.session.session)
@@ -331,10 +484,11 @@ class RecordingWebsocketConnection(ZMQChannelsWebsocketConnection):
         runs, so that the page shows the kernel as it is.
         """
         recorder = self._recorder
-        info = recorder.kernel_info.get(self.kernel_id) if recorder is not None else None
+        info = recorder.known_kernel_info(self.kernel_id) if recorder is not None else None
         running = recorder.running_request(self.kernel_id) if info is not None else None
         if running is None:
             return False
+        recorder.ensure_subshell(self.kernel_id)  # a new server's first page: no subshell yet
 
         def send(channel: str, msg_type: str, content: dict, parent: dict) -> None:
             message = self.session.msg(msg_type, content=content, parent=parent)
