@@ -74,11 +74,26 @@ def recorder_status(folder: Path, kernel_id: str) -> dict | None:
         else:
             return None
         try:
-            return json.loads(os.pread(fd, 4096, 0) or b"{}")
+            status = json.loads(os.pread(fd, 4096, 0) or b"{}")
         except ValueError:
             return {}  # being written
+        if not _alive(status.get("recorder_pid")):
+            return {}  # what a killed recorder said; its successor has the lock and says nothing yet
+        return status
     finally:
         os.close(fd)
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _take_lock(folder: Path, kernel_id: str, kernel_pid: int | None) -> int | None:
@@ -88,6 +103,7 @@ def _take_lock(folder: Path, kernel_id: str, kernel_pid: int | None) -> int | No
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _say(fd, kernel_pid=kernel_pid, subscribed=False)  # not what a killed predecessor said
             return fd
         except BlockingIOError:
             pass
@@ -95,7 +111,7 @@ def _take_lock(folder: Path, kernel_id: str, kernel_pid: int | None) -> int | No
             holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
         except ValueError:
             holder = {}
-        if holder.get("kernel_pid") == kernel_pid and kernel_pid is not None:
+        if holder.get("kernel_pid") == kernel_pid and kernel_pid is not None and _alive(holder.get("recorder_pid")):
             os.close(fd)
             return None
         if time.monotonic() > deadline:
