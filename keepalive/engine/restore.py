@@ -221,12 +221,11 @@ class Restorer:
         self.runs = runs
         self._previous: Beat | None = None
         self._opened_at = time.time()
-        self._opened_monotonic = time.monotonic()
 
     def open(self) -> None:
         """Read the last service's last beat, then beat for this one."""
         self._previous = self.heartbeat.last()
-        self._opened_at, self._opened_monotonic = time.time(), time.monotonic()
+        self._opened_at = time.time()
         self.heartbeat.start()
 
     async def close(self) -> None:
@@ -295,8 +294,8 @@ class Restorer:
                           changed.record.error)
                 return
             restored = ending.restored(time.time())
-            log.info("session %s (%s): restored, ready %.1f s after the service started; its kernels are new",
-                     changed.id, changed.name, time.monotonic() - self._opened_monotonic)
+            log.info("session %s (%s): restored, ready %.1f s after the service's process started; its kernels "
+                     "are new", changed.id, changed.name, time.time() - psutil.Process().create_time())
             entry = registry.entry(changed.id)
             if entry is None or entry.watcher is None:
                 log.warning("session %s: restored, but nobody watches it to say so", changed.id)

@@ -181,6 +181,8 @@ def test_a_new_service_restores_sessions_whose_processes_all_ended(service_facto
             shown = wait_until("the notebook open with its outputs", lambda: "\n".join(
                 page.locator(CELLS).first.locator(".jp-OutputArea-output").all_inner_texts()).strip(), timeout=60)
             assert shown == EXPECTED, shown
+            # a new kernel, alive: the notebook is ready for work again
+            page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=60_000)
             notice = page.locator("#keepalive-notice")
             wait_until("the notice over JupyterLab", notice.is_visible, timeout=30)
             assert notice.inner_text().startswith("The kernel restarted: every process of this session ended after ")

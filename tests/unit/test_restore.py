@@ -10,11 +10,12 @@ import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
 from keepalive.engine.manager import SessionManager, SessionNotFound
-from keepalive.engine.restore import Beat, Ending, Heartbeat, Restorer, Way, decide
+from keepalive.engine.restore import Beat, Ending, Heartbeat, Restorer, Way, anything_runs, decide
 from keepalive.models import SessionCreate, SessionState
 from keepalive.settings import Settings
 from tests.unit.fake_parts import FakeWorld
@@ -78,6 +79,39 @@ def test_what_the_user_reads_after_a_reboot_and_after_a_kill():
     assert told.reason == "processes ended" and told.last_alive_at is None
     assert told.down_by == datetime(2026, 12, 3, 21, 0, tzinfo=UTC)
     assert "every process of this session ended at a time not known" in told.message
+
+
+def a_session(containment_pids=(), mode="cgroup", **record):
+    """What anything_runs and Restorer.ending read of a session: its record and its containment."""
+    fields = dict.fromkeys(["jupyter_pid", "jupyter_started_at", "xvfb_pid", "xvfb_started_at", "browser_pid",
+                            "browser_started_at", "xpra_pid", "xpra_started_at"])
+    return SimpleNamespace(id="abc", record=SimpleNamespace(**{**fields, **record}), layout=None,
+                           containment=SimpleNamespace(pids=lambda: set(containment_pids), mode=mode))
+
+
+def test_anything_runs_asks_the_recorded_parts_and_the_containment():
+    alive = {(7, 70.0)}
+
+    def runs(pid, started):
+        return (pid, started) in alive
+
+    assert anything_runs(a_session(jupyter_pid=7, jupyter_started_at=70.0), runs)
+    assert not anything_runs(a_session(jupyter_pid=7, jupyter_started_at=71.0), runs)  # a reused pid
+    assert anything_runs(a_session(containment_pids={1234}), runs)  # a kernel left in the cgroup
+    assert not anything_runs(a_session(xvfb_pid=8, xvfb_started_at=80.0), runs)
+
+
+async def test_without_a_heartbeat_a_restart_shows_in_the_recorded_start_times(tmp_path):
+    settings = Settings(state_dir=tmp_path, api_token="t", session_users=False)
+    restorer = Restorer(settings, Heartbeat(tmp_path), boot_id=lambda: "b", boot_time=lambda: 5000.0)
+    restorer.open()  # no beat was ever written: a service older than the heartbeat left it
+    try:
+        before_boot = restorer.ending(a_session(jupyter_pid=7, jupyter_started_at=4000.0))
+        assert before_boot.machine_restarted_at == 5000.0 and before_boot.last_alive_at is None
+        this_boot = restorer.ending(a_session(jupyter_pid=7, jupyter_started_at=5100.0))
+        assert this_boot.machine_restarted_at is None
+    finally:
+        await restorer.close()
 
 
 # -- a second manager on what a first one left ------------------------------------------------
