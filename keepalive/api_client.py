@@ -140,6 +140,9 @@ class Client:
     def stop(self, session_id: str) -> None:
         self.request("DELETE", f"/sessions/{session_id}", ok=(204, 404), timeout=120)
 
+    def restart_jupyter(self, session_id: str) -> dict:
+        return self.request("POST", f"/sessions/{session_id}/restart-jupyter").json()
+
     def screenshot(self, session_id: str) -> bytes:
         return self.request("GET", f"/sessions/{session_id}/screenshot").content
 

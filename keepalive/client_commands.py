@@ -64,6 +64,14 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     stop.add_argument("--all", action="store_true", help="stop every session")
     stop.set_defaults(handler=cmd_stop)
 
+    restart_jupyter = commands.add_parser(
+        "restart-jupyter", parents=[common],
+        help="restart a session's Jupyter server (e.g. after an upgrade); its kernels run on",
+    )
+    restart_jupyter.add_argument("session", metavar="ID|NAME")
+    restart_jupyter.add_argument("--json", action="store_true", help="print the session as JSON")
+    restart_jupyter.set_defaults(handler=cmd_restart_jupyter)
+
     shot = commands.add_parser("screenshot", parents=[common], help="save a PNG of what the kiosk shows")
     shot.add_argument("session", metavar="ID|NAME")
     shot.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="where to write the PNG")
@@ -246,6 +254,18 @@ def cmd_stop(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
+
+
+def cmd_restart_jupyter(args: argparse.Namespace) -> int:
+    client = _client(args, timeout=300)  # answered once the session is ready again
+    try:
+        session = client.session(args.session)
+        print(f"restarting the Jupyter server of {session['id']} ({session['name']}); its kernels run on",
+              file=sys.stderr, flush=True)
+        session = client.restart_jupyter(session["id"])
+    finally:
+        client.close()
+    return _report(session, args.json)
 
 
 def cmd_screenshot(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
 from keepalive.engine.containment import LimitRefused
 from keepalive.engine.manager import NameTaken, SessionNotFound, TemplateUnavailable, TooManySessions
 from keepalive.engine.users import NoFreeUser
-from keepalive.engine.session import Session, SessionStartError
+from keepalive.engine.session import InvalidTransition, Session, SessionStartError
 from keepalive.models import SessionCreate, SessionList, SessionOut, SessionState
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[Authorized])
@@ -131,6 +131,28 @@ async def delete_session(manager: ManagerDep, session_id: str) -> Response:
     lookup(manager, session_id)
     await manager.delete(session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{session_id}/restart-jupyter",
+    response_model=SessionOut,
+    responses={409: {"description": "The session is not ready, or has no Jupyter server of its own."}},
+    summary="Restart the session's Jupyter server; its kernels run on and the kiosk reconnects",
+)
+async def restart_jupyter(request: Request, manager: ManagerDep, settings: SettingsDep, session_id: str) -> SessionOut:
+    """Answered once the session is ready again, on a new server with the same kernels (e.g. after
+    an upgrade of JupyterLab or keepalive's server extension)."""
+    session = lookup(manager, session_id)
+    if settings.jupyter_url:
+        raise HTTPException(status.HTTP_409_CONFLICT, "this service's sessions use an external Jupyter server (JUPYTER_URL)")
+    try:
+        await session.restart_jupyter()
+    except InvalidTransition:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} is {session.state.value}, not ready") from None
+    if session.state is not SessionState.ready:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            f"the Jupyter server did not come back: {session.record.error}")
+    return session_out(request, session)
 
 
 @router.get(

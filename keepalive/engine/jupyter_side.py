@@ -15,8 +15,9 @@ from collections.abc import Callable
 import httpx
 
 from keepalive.engine import user_python
-from keepalive.engine.containment import KERNEL_OOM_SCORE_ADJ, KERNEL_OOM_VARIABLE
 from keepalive.engine.browser import HEAVYAI_WORKSPACE_QUERY, PLAIN_WORKSPACE_QUERY
+from keepalive.engine.commands import jupyter_runtime_dir
+from keepalive.engine.containment import KERNEL_OOM_SCORE_ADJ, KERNEL_OOM_VARIABLE
 from keepalive.engine.jupyter import (
     EmbeddedJupyter,
     JupyterEndpoint,
@@ -26,7 +27,7 @@ from keepalive.engine.jupyter import (
 )
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildProcess
-from keepalive.engine.reaper import with_descendants
+from keepalive.engine.reaper import session_processes, with_descendants
 from keepalive.engine.record import SessionRecord
 from keepalive.engine.users import SessionUser, ids_of
 from keepalive.files import write_private
@@ -91,10 +92,19 @@ class JupyterSide:
         return [self.jupyter.process] if self.jupyter else []
 
     def spared(self) -> set[int]:
-        """The server and its kernels, while it runs: what reaping the display's leftovers spares."""
+        """What reaping the display's leftovers spares: the server while it runs, and the
+        kernels (with what they started), which outlive their server: a kernel, and its IOPub
+        recorder, names its connection file in the server's runtime dir on its command line.
+
+        Whatever a session's processes put on their command lines, this only spares processes
+        of the same session from a reaping of the display's; a stop ends them all regardless.
+        """
+        spared = set()
         if self.jupyter is not None and self.jupyter.process.running:
-            return with_descendants(self.jupyter.process.pid)
-        return set()
+            spared |= with_descendants(self.jupyter.process.pid)
+        for process in session_processes(self.id, jupyter_runtime_dir(self._layout()), by_marker=False):
+            spared |= with_descendants(process.pid)
+        return spared
 
     async def answers(self, timeout: float) -> bool:
         """The own server answers within ``timeout`` (external, or gone: the exit watcher deals
@@ -156,7 +166,8 @@ class JupyterSide:
         return endpoint
 
     async def restart(self, env: dict[str, str]) -> None:
-        """A new server in place of the one that died; its kernels died with it."""
+        """A new server in place of this one (which died, or is stopped here): the kernels run
+        on, and the new server takes them back (keepalive_jupyter/surviving_kernels.py)."""
         await self.stop()
         await self.start(env)
 

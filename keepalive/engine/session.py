@@ -28,7 +28,6 @@ from keepalive.engine.layout import SessionLayout
 from keepalive.engine.parts import PartHooks, PartsFactory
 from keepalive.engine.process import ChildProcess
 from keepalive.engine.record import ALLOWED, InvalidTransition, SessionRecord, SessionStartError  # noqa: F401
-from keepalive.engine.record import new_session_id  # noqa: F401  (re-exported: what callers knew from here)
 from keepalive.engine.users import SessionUser, ids_of
 from keepalive.engine.watchdog import RestartPolicy, Watchdog, bring_back
 from keepalive.files import write_private
@@ -140,8 +139,7 @@ class Session:
     def health(self) -> SessionHealth:
         display, jupyter = self.parts.display, self.parts.jupyter
         return SessionHealth(
-            # the display (Xvfb), and xpra whenever a viewer needed it (none with nobody watching is fine)
-            display=display.shows,
+            display=display.shows,  # Xvfb, and xpra whenever a viewer needed it
             xpra=display.shows,  # the older name of the same fact, kept for clients that read it
             browser=display.browser_connected,
             page=display.page_alive,
@@ -280,11 +278,8 @@ class Session:
         await self.parts.display.open_page(jupyter.result(), await self.parts.jupyter.landing_path())
 
     async def claim(self, name: str, heavyai: HeavyAIConnection | None) -> None:
-        """Make this waiting pool session ``name``'s; ``start()`` then takes its parts over.
-
-        Only the record changes here (inside the manager's admission): the home, the HeavyAI
-        handoff and the page follow in ``start``, through the hand-over.
-        """
+        """Make this waiting pool session ``name``'s (the record only, inside the manager's
+        admission); ``start()`` then takes its parts over: the home, the handoff, the page."""
         async with self._lock:
             assert self.state is SessionState.pooled, self.state
             self.handover.claim(name, heavyai)
@@ -292,12 +287,9 @@ class Session:
             self._set_state(SessionState.starting)
 
     async def _take_over_or_start_cold(self) -> None:
-        """Take the pool session over; if that fails, start the user's session cold in its place.
-
-        A part can break while it waits in a way its health does not show (a Jupyter server
-        that stopped answering, a page that hangs): the user still gets a session, under the
-        same id, as if the pool had been empty. The pool browser's profile is not saved.
-        """
+        """Take the pool session over; if that fails (a part can break unseen while it waits: a
+        server that stopped answering, a page that hangs), start the user's session cold in its
+        place, under the same id, as if the pool had been empty. The pool's profile is not saved."""
         try:
             await self.handover.take_over(self._heavyai, self.webhook_url)
             return
@@ -358,11 +350,23 @@ class Session:
             self._set_state(SessionState.recovering, why)
         log.warning("session %s: recovering (restart %s) in %.0f s after: %s", self.id, self.record.restarts, delay, why)
         await asyncio.sleep(delay)  # backoff: a part that keeps crashing gets time to stop doing so
+        await self._bring_back(why)
+
+    async def restart_jupyter(self) -> None:
+        """A new Jupyter server on request (after an upgrade of JupyterLab or the extension): the
+        kernels run on, the page reconnects to them. Not a crash: no restart is counted."""
+        async with self._lock:
+            if self.state is not SessionState.ready:
+                raise InvalidTransition(f"session {self.id} is {self.state.value}, not ready")
+            self._set_state(SessionState.recovering, why := "the Jupyter server restarts on request")
+        await self._bring_back(why, new_jupyter=True)
+
+    async def _bring_back(self, why: str, new_jupyter: bool = False) -> None:
         async with self._lock:
             if self.state is not SessionState.recovering:
                 return  # stopped meanwhile
             try:
-                await self._recover_parts()
+                await bring_back(self.parts.display, self.parts.jupyter, self.environment(), self.id, new_jupyter)
             except Exception as error:  # any failure here leaves the session failed, not half-up
                 log.error("session %s: recovery failed: %s", self.id, error)
                 await self._end(kernels=False)  # the display only: kernels keep computing
@@ -372,17 +376,12 @@ class Session:
             self._set_state(SessionState.ready)
             log.info("session %s: recovered, pids %s", self.id, self.pids())
 
-    async def _recover_parts(self) -> None:
-        await bring_back(self.parts.display, self.parts.jupyter, self.environment(), self.id)
-
     # -- stop -----------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Stop every part, reap every leftover process, free the numbers, remove the folder.
-
-        The one way a session ends, whoever ends it: a DELETE, the pool letting it go, a
-        service stopping its sessions, or one finishing a stop its dead predecessor began.
-        """
+        """Stop every part, reap every leftover process, free the numbers, remove the folder: the
+        one way a session ends, whoever ends it (a DELETE, the pool letting it go, a service
+        stopping its sessions, or one finishing a stop its dead predecessor began)."""
         if self.state is SessionState.stopped:
             return
         self._ending = True

@@ -121,9 +121,12 @@ class Watchdog:
                 await self._save_profile()
 
 
-async def bring_back(display: Display, jupyter: JupyterSide, env: dict[str, str], session_id: str) -> None:
-    """Bring back what died; the Jupyter server (and its kernels) is kept if it still runs."""
-    new_jupyter = jupyter.lost
+async def bring_back(
+    display: Display, jupyter: JupyterSide, env: dict[str, str], session_id: str, new_jupyter: bool = False
+) -> None:
+    """Bring back what died; the Jupyter server is kept if it still runs, unless ``new_jupyter``
+    (a restart on request). The kernels run on either way: a new server takes them back."""
+    new_jupyter = new_jupyter or jupyter.lost
     if new_jupyter:
         await jupyter.restart(env)
     if display.browser_connected and display.running and await display.bridge_answers():

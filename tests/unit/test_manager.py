@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from keepalive.engine.manager import NameTaken, SessionManager, SessionNotFound
-from keepalive.engine.record import SessionStartError
+from keepalive.engine.record import InvalidTransition, SessionStartError
 from keepalive.engine.store import SessionStore
 from keepalive.models import SessionCreate, SessionState
 from keepalive.settings import Settings
@@ -283,3 +283,28 @@ async def test_a_record_this_keepalive_cannot_read_is_left_alone(managers, setti
     second = await managers()
     assert [s.id for s in second.list()] == [session_id]
     assert set(stored(settings)) == {session_id, "0123456789ab"}
+
+
+async def test_a_jupyter_restart_on_request_is_a_new_server_not_a_crash(managers):
+    """The Jupyter server alone is replaced; the session goes recovering and back to ready, with
+    no restart counted (the crash policy's budget is for crashes). A session that is not ready
+    is refused, and stays as it is."""
+    manager = await managers()
+    session = await start(manager, "upgrade")
+    before = session.parts.jupyter.pid
+    browser = session.pids()["browser"]
+    states: list[str] = []
+    session.state_observers.append(lambda s: states.append(s.state.value))
+
+    await session.restart_jupyter()
+
+    assert session.state is SessionState.ready
+    assert session.parts.jupyter.pid not in (None, before)
+    assert session.pids()["browser"] == browser
+    assert session.record.restarts == 0
+    assert states == ["recovering", "ready"]
+
+    await manager.delete(session.id)
+    with pytest.raises(InvalidTransition):
+        await session.restart_jupyter()
+    assert session.state is SessionState.stopped

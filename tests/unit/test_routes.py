@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from playwright.async_api import Error as PlaywrightError
 
 from keepalive.app import create_app
+from keepalive.engine.record import InvalidTransition
 from keepalive.models import SessionState
 from keepalive.settings import Settings
 
@@ -194,3 +195,24 @@ def test_a_viewer_that_cannot_get_xpra_is_told_why(viewer_client):
             websocket.receive_bytes()
     assert closed.value.code == 1013  # try again later
     assert session.asked == 2
+
+
+class StopsMeanwhile:
+    """A session that stops while a restart of its Jupyter server waits for its turn."""
+
+    id = "abc123abc123"
+    state = SessionState.stopping
+
+    async def restart_jupyter(self) -> None:
+        raise InvalidTransition("session abc123abc123 is stopping, not ready")
+
+
+@pytest.mark.parametrize("jupyter_url", ["", "http://127.0.0.1:8888/?token=x"])
+def test_a_jupyter_restart_that_cannot_be_done_is_409_and_says_why(tmp_path, jupyter_url):
+    app = create_app(Settings(state_dir=tmp_path, api_token="t", jupyter_url=jupyter_url))
+    app.state.manager = StandInManager(StopsMeanwhile())
+    with TestClient(app, headers={"Authorization": "Bearer t"}) as client:
+        response = client.post("/sessions/abc123abc123/restart-jupyter")
+    assert response.status_code == 409
+    expected = "external Jupyter server (JUPYTER_URL)" if jupyter_url else "is stopping, not ready"
+    assert expected in response.json()["detail"]
