@@ -7,6 +7,8 @@ Jupyter server can have it too). Its modules:
 - ``heavyai``: the HeavyAI session handoff (``GET {base_url}heavyai/session``, its providers and
   settings, the OmniSci-era names);
 - ``executions``, ``recorder``: the record of kernel executions a new page re-attaches to;
+- ``journal``, ``iopub_recorder``: that record on disk, one journal per kernel, written by a recorder
+  process per kernel that outlives the server (``python -m keepalive_jupyter.iopub_recorder``);
 - ``drafts``: cell sources typed but not yet saved, kept by the server;
 - ``kiosk``: the kiosk browser's login, and what counts as the server's activity;
 - ``kernel_environment``: what kernels started from now on inherit (a warm session taken);

@@ -45,6 +45,8 @@ COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close", "comm_info_reques
 POLL_SECONDS = 1.0
 #: Journals of kernels nobody records any more are removed after this long without a write.
 STALE_JOURNAL_SECONDS = 24 * 3600.0
+#: A recorder that failed to start is not tried again for this long (seconds).
+RETRY_SECONDS = 10.0
 
 
 
@@ -106,6 +108,7 @@ class ExecutionRecorder(LoggingConfigurable):
         self.readers: dict[str, journal.JournalReader] = {}
         self.writers: dict[str, journal.JournalWriter] = {}
         self.starting: dict[str, asyncio.Future] = {}
+        self.failed_at: dict[str, float] = {}
         #: each kernel's latest kernel_info_reply content, as a page got it
         self.kernel_info: dict[str, dict] = {}
         #: a kernel subshell of keepalive's own per kernel (None while being made), for comms
@@ -129,9 +132,19 @@ class ExecutionRecorder(LoggingConfigurable):
 
     # --- life cycle -------------------------------------------------------------------------
 
+    def _prepare_folder(self) -> Path:
+        try:
+            return journal.prepare_dir(self.journal_dir)
+        except OSError as e:  # a read-only home: the record still works, for this boot only
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            fallback = Path(jupyter_runtime_dir()) / "keepalive-executions"
+            self.log.warning("keepalive: cannot use %s for the execution journals (%s); using %s", self.journal_dir, e, fallback)
+            return journal.prepare_dir(fallback)
+
     def start(self) -> None:
         """Follow kernels as they start and stop (must run on the server's event loop)."""
-        self.folder = journal.prepare_dir(self.journal_dir)
+        self.folder = self._prepare_folder()
         journal.write_settings(self.folder, self.settings)
         self._remove_stale_journals()
         self._poller = PeriodicCallback(self.sync, POLL_SECONDS * 1000)
@@ -198,6 +211,8 @@ class ExecutionRecorder(LoggingConfigurable):
             return
         if self.folder is None or recorder_status(self.folder, kernel_id) is not None:
             return
+        if time.monotonic() - self.failed_at.get(kernel_id, -RETRY_SECONDS) < RETRY_SECONDS:
+            return  # it failed a moment ago (its log says why): not once a second
         _, pid = self._kernel_process(kernel_id)
         self.log.warning("keepalive: the recorder of kernel %s (process %s) is gone; starting a new one", kernel_id, pid)
         self.start_recorder(kernel_id)
@@ -214,8 +229,15 @@ class ExecutionRecorder(LoggingConfigurable):
         self.starting[kernel_id] = pending = asyncio.ensure_future(
             ensure_recorder(kernel_id, connection_file, pid, self.folder, self.log, self.recorder_timeout)
         )
-        pending.add_done_callback(lambda _: self.refresh(kernel_id))
+        pending.add_done_callback(lambda done: self._started(kernel_id, done))
         return pending
+
+    def _started(self, kernel_id: str, done: asyncio.Future) -> None:
+        if done.cancelled() or done.exception() is not None or not done.result():
+            self.failed_at[kernel_id] = time.monotonic()
+        else:
+            self.failed_at.pop(kernel_id, None)
+        self.refresh(kernel_id)
 
     async def ready(self, kernel_id: str) -> None:
         """Return once the kernel's recorder is subscribed (or could not be)."""
@@ -236,7 +258,7 @@ class ExecutionRecorder(LoggingConfigurable):
         if kernel_id not in self.kernel_manager:
             return None
         if self.folder is None:
-            self.folder = journal.prepare_dir(self.journal_dir)
+            self.folder = self._prepare_folder()
         path = journal.journal_path(self.folder, kernel_id)
         self.readers[kernel_id] = journal.JournalReader(path)
         self.writers[kernel_id] = journal.JournalWriter(path)
@@ -338,6 +360,7 @@ class ExecutionRecorder(LoggingConfigurable):
         self.subshells.pop(kernel_id, None)
         self.kernel_info.pop(kernel_id, None)
         self.records.pop(kernel_id, None)
+        self.failed_at.pop(kernel_id, None)
         pending = self.starting.pop(kernel_id, None)
         if pending is not None and not pending.done():
             pending.cancel()
