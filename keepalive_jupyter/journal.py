@@ -59,6 +59,15 @@ def default_dir() -> Path:
     return Path(os.path.expanduser(DEFAULT_DIR))
 
 
+def configured_dir(config) -> str:
+    """The journal folder a server's config names (``c.ExecutionRecorder.journal_dir``), or the
+    default: what a kernel manager passes to ``ensure_recorder`` so that its recorders write
+    where the server's record reads."""
+    section = config.get("ExecutionRecorder") if hasattr(config, "get") else None
+    configured = section.get("journal_dir") if hasattr(section, "get") else None
+    return str(configured or DEFAULT_DIR)
+
+
 def prepare_dir(path: str | os.PathLike | None) -> Path:
     """The journal folder, made (0700: it holds kernel output) if it is not there."""
     folder = Path(os.path.expanduser(str(path))) if path else default_dir()

@@ -234,3 +234,15 @@ def test_settings_round_trip_and_defaults(tmp_path):
     settings = journal.read_settings(tmp_path)
     assert settings["max_executions"] == 7 and settings["rate_limit"] is None
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_the_folder_a_kernel_manager_passes_is_the_one_the_record_reads():
+    from traitlets.config import Config
+
+    from keepalive_jupyter.recorder import ExecutionRecorder
+
+    config = Config()
+    assert journal.configured_dir(config) == journal.DEFAULT_DIR == ExecutionRecorder.journal_dir.default_value
+    config.ExecutionRecorder.journal_dir = "/somewhere/else"
+    assert journal.configured_dir(config) == "/somewhere/else"
+    assert ExecutionRecorder(None, config=config).journal_dir == "/somewhere/else"
