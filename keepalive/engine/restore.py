@@ -214,6 +214,9 @@ class Restorer:
                  boot_id: Callable[[], str] = current_boot_id, boot_time: Callable[[], float] = psutil.boot_time,
                  runs: Callable[[int | None, float | None], bool] = same_process) -> None:
         self.enabled = settings.restore_after_reboot
+        #: Sessions on a shared Jupyter server (JUPYTER_URL: the user's own, under JupyterHub): their
+        #: kernels are not theirs and may well run on; their display is recovered as ever, no notice.
+        self._own_kernels = not settings.jupyter_url
         self.heartbeat = heartbeat or Heartbeat(settings.state_dir)
         self._boot_id = boot_id
         self._boot_time = boot_time
@@ -232,7 +235,7 @@ class Restorer:
         await self.heartbeat.stop()
 
     async def decide(self, session: Session) -> Way:
-        if session.record.state not in RUNNING:
+        if session.record.state not in RUNNING or not self._own_kernels:
             return Way.adopt
         runs = await asyncio.to_thread(anything_runs, session, self.runs)
         return decide(session.record.state, runs, self.enabled)

@@ -101,6 +101,15 @@ def test_anything_runs_asks_the_recorded_parts_and_the_containment():
     assert not anything_runs(a_session(xvfb_pid=8, xvfb_started_at=80.0), runs)
 
 
+async def test_a_session_on_a_shared_jupyter_server_is_never_restored_only_recovered(tmp_path):
+    """Its kernels live in the user's own server (JUPYTER_URL, JupyterHub): nothing says they are new."""
+    shared = Settings(state_dir=tmp_path, api_token="t", session_users=False, jupyter_url="http://127.0.0.1:1/?token=x")
+    gone = a_session(state="ready")
+    assert await Restorer(shared, runs=lambda pid, started: False).decide(gone) is Way.adopt
+    own = Settings(state_dir=tmp_path, api_token="t", session_users=False)
+    assert await Restorer(own, runs=lambda pid, started: False).decide(gone) is Way.restore
+
+
 async def test_without_a_heartbeat_a_restart_shows_in_the_recorded_start_times(tmp_path):
     settings = Settings(state_dir=tmp_path, api_token="t", session_users=False)
     restorer = Restorer(settings, Heartbeat(tmp_path), boot_id=lambda: "b", boot_time=lambda: 5000.0)
