@@ -15,7 +15,7 @@ The entry point for the server and the kernel manager::
 
     async def ensure_recorder(kernel_id: str, connection_file: str, kernel_pid: int | None,
                               journal_dir: str | os.PathLike | None = None, log=None,
-                              timeout: float = 10.0) -> bool
+                              timeout: float = 10.0, ask_kernel_info: bool | None = None) -> bool
 
 starts the recorder unless one runs for that kernel process, and returns True once it is
 subscribed (a SUB socket misses what is published while it connects: the recorder says so only
@@ -130,7 +130,8 @@ def _say(fd: int, **status) -> None:
 
 
 class Recorder:
-    def __init__(self, kernel_id: str, connection_file: Path, kernel_pid: int | None, folder: Path, lock_fd: int):
+    def __init__(self, kernel_id: str, connection_file: Path, kernel_pid: int | None, folder: Path, lock_fd: int,
+                 ask_kernel_info: bool = False):
         import zmq  # here: ``ensure_recorder``'s callers need not load it
 
         self.zmq = zmq
@@ -147,8 +148,12 @@ class Recorder:
         self.iopub.setsockopt(zmq.LINGER, 0)
         self.iopub.setsockopt(zmq.RCVHWM, 0)  # never drop what reached us
         self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        # and a topic of its own: ipykernel's XPUB welcomes each new topic (not a second ""
+        # when a page subscribed already), which shows the subscription has arrived
+        self.iopub.setsockopt(zmq.SUBSCRIBE, f"keepalive-recorder-{uuid.uuid4().hex}".encode())
         self.iopub.connect(self._url("iopub_port"))
         self.control = None
+        self.ask_first = ask_kernel_info
         self.session = uuid.uuid4().hex
         self.subscribed = False
         self.unsigned = 0
@@ -211,14 +216,16 @@ class Recorder:
         _say(self.lock_fd, kernel_pid=self.kernel_pid, subscribed=True, since=time.time())
         log.info("subscribed to kernel %s (process %s)", self.kernel_id, self.kernel_pid)
 
-    def ask_kernel_info(self) -> None:
+    def ask_kernel_info(self, poller) -> None:
         """A kernel_info_request on the control channel (served while a cell runs): its reply is
         journaled, and the busy/idle it publishes shows the subscription works with kernels that
-        send no welcome message."""
+        send no welcome message. Pages see that idle too, and would show a kernel that runs a
+        cell as idle: asked only of a new kernel, or of one that sends no welcome."""
         if self.control is None:
             self.control = self.context.socket(self.zmq.DEALER)
             self.control.setsockopt(self.zmq.LINGER, 0)
             self.control.connect(self._url("control_port"))
+            poller.register(self.control, self.zmq.POLLIN)
         header = json.dumps({
             "msg_id": uuid.uuid4().hex, "msg_type": "kernel_info_request", "username": "keepalive",
             "session": self.session, "date": datetime.now(timezone.utc).isoformat(), "version": "5.3",
@@ -266,9 +273,9 @@ class Recorder:
         poller.register(self.iopub, zmq.POLLIN)
         if pidfd is not None:
             poller.register(pidfd, zmq.POLLIN)
-        self.ask_kernel_info()
-        poller.register(self.control, zmq.POLLIN)
         asked = last_sync = time.monotonic()
+        if self.ask_first:
+            self.ask_kernel_info(poller)
         while True:
             events = dict(poller.poll(int(1000 * min(SYNC_SECONDS, ASK_SECONDS))))
             if self.iopub in events:
@@ -276,8 +283,8 @@ class Recorder:
             if self.control is not None and self.control in events:
                 self.read_control()
             now = time.monotonic()
-            if not self.subscribed and now - asked >= ASK_SECONDS:
-                self.ask_kernel_info()
+            if not self.subscribed and now - asked >= 2 * ASK_SECONDS:
+                self.ask_kernel_info(poller)  # no welcome came: a kernel that sends none
                 asked = now
             if pidfd is not None and pidfd in events:
                 end = time.monotonic() + DRAIN_SECONDS
@@ -307,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel-id", required=True)
     parser.add_argument("--kernel-pid", type=int, default=None)
     parser.add_argument("--journal-dir", default=None)
+    parser.add_argument("--ask-kernel-info", action="store_true", help="journal the kernel's kernel_info at once")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -315,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if lock_fd is None:
         log.info("kernel %s (process %s) has a recorder already", args.kernel_id, args.kernel_pid)
         return 0
-    return Recorder(args.kernel_id, args.connection_file, args.kernel_pid, folder, lock_fd).run()
+    return Recorder(args.kernel_id, args.connection_file, args.kernel_pid, folder, lock_fd, args.ask_kernel_info).run()
 
 
 # --- starting one -----------------------------------------------------------------------------------
@@ -328,11 +336,14 @@ def _reap() -> None:
     _started[:] = [p for p in _started if p.poll() is None]
 
 
-def start_recorder(kernel_id: str, connection_file: str, kernel_pid: int | None, folder: Path) -> subprocess.Popen:
+def start_recorder(kernel_id: str, connection_file: str, kernel_pid: int | None, folder: Path,
+                   ask_kernel_info: bool = False) -> subprocess.Popen:
     argv = [sys.executable, "-m", "keepalive_jupyter.iopub_recorder", "--connection-file", str(connection_file),
             "--kernel-id", kernel_id, "--journal-dir", str(folder)]
     if kernel_pid is not None:
         argv += ["--kernel-pid", str(kernel_pid)]
+    if ask_kernel_info:
+        argv.append("--ask-kernel-info")
     env = {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"}
     with open(journal.log_path(folder, kernel_id), "ab") as output:
         os.chmod(output.fileno(), 0o600)
@@ -347,9 +358,15 @@ def start_recorder(kernel_id: str, connection_file: str, kernel_pid: int | None,
 async def ensure_recorder(
     kernel_id: str, connection_file: str, kernel_pid: int | None,
     journal_dir: str | os.PathLike | None = None, log=None, timeout: float = 10.0,
+    ask_kernel_info: bool | None = None,
 ) -> bool:
     """Start the kernel's recorder unless one runs for this kernel process; True once it is
-    subscribed, False if that did not happen within ``timeout`` (logged as a warning)."""
+    subscribed, False if that did not happen within ``timeout`` (logged as a warning).
+
+    ``ask_kernel_info``: whether the recorder journals the kernel's kernel_info at once (a new
+    server answers pages with it while a cell runs); its request makes the kernel publish an
+    idle status, which pages would take for the end of a running cell. None: only for a kernel
+    without a journal yet (just started)."""
     logger = log or logging.getLogger(__name__)
     _reap()
     folder = journal.prepare_dir(journal_dir)
@@ -362,7 +379,9 @@ async def ensure_recorder(
         return True
     process = None
     if now.get("kernel_pid") != kernel_pid or not now:
-        process = start_recorder(kernel_id, connection_file, kernel_pid, folder)
+        if ask_kernel_info is None:
+            ask_kernel_info = not journal.journal_path(folder, kernel_id).exists()
+        process = start_recorder(kernel_id, connection_file, kernel_pid, folder, ask_kernel_info)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = status()

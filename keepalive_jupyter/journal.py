@@ -273,6 +273,8 @@ def apply(record: KernelRecord, entry: dict) -> None:
     record.replay_time = entry.get("t")
     try:
         if kind == "iopub":
+            if entry["header"].get("msg_type") == "iopub_welcome":
+                return  # to a new subscriber (a recorder), not the kernel's doing
             record.on_iopub(entry, size=entry.get("n", 0), now=entry.get("m", 0.0))
         elif kind == "request":
             record.note_request(entry.get("msg_id", ""), entry.get("cell_id"), entry.get("session"))
@@ -287,7 +289,9 @@ def apply(record: KernelRecord, entry: dict) -> None:
             if pid is not None:
                 record.kernel_pid = pid
         elif kind == "kernel_exited":
-            record.on_kernel_start()  # its process is gone, and what it ran with it
+            if entry.get("pid") is None or entry.get("pid") == record.kernel_pid:
+                record.on_kernel_start()  # its process is gone, and what it ran with it
+            # else: an older process's recorder, ending after the new process was noted
         elif kind == "kernel_info":
             record.kernel_info = entry.get("content")
         elif kind == "snapshot":

@@ -226,8 +226,11 @@ class ExecutionRecorder(LoggingConfigurable):
         if connection_file is None:
             self.log.warning("keepalive: kernel %s has no connection file: its executions are not recorded", kernel_id)
             return None
+        record = self.records.get(kernel_id)
+        # the kernel's info, asked of a kernel that runs nothing (its idle status would reach pages)
+        ask = record is not None and record.kernel_info is None and record.activity.execution_state != "busy"
         self.starting[kernel_id] = pending = asyncio.ensure_future(
-            ensure_recorder(kernel_id, connection_file, pid, self.folder, self.log, self.recorder_timeout)
+            ensure_recorder(kernel_id, connection_file, pid, self.folder, self.log, self.recorder_timeout, ask)
         )
         pending.add_done_callback(lambda done: self._started(kernel_id, done))
         return pending

@@ -207,8 +207,21 @@ def test_a_new_kernel_process_ends_the_old_ones_executions():
     journal.apply(record, {"k": "kernel", "t": 3.0, "pid": 11})
     assert record.executions["r1"].state == "aborted" and record.kernel_pid == 11
     assert record.activity.last_run["error"]["ename"] == "KernelRestarted"
+    # the old process's recorder says it ended after the new one was noted: no news for the new one's cells
+    for entry in run("r2", ["y\n"], finish=False):
+        journal.apply(record, entry)
+    journal.apply(record, {"k": "kernel_exited", "t": 3.5, "pid": 10})
+    assert record.executions["r2"].state == "running"
     record = journal.replay("k", SETTINGS, [*entries, {"k": "kernel_exited", "t": 3.0, "pid": 10}])
     assert record.executions["r1"].state == "aborted"
+
+
+def test_welcome_messages_to_new_subscribers_are_not_the_kernels_doing():
+    limited = {**SETTINGS, "rate_limit": {"enabled": True, "msg_rate_limit": 1, "data_rate_limit": 0, "window": 1.0}}
+    entries = run("r", [], finish=False)
+    entries += [iopub("", "iopub_welcome", {"subscription": "x"}) for _ in range(5)]
+    entries.append(iopub("r", "stream", {"name": "stdout", "text": "shown\n"}))
+    assert texts(journal.replay("k", limited, entries), "r") == ["shown\n"]  # the welcomes did not count
 
 
 def test_a_snapshot_keeps_the_rate_limit_where_it_was():
