@@ -5,7 +5,10 @@
 #
 # Two runs: the in-process tests (tests/unit, tests/keepalive_jupyter) in parallel, a worker
 # per CPU (pytest-xdist); then the end-to-end ones (tests/e2e, tests/integration: marked e2e by
-# tests/conftest.py) one at a time, since each needs the machine's CPU for its own sessions.
+# tests/conftest.py) two at a time (KEEPALIVE_TEST_E2E_WORKERS): a session's start keeps about one
+# core busy, and a test spends much of its time waiting on its sessions, so two fill a 2-core
+# machine. Tests sharing a module's fixture stay on one worker (--dist loadgroup, groups made by
+# tests/conftest.py, which also gives each worker's services uids and displays of their own).
 # Arguments that select by mark (-m) make it one plain run instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +26,9 @@ status=0
 "${pytest[@]}" -m "not e2e" -n logical "$@" || status=$?
 in_process=$status
 status=0
-echo "--- end-to-end tests (one at a time) ---"
-"${pytest[@]}" -m e2e "$@" || status=$?
+workers=${KEEPALIVE_TEST_E2E_WORKERS:-2}
+echo "--- end-to-end tests ($workers at a time) ---"
+"${pytest[@]}" -m e2e -n "$workers" --dist loadgroup "$@" || status=$?
 end_to_end=$status
 
 if [[ $in_process -eq 5 && $end_to_end -eq 5 ]]; then

@@ -3,10 +3,30 @@
 - pytest-playwright drives Debian's Chromium, never a downloaded one.
 - ``keepalive_service`` runs the real ``keepalive serve`` on a free loopback port, waits
   until it answers, yields a handle, and always stops it (and checks nothing is left).
+
+End-to-end tests run two at a time (scripts/test.sh: pytest-xdist, ``-n 2 --dist loadgroup``).
+What that asks of a test, and what this file does about it:
+
+- Each xdist worker is a pytest run of its own: session-scoped fixtures (``keepalive_service``,
+  ``playwright``) are made once per worker, module-scoped ones once per worker that runs a test
+  of the module. The profile template is made once for all workers (``profile_template``).
+- The tests of a module that share a module-scoped fixture of their own (a session, a service
+  with settings of its own) run on one worker, one after the other: such a test is put in an
+  ``xdist_group`` named after its module (``pytest_collection_modifyitems``). A fixture asked
+  for by ``request.getfixturevalue`` is not seen: a module that shares something that way gets
+  one per worker, which is correct, only slower.
+- Two services on one machine must not hand out the same things: each worker's services get
+  session uids and X display numbers of their own (``WORKER_SETTINGS``, in the worker's
+  environment, so that every service a test starts inherits them; a test that builds a service's
+  environment by hand passes ``worker_environment()`` on). Ports come from the kernel (bind to 0),
+  state dirs from each test's own temporary folder, session cgroups are named by session id.
+- A new test file in the existing style (the session-scoped ``keepalive_service``, its own
+  services from ``start_service``/``service_factory``, module-scoped fixtures) needs nothing more.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -43,8 +63,32 @@ RUNS_ROOT = Path(tempfile.gettempdir()) / "keepalive-tests"
 KEEP_RUNS = 3
 
 
+#: What each xdist worker's services get of their own, from the worker's number: session users
+#: (keepalive/engine/users.py) above the default range, which the services of tests that leave
+#: out every KEEPALIVE_* setting (as a user's login would) keep; X displays above the default
+#: base (keepalive/engine/allocation.py: display_in_use cannot see a number another service
+#: has only just handed out).
+def worker_settings(index: int) -> dict[str, str]:
+    first_uid = 62000 + 1000 * index
+    return {"KEEPALIVE_SESSION_UIDS": f"{first_uid}-{first_uid + 999}",
+            "KEEPALIVE_DISPLAY_BASE": str(1100 + 1000 * index)}
+
+
+WORKER_SETTINGS = tuple(worker_settings(0))
+
+
+def worker_environment() -> dict[str, str]:
+    """This worker's WORKER_SETTINGS as they are in its environment (none outside xdist), for a
+    service whose environment a test builds by hand (e.g. a JupyterHub spawner's)."""
+    return {name: os.environ[name] for name in WORKER_SETTINGS if name in os.environ}
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if config.option.basetemp is not None or hasattr(config, "workerinput"):
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        for name, value in worker_settings(int(workerinput["workerid"].removeprefix("gw"))).items():
+            os.environ.setdefault(name, value)  # what the one running the tests set wins
+    if config.option.basetemp is not None or workerinput is not None:
         return  # given on the command line, or an xdist worker (its controller's run folder)
     RUNS_ROOT.mkdir(mode=0o711, exist_ok=True)
     RUNS_ROOT.chmod(0o711)
@@ -56,24 +100,88 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 #: Folders whose tests run real services, sessions and browsers: all of them marked ``e2e``.
-#: scripts/test.sh runs the others in parallel (``-m "not e2e"``), these one at a time.
+#: scripts/test.sh runs the others in parallel (``-m "not e2e"``), these two at a time.
 END_TO_END = ("e2e", "integration")
+#: Fixture scopes wider than a test and narrower than the run: what a module's tests share.
+SHARED_SCOPES = ("package", "module", "class")
 
 
+def shares_a_module_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a module- (or class-) scoped fixture of the test suite's own; not
+    a plugin's (baseid ""), which every test of a kind may use without sharing anything."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(definition.scope in SHARED_SCOPES and definition.baseid
+               for definitions in info.name2fixturedefs.values() for definition in definitions)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the end-to-end tests, and run the Playwright tests last, whatever order the paths
-    were given in.
+    """Mark the end-to-end tests; put those that share a module's fixture in one xdist group;
+    run the modules with Playwright tests last, whatever order the paths were given in.
 
     pytest-playwright's sync API keeps an event loop running in the main thread from its
     first test to the end of the session; asyncio-based tests (pytest-asyncio, pytest-jupyter)
-    collected after it would find that loop busy.
+    collected after it would find that loop busy. Whole modules move, in their own order: a
+    module-scoped fixture is torn down as soon as the next test is another module's, so a
+    module split in two would make its fixture twice.
     """
     tests = Path(__file__).parent
+    with_playwright: set[Path] = set()
     for item in items:
         relative = item.path.relative_to(tests) if item.path.is_relative_to(tests) else item.path
         if relative.parts[:1] and relative.parts[0] in END_TO_END:
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: bool(PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ()))))
+            if shares_a_module_fixture(item):
+                item.add_marker(pytest.mark.xdist_group(str(relative)))
+        if PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            with_playwright.add(item.path)
+    items.sort(key=lambda item: item.path in with_playwright)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and config.option.basetemp is not None:
+        write_groups(Path(config.option.basetemp).parent / GROUPS_FILE, items, workerinput["workerid"])
+
+
+# -- xdist groups ------------------------------------------------------------------------------
+# xdist's own loadgroup marks a grouped test by a suffix to its node id, which pytest 9 no
+# longer lets a plugin change (the id is computed): every test would be a group of its own. So
+# the workers write each grouped test's group into the run's folder as they collect, and the
+# controller's scheduler (ModuleGroupScheduling) reads it once every worker has collected.
+
+#: The file, in the run's folder, that maps each grouped test's node id to its group.
+GROUPS_FILE = "xdist-groups.json"
+
+
+def write_groups(path: Path, items: list[pytest.Item], worker: str) -> None:
+    """Every item's xdist_group (its marks' names, joined), for the items that have one."""
+    groups = {}
+    for item in items:
+        names = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                        for mark in item.iter_markers("xdist_group")})
+        if names:
+            groups[item.nodeid] = "_".join(names)
+    writing = path.with_name(f"{path.name}.{worker}")
+    writing.write_text(json.dumps(groups))
+    writing.replace(path)  # each worker collects the same tests: any one's file will do
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup``: xdist's LoadScope scheduling, with the scopes from GROUPS_FILE
+    (a grouped test goes with its group, any other test alone). Largest groups are sent first."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # asked for once every worker has collected, so written
+                self.groups = json.loads((Path(config.option.basetemp) / GROUPS_FILE).read_text())
+            return self.groups.get(nodeid, nodeid)
+
+    return ModuleGroupScheduling(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -137,6 +245,14 @@ def keep_logs(nodeid: str, phase: str) -> Path | None:
         return None
     KEPT.append(folder)
     return folder
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Under xdist the folders are kept by the workers: the controller learns them from the
+    reports, for its summary."""
+    for name, content in report.sections:
+        if name == "kept logs" and Path(content) not in KEPT:
+            KEPT.append(Path(content))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -289,8 +405,8 @@ def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, time
         "KEEPALIVE_PORT": str(port),
         "KEEPALIVE_HOST": "127.0.0.1",
         # xpra ends this long after the last viewer left (60 s by default): short, so that the
-        # viewer tests see it come and go
-        "KEEPALIVE_VIEWER_LINGER": "10",
+        # viewer tests see it come and go without waiting long for it
+        "KEEPALIVE_VIEWER_LINGER": "3",
         **(extra_env or {}),
     }
     # a template made once per test run keeps every service from making its own
@@ -358,12 +474,25 @@ def end_serve(url: str, headers: dict, serve: subprocess.Popen, log_path: Path) 
 
 
 @pytest.fixture(scope="session")
-def profile_template(tmp_path_factory) -> Iterator[Path]:
-    """One Chromium profile template for the whole run, made by keepalive's own code."""
+def profile_template(tmp_path_factory, worker_id) -> Iterator[Path]:
+    """One Chromium profile template for the whole run, made by keepalive's own code: by the
+    first xdist worker that asks, in the run's folder, which every worker's folder is in
+    (a Chromium run of some 10 s, once instead of once per worker)."""
     from keepalive.engine.profile import make_template
 
-    path = tmp_path_factory.mktemp("template") / "profile.tar.gz"
-    run_coroutine(make_template(CHROMIUM, path))
+    if worker_id == "master":
+        path = tmp_path_factory.mktemp("template") / "profile.tar.gz"
+        run_coroutine(make_template(CHROMIUM, path))
+    else:
+        folder = tmp_path_factory.getbasetemp().parent / "template"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / "profile.tar.gz"
+        with (folder / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for the first one's
+            if not path.exists():
+                making = folder / f"making-{worker_id}.tar.gz"
+                run_coroutine(make_template(CHROMIUM, making))
+                making.replace(path)
     previous = os.environ.get("KEEPALIVE_TEST_PROFILE_TEMPLATE")
     os.environ["KEEPALIVE_TEST_PROFILE_TEMPLATE"] = str(path)
     yield path

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import free_port, worker_environment
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +138,9 @@ def start_hub(folder: Path, environment: dict[str, str], singleuser_args: list[s
         chp_command=[node(), str(CHP)], pid_file=str(folder / "proxy.pid"), db=folder / "hub.sqlite",
         cookie_secret=str(folder / "cookie_secret"), password=PASSWORD,
         singleuser=str(HUB_VENV / "bin" / "jupyterhub-singleuser"), args=singleuser_args,
-        environment={"PATH": f"{SERVICE_BIN}:{os.environ['PATH']}", **environment}, api_token=api_token,
+        # a spawner passes on only the environment it is given: this xdist worker's uids and displays too
+        environment={"PATH": f"{SERVICE_BIN}:{os.environ['PATH']}", **worker_environment(), **environment},
+        api_token=api_token,
     ))
     log_path = folder / "hub.log"
     with log_path.open("wb") as log:

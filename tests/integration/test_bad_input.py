@@ -168,7 +168,8 @@ def test_a_browser_that_cannot_be_driven_is_503_and_leaves_nothing(service_facto
         "exec sleep 600\n"
     )
     fake.chmod(0o755)
-    service = service_factory("no-cdp", chromium=str(fake), start_timeout=60)
+    # the wait for CDP that never comes is the whole start_timeout: short, but ample for Xvfb and Jupyter
+    service = service_factory("no-cdp", chromium=str(fake), start_timeout=20)
     response = service.client.post("/sessions", json={"name": "undrivable"})
     assert response.status_code == 503, response.text
     assert "could not start" in response.json()["detail"]
