@@ -159,6 +159,7 @@ class Recorder:
         self.unsigned = 0
         self.synced_size = -1
         self.compacted_size = 0
+        self.settings = journal.read_settings(folder)
 
     def _url(self, port: str) -> str:
         if self.info.get("transport", "tcp") == "ipc":
@@ -206,7 +207,9 @@ class Recorder:
                 lines.append(line)
         if lines and not self.subscribed:
             self._subscribed()
-        self.writer.append(raw=b"".join(lines))
+        if lines:
+            self.writer.append(raw=b"".join(lines))
+            self.compact_if_due()
         return len(lines)
 
     def _subscribed(self) -> None:
@@ -251,10 +254,15 @@ class Recorder:
         if size != self.synced_size:
             self.writer.sync()
             self.synced_size = size
-        settings = journal.read_settings(self.folder)
-        if size > max(settings["compact_bytes"], 2 * self.compacted_size):
+        self.settings = journal.read_settings(self.folder)  # the server may have written new ones
+        self.compact_if_due()
+
+    def compact_if_due(self) -> None:
+        """Compact once the file is past the threshold and twice its last snapshot (checked after
+        every write: a second of a fast printer's output is more than the threshold)."""
+        if self.writer.size() > max(self.settings["compact_bytes"], 2 * self.compacted_size):
             self.compacted_size = journal.compact(
-                self.writer.path, self.kernel_id, settings, log=lambda text: log.info("%s", text)
+                self.writer.path, self.kernel_id, self.settings, log=lambda text: log.info("%s", text)
             )
             self.synced_size = -1
 
@@ -300,8 +308,9 @@ class Recorder:
 
     def finish(self, why: str) -> int:
         with contextlib.suppress(OSError):
-            self.writer.append([{"k": "kernel_exited", "t": time.time(), "pid": self.kernel_pid}])
-            self.writer.sync()
+            if self.writer.path.exists():  # else the server forgot the kernel (shut down): so do we
+                self.writer.append([{"k": "kernel_exited", "t": time.time(), "pid": self.kernel_pid}])
+                self.writer.sync()
         log.info("%s (kernel %s); the recorder ends", why, self.kernel_id)
         if self.unsigned:
             log.warning("%d messages with a bad signature were left out", self.unsigned)

@@ -168,11 +168,17 @@ class JournalWriter:
 
     def sync(self) -> None:
         """Make what was written (by anyone: it is one file) durable."""
+        if self._fd is not None and not self._current(self._fd):
+            self.close()  # compacted: the new file was fsynced before its rename
         if self._fd is not None:
             os.fdatasync(self._fd)
 
     def size(self) -> int:
-        return os.fstat(self._open()).st_size
+        """The size of the file at the path now (0: there is none)."""
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
 
     def close(self) -> None:
         if self._fd is not None:

@@ -168,3 +168,47 @@ def test_one_recorder_per_kernel_and_it_ends_with_its_kernel(folder, monkeypatch
     finally:
         if manager.has_kernel:
             manager.shutdown_kernel(now=True)
+
+
+def test_the_recorder_compacts_the_journal_as_it_grows_and_the_record_follows(kernel, folder):
+    """Settings as the server writes them, with small bounds: the recorder compacts while the
+    cell prints (about 800 KB of journal lines), the file stays near twice what the record keeps,
+    and a server reading along, starting over from each snapshot, has the newest lines in order."""
+    manager, client = kernel
+    kernel_id = "k-compacted"
+    bounds = {"compact_bytes": 40_000, "max_execution_bytes": 20_000}
+
+    async def scenario():
+        recorder = ExecutionRecorder(Kernels(**{kernel_id: manager}), journal_dir=str(folder))
+        recorder.rate_limit = None
+        recorder.compact_bytes, recorder.max_execution_bytes = bounds["compact_bytes"], bounds["max_execution_bytes"]
+        recorder.start()  # writes the settings the recorder compacts with
+        await recorder.ready(kernel_id)
+        msg_id = send_cell(client, ticker(3000, 0.0005))
+        path = journal.journal_path(folder, kernel_id)
+        largest = 0
+
+        def finished():
+            nonlocal largest
+            largest = max(largest, path.stat().st_size)
+            return recorder.refresh(kernel_id).executions.get(msg_id) and recorder.records[kernel_id].executions[msg_id].state == "finished"
+
+        await wait_until_async("the cell to finish", finished, timeout=120, every=0.05)
+        kept = printed(recorder.records[kernel_id], msg_id)
+        assert kept == list(range(kept[0], 3000)) and 0 < kept[0]  # the newest, in order; the oldest dropped
+        assert recorder.records[kernel_id].executions[msg_id].dropped > 0
+        log = journal.log_path(folder, kernel_id).read_text()
+        assert log.count("compacted") >= 2, log
+        _, entries = journal.JournalReader(path).read()
+        assert entries[0]["k"] == "snapshot"
+        assert printed(journal.replay(kernel_id, journal.read_settings(folder), entries), msg_id) == kept
+        line = next(e for e in reversed(entries) if e["k"] == "iopub" and e["header"]["msg_type"] == "stream")
+        written = 3000 * len(journal.encode(line))  # about what the kernel's lines took in the journal
+        print(f"\njournal: at most {largest} bytes for about {written} written, {log.count('compacted')} compactions, "
+              f"snapshot {len(journal.encode(entries[0]))} bytes")
+        snapshot = len(journal.encode(entries[0]))
+        # compacted at twice the snapshot (or the threshold), checked after each batch written
+        assert largest < max(bounds["compact_bytes"], 2 * snapshot) + 50_000 < written / 2
+        recorder.stop()
+
+    asyncio.run(scenario())
