@@ -281,20 +281,24 @@ class Restorer:
     def announce_when_ready(self, session: Session, registry: SessionRegistry) -> None:
         """Once the restored session is ready again (its recovery done), tell the user."""
         ending = self.ending(session)
-        seen_recovering = False
+        seen_recovering = told = False
 
         def observe(changed: Session) -> None:
-            nonlocal seen_recovering
+            # stays in the list once done (removing it while the session calls its observers
+            # would skip the next one): a flag makes it quiet instead
+            nonlocal seen_recovering, told
             state = changed.state
+            if told:
+                return
             if state is SessionState.recovering:
                 seen_recovering = True
                 return
             if state is SessionState.ready and not seen_recovering:
                 return  # adoption's own "ready", before its recovery began
-            changed.state_observers.remove(observe)
+            told = True
             if state is not SessionState.ready:
-                log.error("session %s: the restore did not finish (%s): %s", changed.id, state.value,
-                          changed.record.error)
+                log.warning("session %s: the restore did not finish (%s): %s", changed.id, state.value,
+                            changed.record.error)
                 return
             restored = ending.restored(time.time())
             log.info("session %s (%s): restored, ready %.1f s after the service's process started; its kernels "

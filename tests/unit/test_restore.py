@@ -244,3 +244,16 @@ async def test_with_restore_off_such_a_session_is_forgotten_its_home_kept(tmp_pa
             assert (settings.homes_dir / "kept").is_dir()
             assert f"session {session_id} (kept): not restored (KEEPALIVE_RESTORE_AFTER_REBOOT=false)" in caplog.text
             assert drained(events, "session_restored") == []
+
+
+async def test_a_restore_that_fails_is_listed_failed_and_not_announced(tmp_path, world):
+    settings = settings_for(tmp_path)
+    session_id, pids = await left_running(settings, world)
+    for pid in pids:
+        world.kill(pid)
+    world.fail.add("jupyter")  # the new Jupyter server does not start
+    async with opened(settings, world) as (second, events):
+        restoring = second.get(session_id)
+        await restoring._recovery
+        assert restoring.state is SessionState.failed and "fake jupyter failed" in restoring.record.error
+        assert restoring.parts.display.notices == [] and drained(events, "session_restored") == []
