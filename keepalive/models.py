@@ -120,11 +120,12 @@ class KernelActivity(BaseModel):
 
 
 class KernelDeath(BaseModel):
-    """A kernel the session lost to its memory limit: what the user is told on return."""
+    """A kernel the session lost (to its memory limit, or it ended while the session's Jupyter
+    server was down and could not be taken back): what the user is told on return."""
 
     kernel_id: str | None = Field(description="The kernel, when it is known which one it was (the one busy).")
     notebook: str | None
-    reason: Literal["out of memory"]
+    reason: Literal["out of memory", "ended while its Jupyter server was down"]
     limit: int | None = Field(description="The session's memory limit in bytes, if it has one.")
     message: str = Field(description="What the user reads, e.g. 'the kernel was stopped: out of memory at 4 GiB'.")
     at: datetime

@@ -48,7 +48,9 @@ class ExecutionsHandler(APIHandler):
 
 class ActivityHandler(APIHandler):
     """``GET /api/keepalive/activity``: what every kernel is doing (busy or idle since when, the time
-    of its last output, the last lines of a running cell, how its last run ended)."""
+    of its last output, the last lines of a running cell, how its last run ended), and ``lost``: the
+    kernels an earlier server of this session left that had ended before this one could take them
+    back (keepalive_jupyter/surviving_kernels.py; empty with another kernel manager)."""
 
     auth_resource = "kernels"
     _track_activity = False  # the service asks every few seconds
@@ -60,7 +62,8 @@ class ActivityHandler(APIHandler):
         recorder.sync()  # a kernel started a moment ago is listed, idle
         self.set_header("Cache-Control", "no-store")
         kernels = [record.activity_json() for record in list(recorder.records.values())]
-        self.finish(json.dumps({"kernels": kernels}, default=str))
+        lost = getattr(self.kernel_manager, "lost", [])
+        self.finish(json.dumps({"kernels": kernels, "lost": lost}, default=str))
 
 
 class DraftsHandler(APIHandler):

@@ -146,7 +146,8 @@ class SurvivingKernelManager(AsyncMappingKernelManager):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        #: Kernels in the book that could not be adopted: {"kernel_id", "kernel_name", "pid", "why"}.
+        #: Kernels in the book that could not be adopted: {"kernel_id", "kernel_name", "notebook",
+        #: "pid", "why", "found_at"} (``GET /api/keepalive/activity`` lists them as ``lost``).
         self.lost: list[dict] = []
 
     # -- the book ----------------------------------------------------------------------------
@@ -175,6 +176,7 @@ class SurvivingKernelManager(AsyncMappingKernelManager):
                 "connection_file": km.connection_file,
                 "cwd": str(getattr(provisioner, "cwd", "") or ""),
                 "started_at": getattr(km, "keepalive_started_at", time.time()),
+                "notebook": getattr(km, "keepalive_notebook", None),
             }
         path = Path(self.book_path)
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
@@ -189,7 +191,10 @@ class SurvivingKernelManager(AsyncMappingKernelManager):
         known = kernel_id is not None and kernel_id in self
         kernel_id = await super()._async_start_kernel(kernel_id=kernel_id, path=path, **kwargs)
         if not known:
-            self.get_kernel(kernel_id).keepalive_started_at = time.time()
+            km = self.get_kernel(kernel_id)
+            km.keepalive_started_at = time.time()
+            # the notebook (or console) it was started for, as jupyter_server names it to the kernel
+            km.keepalive_notebook = (kwargs.get("env") or {}).get("JPY_SESSION_NAME") or None
             self._write_book()
         return kernel_id
 
@@ -237,7 +242,8 @@ class SurvivingKernelManager(AsyncMappingKernelManager):
             self.log.warning("keepalive: kernel %s (%s, pid %s) is gone: %s", kernel_id,
                              entry.get("kernel_name"), entry.get("pid"), why)
             self.lost.append({"kernel_id": kernel_id, "kernel_name": entry.get("kernel_name"),
-                              "pid": entry.get("pid"), "why": why})
+                              "notebook": entry.get("notebook"), "pid": entry.get("pid"), "why": why,
+                              "found_at": time.time()})
         self._write_book()  # the lost ones leave it
         if adopted:
             self.log.info("keepalive: adopted %d running kernel(s): %s", len(adopted), ", ".join(adopted))
@@ -273,6 +279,7 @@ class SurvivingKernelManager(AsyncMappingKernelManager):
         km._attempted_start = True
         km.ready.set_result(None)
         km.keepalive_started_at = entry.get("started_at", time.time())
+        km.keepalive_notebook = entry.get("notebook")
         km.execution_state = "idle"  # until its next status message says otherwise
         km.reason = ""
         self._kernels[kernel_id] = km

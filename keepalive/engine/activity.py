@@ -24,7 +24,7 @@ import httpx
 from keepalive.engine import webhook
 from keepalive.engine.events import EventHub
 from keepalive.engine.cgroups import format_memory_size
-from keepalive.models import Activity, KernelActivity, KernelDeath, Run, RunningCell, SessionRestored
+from keepalive.models import Activity, KernelActivity, KernelDeath, Run, RunningCell, SessionRestored, SessionState
 
 if TYPE_CHECKING:
     from keepalive.engine.session import Session
@@ -84,6 +84,7 @@ class ActivityWatcher:
         self.deliveries: set[asyncio.Task[bool]] = set()
         self._oom_kills: int | None = None  # the session's cgroup's count at the last look
         self._death: KernelDeath | None = None
+        self._lost_seen: set[str] = set()  # kernels of the Jupyter side's ``lost`` list already told
         self._restored: SessionRestored | None = None
         self._notices: set[asyncio.Task[None]] = set()
 
@@ -126,6 +127,7 @@ class ActivityWatcher:
         else:
             answer.raise_for_status()
             kernels = answer.json()["kernels"]
+            self._notice_lost(answer.json().get("lost") or [])  # before the activity that shows it
         activity = Activity(
             busy=any(k.get("execution_state") == "busy" for k in kernels),
             kernels=[kernel_activity(k, notebooks.get(k["kernel_id"])) for k in kernels],
@@ -149,18 +151,43 @@ class ActivityWatcher:
         seen, self._oom_kills = self._oom_kills, kills
         if seen is None or kills <= seen:
             return
-        session = self.session
-        limit = session.containment.memory_max()
+        limit = self.session.containment.memory_max()
         message = "the kernel was stopped: out of memory" + (f" at {format_memory_size(limit)}" if limit else "")
         busy = [k for k in (self.latest.kernels if self.latest else []) if k.state == "busy"]
         kernel = busy[0] if len(busy) == 1 else None  # the one running a cell; several: cannot tell
-        self._death = KernelDeath(kernel_id=kernel and kernel.id, notebook=kernel and kernel.notebook,
-                                  reason="out of memory", limit=limit, message=message, at=datetime.now(UTC))
-        log.warning("session %s: %s", session.id, message)
+        self._announce_death(KernelDeath(kernel_id=kernel and kernel.id, notebook=kernel and kernel.notebook,
+                                         reason="out of memory", limit=limit, message=message, at=datetime.now(UTC)))
+
+    def _notice_lost(self, lost: list[dict]) -> None:
+        """Kernels the session's Jupyter server could not take back from its predecessor (their
+        processes had ended: keepalive_jupyter/surviving_kernels.py) are announced once each, as a
+        ``kernel_died``: JupyterLab starts a new kernel for the notebook, and the user must know
+        that its memory is gone. After a restore, the restore's own notice says so already. Only
+        a ready session is told: while it recovers, its page is about to be replaced."""
+        if self.session.state is not SessionState.ready:
+            return
+        for kernel in lost:
+            kernel_id = kernel.get("kernel_id")
+            if not isinstance(kernel_id, str) or kernel_id in self._lost_seen:
+                continue
+            self._lost_seen.add(kernel_id)
+            found_at = datetime.fromtimestamp(float(kernel.get("found_at") or 0), UTC)
+            if self._restored is not None and found_at <= self._restored.restored_at:
+                continue
+            notebook = kernel.get("notebook") if isinstance(kernel.get("notebook"), str) else None
+            message = (f"the kernel of {notebook or 'a notebook'} ended while the Jupyter server was down; "
+                       "a new kernel starts with nothing in memory")
+            self._announce_death(KernelDeath(kernel_id=kernel_id, notebook=notebook, limit=None, message=message,
+                                             reason="ended while its Jupyter server was down", at=found_at))
+
+    def _announce_death(self, death: KernelDeath) -> None:
+        session = self.session
+        self._death = death
+        log.warning("session %s: %s", session.id, death.message)
         payload = {"event": "kernel_died", "session": {"id": session.id, "name": session.name},
-                   **self._death.model_dump(mode="json")}
+                   **death.model_dump(mode="json")}
         self.hub.publish(session.id, "kernel_died", payload)
-        self._tell(message, payload)
+        self._tell(death.message, payload)
 
     def announce_restored(self, restored: SessionRestored) -> None:
         """The session was started again after every process of it had ended (keepalive.engine.restore):

@@ -23,6 +23,7 @@ import pytest
 from tests.e2e.kiosk import jupyter_base, kiosk_page, put_notebook
 from tests.e2e.test_outputs_survive import (
     CELLS,
+    HURRY,
     PACE,
     cell_outputs,
     hurry,
@@ -75,6 +76,13 @@ def kernel_ids(page) -> list[str]:
                          f"{jupyter_base(page)}/api/kernels")
 
 
+def notebook_kernel(page, name: str) -> str | None:
+    """The kernel of the notebook ``name``'s session on the session's Jupyter server."""
+    return page.evaluate(
+        "async ([url, name]) => ((await (await fetch(url)).json()).find(s => s.path === name) || {kernel: {}}).kernel.id",
+        [f"{jupyter_base(page)}/api/sessions", name])
+
+
 def book(service, session_id: str) -> dict:
     """The session's book of running kernels (keepalive_jupyter/surviving_kernels.py)."""
     path = service.state_dir / "sessions" / session_id / "run" / "jupyter" / "keepalive-kernels.json"
@@ -93,8 +101,13 @@ def shared_session(keepalive_service):
 
 @pytest.fixture
 def session(keepalive_service, request):
+    """The shared session, but for the fault that counts two crashes at once; a test on the
+    shared one leaves no HURRY file behind (the next test's cell would race to its end)."""
     if request.node.callspec.params["fault"] != "kill-jupyter-and-chromium":
-        yield request.getfixturevalue("shared_session")
+        shared = request.getfixturevalue("shared_session")
+        yield shared
+        for leftover in keepalive_service.state_dir.glob(f"homes/{shared['name']}/**/{HURRY}"):
+            leftover.unlink()
         return
     created = keepalive_service.start_session(name="kernels-survive-both")
     yield created
@@ -111,7 +124,8 @@ def test_a_running_cell_outlives_its_jupyter_server(keepalive_service, session, 
         notebook_file = wait_until(f"{name} on disk", lambda: next(iter(keepalive_service.state_dir.rglob(name)), None))
         wait_until("a few ticks before the fault", lambda: len(shown(page)[1]) >= 4, timeout=120, every=0.25)
         kernel_pid, ticks_before = shown(page)
-        (kernel_id,) = kernel_ids(page)
+        kernel_id = notebook_kernel(page, name)
+        assert kernel_id is not None
         assert book(keepalive_service, sid)[kernel_id]["pid"] == kernel_pid
     restarts = session_state(keepalive_service, sid)["restarts"]
     server = jupyter_pid(keepalive_service, sid)
@@ -140,7 +154,7 @@ def test_a_running_cell_outlives_its_jupyter_server(keepalive_service, session, 
         # the same kernel, re-attached: its lines keep coming, after those of the outage
         wait_until("the running prompt", lambda: prompt_text(page) == "[*]:", timeout=60, every=0.1,
                    describe=lambda: (prompt_text(page), cell_outputs(page)[-2:]))
-        assert kernel_ids(page) == [kernel_id]
+        assert notebook_kernel(page, name) == kernel_id
         assert book(keepalive_service, sid)[kernel_id]["pid"] == kernel_pid
         def grown():
             now = shown(page)
@@ -157,3 +171,38 @@ def test_a_running_cell_outlives_its_jupyter_server(keepalive_service, session, 
     print(f"\n[{fault}] ready again {ready_after:.1f} s after the fault; kernel {kernel_pid} kept; "
           f"{len(ticks_after) - len(ticks_before)} lines came while the page was away; every line on screen "
           f"and on disk once, in order")
+
+
+def test_a_kernel_that_ended_with_its_server_is_told_not_silently_replaced(keepalive_service, shared_session,
+                                                                            playwright):
+    """The Jupyter server is killed, then its kernel, before any new server could take it back:
+    the new server reports it lost, and the user reads so over JupyterLab, in the session's
+    activity and as a ``kernel_died`` event (JupyterLab then starts a new kernel, with nothing
+    in memory)."""
+    sid = shared_session["id"]
+    name = "lost-kernel.ipynb"
+    with kiosk_page(playwright, sid) as page:
+        put_notebook(page, name, ["import os, time\nprint(f'kernel pid {os.getpid()}', flush=True)\ntime.sleep(600)"])
+        open_alone_and_run_all(page, name)
+        kernel_pid = wait_until("the kernel's pid on screen", lambda: shown(page)[0], timeout=120, every=0.25)
+        kernel_id = notebook_kernel(page, name)
+        assert kernel_id is not None
+    restarts = session_state(keepalive_service, sid)["restarts"]
+    server = jupyter_pid(keepalive_service, sid)
+    os.kill(server, signal.SIGKILL)
+    os.killpg(kernel_pid, signal.SIGKILL)  # well before a new server reads the book: it takes seconds to start
+
+    def told() -> dict | None:
+        state = session_state(keepalive_service, sid)
+        death = (state.get("activity") or {}).get("kernel_died") or {}
+        return death if state["restarts"] > restarts and death.get("kernel_id") == kernel_id else None
+
+    death = wait_until("the lost kernel in the session's activity", told, timeout=120,
+                       describe=lambda: session_state(keepalive_service, sid).get("activity"))
+    assert death["reason"] == "ended while its Jupyter server was down"
+    assert death["notebook"].endswith(name)
+    with kiosk_page(playwright, sid) as page:
+        notice = page.locator("#keepalive-notice")
+        notice.wait_for(timeout=30_000)
+        assert f"the kernel of {death['notebook']} ended while the Jupyter server was down" in notice.inner_text()
+        assert kernel_id not in kernel_ids(page)

@@ -186,6 +186,9 @@ def test_a_kernel_that_died_meanwhile_is_reported_not_replaced(servers):
     assert second.get("/api/sessions").json() == []  # its notebook has no kernel now, visibly
     log = second.log.read_text()
     assert f"kernel {kernel_id} (python3, pid {pid}) is gone: its process ended" in log
+    (lost,) = second.get("/api/keepalive/activity").json()["lost"]
+    assert (lost["kernel_id"], lost["pid"], lost["why"]) == (kernel_id, pid, "its process ended")
+    assert lost["notebook"].endswith("a.ipynb")
     assert json.loads((servers.runtime / BOOK_NAME).read_text()) == {}
 
 

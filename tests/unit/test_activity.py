@@ -112,3 +112,44 @@ async def test_a_kernel_that_appears_later_has_all_its_runs_announced():
         watcher._notice_runs([], {})
         watcher._notice_runs([kernel(1)], {"k1": None})
         assert events.get_nowait().kind == "run_finished"
+
+
+async def test_a_kernel_lost_with_its_server_is_told_once_and_only_to_a_ready_session(receiver):
+    """The Jupyter side lists a kernel it could not take back: one ``kernel_died`` (event, webhook,
+    notice), once the session is ready; one lost before a restore is the restore's to tell."""
+    from datetime import UTC, datetime
+
+    from keepalive.models import SessionRestored, SessionState
+
+    hook = receiver()
+    notices: list[str] = []
+
+    async def notify(text: str) -> None:
+        notices.append(text)
+
+    session = SimpleNamespace(id="s1", name="alice", webhook_url=hook.url, webhook_min_busy=0.0,
+                              state=SessionState.recovering, notify=notify)
+    hub = EventHub()
+    watcher = ActivityWatcher(session, hub)
+    lost = [{"kernel_id": "k1", "notebook": "work/a.ipynb", "pid": 42, "why": "its process ended",
+             "found_at": 1000.0}]
+    with hub.listen("s1") as events:
+        watcher._notice_lost(lost)  # recovering: its page is about to be replaced
+        assert events.empty()
+        session.state = SessionState.ready
+        watcher._notice_lost(lost)
+        watcher._notice_lost(lost)  # told already
+        await asyncio.gather(*watcher.deliveries, *watcher._notices)
+        (event,) = [events.get_nowait() for _ in range(events.qsize())]
+    assert event.kind == "kernel_died"
+    assert event.data["reason"] == "ended while its Jupyter server was down"
+    assert (event.data["kernel_id"], event.data["notebook"]) == ("k1", "work/a.ipynb")
+    assert notices == ["the kernel of work/a.ipynb ended while the Jupyter server was down; "
+                       "a new kernel starts with nothing in memory"]
+    assert [b["event"] for b in hook.bodies] == ["kernel_died"]
+
+    restored = SessionRestored.model_construct(restored_at=datetime.fromtimestamp(2000.0, UTC))
+    watcher._restored = restored
+    with hub.listen("s1") as events:
+        watcher._notice_lost([{**lost[0], "kernel_id": "k2", "found_at": 1500.0}])
+        assert events.empty()
