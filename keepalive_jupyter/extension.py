@@ -26,7 +26,7 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
-from . import kernel_oom
+from . import journal, kernel_oom
 from .drafts import Drafts
 from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler
 from .heavyai import (
@@ -40,6 +40,7 @@ from .heavyai import (
 from .kernel_environment import KernelEnvironmentHandler
 from .kiosk import ActivityPolicy, KioskLoginHandler
 from .recorder import ExecutionRecorder, RecordingWebsocketConnection, iopub_rate_limit
+from .salvage import salvage
 
 #: The app that serves each server: one per server, whatever names the extension is enabled under.
 _SERVING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -107,6 +108,7 @@ class KeepaliveJupyterExtension(ExtensionApp):
             self.serverapp.kernel_manager, rate_limit=rate_limit, config=self.config, log=self.log
         )
         self.settings["keepalive_execution_recorder"] = self.execution_recorder
+        self._salvage_lost_kernels()
         self.execution_recorder.start()
         self.activity_policy = ActivityPolicy(self.serverapp, self.execution_recorder, config=self.config, log=self.log)
         self.activity_policy.start()
@@ -120,6 +122,19 @@ class KeepaliveJupyterExtension(ExtensionApp):
         contents = self.serverapp.contents_manager
         contents.register_pre_save_hook(self.drafts.pre_save)
         contents.register_post_save_hook(self.drafts.post_save)
+
+    def _salvage_lost_kernels(self) -> None:
+        """What kernels that ended while no server ran had printed goes into their notebooks
+        (salvage.py), before a page opens them and before old journals are cleared away."""
+        lost = getattr(self.serverapp.kernel_manager, "lost", [])
+        if not lost:
+            return
+        try:
+            folder = journal.prepare_dir(journal.configured_dir(self.config))
+        except OSError as error:
+            self.log.warning("keepalive: the journals of lost kernels cannot be read: %s", error)
+            return
+        salvage(lost, folder, self.serverapp.root_dir, self.log)
 
     def initialize_handlers(self):
         self.handlers.append((r"/heavyai/session", SessionHandler))

@@ -193,8 +193,7 @@ class SurvivingKernelManager(AsyncMappingKernelManager):
         if not known:
             km = self.get_kernel(kernel_id)
             km.keepalive_started_at = time.time()
-            # the notebook (or console) it was started for, as jupyter_server names it to the kernel
-            km.keepalive_notebook = (kwargs.get("env") or {}).get("JPY_SESSION_NAME") or None
+            km.keepalive_notebook = self._notebook_of(kwargs.get("env") or {})
             self._write_book()
         return kernel_id
 
@@ -204,6 +203,16 @@ class SurvivingKernelManager(AsyncMappingKernelManager):
         km = super().remove_kernel(kernel_id)
         self._write_book()
         return km
+
+    def _notebook_of(self, env: dict) -> str | None:
+        """The notebook (or console) a kernel is started for, as jupyter_server names it to the
+        kernel (an OS path), relative to the server's root where it lies below it."""
+        path = env.get("JPY_SESSION_NAME") or None
+        if path and os.path.isabs(path):
+            relative = os.path.relpath(path, self.root_dir)
+            if not relative.startswith(os.pardir):
+                return relative
+        return path
 
     # -- exit and adoption ---------------------------------------------------------------------
 

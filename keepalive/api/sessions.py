@@ -136,7 +136,8 @@ async def delete_session(manager: ManagerDep, session_id: str) -> Response:
 @router.post(
     "/{session_id}/restart-jupyter",
     response_model=SessionOut,
-    responses={409: {"description": "The session is not ready, or has no Jupyter server of its own."}},
+    responses={409: {"description": "The session is not ready, or has no Jupyter server of its own."},
+               503: {"description": "The new Jupyter server did not come up: the session failed, with the reason."}},
     summary="Restart the session's Jupyter server; its kernels run on and the kiosk reconnects",
 )
 async def restart_jupyter(request: Request, manager: ManagerDep, settings: SettingsDep, session_id: str) -> SessionOut:
@@ -150,7 +151,7 @@ async def restart_jupyter(request: Request, manager: ManagerDep, settings: Setti
     except InvalidTransition:
         raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} is {session.state.value}, not ready") from None
     if session.state is not SessionState.ready:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"the Jupyter server did not come back: {session.record.error}")
     return session_out(request, session)
 

@@ -234,8 +234,6 @@ def journal_has(home: Path, text: str) -> bool:
     return any(text in path.read_text(errors="replace") for path in home.rglob("*.jsonl"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: outputs that reached a dead kernel's on-disk journal but not the "
-                   "notebook's file are not yet put back into the notebook a restored session opens")
 def test_outputs_only_the_record_has_are_in_the_restored_notebook(service_factory, playwright):
     """Lines 20-59 come while no kiosk page saves the notebook (its browser was killed with the
     service, the Jupyter server and the kernel's recorder run on): they reach the kernel's journal,
