@@ -52,6 +52,8 @@ DRAIN_SECONDS = 0.3
 #: How often the kernel is asked for its info until the subscription shows (no welcome message).
 ASK_SECONDS = 0.5
 DELIMITER = b"<IDS|MSG>"
+#: At most this much is written in one batch: compaction is checked between batches.
+BATCH_BYTES = 64 * 1024
 
 log = logging.getLogger("keepalive.iopub_recorder")
 
@@ -195,9 +197,9 @@ class Recorder:
             time.time(), time.monotonic(), size, header, parent, metadata, content)
 
     def drain(self) -> int:
-        """Append every message waiting on the socket, in one write; how many."""
-        lines = []
-        while len(lines) < 10_000:
+        """Append the messages waiting on the socket (up to BATCH_BYTES of lines) in one write; how many."""
+        lines, size = [], 0
+        while size < BATCH_BYTES:
             try:
                 frames = self.iopub.recv_multipart(self.zmq.NOBLOCK)
             except self.zmq.Again:
@@ -205,6 +207,7 @@ class Recorder:
             line = self.line(frames)
             if line is not None:
                 lines.append(line)
+                size += len(line)
         if lines and not self.subscribed:
             self._subscribed()
         if lines:
@@ -285,9 +288,14 @@ class Recorder:
         if self.ask_first:
             self.ask_kernel_info(poller)
         while True:
-            events = dict(poller.poll(int(1000 * min(SYNC_SECONDS, ASK_SECONDS))))
+            # wake for the next fsync at the latest (and, until subscribed, to ask again)
+            wait = last_sync + SYNC_SECONDS - time.monotonic()
+            if not self.subscribed:
+                wait = min(wait, ASK_SECONDS)
+            events = dict(poller.poll(max(0, int(1000 * wait))))
             if self.iopub in events:
-                self.drain()
+                while self.drain() and self.iopub.poll(0):
+                    pass  # batch after batch while messages wait
             if self.control is not None and self.control in events:
                 self.read_control()
             now = time.monotonic()
