@@ -5,7 +5,8 @@ two sessions are SIGKILLed (each session's cgroup's processes, its uid's and its
 and the sessions' now empty cgroups are removed, as a reboot leaves none. A new service on the
 same state dir must start both again (same id, name, home), with their notebooks open showing
 the outputs that were saved, a notice over JupyterLab that the kernel restarted, and
-``session_restored`` in the activity, the events stream and the webhook. With
+``session_restored`` in the activity, the events stream and the webhook. Lines that reached
+only the kernel's journal (no kiosk page saved them) are in the restored notebook too. With
 RESTORE_AFTER_REBOOT=false such a session is forgotten instead, its home kept, its id logged.
 """
 
