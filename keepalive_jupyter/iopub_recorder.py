@@ -52,6 +52,9 @@ DRAIN_SECONDS = 0.3
 #: How often the kernel is asked for its info until the subscription shows (no welcome message).
 ASK_SECONDS = 0.5
 DELIMITER = b"<IDS|MSG>"
+#: How long the recorder lets messages gather before it writes them (s): a fast printer's lines
+#: then cost one write for several, and the order of the file is still that of their arrival.
+COALESCE_SECONDS = 0.01
 #: At most this much is written in one batch: compaction is checked between batches.
 BATCH_BYTES = 64 * 1024
 
@@ -294,6 +297,8 @@ class Recorder:
                 wait = min(wait, ASK_SECONDS)
             events = dict(poller.poll(max(0, int(1000 * wait))))
             if self.iopub in events:
+                # a moment for more to come: one write for a few lines of a fast printer, not one each
+                time.sleep(COALESCE_SECONDS)
                 while self.drain() and self.iopub.poll(0):
                     pass  # batch after batch while messages wait
             if self.control is not None and self.control in events:
