@@ -137,7 +137,9 @@ class Bench:
 def commit() -> str:
     root = Path(__file__).parents[1]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "keepalive_jupyter", "bench"], cwd=root,
+    measured = ["keepalive_jupyter/journal.py", "keepalive_jupyter/iopub_recorder.py", "keepalive_jupyter/executions.py",
+                "bench/recorder_bench.py"]  # what this bench runs
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *measured], cwd=root,
                            capture_output=True, text=True).stdout.strip()
     return head + ("+changes" if dirty else "")
 
