@@ -82,14 +82,14 @@ def recorder_status(folder: Path, kernel_id: str) -> dict | None:
             status = json.loads(os.pread(fd, 4096, 0) or b"{}")
         except ValueError:
             return {}  # being written
-        if not _alive(status.get("recorder_pid")):
+        if not process_alive(status.get("recorder_pid")):
             return {}  # what a killed recorder said; its successor has the lock and says nothing yet
         return status
     finally:
         os.close(fd)
 
 
-def _alive(pid) -> bool:
+def process_alive(pid) -> bool:
     if not isinstance(pid, int):
         return False
     try:
@@ -116,7 +116,7 @@ def _take_lock(folder: Path, kernel_id: str, kernel_pid: int | None) -> int | No
             holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
         except ValueError:
             holder = {}
-        if holder.get("kernel_pid") == kernel_pid and kernel_pid is not None and _alive(holder.get("recorder_pid")):
+        if holder.get("kernel_pid") == kernel_pid and kernel_pid is not None and process_alive(holder.get("recorder_pid")):
             os.close(fd)
             return None
         if time.monotonic() > deadline:
@@ -409,8 +409,9 @@ async def ensure_recorder(
         now = status()
         if now.get("kernel_pid") == kernel_pid and now.get("subscribed"):
             return True
-        if process is not None and process.poll() not in (None, 0):
-            logger.warning("keepalive: the recorder of kernel %s failed (exit %s); see %s", kernel_id,
+        if process is not None and process.poll() is not None and now.get("kernel_pid") != kernel_pid:
+            # it ended, and no other recorder has this kernel process: it failed, or the kernel is gone
+            logger.warning("keepalive: the recorder of kernel %s ended (exit %s); see %s", kernel_id,
                            process.returncode, journal.log_path(folder, kernel_id))
             return False
         await asyncio.sleep(0.02)

@@ -37,7 +37,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import journal
 from .executions import KernelRecord
-from .iopub_recorder import ensure_recorder, recorder_status
+from .iopub_recorder import ensure_recorder, process_alive, recorder_status
 
 #: Shell messages of comms (ipywidgets' among them): a subshell serves them while a cell runs.
 COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close", "comm_info_request"})
@@ -109,6 +109,8 @@ class ExecutionRecorder(LoggingConfigurable):
         self.writers: dict[str, journal.JournalWriter] = {}
         self.starting: dict[str, asyncio.Future] = {}
         self.failed_at: dict[str, float] = {}
+        #: kernels without a connection file (not local): nothing to record them with
+        self.not_local: set[str] = set()
         #: each kernel's latest kernel_info_reply content, as a page got it
         self.kernel_info: dict[str, dict] = {}
         #: a kernel subshell of keepalive's own per kernel (None while being made), for comms
@@ -202,6 +204,9 @@ class ExecutionRecorder(LoggingConfigurable):
             self.log.info("keepalive: kernel %s has a new process; its running and queued cells ended", kernel_id)
         self._append(kernel_id, {"k": "kernel", "pid": pid})
         self.refresh(kernel_id)
+        pending = self.starting.pop(kernel_id, None)
+        if pending is not None and not pending.done():
+            pending.cancel()  # waiting for a recorder of the old process
         self.start_recorder(kernel_id)
 
     def _check_recorder(self, kernel_id: str) -> None:
@@ -209,11 +214,13 @@ class ExecutionRecorder(LoggingConfigurable):
         pending = self.starting.get(kernel_id)
         if pending is not None and not pending.done():
             return
-        if self.folder is None or recorder_status(self.folder, kernel_id) is not None:
+        if self.folder is None or kernel_id in self.not_local or recorder_status(self.folder, kernel_id) is not None:
             return
         if time.monotonic() - self.failed_at.get(kernel_id, -RETRY_SECONDS) < RETRY_SECONDS:
             return  # it failed a moment ago (its log says why): not once a second
         _, pid = self._kernel_process(kernel_id)
+        if pid is None or not process_alive(pid):
+            return  # the kernel's process ended, and its recorder with it: the manager restarts it or not
         self.log.warning("keepalive: the recorder of kernel %s (process %s) is gone; starting a new one", kernel_id, pid)
         self.start_recorder(kernel_id)
 
@@ -224,7 +231,9 @@ class ExecutionRecorder(LoggingConfigurable):
             return pending
         connection_file, pid = self._kernel_process(kernel_id)
         if connection_file is None:
-            self.log.warning("keepalive: kernel %s has no connection file: its executions are not recorded", kernel_id)
+            if kernel_id not in self.not_local:
+                self.log.warning("keepalive: kernel %s has no connection file: its executions are not recorded", kernel_id)
+                self.not_local.add(kernel_id)
             return None
         record = self.records.get(kernel_id)
         # the kernel's info, asked of a kernel that runs nothing (its idle status would reach pages)
@@ -364,6 +373,7 @@ class ExecutionRecorder(LoggingConfigurable):
         self.kernel_info.pop(kernel_id, None)
         self.records.pop(kernel_id, None)
         self.failed_at.pop(kernel_id, None)
+        self.not_local.discard(kernel_id)
         pending = self.starting.pop(kernel_id, None)
         if pending is not None and not pending.done():
             pending.cancel()

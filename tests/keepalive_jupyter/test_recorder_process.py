@@ -207,7 +207,38 @@ def test_the_recorder_compacts_the_journal_as_it_grows_and_the_record_follows(ke
               f"snapshot {len(journal.encode(entries[0]))} bytes")
         snapshot = len(journal.encode(entries[0]))
         # compacted at twice the snapshot (or the threshold), checked after each batch written
-        assert largest < max(bounds["compact_bytes"], 2 * snapshot) + BATCH_BYTES + 1000 < written / 2
+        assert largest < max(bounds["compact_bytes"], 2 * snapshot) + BATCH_BYTES + 10_000 < written / 2
+        recorder.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_kernel_gets_a_recorder_of_its_own_at_once(kernel, folder):
+    """jupyter_client starts the kernel again (same id, same ports, a new process): the old
+    process's recorder ends with it, the next look starts one for the new process, and the old
+    process's running cell is ended."""
+    manager, client = kernel
+    kernel_id = "k-restarted"
+
+    async def scenario():
+        recorder = ExecutionRecorder(Kernels(**{kernel_id: manager}), journal_dir=str(folder))
+        recorder.start()
+        await recorder.ready(kernel_id)
+        old_pid = manager.provisioner.pid
+        running = send_cell(client, ticker(1000, 0.05))
+        await wait_until_async("the cell to print", lambda: printed(recorder.refresh(kernel_id), running), timeout=30)
+        manager.restart_kernel(now=True)
+        assert manager.provisioner.pid != old_pid
+        recorder.sync()  # the poller's next look
+        await wait_until_async(
+            "a recorder for the new process",
+            lambda: (s := recorder_status(folder, kernel_id) or {}).get("subscribed") and s["kernel_pid"] == manager.provisioner.pid,
+            timeout=15)
+        assert recorder.refresh(kernel_id).executions[running].state == "aborted"
+        client.wait_for_ready(timeout=60)
+        after = send_cell(client, ticker(3, 0.01))
+        await wait_until_async("the new process's cell in the record",
+                               lambda: printed(recorder.refresh(kernel_id), after) == [0, 1, 2], timeout=30)
         recorder.stop()
 
     asyncio.run(scenario())
