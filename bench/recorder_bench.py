@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -121,6 +122,29 @@ class Bench:
             for entry in entries:
                 journal.apply(self.record, entry)
 
+    def plain_subscriber(self) -> threading.Event:
+        """A bare IOPub subscriber in a thread (what the server's own subscription was before the
+        recorder): set the event to stop it."""
+        import zmq
+
+        stop, subscribed = threading.Event(), threading.Event()
+        info = json.loads(Path(self.manager.connection_file).read_text())
+
+        def drain() -> None:
+            socket = zmq.Context.instance().socket(zmq.SUB)
+            socket.setsockopt(zmq.SUBSCRIBE, b"")
+            socket.setsockopt(zmq.SUBSCRIBE, b"bench-subscriber")  # welcomed (see iopub_recorder)
+            socket.connect(f"tcp://{info['ip']}:{info['iopub_port']}")
+            while not stop.is_set():
+                if socket.poll(100):
+                    socket.recv_multipart()
+                    subscribed.set()
+            socket.close(0)
+
+        threading.Thread(target=drain, daemon=True).start()
+        assert subscribed.wait(30), "the plain subscriber was never welcomed"
+        return stop
+
     def start_recorder(self) -> psutil.Process:
         ok = asyncio.run(ensure_recorder(KERNEL_ID, self.manager.connection_file, self.kernel.pid, self.folder,
                                          timeout=30))
@@ -162,13 +186,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     figures: dict = {"commit": commit(), "machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "rate": args.rate, "seconds": args.seconds, "floor": [], "recorded": []}
+                     "rate": args.rate, "seconds": args.seconds, "floor": [], "subscribed": [], "recorded": []}
     with tempfile.TemporaryDirectory(prefix="recorder-bench-") as temporary:
         folder = journal.prepare_dir(Path(temporary) / "executions")
         bench = Bench(folder, args.rate, args.seconds)
         try:
             for _ in range(args.rounds):
                 figures["floor"].append(bench.run_cell(read_journal=False))
+                stop = bench.plain_subscriber()
+                figures["subscribed"].append(bench.run_cell(read_journal=False))
+                stop.set()
                 recorder = bench.start_recorder()
                 recorder_idle = memory(recorder.pid)
                 path = journal.journal_path(folder, KERNEL_ID)
@@ -204,6 +231,7 @@ def main() -> int:
         "recorder_cores": median(rec, "recorder_cores"),
         "reader_cores": median(rec, "reader_cores"),
         "floor_kernel_us_per_line": median(figures["floor"], "kernel_us_per_line"),
+        "subscribed_kernel_us_per_line": median(figures["subscribed"], "kernel_us_per_line"),
         "kernel_us_per_line_with_recorder": median(rec, "kernel_us_per_line"),
         "recorder_us_per_line": median(rec, "recorder_us_per_line"),
         "recorder_rss_bytes": statistics.median(r["recorder_after"]["rss_bytes"] for r in rec),
@@ -225,8 +253,10 @@ def main() -> int:
     # CPU per line as well as per second: on a loaded machine the kernel may not keep the pace
     print(f"    the kernel alone (floor)                 {floor_kernel:6.3f} cores, "
           f"{summary['floor_kernel_us_per_line']:5.0f} us CPU per line")
+    print(f"    the kernel, one plain subscriber         {median(figures['subscribed'], 'kernel_cores'):6.3f} cores, "
+          f"{summary['subscribed_kernel_us_per_line']:5.0f} us per line (as the server's own subscription was)")
     print(f"    the kernel, with its recorder            {summary['kernel_cores_with_recorder']:6.3f} cores, "
-          f"{summary['kernel_us_per_line_with_recorder']:5.0f} us per line (it now sends to a subscriber)")
+          f"{summary['kernel_us_per_line_with_recorder']:5.0f} us per line")
     print(f"    the recorder process                     {summary['recorder_cores']:6.3f} cores, "
           f"{summary['recorder_us_per_line']:5.0f} us per line ({summary['recorder_us_per_line'] / summary['floor_kernel_us_per_line']:.2f}x the floor's)")
     print(f"    the server's reading of the journal      {summary['reader_cores']:6.3f} cores")
