@@ -90,15 +90,14 @@ def recorder_status(folder: Path, kernel_id: str) -> dict | None:
 
 
 def process_alive(pid) -> bool:
+    """Whether the process runs (one that ended but was not reaped yet does not)."""
     if not isinstance(pid, int):
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        pass
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _take_lock(folder: Path, kernel_id: str, kernel_pid: int | None) -> int | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from jupyter_server.services.kernels.connection.base import (
     serialize_msg_to_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
-from tornado.ioloop import PeriodicCallback
+from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
@@ -111,6 +112,8 @@ class ExecutionRecorder(LoggingConfigurable):
         self.failed_at: dict[str, float] = {}
         #: kernels without a connection file (not local): nothing to record them with
         self.not_local: set[str] = set()
+        #: per kernel, a pidfd of its recorder process, watched on the loop (see _watch_recorder)
+        self.recorder_fds: dict[str, int] = {}
         #: each kernel's latest kernel_info_reply content, as a page got it
         self.kernel_info: dict[str, dict] = {}
         #: a kernel subshell of keepalive's own per kernel (None while being made), for comms
@@ -249,7 +252,33 @@ class ExecutionRecorder(LoggingConfigurable):
             self.failed_at[kernel_id] = time.monotonic()
         else:
             self.failed_at.pop(kernel_id, None)
+            self._watch_recorder(kernel_id)
         self.refresh(kernel_id)
+
+    def _watch_recorder(self, kernel_id: str) -> None:
+        """Know at once when the kernel's recorder ends (killed: what the kernel publishes until a
+        new one subscribes is lost, so the sooner the better; the poll would take up to a second)."""
+        self._unwatch_recorder(kernel_id)
+        status = recorder_status(self.folder, kernel_id) or {}
+        try:
+            fd = os.pidfd_open(status["recorder_pid"])
+        except (KeyError, TypeError, OSError):
+            return  # gone already (the poll sees to it), or no pidfds here
+
+        def ended(*_) -> None:
+            if self.recorder_fds.get(kernel_id) == fd:
+                self._unwatch_recorder(kernel_id)
+                if kernel_id in self.records:
+                    self._check_recorder(kernel_id)
+
+        IOLoop.current().add_handler(fd, ended, IOLoop.READ)
+        self.recorder_fds[kernel_id] = fd
+
+    def _unwatch_recorder(self, kernel_id: str) -> None:
+        fd = self.recorder_fds.pop(kernel_id, None)
+        if fd is not None:
+            IOLoop.current().remove_handler(fd)
+            os.close(fd)
 
     async def ready(self, kernel_id: str) -> None:
         """Return once the kernel's recorder is subscribed (or could not be)."""
@@ -374,6 +403,7 @@ class ExecutionRecorder(LoggingConfigurable):
         self.records.pop(kernel_id, None)
         self.failed_at.pop(kernel_id, None)
         self.not_local.discard(kernel_id)
+        self._unwatch_recorder(kernel_id)
         pending = self.starting.pop(kernel_id, None)
         if pending is not None and not pending.done():
             pending.cancel()
