@@ -277,7 +277,8 @@ class ExecutionRecorder(LoggingConfigurable):
     def _unwatch_recorder(self, kernel_id: str) -> None:
         fd = self.recorder_fds.pop(kernel_id, None)
         if fd is not None:
-            IOLoop.current().remove_handler(fd)
+            with contextlib.suppress(Exception):  # the loop may be closing (the server's shutdown)
+                IOLoop.current().remove_handler(fd)
             os.close(fd)
 
     async def ready(self, kernel_id: str) -> None:
