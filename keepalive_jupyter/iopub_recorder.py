@@ -4,7 +4,7 @@
 
 It subscribes to the kernel's IOPub (from the connection file, whose key it reads there: no
 secret on its argv) and appends every message to the kernel's journal (journal.py) as it
-arrives, fsyncing the file at least once a second. It lives apart from the Jupyter server: its
+arrives (what comes within 10 ms is one write), fsyncing the file at least once a second. It lives apart from the Jupyter server: its
 own session, no parent it polls, output to a file. It ends by itself when the kernel's process
 is gone (a pidfd says so), or, with no pid given, when the connection file is removed. Its argv
 names the connection file, by design: keepalive's clean-up spares processes that name a file
