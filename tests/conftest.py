@@ -119,25 +119,23 @@ def shares_a_module_fixture(item: pytest.Item) -> bool:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the end-to-end tests; put those that share a module's fixture in one xdist group;
-    run the modules with Playwright tests last, whatever order the paths were given in.
+    run the Playwright tests last, whatever order the paths were given in.
 
     pytest-playwright's sync API keeps an event loop running in the main thread from its
     first test to the end of the session; asyncio-based tests (pytest-asyncio, pytest-jupyter)
-    collected after it would find that loop busy. Whole modules move, in their own order: a
-    module-scoped fixture is torn down as soon as the next test is another module's, so a
-    module split in two would make its fixture twice.
+    collected after it would find that loop busy. (A module with both kinds makes its
+    module-scoped fixtures twice: test_limits' service.)
     """
     tests = Path(__file__).parent
-    with_playwright: set[Path] = set()
     for item in items:
         relative = item.path.relative_to(tests) if item.path.is_relative_to(tests) else item.path
         if relative.parts[:1] and relative.parts[0] in END_TO_END:
             item.add_marker(pytest.mark.e2e)
             if shares_a_module_fixture(item):
                 item.add_marker(pytest.mark.xdist_group(str(relative)))
-        if PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ())):
-            with_playwright.add(item.path)
-    items.sort(key=lambda item: item.path in with_playwright)
+    # per test, not per module: a module's asyncio test after its own Playwright test failed
+    # ("Playwright Sync API inside the asyncio loop", test_sessions' screenshot test)
+    items.sort(key=lambda item: bool(PLAYWRIGHT_FIXTURES & set(getattr(item, "fixturenames", ()))))
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and config.option.basetemp is not None:
         write_groups(Path(config.option.basetemp).parent / GROUPS_FILE, items, workerinput["workerid"])
