@@ -187,6 +187,9 @@ class ActivityWatcher:
         payload = {"event": "kernel_died", "session": {"id": session.id, "name": session.name},
                    **death.model_dump(mode="json")}
         self.hub.publish(session.id, "kernel_died", payload)
+        # shown at once, not at the end of this look: its calls to the server may fail, and
+        # whoever heard the event must find it in the activity
+        self._show(kernel_died=death)
         self._tell(death.message, payload)
 
     def announce_restored(self, restored: SessionRestored) -> None:
@@ -194,13 +197,17 @@ class ActivityWatcher:
         said in the activity, as event ``session_restored``, to the webhook, and on the kiosk page."""
         session = self.session
         self._restored = restored
-        if self.latest is not None:
-            self.latest = self.latest.model_copy(update={"restored": restored})
-            self.hub.publish(session.id, "activity", self.latest.model_dump(mode="json"))
+        self._show(restored=restored)
         payload = {"event": "session_restored", "session": {"id": session.id, "name": session.name},
                    **restored.model_dump(mode="json")}
         self.hub.publish(session.id, "session_restored", payload)
         self._tell(restored.message, payload)
+
+    def _show(self, **news: object) -> None:
+        """Put news in the activity shown now (and on the events stream), before the next look."""
+        if self.latest is not None:
+            self.latest = self.latest.model_copy(update=news)
+            self.hub.publish(self.session.id, "activity", self.latest.model_dump(mode="json"))
 
     def _tell(self, message: str, payload: dict) -> None:
         """A notice over JupyterLab on the kiosk page (seen on return), and the webhook, if any."""

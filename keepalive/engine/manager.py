@@ -384,7 +384,7 @@ class SessionManager:
 
         def ended(_: asyncio.Task) -> None:
             entry.start = None
-            if session.took_over_failed:  # counted as a hit when taken; it was served cold
+            if session.handover.took_over_failed:  # counted as a hit when taken; it was served cold
                 self.pool.miss("take-over failed")
             self.pool.wake(start_ended=True)  # the pool fills only while no start is under way
 

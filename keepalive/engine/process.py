@@ -57,12 +57,20 @@ def start_time(pid: int) -> float | None:
         return None
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False  # gone: start_time says so
+
+
 def same_process(pid: int | None, started: float | None) -> bool:
-    """True while ``pid`` is still the process that started at ``started``."""
+    """True while ``pid`` is still the process that started at ``started``, and runs: a zombie
+    has ended (a killed service's children wait as zombies until init collects them)."""
     if pid is None or started is None:
         return False
     now = start_time(pid)
-    if now is None:
+    if now is None or _zombie(pid):
         return False
     # psutil dates a start from the boot time, which Linux gives in whole seconds and derives
     # from the wall clock: a clock adjustment between two services' reads moves it by one

@@ -132,10 +132,6 @@ class Session:
                 log.exception("session %s: a state observer failed", self.id)
 
     @property
-    def webhook_min_busy(self) -> float:
-        return self.settings.webhook_min_busy if self.record.webhook_min_busy is None else self.record.webhook_min_busy
-
-    @property
     def health(self) -> SessionHealth:
         display, jupyter = self.parts.display, self.parts.jupyter
         return SessionHealth(
@@ -169,8 +165,8 @@ class Session:
         return self.handover.from_pool
 
     @property
-    def took_over_failed(self) -> bool:
-        return self.handover.took_over_failed
+    def webhook_min_busy(self) -> float:
+        return self.settings.webhook_min_busy if self.record.webhook_min_busy is None else self.record.webhook_min_busy
 
     def pids(self) -> dict[str, int | None]:
         return {"jupyter": self.parts.jupyter.pid, **self.parts.display.pids()}
@@ -191,9 +187,8 @@ class Session:
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str],
                on_exit: Callable[[ChildProcess, int | None], None] | None = None) -> ChildProcess:
-        """One of the session's processes, not started yet: as its user, at its priority, in its
-        home, logging to ``logs/NAME.log``; an exit nobody asked for is a lost part, unless
-        ``on_exit`` says otherwise."""
+        """One of the session's processes, not started: as its user, at its priority, in its home,
+        logging to ``logs/NAME.log``; an exit nobody asked for is a lost part, unless ``on_exit``."""
         return ChildProcess(
             name, argv, env=env, cwd=self.layout.home, log_path=self.layout.log(name),
             on_exit=on_exit or self._child_exited, user=ids_of(self.user),
@@ -346,11 +341,14 @@ class Session:
         async with self._lock:
             if self.state is not SessionState.ready:
                 return  # stopped meanwhile
-            self.record.restarts += 1
-            self._set_state(SessionState.recovering, why)
-        log.warning("session %s: recovering (restart %s) in %.0f s after: %s", self.id, self.record.restarts, delay, why)
+            self._count_restart(why, delay)
         await asyncio.sleep(delay)  # backoff: a part that keeps crashing gets time to stop doing so
         await self._bring_back(why)
+
+    def _count_restart(self, why: str, delay: float) -> None:
+        self.record.restarts += 1
+        self._set_state(SessionState.recovering, why)
+        log.warning("session %s: recovering (restart %s) in %.0f s after: %s", self.id, self.record.restarts, delay, why)
 
     async def restart_jupyter(self) -> None:
         """A new Jupyter server on request (after an upgrade of JupyterLab or the extension): the
@@ -362,19 +360,29 @@ class Session:
         await self._bring_back(why, new_jupyter=True)
 
     async def _bring_back(self, why: str, new_jupyter: bool = False) -> None:
-        async with self._lock:
-            if self.state is not SessionState.recovering:
-                return  # stopped meanwhile
-            try:
-                await bring_back(self.parts.display, self.parts.jupyter, self.environment(), self.id, new_jupyter)
-            except Exception as error:  # any failure here leaves the session failed, not half-up
-                log.error("session %s: recovery failed: %s", self.id, error)
-                await self._end(kernels=False)  # the display only: kernels keep computing
-                self._set_state(SessionState.failed, f"recovery after '{why}' failed: {error}")
-                return
-            self.record.error = None
-            self._set_state(SessionState.ready)
-            log.info("session %s: recovered, pids %s", self.id, self.pids())
+        """A failed attempt (a part died meanwhile, e.g. the Jupyter server the new page was
+        to log in to) counts as a crash of its own: retried as RestartPolicy says, or failed."""
+        while True:
+            async with self._lock:
+                if self.state is not SessionState.recovering:
+                    return  # stopped meanwhile
+                try:
+                    await bring_back(self.parts.display, self.parts.jupyter, self.environment(), self.id, new_jupyter)
+                except Exception as error:  # retried or failed, never left half-up
+                    delay = self._restarts.next_delay()
+                    if delay is None:
+                        log.error("session %s: recovery failed: %s", self.id, error)
+                        await self._end(kernels=False)  # the display only: kernels keep computing
+                        self._set_state(SessionState.failed, f"recovery after '{why}' failed: {error}")
+                        return
+                    new_jupyter = False  # a server started by the attempt stays; a lost one is seen again
+                    self._count_restart(f"recovery failed: {str(error).splitlines()[0]}", delay)
+                else:
+                    self.record.error = None
+                    self._set_state(SessionState.ready)
+                    log.info("session %s: recovered, pids %s", self.id, self.pids())
+                    return
+            await asyncio.sleep(delay)
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -402,10 +410,9 @@ class Session:
         log.info("session %s (%s): stopped; its home %s stays", self.id, self.name, self.layout.kept)
 
     async def _end(self, kernels: bool = True, save_profile: bool = False) -> None:
-        """How the session's parts end, whatever the reason (the one teardown). ``kernels`` False
-        (a give-up, a failed recovery): the display only, while the Jupyter server and its kernels
-        go on computing until a DELETE. Otherwise every process ends, the numbers are freed, the
-        browser profile is saved into the home when ``save_profile``, the folder removed."""
+        """The one teardown, whatever the reason. ``kernels`` False (a give-up, a failed recovery):
+        the display only; Jupyter and its kernels compute on until a DELETE. Otherwise every process
+        ends, the numbers are freed, the profile saved when ``save_profile``, the folder removed."""
         if not kernels:
             await self.parts.display.stop()
             return
@@ -429,11 +436,8 @@ class Session:
             await asyncio.gather(self._recovery, return_exceptions=True)
 
     async def detach(self) -> None:
-        """Let go of the session without stopping it: the service is going away, the session stays.
-
-        The CDP connection is dropped (the kiosk page stays as it is) and no process is watched
-        any more; a later service adopts them (``adopt``).
-        """
+        """Let go of the session, which stays: the service is going away. The CDP connection is
+        dropped (the page stays as it is), no process is watched; a later service adopts them."""
         await self.watchdog.stop()
         await self._cancel_recovery()
         await self.parts.display.detach()
@@ -453,15 +457,12 @@ class Session:
         self.parts.display.adopt()
 
     async def adopt(self, to_stop: bool = False) -> None:
-        """Find the session an earlier service left again, from its record, as its state says.
-
-        ``ready`` or ``recovering``: the kiosk page is reconnected over CDP as it is, without a
-        reload, and parts that died meanwhile are brought back as after a crash. ``failed``:
-        kept failed (its Jupyter server may still run) until a DELETE. ``starting``: the
-        service ended during its start, so it failed; its parts are reaped. ``to_stop``: only
-        what runs is taken over, for the caller to stop it next (a stop left unfinished, a
-        pool session). A session that cannot be adopted is failed, with the reason.
-        """
+        """Find the session an earlier service left again, from its record, as its state says:
+        ``ready``/``recovering``: the page reconnected over CDP as it is (no reload), parts that
+        died meanwhile brought back as after a crash. ``failed``: kept failed (its Jupyter server
+        may still run) until a DELETE. ``starting``: failed, its parts reaped. ``to_stop``: what
+        runs is taken over for the caller to stop next (an unfinished stop, a pool session).
+        A session that cannot be adopted is failed, with the reason."""
         async with self._lock:
             was = self.state
             try:

@@ -300,10 +300,13 @@ def test_metrics_show_a_real_session_and_its_cost(keepalive_service):
     service.stop_session(sid)
 
 
-def test_a_screenshot_shows_the_page_as_it_is_at_that_moment(keepalive_service):
-    """No stale frame: what the page changed just before is in the picture, and gone once undone."""
-    from playwright.sync_api import sync_playwright
+def test_a_screenshot_shows_the_page_as_it_is_at_that_moment(keepalive_service, playwright):
+    """No stale frame: what the page changed just before is in the picture, and gone once undone.
 
+    pytest-playwright's ``playwright`` fixture, not a ``sync_playwright()`` of its own: that
+    fixture keeps its event loop running in this worker from its first test on, and a second
+    sync API refuses to start inside it.
+    """
     from tests.e2e.kiosk import kiosk_page
 
     service = keepalive_service
@@ -320,7 +323,7 @@ def test_a_screenshot_shows_the_page_as_it_is_at_that_moment(keepalive_service):
         assert png.status_code == 200
         return Image.open(io.BytesIO(png.content)).convert("RGB").getpixel((640, 400))
 
-    with sync_playwright() as playwright, kiosk_page(playwright, session["id"]) as kiosk:
+    with kiosk_page(playwright, session["id"]) as kiosk:
         for _ in range(3):  # each time right after the change: no waiting for a frame to come
             kiosk.evaluate(cover, ",".join(map(str, magenta)))
             assert centre() == magenta

@@ -153,3 +153,27 @@ async def test_a_kernel_lost_with_its_server_is_told_once_and_only_to_a_ready_se
     with hub.listen("s1") as events:
         watcher._notice_lost([{**lost[0], "kernel_id": "k2", "found_at": 1500.0}])
         assert events.empty()
+
+
+async def test_a_kernel_death_is_in_the_activity_as_soon_as_its_event_is_out():
+    """Whoever hears ``kernel_died`` and then reads the session finds the death in its activity,
+    even when the look that noticed it fails before its end (the server busy with the OOM)."""
+    from datetime import UTC, datetime
+
+    from keepalive.models import Activity, KernelDeath
+
+    async def notify(text: str) -> None:
+        pass
+
+    session = SimpleNamespace(id="s1", name="alice", webhook_url=None, notify=notify)
+    hub = EventHub()
+    watcher = ActivityWatcher(session, hub)
+    watcher.latest = Activity(busy=True, kernels=[], updated_at=datetime.now(UTC))
+    death = KernelDeath(kernel_id=None, notebook=None, reason="out of memory", limit=2**30,
+                        message="the kernel was stopped: out of memory at 1 GiB", at=datetime.now(UTC))
+    with hub.listen("s1") as events:
+        watcher._announce_death(death)
+        await asyncio.gather(*watcher._notices)
+        kinds = [events.get_nowait().kind for _ in range(events.qsize())]
+    assert kinds == ["kernel_died", "activity"]
+    assert watcher.latest.kernel_died == death and watcher.latest.busy is True

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from keepalive.engine import watchdog
 from keepalive.engine.manager import NameTaken, SessionManager, SessionNotFound
 from keepalive.engine.record import InvalidTransition, SessionStartError
 from keepalive.engine.store import SessionStore
@@ -308,3 +309,41 @@ async def test_a_jupyter_restart_on_request_is_a_new_server_not_a_crash(managers
     with pytest.raises(InvalidTransition):
         await session.restart_jupyter()
     assert session.state is SessionState.stopped
+
+
+async def test_a_recovery_whose_jupyter_dies_meanwhile_is_retried_not_failed(managers, world, monkeypatch):
+    """Chromium and the Jupyter server SIGKILLed together: the recovery for the browser opens
+    its new page while the server it logs in to is gone. That attempt fails; the next one,
+    a restart of its own, brings both back (it once left the session failed)."""
+    monkeypatch.setattr(watchdog, "RESTART_BACKOFF", (0.0, 0.0, 0.0))
+    session = await start(await managers(), "alice")
+    old_jupyter = session.record.jupyter_pid
+    world.kill(session.record.browser_pid)
+    world.hold, world.fail = asyncio.Event(), {"page"}
+    session._part_lost("browser exited with code -9")
+    await world.waiting.wait()  # the new display opens its page...
+    world.kill(old_jupyter)  # ...as the Jupyter server it logs in to dies
+    world.hold.set()
+    await session._recovery
+    assert session.state is SessionState.ready and session.record.error is None
+    assert session.record.restarts == 2
+    assert session.record.jupyter_pid != old_jupyter and session.parts.jupyter.healthy
+
+
+async def test_a_recovery_that_keeps_failing_gives_up_and_keeps_the_kernels(managers, world, monkeypatch):
+    monkeypatch.setattr(watchdog, "RESTART_BACKOFF", (0.0, 0.0, 0.0))
+
+    class EveryTime(set):
+        def discard(self, part):  # the fake forgets a failure once it happened: this one stays
+            pass
+
+    session = await start(await managers(), "alice")
+    jupyter = session.record.jupyter_pid
+    world.kill(session.record.browser_pid)
+    world.fail = EveryTime({"page"})
+    session._part_lost("browser exited with code -9")
+    await session._recovery
+    assert session.state is SessionState.failed and session.record.restarts == watchdog.MAX_RESTARTS
+    assert session.record.error == ("recovery after 'browser exited with code -9' failed: "
+                                    "the fake page failed to start")
+    assert jupyter in world.alive  # the computation goes on until a DELETE

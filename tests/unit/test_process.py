@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from keepalive.engine.process import ChildFailed, ChildProcess
-from tests.waiting import wait_until_async
+from tests.waiting import wait_until, wait_until_async
 
 
 def child(tmp_path, code: str, on_exit=None) -> ChildProcess:
@@ -151,7 +151,26 @@ def test_a_start_time_read_across_a_boot_time_flip_is_still_the_same_process(mon
     from keepalive.engine import process
 
     monkeypatch.setattr(process, "start_time", lambda pid: 1000.0)
+    monkeypatch.setattr(process, "_zombie", lambda pid: False)
     assert process.same_process(42, 1000.01)
     assert process.same_process(42, 999.0) and process.same_process(42, 1001.02)
     assert not process.same_process(42, 1000.5) and not process.same_process(42, 1002.0)
     assert not process.same_process(None, 1000.0)
+
+
+def test_a_zombie_is_not_the_process_it_was():
+    """A SIGKILLed service's children are zombies until init collects them: a new service must
+    not take them for running parts (it once adopted such a session instead of restoring it)."""
+    from keepalive.engine import process
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        started = process.start_time(child.pid)
+        assert process.same_process(child.pid, started)
+        child.kill()
+        wait_until("the child to be a zombie", lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE)
+        assert process.start_time(child.pid) == started  # the kernel still has it, with its start
+        assert not process.same_process(child.pid, started)
+    finally:
+        child.kill()
+        child.wait()
