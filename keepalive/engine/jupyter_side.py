@@ -81,8 +81,9 @@ class JupyterSide:
 
     @property
     def lost(self) -> bool:
-        """The session's own server died (an external one is never restarted by us)."""
-        return self.jupyter is not None and not self.jupyter.process.running
+        """The session's own server died, or a restart did not get as far as starting one (an
+        external one is never restarted by us)."""
+        return not self.settings.jupyter_url and (self.jupyter is None or not self.jupyter.process.running)
 
     @property
     def pid(self) -> int | None:

@@ -37,7 +37,7 @@ from keepalive.engine.restore import Restorer, Way
 from keepalive.engine.session import Session
 from keepalive.engine.statelock import StateDirLock
 from keepalive.engine.store import SessionStore
-from keepalive.engine.users import NoFreeUser, choose_user, parse_uid_range, unreachable_reason
+from keepalive.engine.users import choose_user, parse_uid_range, unreachable_reason
 from keepalive.models import HeavyAIConnection, SessionCreate, SessionState
 from keepalive.settings import Settings
 

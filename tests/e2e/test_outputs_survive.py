@@ -858,8 +858,17 @@ def test_a_burst_over_the_iopub_rate_limit(keepalive_service, session, playwrigh
         notebook = saved_notebook(notebook_file)
         return "".join(output_text(o) for o in notebook["cells"][0]["outputs"]) if notebook else ""
 
+    def difference() -> dict:
+        """How the file differs from the page: which lines, and the file's outputs around them."""
+        saved = burst_lines(saved_text())
+        missing, extra = [n for n in lines if n not in set(saved)], [n for n in saved if n not in set(lines)]
+        notebook = saved_notebook(notebook_file)
+        outputs = [repr(output_text(o))[-160:] for o in notebook["cells"][0]["outputs"]] if notebook else []
+        return {"file": len(saved), "page": len(lines), "missing": missing[:5], "extra": extra[:5],
+                "the file's outputs (ends)": outputs}
+
     wait_until("the file on disk to hold what the page shows", lambda: burst_lines(saved_text()) == lines, timeout=30,
-             every=0.25, describe=lambda: (len(burst_lines(saved_text())), len(lines)))
+             every=0.25, describe=difference)
     assert saved_text().count(RATE_NOTICE) == text.count(RATE_NOTICE)
     print(f"\n[burst/{fault}] burst lines sent {BURST}, shown {len(burst)} (first {burst[0]}, last {burst[-1]}), "
           f"{text.count(RATE_NOTICE)} rate notice(s); ticks sent {TICKS_BEFORE + TICKS_AFTER}, shown "

@@ -25,6 +25,8 @@ class FakeWorld:
         self.alive: set[int] = set()
         #: Part names ("jupyter", "display", "page") whose next start fails.
         self.fail: set[str] = set()
+        #: Part names whose every start fails, until taken out.
+        self.fail_always: set[str] = set()
         #: Set while a start should hang until released (a slow start); ``waiting`` is set
         #: once a start hangs there.
         self.hold: asyncio.Event | None = None
@@ -49,7 +51,7 @@ class FakeWorld:
         if self.hold is not None:
             self.waiting.set()
             await self.hold.wait()
-        if part in self.fail:
+        if part in self.fail or part in self.fail_always:
             self.fail.discard(part)
             raise RuntimeError(f"the fake {part} failed to start")
 
@@ -84,7 +86,7 @@ class FakeJupyter:
 
     @property
     def lost(self) -> bool:
-        return self.endpoint is not None and not self.world.runs(self.pid)
+        return not self.world.runs(self.pid)
 
     def children(self) -> list:
         return []

@@ -332,15 +332,10 @@ async def test_a_recovery_whose_jupyter_dies_meanwhile_is_retried_not_failed(man
 
 async def test_a_recovery_that_keeps_failing_gives_up_and_keeps_the_kernels(managers, world, monkeypatch):
     monkeypatch.setattr(watchdog, "RESTART_BACKOFF", (0.0, 0.0, 0.0))
-
-    class EveryTime(set):
-        def discard(self, part):  # the fake forgets a failure once it happened: this one stays
-            pass
-
     session = await start(await managers(), "alice")
     jupyter = session.record.jupyter_pid
     world.kill(session.record.browser_pid)
-    world.fail = EveryTime({"page"})
+    world.fail_always.add("page")
     session._part_lost("browser exited with code -9")
     await session._recovery
     assert session.state is SessionState.failed and session.record.restarts == watchdog.MAX_RESTARTS

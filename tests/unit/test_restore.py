@@ -246,14 +246,19 @@ async def test_with_restore_off_such_a_session_is_forgotten_its_home_kept(tmp_pa
             assert drained(events, "session_restored") == []
 
 
-async def test_a_restore_that_fails_is_listed_failed_and_not_announced(tmp_path, world):
+async def test_a_restore_that_fails_is_listed_failed_and_not_announced(tmp_path, world, monkeypatch):
+    """Tried as often as a crash's recovery (RestartPolicy), then failed, with no notice."""
+    from keepalive.engine import watchdog
+
+    monkeypatch.setattr(watchdog, "RESTART_BACKOFF", (0.0, 0.0, 0.0))
     settings = settings_for(tmp_path)
     session_id, pids = await left_running(settings, world)
     for pid in pids:
         world.kill(pid)
-    world.fail.add("jupyter")  # the new Jupyter server does not start
+    world.fail_always.add("jupyter")  # no new Jupyter server starts
     async with opened(settings, world) as (second, events):
         restoring = second.get(session_id)
         await restoring._recovery
         assert restoring.state is SessionState.failed and "fake jupyter failed" in restoring.record.error
+        assert restoring.record.restarts == watchdog.MAX_RESTARTS
         assert restoring.parts.display.notices == [] and drained(events, "session_restored") == []
