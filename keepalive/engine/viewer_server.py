@@ -27,8 +27,10 @@ log = logging.getLogger(__name__)
 
 #: What xpra says when its port is taken by someone else.
 PORT_TAKEN = "Address already in use"
-#: Ports tried before giving up because others keep taking them.
-PORT_ATTEMPTS = 3
+#: Starts tried for one viewer before it is told xpra cannot start. A start can fail for a
+#: moment's reason: the port taken by someone else (another port is tried), or an X error in
+#: xpra's own set-up while the kiosk's windows change under it ("BadWindow" in x11_init).
+START_ATTEMPTS = 3
 
 
 class ViewerServerUnavailable(RuntimeError):
@@ -76,6 +78,7 @@ class ViewerServer:
         self._linger: asyncio.TimerHandle | None = None
         self._stopping: asyncio.Task[None] | None = None  # the stop after the linger, held until done
         self._closed = False
+        self._starting = False  # within _start: an exit there is a failed start, not a crash
 
     # -- what the session and the API ask -------------------------------------------------
 
@@ -143,7 +146,14 @@ class ViewerServer:
     # -- inside -----------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        for attempt in range(1, PORT_ATTEMPTS + 1):
+        self._starting = True
+        try:
+            await self._start_attempts()
+        finally:
+            self._starting = False
+
+    async def _start_attempts(self) -> None:
+        for attempt in range(1, START_ATTEMPTS + 1):
             port = self._port()
             if port is None:
                 raise ViewerServerUnavailable("the session has no display")
@@ -153,11 +163,15 @@ class ViewerServer:
                 await self.process.wait_ready(lambda: xpra_answers(port), self.start_timeout, what="serving the viewer")
             except (ChildFailed, OSError) as error:  # OSError: xpra cannot be run at all
                 await self._terminate()
-                if attempt < PORT_ATTEMPTS and PORT_TAKEN in str(error):
+                why = str(error).splitlines()[0]
+                if attempt == START_ATTEMPTS or isinstance(error, OSError) or not self._display_up():
+                    raise ViewerServerUnavailable(f"xpra did not start: {why}") from error
+                if PORT_TAKEN in str(error):
                     log.warning("session %s: port %s was taken by someone else; trying another", self.session_id, port)
                     self._new_port()
-                    continue
-                raise ViewerServerUnavailable(f"xpra did not start: {str(error).splitlines()[0]}") from error
+                else:
+                    log.warning("session %s: xpra did not start (%s); trying again", self.session_id, why)
+                continue
             self.failure = None
             log.info("session %s: xpra pid %s serves the viewer on port %s", self.session_id, self.process.pid, port)
             return
@@ -172,6 +186,8 @@ class ViewerServer:
 
     def _exited(self, child: ChildProcess, code: int | None) -> None:
         self.failure = f"xpra exited with code {code}"
+        if self._starting:
+            return  # it died while starting: _start says so, and tries again
         log.error("session %s: xpra (pid %s) exited unexpectedly with code %s; the next viewer starts a new one",
                   self.session_id, child.pid, code)
 

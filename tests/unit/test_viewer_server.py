@@ -165,6 +165,32 @@ def test_xpra_that_cannot_start_is_a_clear_error(tmp_path):
                               display_up=lambda: True, linger=30, start_timeout=10)
         with pytest.raises(ViewerServerUnavailable, match="xpra did not start: xpra exited with code 1"):
             await server.ensure(join=True)
-        assert server.viewers == 0 and not server.running
+        assert server.viewers == 0 and not server.running and not server.healthy
+
+    asyncio.run(scenario())
+
+
+def test_an_xpra_that_fails_in_its_own_set_up_is_started_again_for_the_same_viewer(tmp_path, caplog):
+    """xpra 3.1 can die in its X set-up while the kiosk's windows change under it ("XError:
+    BadWindow" in x11_init, seen in the suite): the viewer that asked gets the next one."""
+
+    async def scenario():
+        stand_in = StandIn(tmp_path)
+        attempts = []
+
+        def flaky(port, on_exit):
+            attempts.append(port)
+            if len(attempts) == 1:
+                return ChildProcess("xpra", ["/bin/sh", "-c", "echo 'XError: BadWindow (invalid Window parameter)' >&2; exit 1"],
+                                    env={}, cwd=tmp_path, log_path=tmp_path / "flaky.log", on_exit=on_exit)
+            return stand_in.spawn(port, on_exit)
+
+        server = ViewerServer("s1", flaky, port=lambda: stand_in.port, new_port=stand_in.new_port,
+                              display_up=lambda: True, linger=30, start_timeout=20)
+        port = await server.ensure(join=True)
+        assert attempts == [port, port] and stand_in.new_ports == 0  # the same port: it was not taken
+        assert server.running and server.healthy and server.viewers == 1
+        assert "exited unexpectedly" not in caplog.text and "xpra did not start" in caplog.text
+        await server.stop(close=True)
 
     asyncio.run(scenario())
