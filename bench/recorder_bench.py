@@ -18,10 +18,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +30,7 @@ import psutil
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from provenance import stamp  # noqa: E402  (beside this script)
 from keepalive_jupyter import journal  # noqa: E402
 from keepalive_jupyter.iopub_recorder import ensure_recorder, recorder_status  # noqa: E402
 
@@ -160,22 +159,9 @@ class Bench:
         self.manager.shutdown_kernel(now=True)
 
 
-def commit() -> str:
-    root = Path(__file__).parents[1]
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    measured = ["keepalive_jupyter/journal.py", "keepalive_jupyter/iopub_recorder.py", "keepalive_jupyter/executions.py",
-                "bench/recorder_bench.py"]  # what this bench runs
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", *measured], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
-    return head + ("+changes" if dirty else "")
-
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "load_average_at_start": os.getloadavg()}
+#: What this bench runs: a change to these makes its commit "+changes".
+MEASURED = ["keepalive_jupyter/journal.py", "keepalive_jupyter/iopub_recorder.py", "keepalive_jupyter/executions.py",
+            "bench/recorder_bench.py"]
 
 
 def main() -> int:
@@ -185,7 +171,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000, help="lines a second (default 1000)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    figures: dict = {"commit": commit(), "machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    figures: dict = {**stamp(MEASURED),
                      "rate": args.rate, "seconds": args.seconds, "floor": [], "subscribed": [], "recorded": []}
     with tempfile.TemporaryDirectory(prefix="recorder-bench-") as temporary:
         folder = journal.prepare_dir(Path(temporary) / "executions")

@@ -41,6 +41,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from provenance import stamp  # beside this script
 from keepalive.engine.allocation import free_port
 from keepalive.engine.reaper import session_processes
 from keepalive.settings import Settings
@@ -261,6 +262,10 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
             "uss_per_session_by_process": per_process, "uss_per_session_at": uss_at}
 
 
+#: What this bench runs: a change to these makes its commit "+changes".
+MEASURED = ["keepalive", "keepalive_jupyter", "web", "bench/session_bench.py"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="timed session starts of each kind (default 5)")
@@ -273,7 +278,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     body = {"width": args.width, "height": args.height}
-    figures: dict = {"cores": os.cpu_count(), "width": args.width, "height": args.height}
+    figures: dict = {**stamp(MEASURED), "cores": os.cpu_count(), "width": args.width, "height": args.height}
 
     service = Service(max_sessions=str(max(8, args.density)))
     try:
@@ -332,7 +337,8 @@ def main() -> int:
                        pool_hits=[line for line in hits.splitlines() if line.startswith("keepalive_pool_hits_total")])
 
     mib = 1024 * 1024
-    print(f"keepalive session bench ({os.cpu_count()} cores, {args.width}x{args.height})")
+    print(f"keepalive session bench ({os.cpu_count()} cores, {figures['machine']['cpu']}, commit "
+          f"{figures['commit']}, {figures['when']}; {args.width}x{args.height})")
     print(f"first POST /sessions (profile template made once): {first_seconds:6.2f} s")
     print(
         f"POST /sessions -> 201, {args.runs} runs: median {statistics.median(starts):.2f} s, "
