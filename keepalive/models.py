@@ -153,7 +153,8 @@ class Activity(BaseModel):
     busy: bool
     kernels: list[KernelActivity]
     updated_at: datetime
-    kernel_died: KernelDeath | None = Field(None, description="The last kernel the session lost: to its memory limit, or while its Jupyter server was down.")
+    kernel_died: KernelDeath | None = Field(
+        None, description="The last kernel the session lost: to its memory limit, or while its Jupyter server was down.")
     restored: SessionRestored | None = Field(
         None, description="Set when the session was restored after every process of it had ended (a reboot).")
 

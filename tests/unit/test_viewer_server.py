@@ -181,8 +181,9 @@ def test_an_xpra_that_fails_in_its_own_set_up_is_started_again_for_the_same_view
         def flaky(port, on_exit):
             attempts.append(port)
             if len(attempts) == 1:
-                return ChildProcess("xpra", ["/bin/sh", "-c", "echo 'XError: BadWindow (invalid Window parameter)' >&2; exit 1"],
-                                    env={}, cwd=tmp_path, log_path=tmp_path / "flaky.log", on_exit=on_exit)
+                failing = "echo 'XError: BadWindow (invalid Window parameter)' >&2; exit 1"
+                return ChildProcess("xpra", ["/bin/sh", "-c", failing], env={}, cwd=tmp_path,
+                                    log_path=tmp_path / "flaky.log", on_exit=on_exit)
             return stand_in.spawn(port, on_exit)
 
         server = ViewerServer("s1", flaky, port=lambda: stand_in.port, new_port=stand_in.new_port,
