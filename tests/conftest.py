@@ -230,6 +230,9 @@ def keep_logs(nodeid: str, phase: str) -> Path | None:
             for log in session_logs.glob("*.log"):
                 sources.append((log, here / "sessions" / session_logs.parent.name / log.name))
     sources += [(path, Path(f"{name.replace(' ', '-')}.log")) for name, path in OTHER_LOGS.items()]
+    for name, state_dir in OTHER_STATE_DIRS.items():  # services no test started itself (the hub's)
+        for log in (state_dir / "sessions").glob("*/logs/*.log"):
+            sources.append((log, Path(name.replace(" ", "-")) / "sessions" / log.parent.parent.name / log.name))
     copied = False
     for source, target in sources:
         try:
@@ -264,6 +267,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 SERVICE_LOG_LINES = 120
 #: Logs of other running parts (a JupyterHub and what it runs), by name, shown the same way.
 OTHER_LOGS: dict[str, Path] = {}
+#: State dirs of services started by other parts (keepalive under a JupyterHub), by name: their
+#: sessions' logs (xpra's, Chromium's) are kept with a failing test's logs.
+OTHER_STATE_DIRS: dict[str, Path] = {}
 
 
 def make_passable(path: Path) -> None:

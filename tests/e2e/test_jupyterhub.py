@@ -23,7 +23,7 @@ import psutil
 import pytest
 from playwright.sync_api import Page, Playwright
 
-from tests.conftest import OTHER_LOGS, make_passable, session_processes
+from tests.conftest import OTHER_LOGS, OTHER_STATE_DIRS, make_passable, session_processes
 from tests.e2e.hub import PASSWORD, Hub, start_hub
 from tests.e2e.kiosk import open_and_run_all
 from tests.e2e.viewer_helpers import canvas_pixels, looks_like_jupyterlab, ocr, png_size
@@ -53,6 +53,7 @@ def hub(tmp_path_factory, profile_template) -> Iterator[Hub]:
     environment = {"KEEPALIVE_STATE_DIR": str(state_dir), "KEEPALIVE_PROFILE_TEMPLATE": str(profile_template)}
     hub = start_hub(folder, environment, [f"--ActivityPolicy.busy_interval={BUSY_INTERVAL}"])
     OTHER_LOGS["JupyterHub, its single-user servers and keepalive"] = hub.log_path
+    OTHER_STATE_DIRS["keepalive under the hub"] = state_dir
     try:
         hub.spawn(USER)
         # the first request through the proxy starts the service itself
@@ -67,6 +68,7 @@ def hub(tmp_path_factory, profile_template) -> Iterator[Hub]:
     finally:
         hub.close()
         OTHER_LOGS.pop("JupyterHub, its single-user servers and keepalive", None)
+        OTHER_STATE_DIRS.pop("keepalive under the hub", None)
 
 
 def keepalive_url(hub: Hub, path: str = "") -> str:
