@@ -41,6 +41,7 @@ from .kernel_environment import KernelEnvironmentHandler
 from .kiosk import ActivityPolicy, KioskLoginHandler
 from .recorder import ExecutionRecorder, RecordingWebsocketConnection, iopub_rate_limit
 from .salvage import salvage
+from .workspaces import install as install_whole_workspaces
 
 #: The app that serves each server: one per server, whatever names the extension is enabled under.
 _SERVING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -94,6 +95,7 @@ class KeepaliveJupyterExtension(ExtensionApp):
 
     def initialize_settings(self):
         self._serves = True
+        install_whole_workspaces()  # a server killed while it saves one must not leave it empty
         if self.session_manager is None:
             self.session_manager = create_session_manager(self.config, self.config_file_paths, self.log)
         self.settings[SESSION_MANAGER_SETTING] = self.session_manager
