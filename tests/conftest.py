@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,10 +231,16 @@ def keep_logs(nodeid: str, phase: str) -> Path | None:
             for log in session_logs.glob("*.log"):
                 sources.append((log, here / "sessions" / session_logs.parent.name / log.name))
     sources += [(path, Path(f"{name.replace(' ', '-')}.log")) for name, path in OTHER_LOGS.items()]
+    if PAGE_CONSOLE:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "test-browser-console.log").write_text("\n".join(PAGE_CONSOLE) + "\n")
+    for name, data in TEST_ARTIFACTS.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
     for name, state_dir in OTHER_STATE_DIRS.items():  # services no test started itself (the hub's)
         for log in (state_dir / "sessions").glob("*/logs/*.log"):
             sources.append((log, Path(name.replace(" ", "-")) / "sessions" / log.parent.parent.name / log.name))
-    copied = False
+    copied = bool(PAGE_CONSOLE or TEST_ARTIFACTS)
     for source, target in sources:
         try:
             data = source.read_bytes()
@@ -301,6 +308,38 @@ def run_coroutine(coroutine):
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+#: What a test keeps for a look should it fail (the last screenshot it read, ...), by file name;
+#: emptied before each test.
+TEST_ARTIFACTS: dict[str, bytes] = {}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_test_artifacts() -> None:
+    TEST_ARTIFACTS.clear()
+
+
+#: What the test's own browser pages printed (console messages, uncaught errors), kept with a
+#: failing test's logs: xpra's HTML5 client says there why it painted nothing.
+PAGE_CONSOLE: list[str] = []
+
+
+@pytest.fixture
+def context(context):
+    """pytest-playwright's context, every page of which reports its console to PAGE_CONSOLE."""
+    PAGE_CONSOLE.clear()
+
+    def listen(page) -> None:
+        def note(kind: str, text: str) -> None:
+            PAGE_CONSOLE.append(f"{time.strftime('%H:%M:%S')} {page.url} {kind}: {text}")
+
+        page.on("console", lambda message: note(f"console.{message.type}", message.text))
+        page.on("pageerror", lambda error: note("uncaught", str(error)))
+
+    context.on("page", listen)
+    yield context
+    PAGE_CONSOLE.clear()
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,8 @@ from keepalive.engine.manager import SessionManager, SessionNotFound
 from keepalive.engine.viewer_server import ViewerServerUnavailable
 from keepalive.models import SessionState
 from keepalive.viewer import html5_client as html5
-from keepalive.viewer.xpra_proxy import ViewerTracker, XpraUnavailable, fetch, relay, response_headers
+from keepalive.viewer.html5_files import CONTENT_SECURITY_POLICY, ClientMissing, Html5Files
+from keepalive.viewer.xpra_proxy import ViewerTracker, relay
 from keepalive.viewer.tickets import TicketError, TicketSigner
 from keepalive.viewer.xpra_options import client_defaults, client_settings
 
@@ -60,8 +61,6 @@ for _name in PATH_LOGGERS:
 COOKIE = "keepalive_viewer"
 #: States in which the display is (or is about to be) there for xpra to show.
 VIEWABLE = {SessionState.ready, SessionState.recovering}
-#: Paths of xpra's www dir a viewer needs; xpra's other HTTP endpoints stay out of reach.
-_STATIC = re.compile(r"^(?:index\.html|favicon\.(?:ico|png)|(?:css|js|icons)/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*)$")
 _SECURITY_HEADERS = {"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 _NO_STORE = {"Cache-Control": "no-store", **_SECURITY_HEADERS}
 
@@ -84,12 +83,20 @@ def _viewer_path(request: Request, session_id: str) -> str:
 
 
 class ViewerState:
-    """What the viewer keeps for the life of the service: its signing key and viewer counts."""
+    """What the viewer keeps for the life of the service: its signing key, viewer counts and
+    the HTML5 client's files."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: Html5Files | None = None) -> None:
         # a fresh key per service start: links and cookies die with the service that issued them
         self.signer = TicketSigner()
         self.tracker = ViewerTracker()
+        self._files = files
+
+    def files(self, xpra: str) -> Html5Files:
+        """The HTML5 client of the xpra the service runs (raises ClientMissing)."""
+        if self._files is None:
+            self._files = Html5Files.of_xpra(xpra)
+        return self._files
 
 
 def viewer_state(app) -> ViewerState:
@@ -242,41 +249,32 @@ async def viewer_http(
         return Response(script, media_type="text/javascript", headers=_NO_STORE)
     if path == html5.DISCONNECTED_PAGE:
         return HTMLResponse(html5.disconnected_page(), headers=_NO_STORE)
-    if path and (".." in path or not _STATIC.match(path)):  # "" is the index
-        return _unavailable(f"There is no viewer file {path!r}.", 404)
-    try:  # xpra's: started for the viewer if it is not running
-        port = await session.viewer_port()
-    except ViewerServerUnavailable as exc:
-        return _unavailable(f"The viewer could not be started: {exc}.", 503)
+    try:
+        files = viewer.files(settings.xpra)
+    except ClientMissing as exc:
+        return _unavailable(f"{exc}.", 503)
     if path in ("", "index.html"):
-        return await _index(port)
-    try:
-        upstream = await fetch(port, path, dict(request.headers))
-    except XpraUnavailable as exc:
-        return _unavailable(str(exc))
-    return Response(
-        upstream.content,
-        status_code=upstream.status_code,
-        headers={**response_headers(upstream), **_SECURITY_HEADERS},
-    )
+        try:  # xpra is started for the viewer now (if it is not running): the page connects to it
+            await session.viewer_port()
+        except ViewerServerUnavailable as exc:
+            return _unavailable(f"The viewer could not be started: {exc}.", 503)
+        return _index(files)
+    found = files.get(path)
+    if found is None:
+        return _unavailable(f"There is no viewer file {path!r}.", 404)
+    return Response(found.content, media_type=found.content_type, headers=_NO_STORE)
 
 
-async def _index(port: int) -> Response:
+def _index(files: Html5Files) -> Response:
+    index = files.get("index.html")
     try:
-        upstream = await fetch(port, "index.html", {})
-    except XpraUnavailable as exc:
-        return _unavailable(str(exc))
-    if upstream.status_code != 200:
-        return _unavailable(f"xpra answered {upstream.status_code} for its HTML5 client.")
-    try:
-        page = html5.inject_connect_script(upstream.content)
+        if index is None:
+            raise html5.UnsupportedClient(f"xpra's HTML5 client in {files.www_dir} has no index.html")
+        page = html5.inject_connect_script(index.content)
     except html5.UnsupportedClient as exc:
-        return _unavailable(str(exc))
-    headers = {**response_headers(upstream), **_NO_STORE}
-    csp = upstream.headers.get("content-security-policy")
-    if csp:
-        headers["Content-Security-Policy"] = csp
-    return Response(page, status_code=200, headers=headers)
+        return _unavailable(f"{exc}.", 503)
+    headers = {**_NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    return Response(page, media_type=index.content_type, headers=headers)
 
 
 def _clean_url(session_id: str, request: Request) -> str:

@@ -1,8 +1,8 @@
-"""Reverse proxy from the service's viewer path to one session's xpra (HTTP and websocket).
+"""The viewer's websocket, relayed to one session's xpra; and who is watching which session.
 
 xpra listens on a loopback port only; the service checks who is asking before it opens any
-connection to it. HTTP requests are plain GETs for the HTML5 client's static files; the websocket
-carries xpra's own protocol, relayed byte for byte in both directions.
+connection to it. The websocket carries xpra's own protocol, relayed byte for byte in both
+directions. (The HTML5 client's files do not come through xpra: see ``html5_files``.)
 """
 
 from __future__ import annotations
@@ -13,35 +13,17 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
-import httpx
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
 
 log = logging.getLogger(__name__)
 
-# Request headers worth passing to xpra's static file server; nothing else (no cookies, no tokens).
-_FORWARD_REQUEST = ("accept", "if-none-match", "if-modified-since", "range")
-# Response headers worth passing back to the viewer.
-_FORWARD_RESPONSE = ("content-type", "etag", "last-modified", "content-range", "accept-ranges", "cache-control")
-
-
-class XpraUnavailable(Exception):
-    """xpra did not answer (the session is starting, recovering or gone)."""
-
-
-async def fetch(port: int, path: str, headers: dict[str, str]) -> httpx.Response:
-    """GET ``path`` from the xpra on 127.0.0.1:``port`` (the files are small: read whole)."""
-    wanted = {k: v for k, v in headers.items() if k.lower() in _FORWARD_REQUEST}
-    try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=3.0), trust_env=False) as client:
-            return await client.get(f"http://127.0.0.1:{port}/{path}", headers=wanted)
-    except httpx.HTTPError as exc:
-        raise XpraUnavailable(f"xpra is not answering ({type(exc).__name__})") from exc
-
-
-def response_headers(upstream: httpx.Response) -> dict[str, str]:
-    return {k: v for k, v in upstream.headers.items() if k.lower() in _FORWARD_RESPONSE}
+#: How often the service opens xpra's websocket when xpra drops the connection unanswered.
+#: xpra peeks at a new connection's first bytes for one second at most and takes a silent one for
+#: its own protocol, which drops an HTTP request that comes later (a busy machine); nothing was
+#: said to xpra yet, so opening again is safe.
+UPSTREAM_ATTEMPTS = 3
 
 
 class ViewerTracker:
@@ -68,23 +50,35 @@ class ViewerTracker:
                     log.exception("clean-up after the last viewer of %s failed", session_id)
 
 
+async def open_upstream(port: int, attempts: int = UPSTREAM_ATTEMPTS):
+    """xpra's websocket on 127.0.0.1:``port``; opened again if xpra dropped it unanswered."""
+    attempt = 1
+    while True:
+        try:
+            return await ws_connect(
+                f"ws://127.0.0.1:{port}/",
+                subprotocols=["binary"],
+                compression=None,
+                max_size=None,
+                open_timeout=10,
+                # xpra pings inside its own protocol; websocket-level keepalive pings are not needed
+                ping_interval=None,
+            )
+        except InvalidMessage:  # closed before any answer: not a refusal
+            if attempt >= attempts:
+                raise
+            attempt += 1
+            log.info("viewer websocket: xpra on port %s dropped the connection unanswered; opening it again", port)
+
+
 async def relay(websocket: WebSocket, port: int) -> None:
     """Connect to xpra's websocket, accept the viewer's and pump frames until either side closes.
 
     The viewer's websocket is accepted only once xpra's is open, so a viewer never sees a
     connection that leads nowhere.
     """
-    url = f"ws://127.0.0.1:{port}/"
     try:
-        upstream = await ws_connect(
-            url,
-            subprotocols=["binary"],
-            compression=None,
-            max_size=None,
-            open_timeout=10,
-            # xpra pings inside its own protocol; websocket-level keepalive pings are not needed
-            ping_interval=None,
-        )
+        upstream = await open_upstream(port)
     except (OSError, InvalidHandshake, InvalidStatus, TimeoutError) as exc:
         log.warning("viewer websocket: xpra on port %s refused or did not answer: %s", port, type(exc).__name__)
         await websocket.close(code=1011)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
@@ -14,7 +15,7 @@ from Xlib import X
 from Xlib import display as xdisplay
 
 from keepalive.engine import framebuffer
-from tests.conftest import session_processes
+from tests.conftest import TEST_ARTIFACTS, session_processes
 from tests.e2e.kiosk import kiosk_page
 from tests.e2e.viewer_helpers import (
     NewNotebookShown,
@@ -79,8 +80,10 @@ def start_ticker(page, service, session_id: str) -> None:
 
 
 def ticks_on_screen(service, session_id: str) -> list[int]:
-    """The tick numbers the session's screenshot shows."""
-    return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(screenshot(service, session_id)))]
+    """The tick numbers the session's screenshot shows (the screenshot is kept should the test fail)."""
+    shot = screenshot(service, session_id)
+    TEST_ARTIFACTS["last-screenshot.png"] = shot
+    return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(shot))]
 
 
 def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, browser):
@@ -122,7 +125,10 @@ def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, bro
 def viewer_xpra(session_id: str):
     """The session's xpra server (``xpra start :N``), if one runs."""
     for process in session_processes(session_id):
-        argv = process.cmdline()
+        try:
+            argv = process.cmdline()
+        except psutil.ZombieProcess:  # one that has ended, not yet collected by its parent
+            continue
         if any(Path(arg).name == "xpra" for arg in argv[:2]) and "start" in argv[:3]:
             return process
     return None

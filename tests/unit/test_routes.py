@@ -149,7 +149,9 @@ def test_a_stopped_sessions_stream_says_so_and_ends(events_client):
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from keepalive.engine.viewer_server import ViewerServerUnavailable  # noqa: E402
+from keepalive.api.viewer import ViewerState  # noqa: E402
 from keepalive.viewer import html5_client as html5  # noqa: E402
+from keepalive.viewer.html5_files import Html5Files  # noqa: E402
 
 
 class ViewerlessSession:
@@ -173,6 +175,11 @@ def viewer_client(tmp_path):
     app = create_app(Settings(state_dir=tmp_path, api_token="t"))
     session = ViewerlessSession()
     app.state.manager = StandInManager(session)
+    www = tmp_path / "www"
+    (www / "js").mkdir(parents=True)
+    (www / "index.html").write_text('<html><script type="text/javascript" src="js/Utilities.js"></script></html>')
+    (www / "js" / "Client.js").write_text("var XpraClient;")
+    app.state.viewer = ViewerState(files=Html5Files(www))
     with TestClient(app, headers={"Authorization": "Bearer t"}) as client:
         yield client, session
 
@@ -182,6 +189,17 @@ def test_keepalives_own_viewer_files_and_bad_paths_never_start_xpra(viewer_clien
     assert client.get(f"/sessions/abc123abc123/viewer/{html5.CONNECT_SCRIPT}").status_code == 200
     assert client.get(f"/sessions/abc123abc123/viewer/{html5.DISCONNECTED_PAGE}").status_code == 200
     assert client.get("/sessions/abc123abc123/viewer/server-info.json").status_code == 404
+    assert session.asked == 0
+
+
+def test_the_clients_files_are_the_services_own_to_serve(viewer_client):
+    # only the page (index.html) starts xpra: its files never wait on it, nor fail with it
+    client, session = viewer_client
+    response = client.get("/sessions/abc123abc123/viewer/js/Client.js")
+    assert response.status_code == 200 and response.text == "var XpraClient;"
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/sessions/abc123abc123/viewer/js/Missing.js").status_code == 404
     assert session.asked == 0
 
 
