@@ -26,7 +26,7 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
-from . import journal, kernel_oom
+from . import clean_exit, journal, kernel_oom
 from .drafts import Drafts
 from .handlers import ActivityHandler, DraftsHandler, ExecutionsHandler
 from .heavyai import (
@@ -96,6 +96,7 @@ class KeepaliveJupyterExtension(ExtensionApp):
     def initialize_settings(self):
         self._serves = True
         install_whole_workspaces()  # a server killed while it saves one must not leave it empty
+        clean_exit.install()  # a server told to stop must not wait on AnyIO's idle threads
         if self.session_manager is None:
             self.session_manager = create_session_manager(self.config, self.config_file_paths, self.log)
         self.settings[SESSION_MANAGER_SETTING] = self.session_manager

@@ -169,7 +169,14 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     assert chromium <= {p.pid for p in session_processes(sid)}
     with kiosk_page(playwright, sid) as kiosk:
         assert kiosk.evaluate("window.__keepaliveProbe") == "the page before xpra died"
-    wait_until("ticks printed after xpra died", lambda: max(ticks(), default=0) >= before_kill + 3)
+
+    def kiosk_state() -> str:  # what the page itself says, should the screen not show new ticks
+        with kiosk_page(playwright, sid) as kiosk:
+            return kiosk.evaluate("""() => document.visibilityState + ', ' + window.innerWidth + 'x' +
+                window.innerHeight + ', ticks in the page: ' + (document.body.innerText.match(/tick-\\d+/g) || []).slice(-3)""")
+
+    wait_until("ticks printed after xpra died", lambda: max(ticks(), default=0) >= before_kill + 3,
+               describe=lambda: f"ticks on screen {ticks()} (before the kill: {before_kill}); the kiosk page: {kiosk_state()}")
     context.close()
 
     # the next viewer brings a new xpra, which shows the same JupyterLab

@@ -34,7 +34,9 @@ class XpraLike:
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: binary\r\n\r\n")
         await writer.drain()
-        await reader.read()  # until the client goes
+        await reader.read(1)  # the client's close frame: answer it with one of ours (no payload)
+        writer.write(b"\x88\x00")
+        await writer.drain()
         writer.close()
 
 
