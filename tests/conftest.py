@@ -448,9 +448,9 @@ def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, time
         "KEEPALIVE_PORT": str(port),
         "KEEPALIVE_HOST": "127.0.0.1",
         # xpra ends this long after the last viewer left (60 s by default): short, so that the
-        # viewer tests see it come and go. Not shorter: the viewer page's files come through
-        # xpra, and a page still loading when the last one's linger ran out got 502s (3 s did)
-        "KEEPALIVE_VIEWER_LINGER": "10",
+        # viewer tests see it come and go. (A page whose websocket comes after the linger ran
+        # out, on a slow machine, starts a new xpra: slower, nothing lost.)
+        "KEEPALIVE_VIEWER_LINGER": "4",
         **(extra_env or {}),
     }
     # a template made once per test run keeps every service from making its own
