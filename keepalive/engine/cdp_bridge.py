@@ -65,6 +65,24 @@ def unix_path(path: str) -> str:
     return f"/proc/self/fd/{handle}/{name}"
 
 
+def listen_at(socket_path: str) -> socket.socket:
+    """A socket listening at ``socket_path``, which appears only once it listens: whoever waits
+    for the file may connect at once (bound under a name of its own, listening, then renamed)."""
+    binding = f"{socket_path}.binding"
+    for stale in (socket_path, binding):  # a bridge before us died without cleaning up
+        if os.path.exists(stale):
+            os.unlink(stale)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the socket is born 0600
+    try:
+        listener.bind(unix_path(binding))
+    finally:
+        os.umask(old_umask)
+    listener.listen(100)
+    os.rename(binding, socket_path)
+    return listener
+
+
 def encode(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + SEPARATOR
 
@@ -517,15 +535,7 @@ def run(socket_path: str, browser_argv: list[str]) -> int:
     if stop_asked:
         stop_browser(signal.SIGTERM, None)
 
-    if os.path.exists(socket_path):
-        os.unlink(socket_path)  # a bridge before us died without cleaning up
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)  # the socket is born 0600
-    try:
-        listener.bind(unix_path(socket_path))
-    finally:
-        os.umask(old_umask)
-    listener.listen(100)
+    listener = listen_at(socket_path)
     try:
         Bridge(listener, to_fd, from_fd).serve()
     finally:

@@ -255,6 +255,6 @@ def test_only_work_keeps_the_users_server_active(hub: Hub, playwright: Playwrigh
                              timeout=15)
             assert prompt.count() == 1, "the cell ended before its activity could be seen"
             assert later > started
-            kiosk.locator(".jp-OutputArea-output", has_text="done").wait_for(timeout=60_000)
+            # (the cell is left to run: the session and its kernel go below)
     finally:
         hub.client.delete(keepalive_url(hub, f"sessions/{session['id']}"))

@@ -13,10 +13,10 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -52,12 +52,16 @@ FAKE_BROWSER = textwrap.dedent(
         if method == "Target.attachToBrowserTarget":
             delay = os.path.join(here, "attach_delay")  # a test's way to hold attach replies back
             if os.path.exists(delay):
-                time.sleep(float(open(delay).read()))
+                seconds = float(open(delay).read())
+                open(os.path.join(here, "attach_held"), "w").close()  # the test's sign it is here
+                time.sleep(seconds)
             result = {"sessionId": f"browser-session-{next_number('browser')}"}
         elif method == "Target.createTarget":
             delay = os.path.join(here, "create_delay")  # a test's way to hold creations back
             if os.path.exists(delay):
-                time.sleep(float(open(delay).read()))
+                seconds = float(open(delay).read())
+                open(os.path.join(here, "create_held"), "w").close()
+                time.sleep(seconds)
             result = {"targetId": f"target-{next_number('target')}"}
         elif method == "Target.createBrowserContext":
             result = {"browserContextId": f"context-{next_number('context')}"}
@@ -270,7 +274,7 @@ def test_a_client_that_leaves_before_its_session_is_attached_still_has_its_messa
     guest = Connection(path)
     guest.send({"id": 7, "method": "Browser.getVersion", "params": {}})
     guest.sock.close()
-    time.sleep(0.1)
+    wait_until("the browser to hold the attach back", (tmp_path / "attach_held").exists)
     delay.unlink()
     watcher = Connection(path, role="service")
     wanted = {"Browser.getVersion", "Target.detachFromTarget"}
@@ -287,7 +291,7 @@ def test_what_a_guest_made_after_it_left_is_closed_when_the_browser_answers(brid
     assert "result" in guest.call("Browser.getVersion")  # attached
     (tmp_path / "create_delay").write_text("0.3")
     guest.send({"id": 9, "method": "Target.createTarget", "params": {"url": "about:blank"}})
-    time.sleep(0.1)  # the request is with the browser, its answer not yet back
+    wait_until("the request to be with the browser, its answer held back", (tmp_path / "create_held").exists)
     guest.sock.close()
     watcher = Connection(path, role="service")
     wanted = {"Target.createTarget", "Target.closeTarget", "Target.detachFromTarget"}
@@ -455,3 +459,28 @@ def test_the_bridges_malloc_setting_is_its_own_not_chromiums(tmp_path):
     finally:
         process.kill()
         process.wait(5)
+
+
+def test_the_socket_appears_only_once_it_listens(tmp_path, monkeypatch):
+    """Whoever waits for the socket's file may connect at once (a connect between bind and
+    listen is refused: seen in this file's tests on a busy machine)."""
+    path = tmp_path / "cdp.sock"
+    path.write_text("left by a bridge that died")
+    there_when_listening = []
+    real_listen = socket.socket.listen
+
+    def listen(self, backlog):
+        there_when_listening.append(path.is_socket())
+        return real_listen(self, backlog)
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    listener = cdp_bridge.listen_at(str(path))
+    try:
+        assert there_when_listening == [False] and path.is_socket()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(path))
+        client.close()
+        assert [p.name for p in tmp_path.iterdir()] == ["cdp.sock"]
+    finally:
+        listener.close()
