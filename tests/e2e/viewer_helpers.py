@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
@@ -28,8 +29,11 @@ def ocr(png: bytes) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "shot.png"
         image.write_bytes(png)
-        # psm 11: sparse text, finds short lines such as a cell's "42" among the UI
-        done = subprocess.run([tesseract, str(image), "stdout", "--psm", "11"], capture_output=True, check=True)
+        # psm 11: sparse text, finds short lines such as a cell's "42" among the UI. One thread:
+        # tesseract's OpenMP threads spin while they wait; on 2 cores that cost several times
+        # the CPU and the time of one thread, and the suite polls screenshots this way a lot
+        done = subprocess.run([tesseract, str(image), "stdout", "--psm", "11"], capture_output=True, check=True,
+                              env={**os.environ, "OMP_THREAD_LIMIT": "1"})
     return done.stdout.decode(errors="replace")
 
 
