@@ -19,6 +19,7 @@ from keepalive.api_client import Client, ClientError, find_token
 from keepalive.engine import cgroups, containment, framebuffer
 from keepalive.health import DEBIAN_PACKAGES, MIN_FREE_DISK_BYTES, service_checks
 from keepalive.settings import Settings
+from keepalive.viewer import html5_files
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 #: What a session needs besides xpra, Chromium and Xvfb, with the Debian package that has it.
@@ -55,6 +56,7 @@ def machine_findings(settings: Settings) -> list[Finding]:
     for command, package in HELPERS.items():
         found = shutil.which(command)
         findings.append(Finding(command, OK if found else FAIL, found or "not found on PATH", f"apt-get install {package}"))
+    findings.append(_viewer_client(settings))
     problem = framebuffer.shm_problem()
     findings.append(Finding(
         "shm", WARN if problem else OK,
@@ -105,6 +107,16 @@ def _containment(settings: Settings) -> Finding:
     if limits:
         detail += f" ({', '.join(limits)} set but not enforced)"
     return Finding("contain", WARN, detail, fix)
+
+
+def _viewer_client(settings: Settings) -> Finding:
+    """The HTML5 client's files, which the service serves to viewers from xpra's install."""
+    try:
+        files = html5_files.Html5Files.of_xpra(settings.xpra)
+    except html5_files.ClientMissing as missing:
+        return Finding("viewer", FAIL, str(missing), "apt-get install xpra (Debian 12's has the HTML5 client), "
+                       "or put xpra's www dir at <prefix>/share/xpra/www beside <prefix>/bin/xpra")
+    return Finding("viewer", OK, f"xpra's HTML5 client in {files.www_dir}")
 
 
 def _disk_before_first_start(state: Path) -> Finding:

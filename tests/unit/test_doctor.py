@@ -84,3 +84,13 @@ def test_a_small_or_missing_shm_is_a_warning_that_says_what_it_costs(tmp_path, m
     shm = by_name(doctor.machine_findings(Settings(state_dir=tmp_path)))["shm"]
     assert shm.status == doctor.WARN and shm.detail == f"{tmp_path} is not a tmpfs"
     assert "--shm-size" in shm.fix and "whole framebuffer" in shm.fix
+
+
+def test_the_viewers_html5_client_is_looked_for_beside_xpra(tmp_path, monkeypatch):
+    from keepalive.viewer import html5_files
+
+    assert by_name(doctor.machine_findings(Settings(state_dir=tmp_path)))["viewer"].status == doctor.OK  # Debian's
+    monkeypatch.setattr(html5_files, "www_dirs", lambda xpra: [tmp_path / "share" / "xpra" / "www"])
+    viewer = by_name(doctor.machine_findings(Settings(state_dir=tmp_path)))["viewer"]
+    assert viewer.status == doctor.FAIL and str(tmp_path / "share" / "xpra" / "www") in viewer.detail
+    assert viewer.fix.startswith("apt-get install xpra")
