@@ -42,13 +42,13 @@ print("loop stopped;", [t.name for t in threading.enumerate() if t.name == clean
 """
 
 
-def run(install: bool, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([str(default_jupyter_python()), "-c", textwrap.dedent(PROGRAM.format(install=install))],
-                          capture_output=True, text=True, timeout=timeout)
+def program(install: bool) -> list[str]:
+    """The program above, in the sessions' Python, with or without the release installed."""
+    return [str(default_jupyter_python()), "-u", "-c", textwrap.dedent(PROGRAM.format(install=install))]
 
 
 def test_a_stopped_server_exits_though_a_request_was_in_flight():
-    done = run(install=True, timeout=60)
+    done = subprocess.run(program(install=True), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "loop stopped; ['AnyIO worker thread']"  # the worker was there, and went
 
@@ -57,12 +57,11 @@ def test_without_it_python_waits_for_the_worker_at_exit(tmp_path):
     # the cause, shown: the program gets as far as the same line, then does not end
     out = tmp_path / "out"
     with out.open("w") as sink:
-        program = subprocess.Popen([str(default_jupyter_python()), "-u", "-c",
-                                    textwrap.dedent(PROGRAM.format(install=False))], stdout=sink)
+        running = subprocess.Popen(program(install=False), stdout=sink)
     try:
-        wait_until("the loop to stop", lambda: "loop stopped" in out.read_text(), timeout=60, process=program)
+        wait_until("the loop to stop", lambda: "loop stopped" in out.read_text(), timeout=60, process=running)
         with pytest.raises(subprocess.TimeoutExpired):  # exit after a print takes microseconds
-            program.wait(timeout=3)
+            running.wait(timeout=3)
     finally:
-        program.kill()
-        program.wait()
+        running.kill()
+        running.wait()
