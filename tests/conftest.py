@@ -220,8 +220,9 @@ KEPT: list[Path] = []
 
 
 def keep_logs(nodeid: str, phase: str) -> Path | None:
-    """Copy every running service's log and its sessions' logs (and OTHER_LOGS) to
-    ``KEPT_LOGS/<test id>/``; returns that folder, or None when there was nothing to keep."""
+    """Copy every running service's log and its sessions' logs (and OTHER_LOGS, OTHER_STATE_DIRS'
+    sessions' logs, the test browser's console, TEST_ARTIFACTS) to ``KEPT_LOGS/<test id>/``;
+    returns that folder, or None when there was nothing to keep."""
     folder = KEPT_LOGS / re.sub(r"[^\w.\[\]-]+", "_", nodeid).strip("_") / phase
     sources: list[tuple[Path, Path]] = []
     for service in LIVE_SERVICES:
@@ -231,26 +232,22 @@ def keep_logs(nodeid: str, phase: str) -> Path | None:
             for log in session_logs.glob("*.log"):
                 sources.append((log, here / "sessions" / session_logs.parent.name / log.name))
     sources += [(path, Path(f"{name.replace(' ', '-')}.log")) for name, path in OTHER_LOGS.items()]
-    if PAGE_CONSOLE:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "test-browser-console.log").write_text("\n".join(PAGE_CONSOLE) + "\n")
-    for name, data in TEST_ARTIFACTS.items():
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
     for name, state_dir in OTHER_STATE_DIRS.items():  # services no test started itself (the hub's)
         for log in (state_dir / "sessions").glob("*/logs/*.log"):
             sources.append((log, Path(name.replace(" ", "-")) / "sessions" / log.parent.parent.name / log.name))
-    copied = bool(PAGE_CONSOLE or TEST_ARTIFACTS)
+    kept = {Path(name): data for name, data in TEST_ARTIFACTS.items()}
+    if PAGE_CONSOLE:
+        kept[Path("test-browser-console.log")] = ("\n".join(PAGE_CONSOLE) + "\n").encode()
     for source, target in sources:
         try:
-            data = source.read_bytes()
+            kept[target] = source.read_bytes()
         except OSError:
             continue  # a session that just went, a log not written yet
+    if not kept:
+        return None
+    for target, data in kept.items():
         (folder / target).parent.mkdir(parents=True, exist_ok=True)
         (folder / target).write_bytes(data)
-        copied = True
-    if not copied:
-        return None
     KEPT.append(folder)
     return folder
 

@@ -267,9 +267,9 @@ async def viewer_http(
 
 def _index(files: Html5Files) -> Response:
     index = files.get("index.html")
+    if index is None:  # there when the service first looked, gone since
+        return _unavailable(f"xpra's HTML5 client in {files.www_dir} has no index.html.", 503)
     try:
-        if index is None:
-            raise html5.UnsupportedClient(f"xpra's HTML5 client in {files.www_dir} has no index.html")
         page = html5.inject_connect_script(index.content)
     except html5.UnsupportedClient as exc:
         return _unavailable(f"{exc}.", 503)
