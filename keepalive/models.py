@@ -152,7 +152,7 @@ class Activity(BaseModel):
 
     busy: bool
     kernels: list[KernelActivity]
-    updated_at: datetime
+    updated_at: datetime = Field(description="When the Jupyter server last answered: it answers when something changes.")
     kernel_died: KernelDeath | None = Field(
         None, description="The last kernel the session lost: to its memory limit, or while its Jupyter server was down.")
     restored: SessionRestored | None = Field(

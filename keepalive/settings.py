@@ -150,8 +150,9 @@ class Settings(BaseSettings):
     )
     activity_interval: float = Field(
         2.0, gt=0, le=600,
-        description="Seconds between looks at what each ready session's kernels are doing (GET /sessions/ID "
-        "'activity', the events stream, the webhook).",
+        description="Seconds at least between two looks at what a session's kernels are doing (GET /sessions/ID "
+        "'activity', the events stream, the webhook); a look waits until something changes. Also how often the "
+        "session's cgroup is asked for kernels killed for memory.",
     )
     webhook_url: SecretStr | None = Field(
         None,

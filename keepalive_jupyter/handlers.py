@@ -7,7 +7,9 @@ with what they serve: heavyai.py, kiosk.py, kernel_environment.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -48,22 +50,63 @@ class ExecutionsHandler(APIHandler):
 
 class ActivityHandler(APIHandler):
     """``GET /api/keepalive/activity``: what every kernel is doing (busy or idle since when, the time
-    of its last output, the last lines of a running cell, how its last run ended), and ``lost``: the
-    kernels an earlier server of this session left that had ended before this one could take them
-    back (keepalive_jupyter/surviving_kernels.py; empty with another kernel manager)."""
+    of its last output, the last lines of a running cell, how its last run ended), the notebook
+    each kernel runs for, and ``lost``: the kernels an earlier server of this session left that
+    had ended before this one could take them back (keepalive_jupyter/surviving_kernels.py; empty
+    with another kernel manager).
+
+    ``?after=V&wait=S``: V is the ``version`` of an earlier answer. While the answer would still
+    be V, it waits, at most S seconds (up to MAX_WAIT): the service follows a session with one
+    request that this server answers when something happens, instead of asking every few seconds.
+    """
 
     auth_resource = "kernels"
-    _track_activity = False  # the service asks every few seconds
+    _track_activity = False  # the service's looks are not the user's activity
+
+    #: The longest wait a request may ask for, in seconds.
+    MAX_WAIT = 300.0
+    #: While waiting, the answer is made again this often even if no kernel did anything: a
+    #: notebook renamed, or a kernel started by another route, changes it too.
+    RECHECK_SECONDS = 10.0
+    _gone = False  # the client closed the connection
+
+    def on_connection_close(self):
+        self._gone = True
+        super().on_connection_close()
 
     @web.authenticated
     @authorized
     async def get(self):
         recorder = self.settings["keepalive_execution_recorder"]
+        after = self.get_argument("after", None)
+        try:
+            wait = min(max(float(self.get_argument("wait", "0")), 0.0), self.MAX_WAIT)
+        except ValueError:
+            raise web.HTTPError(400, "wait must be a number of seconds") from None
+        deadline = time.monotonic() + wait
         recorder.sync()  # a kernel started a moment ago is listed, idle
+        while True:
+            answer = await self._answer(recorder)
+            left = deadline - time.monotonic()
+            if answer["version"] != after or left <= 0 or self._gone:
+                break
+            await recorder.activity_changed(min(left, self.RECHECK_SECONDS))
+        if self._gone:
+            return  # the client left; nobody to answer
         self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(answer, default=str))
+
+    async def _answer(self, recorder) -> dict:
         kernels = [record.activity_json() for record in list(recorder.records.values())]
         lost = getattr(self.kernel_manager, "lost", [])
-        self.finish(json.dumps({"kernels": kernels, "lost": lost}, default=str))
+        notebooks = {}
+        for session in await ensure_async(self.session_manager.list_sessions()):
+            kernel = session.get("kernel") or {}
+            if kernel.get("id"):
+                notebooks[kernel["id"]] = session.get("path")
+        answer = {"kernels": kernels, "lost": lost, "notebooks": notebooks}
+        encoded = json.dumps(answer, sort_keys=True, default=str).encode()
+        return {**answer, "version": hashlib.sha256(encoded).hexdigest()[:16]}
 
 
 class DraftsHandler(APIHandler):

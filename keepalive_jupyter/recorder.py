@@ -123,6 +123,9 @@ class ExecutionRecorder(LoggingConfigurable):
         self.held_stdin: dict[str, dict[str, tuple]] = {}
         self._poller: PeriodicCallback | None = None
         self.folder: Path | None = None
+        #: the kernels' activity marks at the last look, and who waits for them to change
+        self._activity_marks: dict[str, tuple] = {}
+        self._activity_changed = asyncio.Event()
 
     @property
     def settings(self) -> dict:
@@ -182,6 +185,23 @@ class ExecutionRecorder(LoggingConfigurable):
             for session_id in list(self.held_stdin[kernel_id]):
                 if not self._waits_for(kernel_id, session_id):
                     self.release_stdin(kernel_id, session_id)
+        self._notice_activity()
+
+    # --- telling whoever waits that the activity changed -------------------------------------
+
+    def _notice_activity(self) -> None:
+        """Wake whoever waits in :meth:`activity_changed` if a kernel came, went, or did anything
+        since the last look (every sync: what the journals gained is known only then)."""
+        marks = {kernel_id: record.activity_mark() for kernel_id, record in self.records.items()}
+        if marks != self._activity_marks:
+            self._activity_marks = marks
+            self._activity_changed.set()
+            self._activity_changed = asyncio.Event()
+
+    async def activity_changed(self, timeout: float) -> None:
+        """Return when the kernels' activity changes, or after ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._activity_changed.wait(), timeout)
 
     def _kernel_process(self, kernel_id: str) -> tuple[str | None, int | None]:
         """The kernel's connection file and process id (None, None: not a local kernel, or gone)."""

@@ -1,11 +1,18 @@
 """What a session's kernels are doing, read from its Jupyter server, not from pixels.
 
-Every ``activity_interval`` seconds the watcher asks the session's Jupyter server for its
-sessions (which notebook runs on which kernel) and, from keepalive's server extension, each
-kernel's activity (keepalive_jupyter/executions.py: busy or idle since when, the last output, the tail
-of a running cell, how the last run ended). A change is published on the session's event
-stream; a run that ended is published too and, when it lasted long enough or ended in an
-error, sent to the session's webhook.
+The watcher asks keepalive's server extension in the session's Jupyter server for each kernel's
+activity (keepalive_jupyter/executions.py: busy or idle since when, the last output, the tail of a
+running cell, how the last run ended, and which notebook it runs for). After the first answer it
+asks with that answer's version, and the server answers when something changed (or after
+WAIT_SECONDS): an idle session costs one request every WAIT_SECONDS, not one every few seconds.
+Between two looks there are at least ``activity_interval`` seconds, so a busy kernel's output
+is followed at that pace. A change is published on the session's event stream; a run that
+ended is published too and, when it lasted long enough or ended in an error, sent to the
+session's webhook. A Jupyter server without the extension (an external one) is asked for its
+kernels every ``activity_interval`` seconds instead.
+
+Kernels killed for memory are counted by the session's cgroup, which is read every
+``activity_interval`` seconds (a file, no request).
 
 Runs are counted by the server extension, so a run that starts and ends between two looks is
 still seen, exactly once. Runs that ended before the watcher's first look (before a service
@@ -31,8 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds one look at the Jupyter server may take.
+#: Seconds one look at the Jupyter server may take (besides the time it is asked to wait).
 LOOK_TIMEOUT = 5.0
+#: Seconds the server may hold a look while nothing changes.
+WAIT_SECONDS = 60.0
 
 
 def when(epoch: float | None) -> datetime | None:
@@ -79,7 +88,7 @@ class ActivityWatcher:
         self.latest: Activity | None = None
         self._runs_seen: dict[str, int] = {}
         self._looked = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # the looks, and the OOM kills' count
         #: Webhook deliveries under way: they finish even after the session stops.
         self.deliveries: set[asyncio.Task[bool]] = set()
         self._oom_kills: int | None = None  # the session's cgroup's count at the last look
@@ -87,47 +96,86 @@ class ActivityWatcher:
         self._lost_seen: set[str] = set()  # kernels of the Jupyter side's ``lost`` list already told
         self._restored: SessionRestored | None = None
         self._notices: set[asyncio.Task[None]] = set()
+        #: the version of the extension's last answer (None: look without waiting)
+        self._version: str | None = None
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._watch(), name=f"activity-{self.session.id}")
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._watch(), name=f"activity-{self.session.id}"),
+                           loop.create_task(self._watch_oom_kills(), name=f"oom-kills-{self.session.id}")]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Look at once, without waiting for a change (the session is ready again: its server
+        may be a new one, and what a recovering session was not told is due now)."""
+        self._version = None
+        self._wake.set()
 
     async def _watch(self) -> None:
+        interval = self.session.settings.activity_interval
         async with httpx.AsyncClient(timeout=LOOK_TIMEOUT, trust_env=False) as client:
             while True:
+                self._wake.clear()
+                woken = False
                 try:
-                    await self.look(client)
+                    woken = await self._until_woken(self.look(client))
                 except (httpx.HTTPError, ValueError, KeyError) as error:
                     # the server is restarting, or the session is recovering: the next look tells
                     log.debug("session %s: no activity this time: %s", self.session.id, error)
-                await asyncio.sleep(self.session.settings.activity_interval)
+                    self._version = None
+                if not woken:
+                    await asyncio.sleep(interval)
+
+    async def _until_woken(self, look) -> bool:
+        """Run a look; give it up if :meth:`wake` is called meanwhile (then True)."""
+        looking = asyncio.ensure_future(look)
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({looking, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (looking, woken):
+                task.cancel()
+            await asyncio.gather(looking, woken, return_exceptions=True)
+        if looking.cancelled():
+            return True
+        looking.result()  # its error, if any
+        return False
+
+    async def _watch_oom_kills(self) -> None:
+        while True:
+            self._notice_oom()
+            await asyncio.sleep(self.session.settings.activity_interval)
 
     async def look(self, client: httpx.AsyncClient) -> None:
-        self._notice_oom()  # the kernel's accounting, not the Jupyter server's: first, whatever it answers
         endpoint = self.session.endpoint
         if endpoint is None:
             return
         headers = endpoint.auth_headers
         # Looking is not the user's activity: a hub must be free to cull an idle server.
         untracked = {"no_track_activity": "1"}
-        sessions = await client.get(f"{endpoint.url}/api/sessions", headers=headers, params=untracked)
-        sessions.raise_for_status()
-        notebooks = {s["kernel"]["id"]: s.get("path") for s in sessions.json() if s.get("kernel")}
-        answer = await client.get(f"{endpoint.url}/api/keepalive/activity", headers=headers)
+        waiting = {} if self._version is None else {"after": self._version, "wait": str(WAIT_SECONDS)}
+        answer = await client.get(f"{endpoint.url}/api/keepalive/activity", headers=headers, params=waiting,
+                                  timeout=LOOK_TIMEOUT + (WAIT_SECONDS if waiting else 0))
         if answer.status_code == 404:
             bare = await client.get(f"{endpoint.url}/api/kernels", headers=headers, params=untracked)
             bare.raise_for_status()
             kernels = [bare_kernel(k) for k in bare.json()]
+            notebooks = await self._notebooks(client, endpoint)
         else:
             answer.raise_for_status()
             kernels = answer.json()["kernels"]
+            notebooks = answer.json().get("notebooks")
+            if notebooks is None:  # an older extension
+                notebooks = await self._notebooks(client, endpoint)
             self._notice_lost(answer.json().get("lost") or [])  # before the activity that shows it
+            self._version = answer.json().get("version")
         activity = Activity(
             busy=any(k.get("execution_state") == "busy" for k in kernels),
             kernels=[kernel_activity(k, notebooks.get(k["kernel_id"])) for k in kernels],
@@ -142,6 +190,14 @@ class ActivityWatcher:
         self.latest = activity
         if changed:
             self.hub.publish(self.session.id, "activity", activity.model_dump(mode="json"))
+
+    @staticmethod
+    async def _notebooks(client: httpx.AsyncClient, endpoint) -> dict[str, str | None]:
+        """Which notebook each kernel runs for, from the Jupyter server's own sessions."""
+        sessions = await client.get(f"{endpoint.url}/api/sessions", headers=endpoint.auth_headers,
+                                    params={"no_track_activity": "1"})
+        sessions.raise_for_status()
+        return {s["kernel"]["id"]: s.get("path") for s in sessions.json() if s.get("kernel")}
 
     def _notice_oom(self) -> None:
         """A kernel killed for memory since the last look (the session's cgroup counts them) is

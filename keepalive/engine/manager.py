@@ -128,7 +128,8 @@ class SessionManager:
         # and its workspace is named after the session.
         self.pool = WarmPool(
             0 if settings.jupyter_url else settings.pool_size, make=self._new_pool_session,
-            room=self._room, busy=lambda: bool(self.registry.starts()), stop=self._stop, forget=self._forget_pool,
+            room=self._room, busy=lambda: bool(self.registry.starts()), stop=self._stop,
+            forget=lambda session: self._forget(session.id),  # a cancelled start: nothing of it runs
         )
         if settings.pool_size and settings.jupyter_url:
             log.warning("no warm pool (KEEPALIVE_POOL_SIZE) with KEEPALIVE_JUPYTER_URL: sessions share that server")
@@ -429,10 +430,6 @@ class SessionManager:
         if self._store is not None:
             self._store.delete(session_id)
 
-    def _forget_pool(self, session: Session) -> None:
-        """A pool session whose start was cancelled: it cleaned up after itself, nothing runs."""
-        self._forget(session.id)
-
     # -- what sessions do: events and activity ----------------------------------------------
 
     def _follow(self, session: Session) -> None:
@@ -450,6 +447,8 @@ class SessionManager:
             # kernels go on computing while the browser is recovered: keep watching them
             entry.watcher = ActivityWatcher(session, self.events)
             entry.watcher.start()
+        elif state is SessionState.ready and entry.watcher is not None:
+            entry.watcher.wake()  # recovered: maybe a new server, and news held while recovering
         elif state in (SessionState.stopping, SessionState.stopped) and entry.watcher is not None:
             watcher, entry.watcher = entry.watcher, None
             asyncio.get_running_loop().create_task(watcher.stop())

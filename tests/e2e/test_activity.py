@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.kiosk import kiosk_page, open_and_run_all, put_notebook
+from tests.integration.jupyter_driver import SessionJupyter
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -84,11 +85,6 @@ def kernels(service, session_id: str) -> list[dict]:
     return [] if activity is None else activity["kernels"]
 
 
-def activity_stamp(service, session_id: str) -> str:
-    """When the service last looked at the session's kernels (``activity.updated_at``)."""
-    return service.client.get(f"/sessions/{session_id}").json()["activity"]["updated_at"]
-
-
 def test_a_run_shows_busy_then_idle_and_is_announced_once(keepalive_service, playwright):
     receiver = Receiver()
     session = keepalive_service.start_session(name="activity", webhook_url=receiver.url, webhook_min_busy=2)
@@ -119,13 +115,16 @@ def test_a_run_shows_busy_then_idle_and_is_announced_once(keepalive_service, pla
 
         wait_until("the webhook's call", lambda: receiver.calls, timeout=60)
         # one call, not more: a later look at the same kernel must not announce the run again.
-        # Two more looks (each stamps the activity anew) and the time between them: a wrong
-        # second call from the first of them would be in by then.
-        stamps = [activity_stamp(keepalive_service, sid)]
-        for _ in range(2):
-            stamps.append(wait_until("the next look at the session's kernels",
-                                     lambda: (s := activity_stamp(keepalive_service, sid)) != stamps[-1] and s,
-                                     timeout=30, every=0.25))
+        # Looks come when something changes: a kernel started, then shut down, makes two (each
+        # stamps the activity anew), and a wrong second call from the first would be in by then.
+        jupyter = SessionJupyter(keepalive_service.state_dir, sid)
+        other = jupyter.client.post("/api/kernels", json={"name": "python3"}).json()["id"]
+        wait_until("a look that sees a new kernel", lambda: other in [k["id"] for k in kernels(keepalive_service, sid)],
+                   timeout=30, every=0.25)
+        assert jupyter.client.delete(f"/api/kernels/{other}").status_code == 204
+        wait_until("a look that sees it gone", lambda: other not in [k["id"] for k in kernels(keepalive_service, sid)],
+                   timeout=30, every=0.25)
+        jupyter.client.close()
         assert len(receiver.calls) == 1, receiver.calls
         raw = receiver.calls[0].decode()
         call = json.loads(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -268,6 +269,36 @@ def test_activity_endpoint_lists_kernels(fetch, kernel_id):
 
     mine = wait_until("the kernel in the activity", listed, timeout=30)
     assert mine[0]["execution_state"] == "idle" and mine[0]["running"] is None
+
+
+def test_an_activity_request_with_after_waits_for_a_change(fetch, jp_fetch, jp_asyncio_loop):
+    """``after``: the answer comes when the activity differs from that version, not before."""
+    first = json.loads(fetch("api", "keepalive", "activity").body)
+    # nothing changes: the answer comes once the wait is over, with the same version
+    unchanged = json.loads(fetch("api", "keepalive", "activity", params={"after": first["version"], "wait": "0.5"}).body)
+    assert unchanged["version"] == first["version"] and unchanged["kernels"] == first["kernels"]
+
+    async def kernel_started_while_waiting():
+        waiting = asyncio.ensure_future(
+            jp_fetch("api", "keepalive", "activity", params={"after": first["version"], "wait": "120"})
+        )
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        started = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+        return json.loads(started.body)["id"], json.loads((await waiting).body)
+
+    kernel_id, changed = jp_asyncio_loop.run_until_complete(kernel_started_while_waiting())
+    try:
+        assert changed["version"] != first["version"]
+        assert kernel_id in [k["kernel_id"] for k in changed["kernels"]]
+    finally:
+        fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+def test_an_activity_wait_that_is_not_a_number_is_400(fetch):
+    with pytest.raises(HTTPClientError) as refused:
+        fetch("api", "keepalive", "activity", params={"after": "x", "wait": "soon"})
+    assert refused.value.code == 400 and "wait" in str(refused.value.response.body)
 
 
 # --- input(): asked again by a page that did not start the execution -------------------------

@@ -13,6 +13,7 @@ import pytest
 from keepalive.engine import webhook
 from keepalive.engine.activity import ActivityWatcher
 from keepalive.engine.events import EventHub
+from tests.waiting import wait_until_async
 
 
 class Receiver:
@@ -177,3 +178,91 @@ async def test_a_kernel_death_is_in_the_activity_as_soon_as_its_event_is_out():
         kinds = [events.get_nowait().kind for _ in range(events.qsize())]
     assert kinds == ["kernel_died", "activity"]
     assert watcher.latest.kernel_died == death and watcher.latest.busy is True
+
+
+class FakeExtension:
+    """keepalive_jupyter's activity route on loopback: answers a look with ``after`` only when the
+    test says the activity changed (``change``) or the watcher gives up on it."""
+
+    def __init__(self):
+        self.version = "v1"
+        self.state = "idle"
+        self.looks: list[dict] = []  # each look's query
+        self.changed = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                from urllib.parse import parse_qs, urlsplit
+
+                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                fake.looks.append(query)
+                if query.get("after") == fake.version:
+                    fake.changed.wait(float(query["wait"]))
+                body = json.dumps({"version": fake.version, "lost": [], "notebooks": {"k1": "a.ipynb"},
+                                   "kernels": [{"kernel_id": "k1", "execution_state": fake.state}]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the watcher gave this look up
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def change(self, state: str, version: str) -> None:
+        self.state, self.version = state, version
+        self.changed.set()
+        self.changed = threading.Event()
+
+    def close(self):
+        self.changed.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_an_idle_session_is_looked_at_once_then_told_of_changes_and_woken_on_demand():
+    """No poll while nothing changes: one look, then one held look that the server answers when
+    a kernel goes busy; ``wake`` (the session is ready again) gives up a held look for a new one."""
+    from keepalive.models import SessionState
+
+    server = FakeExtension()
+    oom_reads = []
+    session = SimpleNamespace(
+        id="s1", name="alice", webhook_url=None, webhook_min_busy=0.0, state=SessionState.ready,
+        settings=SimpleNamespace(activity_interval=0.02),
+        endpoint=SimpleNamespace(url=server.url, auth_headers={}),
+        containment=SimpleNamespace(oom_kills=lambda: oom_reads.append(1) or 0, memory_max=lambda: None),
+    )
+    hub = EventHub()
+    watcher = ActivityWatcher(session, hub)
+    try:
+        with hub.listen("s1") as events:
+            watcher.start()
+            await wait_until_async("two looks", lambda: len(server.looks) == 2)
+            assert "after" not in server.looks[0] and server.looks[1]["after"] == "v1"
+            assert watcher.latest.kernels[0].notebook == "a.ipynb" and not watcher.latest.busy
+            # twenty intervals go by (the cgroup's OOM count is read each one): no other look
+            seen = len(oom_reads)
+            await wait_until_async("twenty intervals", lambda: len(oom_reads) >= seen + 20)
+            assert len(server.looks) == 2
+
+            server.change("busy", "v2")
+            await wait_until_async("the busy kernel", lambda: watcher.latest.busy)
+            await wait_until_async("a third look", lambda: len(server.looks) == 3)
+            assert server.looks[2]["after"] == "v2"
+            watcher.wake()
+            await wait_until_async("a look at once", lambda: len(server.looks) >= 4)
+            assert "after" not in server.looks[3]
+            kinds = [events.get_nowait().kind for _ in range(events.qsize())]
+        assert kinds == ["activity", "activity"]  # idle, then busy
+    finally:
+        await watcher.stop()
+        server.close()
