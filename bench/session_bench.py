@@ -152,6 +152,8 @@ FLOOR_RUNS = 3
 DENSITY_CHECKPOINTS = (10, 20)
 #: Seconds between the viewer page's first request and the memory figure with xpra running.
 VIEWER_SETTLE = 5.0
+#: Seconds over which the idle CPU of the density run's sessions is measured.
+IDLE_CPU_SECONDS = 60.0
 #: Memory the density run leaves to the machine.
 DENSITY_RESERVE = 2 * 1024**3
 
@@ -201,23 +203,50 @@ class Service:
         self._log.close()
 
 
-def idle_cpu(state_dir: Path, session_ids: list[str], seconds: float = 10.0) -> float:
-    """Share of one core all these sessions' processes used over ``seconds`` (1.0 = one core)."""
-    processes = [p for sid in session_ids for p in session_processes(sid, state_dir / "sessions" / sid)]
+def process_kind(process: psutil.Process) -> str:
+    """What a process is, for the idle CPU's breakdown."""
+    name, argv = process.name(), process.cmdline()
+    if name in ("chromium", "chrome"):
+        kind = next((a.removeprefix("--type=") for a in argv if a.startswith("--type=")), "browser")
+        return f"chromium {kind}"
+    joined = " ".join(argv)
+    for marker, kind in (("cdp_bridge", "cdp bridge"), ("ipykernel", "kernel"), ("iopub_recorder", "recorder"),
+                         ("jupyter", "jupyter server")):
+        if marker in joined:
+            return kind
+    return name
 
-    def cpu() -> float:
-        total = 0.0
-        for process in processes:
+
+def idle_cpu(service: Service, session_ids: list[str], seconds: float = IDLE_CPU_SECONDS) -> dict:
+    """Cores used over ``seconds`` (1.0 = one core) by these sessions' processes and by the
+    service's own (its Playwright driver among them), in all and by kind of process."""
+    sessions = [p for sid in session_ids for p in session_processes(sid, service.state_dir / "sessions" / sid)]
+    mine = {p.pid for p in sessions}
+    root = psutil.Process(service.process.pid)
+    own = [root] + [p for p in root.children(recursive=True) if p.pid not in mine]
+    kinds = {}
+    for process in sessions + own:
+        try:
+            kinds[process] = "keepalive service" if process is root else (
+                "playwright driver" if process.name().startswith("node") else process_kind(process))
+        except psutil.Error:
+            continue
+
+    def cpu() -> dict:
+        used: dict[str, float] = {}
+        for process, kind in kinds.items():
             try:
                 times = process.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
             except psutil.Error:
                 continue
-        return total
+            used[kind] = used.get(kind, 0.0) + times.user + times.system
+        return used
 
     before = cpu()
     time.sleep(seconds)
-    return (cpu() - before) / seconds
+    after = cpu()
+    by_kind = {kind: (after[kind] - before.get(kind, 0.0)) / seconds for kind in after}
+    return {"cores": sum(by_kind.values()), "by_kind": dict(sorted(by_kind.items(), key=lambda item: -item[1]))}
 
 
 def session_uss(state_dir: Path, session_id: str) -> int:
@@ -249,7 +278,7 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
                       for s in service.client.get("/sessions").json()["sessions"])
         by_name = [uss_by_name(sid, service.state_dir / "sessions" / sid) for sid in ids]
         uss = [sum(u for _, u in names.values()) for names in by_name]
-        cpu = idle_cpu(service.state_dir, ids)
+        cpu = idle_cpu(service, ids)
     finally:
         for sid in ids:
             service.delete(sid)
@@ -258,7 +287,8 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
     if uss:
         uss_at[len(ids)] = statistics.median(uss)
     return {"sessions": len(ids), "healthy": healthy, "stopped_by": stopped_by, "start_s": start_s,
-            "uss_per_session_bytes": statistics.median(uss) if uss else 0, "idle_cpu_cores": cpu,
+            "uss_per_session_bytes": statistics.median(uss) if uss else 0, "idle_cpu_cores": cpu["cores"],
+            "idle_cpu_by_kind": cpu["by_kind"], "idle_cpu_seconds": IDLE_CPU_SECONDS,
             "uss_per_session_by_process": per_process, "uss_per_session_at": uss_at}
 
 
@@ -387,7 +417,11 @@ def main() -> int:
         d = figures["density"]
         at = ", ".join(f"{n}: {d['start_s'][n - 1]:.2f} s" for n in (1, 10, 20, 50) if n <= len(d["start_s"]))
         print(f"\ndensity: {d['sessions']} sessions started ({d['stopped_by']}), {d['healthy']} healthy after "
-              f"{args.idle:.0f} s idle; start time at {at}; idle CPU of all of them {d['idle_cpu_cores']:.2f} cores")
+              f"{args.idle:.0f} s idle; start time at {at}; idle CPU of all of them and the service "
+              f"{d['idle_cpu_cores']:.2f} cores ({d['idle_cpu_cores'] / max(1, d['sessions']):.4f} per session), "
+              f"over {d['idle_cpu_seconds']:.0f} s; by kind of process, per session:")
+        for kind, cores in d["idle_cpu_by_kind"].items():
+            print(f"        {kind:<22} {cores / max(1, d['sessions']):.4f} cores")
         print("    USS per session (median), by process:")
         for name, uss in sorted(d["uss_per_session_by_process"].items(), key=lambda item: -item[1]):
             print(f"        {name:<22} {uss / mib:7.1f} MiB")

@@ -4,7 +4,7 @@
 - ``keepalive_service`` runs the real ``keepalive serve`` on a free loopback port, waits
   until it answers, yields a handle, and always stops it (and checks nothing is left).
 
-End-to-end tests run two at a time (scripts/test.sh: pytest-xdist, ``-n 2 --dist loadgroup``).
+End-to-end tests run three at a time (scripts/test.sh: pytest-xdist, ``-n 3 --dist loadgroup``).
 What that asks of a test, and what this file does about it:
 
 - Each xdist worker is a pytest run of its own: session-scoped fixtures (``keepalive_service``,
@@ -101,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 #: Folders whose tests run real services, sessions and browsers: all of them marked ``e2e``.
-#: scripts/test.sh runs the others in parallel (``-m "not e2e"``), these two at a time.
+#: scripts/test.sh runs the others in parallel (``-m "not e2e"``), these three at a time.
 END_TO_END = ("e2e", "integration")
 #: Fixture scopes wider than a test and narrower than the run: what a module's tests share.
 SHARED_SCOPES = ("package", "module", "class")
