@@ -30,6 +30,15 @@ def write_whole(path: Path, text: str) -> None:
         raise
 
 
+def same_text(path: Path, text: str) -> bool:
+    """Whether ``path`` holds ``text`` already. JupyterLab puts its workspace back every 10 s or
+    so, mostly unchanged: each write would be a flush to disk for nothing."""
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def install() -> None:
     """Make jupyterlab_server's WorkspacesManager save whole files (once per process)."""
     try:
@@ -53,7 +62,8 @@ def install() -> None:
             raise ValueError(f"Workspace metadata ID mismatch: expected {space_name!r} got {metadata_id!r}")
         self.workspaces_dir.mkdir(parents=True, exist_ok=True)
         path = self.workspaces_dir / (workspaces_handler.slugify(space_name) + workspaces_handler.WORKSPACE_EXTENSION)
-        write_whole(path, raw)
+        if not same_text(path, raw):
+            write_whole(path, raw)
         return path
 
     save.keepalive_whole = True

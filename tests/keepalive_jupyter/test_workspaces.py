@@ -42,3 +42,25 @@ def test_a_save_cut_short_leaves_the_last_whole_workspace(tmp_path):
         "True True",  # the old one whole, no scratch file left beside it
         "refused: Workspace metadata ID mismatch: expected 'default' got '/other'",
     ]
+
+
+def test_the_same_workspace_put_again_is_not_written_again(tmp_path):
+    out = run_in_jupyter_environment(
+        f"""
+        import json, os
+        from pathlib import Path
+        from jupyterlab_server.workspaces_handler import WorkspacesManager
+        from keepalive_jupyter import workspaces
+
+        workspaces.install()
+        manager = WorkspacesManager(Path({str(tmp_path)!r}) / "workspaces")
+        writes = []
+        real_replace = os.replace
+        os.replace = lambda *args: (writes.append(args), real_replace(*args))
+        layout = json.dumps({{"data": {{"layout": "one"}}, "metadata": {{"id": "default"}}}})
+        for text in (layout, layout, layout.replace("one", "two")):
+            path = manager.save("default", text)
+            print(len(writes), path.read_text() == text)
+        """
+    )
+    assert out.splitlines() == ["1 True", "1 True", "2 True"]
