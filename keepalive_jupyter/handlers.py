@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 
 from jupyter_server.auth.decorator import authorized
@@ -80,9 +81,12 @@ class ActivityHandler(APIHandler):
         recorder = self.settings["keepalive_execution_recorder"]
         after = self.get_argument("after", None)
         try:
-            wait = min(max(float(self.get_argument("wait", "0")), 0.0), self.MAX_WAIT)
+            wait = float(self.get_argument("wait", "0"))
         except ValueError:
-            raise web.HTTPError(400, "wait must be a number of seconds") from None
+            wait = math.nan
+        if not math.isfinite(wait):
+            raise web.HTTPError(400, "wait must be a number of seconds")
+        wait = min(max(wait, 0.0), self.MAX_WAIT)
         deadline = time.monotonic() + wait
         recorder.sync()  # a kernel started a moment ago is listed, idle
         while True:

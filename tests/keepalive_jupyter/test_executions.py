@@ -295,9 +295,10 @@ def test_an_activity_request_with_after_waits_for_a_change(fetch, jp_fetch, jp_a
         fetch("api", "kernels", kernel_id, method="DELETE")
 
 
-def test_an_activity_wait_that_is_not_a_number_is_400(fetch):
+@pytest.mark.parametrize("wait", ["soon", "nan", "inf"])
+def test_an_activity_wait_that_is_not_a_number_of_seconds_is_400(fetch, wait):
     with pytest.raises(HTTPClientError) as refused:
-        fetch("api", "keepalive", "activity", params={"after": "x", "wait": "soon"})
+        fetch("api", "keepalive", "activity", params={"after": "x", "wait": wait})
     assert refused.value.code == 400 and "wait" in str(refused.value.response.body)
 
 
