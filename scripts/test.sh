@@ -3,7 +3,7 @@
 # tests with real xpra, Chromium, Jupyter servers and the real service on loopback.
 # Extra arguments go to pytest.
 #
-# Two runs: the in-process tests (tests/unit, tests/keepalive_jupyter) in parallel, a worker
+# Two runs: the in-process tests (tests/unit, tests/keepalive_jupyter) in parallel, two workers
 # per CPU (pytest-xdist); then the end-to-end ones (tests/e2e, tests/integration: marked e2e by
 # tests/conftest.py) three at a time (KEEPALIVE_TEST_E2E_WORKERS). A test spends much of its
 # time waiting on its sessions, and sessions starting keep the cores busy only in bursts: on a
@@ -25,7 +25,10 @@ done
 
 # pytest's exit code 5 means "no tests collected": a selection with none of one kind is fine.
 status=0
-"${pytest[@]}" -m "not e2e" -n logical "$@" || status=$?
+# Two in-process workers per CPU: they wait on their Jupyter servers and subprocesses much of
+# the time, and with one per CPU the cores were idle about half of this part.
+in_process_workers=$(( 2 * $(nproc) ))
+"${pytest[@]}" -m "not e2e" -n "$in_process_workers" "$@" || status=$?
 in_process=$status
 status=0
 workers=${KEEPALIVE_TEST_E2E_WORKERS:-3}
