@@ -7,8 +7,8 @@
 # per CPU (pytest-xdist); then the end-to-end ones (tests/e2e, tests/integration: marked e2e by
 # tests/conftest.py) three at a time (KEEPALIVE_TEST_E2E_WORKERS). A test spends much of its
 # time waiting on its sessions, and sessions starting keep the cores busy only in bursts: on a
-# 2-core machine two workers left the cores idle about a tenth of the time, three keep them busy
-# (measured with /proc/stat over a whole run), and the run took 693 s against 758 s.
+# 2-core machine two workers left the cores idle part of the time (/proc/stat over a whole run),
+# three keep them busy.
 # Tests sharing a module's fixture stay on one worker (--dist loadgroup, groups made by
 # tests/conftest.py, which also gives each worker's services uids and displays of their own).
 # Arguments that select by mark (-m) make it one plain run instead.

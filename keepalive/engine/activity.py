@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 LOOK_TIMEOUT = 5.0
 #: Seconds the server may hold a look while nothing changes.
 WAIT_SECONDS = 60.0
+#: Looking is not the user's activity: a hub must be free to cull an idle server.
+UNTRACKED = {"no_track_activity": "1"}
 
 
 def when(epoch: float | None) -> datetime | None:
@@ -158,13 +160,11 @@ class ActivityWatcher:
         if endpoint is None:
             return
         headers = endpoint.auth_headers
-        # Looking is not the user's activity: a hub must be free to cull an idle server.
-        untracked = {"no_track_activity": "1"}
         waiting = {} if self._version is None else {"after": self._version, "wait": str(WAIT_SECONDS)}
         answer = await client.get(f"{endpoint.url}/api/keepalive/activity", headers=headers, params=waiting,
                                   timeout=LOOK_TIMEOUT + (WAIT_SECONDS if waiting else 0))
         if answer.status_code == 404:
-            bare = await client.get(f"{endpoint.url}/api/kernels", headers=headers, params=untracked)
+            bare = await client.get(f"{endpoint.url}/api/kernels", headers=headers, params=UNTRACKED)
             bare.raise_for_status()
             kernels = [bare_kernel(k) for k in bare.json()]
             notebooks = await self._notebooks(client, endpoint)
@@ -194,8 +194,7 @@ class ActivityWatcher:
     @staticmethod
     async def _notebooks(client: httpx.AsyncClient, endpoint) -> dict[str, str | None]:
         """Which notebook each kernel runs for, from the Jupyter server's own sessions."""
-        sessions = await client.get(f"{endpoint.url}/api/sessions", headers=endpoint.auth_headers,
-                                    params={"no_track_activity": "1"})
+        sessions = await client.get(f"{endpoint.url}/api/sessions", headers=endpoint.auth_headers, params=UNTRACKED)
         sessions.raise_for_status()
         return {s["kernel"]["id"]: s.get("path") for s in sessions.json() if s.get("kernel")}
 

@@ -132,8 +132,8 @@ def pack_profile(profile_dir: Path, template: Path, before_descend: Callable[[Pa
     template.parent.mkdir(parents=True, exist_ok=True)
     partial = template.with_name(template.name + ".partial")
     # the home may belong to a session's user: no write through a symlink planted there.
-    # gzip's fastest level: a profile is packed at every stop, and tarfile's default (9) took
-    # three times the CPU for a file about a sixth smaller.
+    # gzip's fastest level: a profile is packed at every stop, and tarfile's default (9) costs
+    # several times the CPU for a file only a little smaller.
     with create_no_follow(partial) as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as archive:
         _add_folder(archive, profile_dir, "", before_descend)
     partial.replace(template)
