@@ -166,6 +166,22 @@ async def test_a_ready_session_with_a_dead_part_is_recovered(managers, settings,
     assert adopted.record.jupyter_pid in world.alive
 
 
+async def test_a_recovered_session_has_its_kernels_looked_at_again_at_once(managers, settings, world, monkeypatch):
+    """Its Jupyter server may be a new one, and a watcher waiting on the old one's answer would
+    wait in vain: the session's ready again wakes it (once, not at the first ready)."""
+    from keepalive.engine.activity import ActivityWatcher
+
+    woken = []
+    monkeypatch.setattr(ActivityWatcher, "wake", lambda watcher: woken.append(watcher.session.id))
+    session_id = await _left_by_a_first_service(managers, settings, world, "ready")
+    world.kill(stored(settings)[session_id]["jupyter_pid"])
+    second = await managers()
+    adopted = second.get(session_id)
+    await adopted._recovery
+    assert adopted.state is SessionState.ready and adopted.record.restarts == 1
+    assert woken == [session_id]
+
+
 async def test_a_recovering_session_becomes_ready_through_the_table(managers, settings, world):
     session_id = await _left_by_a_first_service(managers, settings, world, "recovering")
     second = await managers()
