@@ -196,9 +196,12 @@ def test_workspace_connects_with_session_from_file(lab: LabServer, page: Page):
     status = page.locator(".jp-HeavyAIStatus")
     expect(status).to_have_text("HeavyAI: https://db.example:6278 · session ✓")
 
-    # A new session is handed over: reloading uses it, in the same notebook.
+    # A new session is handed over: Immerse opens lab?heavyai again, and the same notebook
+    # uses it. (Not page.reload(): that reloads whatever URL JupyterLab left, and JupyterLab
+    # drops the query when it puts the notebook's path in the URL, at a moment of its own; a
+    # reload after that is a plain JupyterLab, seen once in a run of the suite.)
     write_session(lab, second)
-    page.reload()
+    page.goto(lab.lab("heavyai"))
     expect(cell_editors(page).first).to_contain_text(f'sessionid="{second}"', timeout=UI_TIMEOUT_MS)
     expect(cell_editors(page).first).not_to_contain_text(first)
     expect(heavyai_tabs(page)).to_have_count(1)

@@ -154,7 +154,10 @@ def test_a_session_through_the_hub_shows_the_users_own_jupyterlab(hub: Hub, play
 
     # a page of another site posting a form with the user's cookie starts nothing
     with cross_site_form(keepalive_url(hub, "sessions")) as evil_url:
-        with page.expect_response(keepalive_url(hub, "sessions")) as posted:
+        # the form's POST: the dashboard, still open meanwhile, may list the sessions again at
+        # the same URL (a GET, answered 200) when the delete above reaches its event stream
+        target = keepalive_url(hub, "sessions")
+        with page.expect_response(lambda r: r.url == target and r.request.method == "POST") as posted:
             page.goto(evil_url)
         assert posted.value.status == 403 and "cross-site request refused" in posted.value.text()
     names = [s["name"] for s in hub.client.get(keepalive_url(hub, "sessions")).json()["sessions"]]
