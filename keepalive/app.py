@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
         settings, state_lock, api_token=token, parts=real_parts, playwright=async_playwright
     )
     app.state.manager.start_observers.append(app.state.metrics.session_started)
+    app.state.manager.standby.wake_observers.append(app.state.metrics.session_woke)
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(events.router)

@@ -128,6 +128,10 @@ class Metrics:
             "keepalive_session_start_seconds", "From a start request to JupyterLab on screen.",
             ["kind"], buckets=START_BUCKETS, registry=None,
         )
+        self.session_wake = Histogram(
+            "keepalive_session_wake_seconds", "From a use of a session in standby to its page on screen again.",
+            buckets=START_BUCKETS, registry=None,
+        )
         self.requests = Counter(
             "keepalive_http_requests", "API requests by route (its template), method and status.",
             ["route", "method", "status"], registry=None,
@@ -136,6 +140,9 @@ class Metrics:
     def session_started(self, session) -> None:
         if session.start_seconds is not None:
             self.session_start.labels("warm" if session.from_pool else "cold").observe(session.start_seconds)
+
+    def session_woke(self, seconds: float) -> None:
+        self.session_wake.observe(seconds)
 
     @staticmethod
     def facts(manager, viewers) -> list[SessionFacts]:
@@ -154,7 +161,7 @@ class Metrics:
     def render(self, sessions: list[SessionFacts], pool: PoolFacts | None = None) -> bytes:
         """The Prometheus text for one scrape (reads /proc: call it in a thread)."""
         registry = CollectorRegistry(auto_describe=False)
-        collectors = [SessionCollector(sessions), self.session_start, self.requests]
+        collectors = [SessionCollector(sessions), self.session_start, self.session_wake, self.requests]
         if pool is not None:
             collectors.append(PoolCollector(pool))
         for collector in collectors:

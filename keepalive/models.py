@@ -24,6 +24,10 @@ class SessionState(str, Enum):
     starting = "starting"
     ready = "ready"
     recovering = "recovering"
+    #: idle: its display and kiosk browser are down on purpose, its Jupyter server and kernels
+    #: run on; woken by the next viewer, screenshot, DevTools client or busy kernel
+    #: (keepalive.engine.standby)
+    standby = "standby"
     stopping = "stopping"
     stopped = "stopped"
     failed = "failed"
@@ -85,6 +89,8 @@ class SessionHealth(BaseModel):
     page: bool
     jupyter: bool
     display: bool = Field(description="The display runs, and the viewer server has not failed.")
+    standby: bool = Field(False, description="The display, the browser and its page are down on purpose: the "
+                          "session is in standby, and the next viewer, screenshot or DevTools client wakes it.")
 
 
 class RunError(BaseModel):

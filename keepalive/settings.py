@@ -191,6 +191,12 @@ class Settings(BaseSettings):
     viewer_max_height: int = Field(
         1600, ge=240, le=4320, description="Tallest screen a viewer may resize a session to."
     )
+    standby_after: float = Field(
+        600.0, ge=0, le=10 * 365 * 86400,
+        description="Seconds a ready session may go unused (no viewer, DevTools client or screenshot, no kernel "
+        "busy) before it goes into standby: its display and kiosk browser stop, its Jupyter server and kernels "
+        "run on, and the next use wakes it. 0: never.",
+    )
     viewer_linger: float = Field(
         60.0, ge=0, le=86400,
         description="Seconds xpra (the viewers' server, 40 MiB or more) keeps running after the last viewer "

@@ -28,8 +28,11 @@ async def health(settings: SettingsDep, manager: ManagerDep) -> JSONResponse:
         "sessions": {
             "total": len(sessions),
             "ready": sum(s.state is SessionState.ready for s in sessions),
+            "standby": sum(s.state is SessionState.standby for s in sessions),
             "failed": sum(s.state is SessionState.failed for s in sessions),
-            "unhealthy": [s.id for s in sessions if s.state is SessionState.ready and not s.healthy],
+            # in standby the display is down on purpose: unhealthy only if its Jupyter server is
+            "unhealthy": [s.id for s in sessions
+                          if s.state in (SessionState.ready, SessionState.standby) and not s.healthy],
         },
         "pool": {"size": manager.pool.size, "waiting": manager.pool.waiting, "starting": manager.pool.filling},
         # what holds each session's processes together and ends them (keepalive.engine.containment)

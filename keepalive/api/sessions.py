@@ -13,6 +13,7 @@ from keepalive.api import viewer
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
 from keepalive.engine.containment import LimitRefused
 from keepalive.engine.manager import NameTaken, SessionNotFound, TemplateUnavailable, TooManySessions
+from keepalive.engine.standby import NoRoomToWake
 from keepalive.engine.users import NoFreeUser
 from keepalive.engine.session import InvalidTransition, Session, SessionStartError
 from keepalive.models import SessionCreate, SessionList, SessionOut, SessionState
@@ -49,6 +50,17 @@ def session_out(request: Request, session: Session) -> SessionOut:
         activity=request.app.state.manager.activity(session.id),
         webhook=session.webhook_url is not None,
     )
+
+
+async def awake(manager: ManagerDep, session: Session) -> None:
+    """Someone uses ``session`` now: woken if it is in standby (keepalive.engine.standby); 429
+    when MAX_SESSIONS are awake and in use, 503 when it could not wake (its error says why)."""
+    try:
+        await manager.standby.wake(session)
+    except NoRoomToWake as error:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, f"session {session.id} stays in standby: {error}") from None
+    if session.state is SessionState.failed:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"session {session.id} failed: {session.record.error}")
 
 
 def lookup(manager: ManagerDep, session_id: str) -> Session:
@@ -134,6 +146,21 @@ async def delete_session(manager: ManagerDep, session_id: str) -> Response:
 
 
 @router.post(
+    "/{session_id}/wake",
+    response_model=SessionOut,
+    responses={429: {"description": "MAX_SESSIONS sessions are awake, and none of them is idle."},
+               503: {"description": "The session could not wake: it failed, with the reason (its kernels run on)."}},
+    summary="Wake a session from standby",
+)
+async def wake_session(request: Request, manager: ManagerDep, session_id: str) -> SessionOut:
+    """Answered once the session is awake (at once when it was not in standby); counts as a use,
+    so the session stays out of standby for STANDBY_AFTER seconds more."""
+    session = lookup(manager, session_id)
+    await awake(manager, session)
+    return session_out(request, session)
+
+
+@router.post(
     "/{session_id}/restart-jupyter",
     response_model=SessionOut,
     responses={409: {"description": "The session is not ready, or has no Jupyter server of its own."},
@@ -147,7 +174,7 @@ async def restart_jupyter(request: Request, manager: ManagerDep, settings: Setti
     if settings.jupyter_url:
         raise HTTPException(status.HTTP_409_CONFLICT, "this service's sessions use an external Jupyter server (JUPYTER_URL)")
     try:
-        await session.restart_jupyter()
+        await session.recovery.restart_jupyter()
     except InvalidTransition:
         raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} is {session.state.value}, not ready") from None
     if session.state is not SessionState.ready:
@@ -159,11 +186,13 @@ async def restart_jupyter(request: Request, manager: ManagerDep, settings: Setti
 @router.get(
     "/{session_id}/screenshot",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 409: {"description": "The session is not ready."}},
+    responses={200: {"content": {"image/png": {}}}, 409: {"description": "The session is not ready."},
+               429: {"description": "In standby, and MAX_SESSIONS sessions are awake and in use."}},
     summary="PNG of what the kiosk browser shows",
 )
 async def screenshot(manager: ManagerDep, session_id: str) -> Response:
     session = lookup(manager, session_id)
+    await awake(manager, session)  # a session in standby is woken for it, and answers once awake
     if session.state is not SessionState.ready:
         raise HTTPException(status.HTTP_409_CONFLICT, f"session {session_id} is {session.state.value}, not ready")
     try:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
 from keepalive.auth import token_matches
 from keepalive.engine.manager import SessionManager, SessionNotFound
+from keepalive.engine.standby import NoRoomToWake
 from keepalive.engine.viewer_server import ViewerServerUnavailable
 from keepalive.models import SessionState
 from keepalive.viewer import html5_client as html5
@@ -60,7 +61,7 @@ for _name in PATH_LOGGERS:
 
 COOKIE = "keepalive_viewer"
 #: States in which the display is (or is about to be) there for xpra to show.
-VIEWABLE = {SessionState.ready, SessionState.recovering}
+VIEWABLE = {SessionState.ready, SessionState.recovering, SessionState.standby}  # standby: woken for it
 _SECURITY_HEADERS = {"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 _NO_STORE = {"Cache-Control": "no-store", **_SECURITY_HEADERS}
 
@@ -145,6 +146,8 @@ async def create_viewer_link(
     except SessionNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no session {session_id!r}") from None
     body = body or ViewerLinkRequest()
+    session.touch()
+    manager.standby.wake_soon(session, "a viewer link was made")  # so the viewer finds it awake, or nearly
     ttl = min(body.ttl or settings.viewer_ticket_ttl, settings.viewer_ticket_ttl)
     now = datetime.now(UTC).timestamp()
     ticket = viewer.signer.issue(session.id, "link", ttl, now=now)
@@ -255,8 +258,9 @@ async def viewer_http(
         return _unavailable(f"{exc}.", 503)
     if path in ("", "index.html"):
         try:  # xpra is started for the viewer now (if it is not running): the page connects to it
+            await manager.standby.wake(session)
             await session.viewer_port()
-        except ViewerServerUnavailable as exc:
+        except (ViewerServerUnavailable, NoRoomToWake) as exc:
             return _unavailable(f"The viewer could not be started: {exc}.", 503)
         return _index(files)
     found = files.get(path)
@@ -377,8 +381,9 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
         await websocket.close(code=1013)  # try again later
         return
     try:
+        await manager.standby.wake(session)
         port = await session.viewer_port(join=True)
-    except ViewerServerUnavailable as exc:
+    except (ViewerServerUnavailable, NoRoomToWake) as exc:
         log.warning("viewer websocket for session %s: %s", session_id, exc)
         await websocket.close(code=1013)
         return
@@ -394,4 +399,5 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
             await relay(websocket, port)
     finally:
         session.viewer_server.left()  # the last one out starts xpra's linger
+        session.touch()  # standby counts from the last viewer's leaving
     log.info("viewer left session %s", session_id)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -84,9 +85,12 @@ def bare_kernel(kernel: dict) -> dict:
 class ActivityWatcher:
     """Looks at one session's kernels until stopped (see the module's docstring)."""
 
-    def __init__(self, session: Session, hub: EventHub) -> None:
+    def __init__(self, session: Session, hub: EventHub,
+                 on_busy: Callable[[Session, str], None] | None = None) -> None:
+        """``on_busy(session, why)``: called when a look finds a kernel busy (standby wakes on it)."""
         self.session = session
         self.hub = hub
+        self._on_busy = on_busy
         self.latest: Activity | None = None
         self._runs_seen: dict[str, int] = {}
         self._looked = False
@@ -188,6 +192,8 @@ class ActivityWatcher:
             exclude={"updated_at"}
         )
         self.latest = activity
+        if activity.busy and self._on_busy is not None:
+            self._on_busy(self.session, "a kernel of it is busy")
         if changed:
             self.hub.publish(self.session.id, "activity", activity.model_dump(mode="json"))
 

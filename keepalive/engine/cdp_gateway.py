@@ -22,7 +22,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -102,15 +102,19 @@ class CdpGateway:
     def __init__(
         self, host: str, port: int, sockets: SocketLookup, guests: GuestCheck,
         max_clients: int = 4, idle_timeout: float = 600.0,
+        on_guest: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """``max_clients``: guest connections per session; ``idle_timeout``: seconds a guest
-        connection may stay silent both ways before it is closed."""
+        connection may stay silent both ways before it is closed; ``on_guest(session_id)``:
+        awaited when a guest connects (before it reaches the browser) and when it leaves: a use
+        of the session (keepalive.engine.standby wakes it)."""
         self.host = host
         self._port = port
         self._sockets = sockets
         self._guests = guests
         self._max_clients = max_clients
         self._idle_timeout = idle_timeout
+        self._on_guest = on_guest
         #: The service's own key: made per run, never written anywhere.
         self.service_key = secrets.token_urlsafe(32)
         self._server: Server | None = None
@@ -188,6 +192,13 @@ class CdpGateway:
 
     async def _relay(self, connection: ServerConnection) -> None:
         admission: Admission = connection.admission  # type: ignore[attr-defined]
+        guest = admission.role == "guest"
+        if guest and self._on_guest is not None:
+            try:
+                await self._on_guest(admission.session_id)
+            except Exception as error:  # it could not wake: say why, reach nothing
+                await connection.close(1013, f"the session cannot wake now: {error}"[:120])
+                return
         path = self._sockets(admission.session_id)
         if path is None:
             await connection.close(1011, "the session's browser is gone")
@@ -208,8 +219,10 @@ class CdpGateway:
         finally:
             self._connections.discard(connection)
             writer.close()
-            if admission.role == "guest":
+            if guest:
                 log.info("session %s: DevTools client disconnected (%s)", admission.session_id, admission.who)
+                if self._on_guest is not None:
+                    await self._on_guest(admission.session_id)
 
     def clients(self, session_id: str) -> int:
         """Guest connections to one session now."""

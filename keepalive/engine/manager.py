@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +26,7 @@ from keepalive.engine.cgroups import CgroupPlan, Limits
 from keepalive.engine.containment import discover_plan, mode_name, session_limits
 from keepalive.engine.devtools_links import DevToolsLinks
 from keepalive.engine.events import EventHub, state_event
+from keepalive.engine.folders import UnusableStateDir, prepare_folders  # noqa: F401 (the API's)
 from keepalive.engine.layout import SessionLayout
 from keepalive.engine.parts import PartsFactory
 from keepalive.engine.pool import WarmPool
@@ -35,9 +35,10 @@ from keepalive.engine.record import SessionRecord, SessionStartError, new_sessio
 from keepalive.engine.registry import SessionRegistry
 from keepalive.engine.restore import Restorer, Way
 from keepalive.engine.session import Session
+from keepalive.engine.standby import StandbyKeeper
 from keepalive.engine.statelock import StateDirLock
 from keepalive.engine.store import SessionStore
-from keepalive.engine.users import choose_user, parse_uid_range, unreachable_reason
+from keepalive.engine.users import choose_user, parse_uid_range
 from keepalive.models import HeavyAIConnection, SessionCreate, SessionState
 from keepalive.settings import Settings
 
@@ -76,10 +77,6 @@ class HomeInUse(RuntimeError):
     pass
 
 
-class UnusableStateDir(RuntimeError):
-    """The state dir cannot hold sessions as configured; the message says why and what to do."""
-
-
 #: ``parts(allocator, playwright, gateway, cgroup_plan)``: how the manager's sessions get their parts
 #: (keepalive.engine.parts.real_parts for the service; stand-ins in unit tests).
 MakesParts = Callable[[Allocator, Playwright | None, CdpGateway, CgroupPlan | None], PartsFactory]
@@ -106,12 +103,17 @@ class SessionManager:
         self.cgroup_plan: CgroupPlan | None = None
         self.gateway = CdpGateway(
             settings.host, settings.cdp_port, self._cdp_socket, self._cdp_guest,
-            max_clients=settings.cdp_max_clients, idle_timeout=settings.cdp_idle_timeout,
+            max_clients=settings.cdp_max_clients, idle_timeout=settings.cdp_idle_timeout, on_guest=self._guest_uses,
         )
         self._devtools_links = DevToolsLinks()
         self.allocator = Allocator(display_base=settings.display_base)
         #: Every session held, whatever its state: the API's, the pool's, the adopted ones.
         self.registry = SessionRegistry()
+        #: Puts sessions nobody uses into standby, and wakes them (keepalive.engine.standby).
+        self.standby = StandbyKeeper(
+            settings.standby_after, sessions=self.registry.users, awake=self.registry.awake, busy=self._busy,
+            guests=lambda session: self.gateway.clients(session.id), max_awake=settings.max_sessions,
+        )
         self._playwright_cm: AbstractAsyncContextManager[Playwright | None] | None = None
         self._playwright: Playwright | None = None
         self._state_lock = state_lock
@@ -138,7 +140,7 @@ class SessionManager:
         """Take the state dir, start making the profile template, adopt what an earlier service left."""
         if self._state_lock is None:
             self._state_lock = StateDirLock(self.settings.state_dir).acquire()
-        self._prepare_folders()
+        prepare_folders(self.settings)
         self._store = SessionStore(self.settings.state_dir / "sessions.db")
         # made now, in the background: the first POST of a fresh install does not wait 17 s
         # inside the admission lock, and a failure is answered with its reason (503)
@@ -152,25 +154,7 @@ class SessionManager:
         self.restorer.open()  # the last service's last heartbeat is read before this one's first
         await self._adopt_all()
         self.pool.start()
-
-    def _prepare_folders(self) -> None:
-        """The sessions' and homes' parents; with per-session users, passable (never listable) by them."""
-        per_user = self.settings.per_session_users
-        for folder in (self.settings.sessions_dir, self.settings.homes_dir):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(folder, 0o711 if per_user else 0o700)
-        if not per_user:
-            log.warning(
-                "sessions run as this service's own user (%s): every notebook can read what the service "
-                "can. Fine for one person or a trusted team; run the service as root for a user per session.",
-                "root, KEEPALIVE_SESSION_USERS=false" if os.geteuid() == 0 else f"uid {os.geteuid()}",
-            )
-            return
-        os.chmod(self.settings.state_dir, 0o711)  # its own files stay 0600: passing is all users can do
-        problem = unreachable_reason(self.settings.sessions_dir)
-        if problem is not None:
-            raise UnusableStateDir(problem)
-        log.info("each session runs as a user of its own (uids %s)", self.settings.session_uids)
+        self.standby.start()
 
     async def _adopt_all(self) -> None:
         """Every session an earlier service left, as its record says (see Session.adopt)."""
@@ -216,6 +200,7 @@ class SessionManager:
 
     async def close(self, stop_sessions: bool = False) -> None:
         """Let go of every session (they keep running), or stop them all; then Playwright."""
+        await self.standby.stop()
         starts = self.registry.starts()
         for task in starts:
             task.cancel()
@@ -294,9 +279,10 @@ class SessionManager:
         """
         template = await self.profile_template()  # outside the admission lock: may take a while once
         async with self._admit_lock:
-            live = self.registry.live()
-            if len(live) >= self.settings.max_sessions:
-                raise TooManySessions(f"{len(live)} sessions are running; the limit is {self.settings.max_sessions}")
+            live, awake = self.registry.live(), self.registry.awake()
+            if len(awake) >= self.settings.max_sessions:
+                raise TooManySessions(f"{len(awake)} sessions are running (not in standby); "
+                                      f"the limit is {self.settings.max_sessions}")
             session_id = new_session_id()
             name = request.name or f"session-{session_id}"
             if any(s.name == name for s in live):
@@ -445,13 +431,17 @@ class SessionManager:
             return
         if state in (SessionState.ready, SessionState.recovering) and entry.watcher is None:
             # kernels go on computing while the browser is recovered: keep watching them
-            entry.watcher = ActivityWatcher(session, self.events)
+            entry.watcher = ActivityWatcher(session, self.events, on_busy=self.standby.wake_soon)
             entry.watcher.start()
         elif state is SessionState.ready and entry.watcher is not None:
             entry.watcher.wake()  # recovered: maybe a new server, and news held while recovering
         elif state in (SessionState.stopping, SessionState.stopped) and entry.watcher is not None:
             watcher, entry.watcher = entry.watcher, None
             asyncio.get_running_loop().create_task(watcher.stop())
+
+    def _busy(self, session: Session) -> bool | None:
+        activity = self.activity(session.id)
+        return None if activity is None else activity.busy
 
     def activity(self, session_id: str):
         """The session's latest activity (keepalive.models.Activity), or None before the first look."""
@@ -471,6 +461,12 @@ class SessionManager:
         if self._api_token is not None and hmac.compare_digest(secret.encode(), self._api_token.encode()):
             return "api token"
         return self._devtools_links.holder(session_id, secret)
+
+    async def _guest_uses(self, session_id: str) -> None:
+        """A DevTools client connects or leaves: a use of the session, woken if in standby."""
+        session = self.registry.get(session_id)
+        if session is not None and not self.registry.is_pool(session_id):
+            await self.standby.wake(session)
 
     def create_cdp_link(self, session_id: str) -> tuple[str, float]:
         """A key that opens one session's DevTools for ``cdp_link_ttl`` seconds; returns it and

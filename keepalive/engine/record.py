@@ -19,7 +19,10 @@ ALLOWED: dict[SessionState, frozenset[SessionState]] = {
     SessionState.starting: frozenset({SessionState.ready, SessionState.pooled, SessionState.failed, SessionState.stopping}),
     # taken by a user (it starts again, as theirs), or let go
     SessionState.pooled: frozenset({SessionState.starting, SessionState.stopping}),
-    SessionState.ready: frozenset({SessionState.recovering, SessionState.failed, SessionState.stopping}),
+    SessionState.ready: frozenset({SessionState.recovering, SessionState.standby, SessionState.failed,
+                                   SessionState.stopping}),
+    # woken (ready), failed to wake (its kernels still run), or stopped
+    SessionState.standby: frozenset({SessionState.ready, SessionState.failed, SessionState.stopping}),
     SessionState.recovering: frozenset({SessionState.ready, SessionState.failed, SessionState.stopping}),
     SessionState.failed: frozenset({SessionState.stopping}),
     SessionState.stopping: frozenset({SessionState.stopped}),

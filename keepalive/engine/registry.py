@@ -63,9 +63,14 @@ class SessionRegistry:
         may still run its Jupyter server and kernels, in its home, until it is deleted)."""
         return [s for s in self.users() if s.state is not SessionState.stopped]
 
+    def awake(self) -> list[Session]:
+        """The API's live sessions that count against MAX_SESSIONS: all but those in standby."""
+        return [s for s in self.live() if s.state is not SessionState.standby]
+
     def holding(self) -> int:
-        """Sessions (the API's and the pool's) that count against MAX_SESSIONS."""
-        return sum(1 for e in self._entries.values() if e.session.state is not SessionState.stopped)
+        """Sessions (the API's and the pool's) that count against MAX_SESSIONS: not in standby."""
+        return sum(1 for e in self._entries.values()
+                   if e.session.state not in (SessionState.stopped, SessionState.standby))
 
     def uids(self) -> set[int]:
         """The Unix users of every session held (keepalive.engine.users)."""

@@ -29,7 +29,8 @@ from keepalive.engine.parts import PartHooks, PartsFactory
 from keepalive.engine.process import ChildProcess
 from keepalive.engine.record import ALLOWED, InvalidTransition, SessionRecord, SessionStartError  # noqa: F401
 from keepalive.engine.users import SessionUser, ids_of
-from keepalive.engine.watchdog import RestartPolicy, Watchdog, bring_back
+from keepalive.engine.recovery import Recovery
+from keepalive.engine.watchdog import Watchdog, bring_back
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection, SessionHealth, SessionState
 from keepalive.settings import Settings
@@ -53,6 +54,9 @@ class Session:
             folder, SessionLayout(folder).home_link if record.home_linked else settings.homes_dir / record.name
         )
         self._persist = persist
+        # Held by every sequence that changes the state (start, adoption, claim, recovery,
+        # standby, give-up, stop): no two of them interleave, and _set_state refuses to run without it.
+        self._lock = asyncio.Lock()
         self._profile_template = profile_template
         self._heavyai = heavyai
         if heavyai is not None:
@@ -74,7 +78,10 @@ class Session:
             probes={"page": self.parts.display.page_answers, "jupyter": self.parts.jupyter.answers},
             on_hung=self._hung, save_profile=self._save_profile,
         )
-        self._restarts = RestartPolicy()
+        self.recovery = Recovery(
+            record, lock=self._lock, state=lambda: self.state, set_state=self._set_state,
+            display=self.parts.display, jupyter=self.parts.jupyter, environment=self.environment, pids=self.pids,
+        )
         #: Set by the manager when the home is new or was someone else's: all of it goes to ``user``.
         self.give_home = False
         #: Seconds from start() to ready, once it is.
@@ -83,11 +90,12 @@ class Session:
         self.webhook_url: str | None = None
         #: Called after every state change, with the session (the manager's events and watchers).
         self.state_observers: list[Callable[[Session], None]] = []
-        self._recovery: asyncio.Task[None] | None = None
-        # Held by every sequence that changes the state (start, adoption, claim, recovery,
-        # give-up, stop): no two of them interleave, and _set_state refuses to run without it.
-        self._lock = asyncio.Lock()
         self._ending = False  # a stop began: no lost part starts a recovery any more
+        #: When someone last used the session (a viewer, a screenshot, DevTools: ``touch``), on
+        #: the monotonic clock: what standby goes by (keepalive.engine.standby).
+        self.last_used = time.monotonic()
+        #: Seconds the last wake from standby took.
+        self.wake_seconds: float | None = None
 
     # -- what the API shows -------------------------------------------------------------
 
@@ -140,12 +148,14 @@ class Session:
             browser=display.browser_connected,
             page=display.page_alive,
             jupyter=jupyter.healthy,
+            standby=self.state is SessionState.standby,  # then the display's parts are down on purpose
         )
 
     @property
     def healthy(self) -> bool:
-        """Every part runs (what the pool and /health's "unhealthy" go by)."""
-        return all(self.health.model_dump().values())
+        """Every part that should run does (what the pool and /health's "unhealthy" go by)."""
+        health = self.health
+        return health.jupyter if health.standby else all(health.model_dump(exclude={"standby"}).values())
 
     @property
     def endpoint(self):
@@ -196,6 +206,10 @@ class Session:
         )
 
     # -- use ------------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Someone uses the session now: it stays out of standby for STANDBY_AFTER seconds more."""
+        self.last_used = time.monotonic()
 
     async def viewer_port(self, join: bool = False) -> int:
         """The port of the session's xpra, started for a viewer if needed (see Display.viewer_port)."""
@@ -317,72 +331,58 @@ class Session:
         self._part_lost(why)
 
     def _part_lost(self, why: str) -> None:
-        if self._ending or self.state is not SessionState.ready or (self._recovery and not self._recovery.done()):
+        if self._ending:
             return
-        delay = self._restarts.next_delay()
-        loop = asyncio.get_running_loop()
-        if delay is None:
-            # A burst of crashes: stop trying, but never at the cost of the computation. The
-            # display goes; the Jupyter server and its kernels keep running until a DELETE.
-            self._recovery = loop.create_task(self._give_up(RestartPolicy.give_up_reason(why)))
-        else:
-            self._recovery = loop.create_task(self._recover(why, delay))
+        if self.state is SessionState.standby:  # its Jupyter server, with the display down on purpose
+            log.warning("session %s: %s in standby; waking it", self.id, why)
+            if not self.recovery.under_way:
+                self.recovery.run(self.wake())
+            return
+        self.recovery.lost(why)
 
-    async def _give_up(self, reason: str) -> None:
+    # -- standby (keepalive.engine.standby) ----------------------------------------------------
+
+    async def sleep(self, unused_for: float = 0.0) -> bool:
+        """Into standby, if ready and unused for ``unused_for`` seconds (checked under the lock:
+        a use that came meanwhile wins): the page's state saved (notebooks, the profile), then the
+        display and the kiosk browser stopped; the Jupyter server and kernels run on. Whether it went."""
         async with self._lock:
-            if self.state is not SessionState.ready:
-                return  # stopped meanwhile
-            log.error("session %s (%s): %s", self.id, self.name, reason)
-            self._set_state(SessionState.failed, reason)
-            await self._end(kernels=False)
+            if self.state is not SessionState.ready or self._ending or time.monotonic() - self.last_used < unused_for:
+                return False
+            try:  # nothing typed may be lost: a page that cannot save keeps the session awake
+                await self.parts.display.save_notebooks()
+            except Exception as error:
+                log.warning("session %s: not going into standby: its notebooks could not be saved: %s", self.id, error)
+                return False
+            await self.watchdog.stop()
+            await self._save_profile()
+            await self.parts.display.stop()
+            self.parts.display.release_numbers()
+            self._set_state(SessionState.standby)
+        log.info("session %s (%s): in standby after %.0f s unused", self.id, self.name, time.monotonic() - self.last_used)
+        return True
 
-    async def _recover(self, why: str, delay: float = 0.0) -> None:
-        """Bring back what died; the Jupyter server (and its kernels) is kept if it still runs."""
+    async def wake(self) -> None:
+        """Out of standby: the display and the kiosk browser again, on the same JupyterLab (its
+        workspace, the notebooks' outputs and what ran meanwhile: as after a crash of the
+        display). If it cannot, the session is failed (its error says why), its kernels run on."""
         async with self._lock:
-            if self.state is not SessionState.ready:
-                return  # stopped meanwhile
-            self._count_restart(why, delay)
-        await asyncio.sleep(delay)  # backoff: a part that keeps crashing gets time to stop doing so
-        await self._bring_back(why)
-
-    def _count_restart(self, why: str, delay: float) -> None:
-        self.record.restarts += 1
-        self._set_state(SessionState.recovering, why)
-        log.warning("session %s: recovering (restart %s) in %.0f s after: %s", self.id, self.record.restarts, delay, why)
-
-    async def restart_jupyter(self) -> None:
-        """A new Jupyter server on request (after an upgrade of JupyterLab or the extension): the
-        kernels run on, the page reconnects to them. Not a crash: no restart is counted."""
-        async with self._lock:
-            if self.state is not SessionState.ready:
-                raise InvalidTransition(f"session {self.id} is {self.state.value}, not ready")
-            self._set_state(SessionState.recovering, why := "the Jupyter server restarts on request")
-        await self._bring_back(why, new_jupyter=True)
-
-    async def _bring_back(self, why: str, new_jupyter: bool = False) -> None:
-        """A failed attempt (a part died meanwhile, e.g. the Jupyter server the new page was
-        to log in to) counts as a crash of its own: retried as RestartPolicy says, or failed."""
-        while True:
-            async with self._lock:
-                if self.state is not SessionState.recovering:
-                    return  # stopped meanwhile
-                try:
-                    await bring_back(self.parts.display, self.parts.jupyter, self.environment(), self.id, new_jupyter)
-                except Exception as error:  # retried or failed, never left half-up
-                    delay = self._restarts.next_delay()
-                    if delay is None:
-                        log.error("session %s: recovery failed: %s", self.id, error)
-                        await self._end(kernels=False)  # the display only: kernels keep computing
-                        self._set_state(SessionState.failed, f"recovery after '{why}' failed: {error}")
-                        return
-                    new_jupyter = False  # a server started by the attempt stays; a lost one is seen again
-                    self._count_restart(f"recovery failed: {str(error).splitlines()[0]}", delay)
-                else:
-                    self.record.error = None
-                    self._set_state(SessionState.ready)
-                    log.info("session %s: recovered, pids %s", self.id, self.pids())
-                    return
-            await asyncio.sleep(delay)
+            if self.state is not SessionState.standby:
+                return
+            began = time.monotonic()
+            try:
+                await bring_back(self.parts.display, self.parts.jupyter, self.environment(), self.id)
+            except Exception as error:  # never left half-up
+                await self.parts.display.stop()
+                reason = f"could not wake from standby: {str(error) or type(error).__name__}"
+                log.error("session %s (%s): %s", self.id, self.name, reason)
+                self._set_state(SessionState.failed, reason)
+                return
+            self.wake_seconds = time.monotonic() - began
+            self.touch()
+            self._set_state(SessionState.ready)
+        self.watchdog.start()
+        log.info("session %s (%s): awake in %.2f s, pids %s", self.id, self.name, self.wake_seconds, self.pids())
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -395,7 +395,7 @@ class Session:
         self._ending = True
         await self.parts.display.viewer_server.stop(close=True)  # no viewer brings xpra back from here on
         await self.watchdog.stop()
-        await self._cancel_recovery()
+        await self.recovery.cancel()
         async with self._lock:
             if self.state is SessionState.stopped:
                 return  # another stop ended it while this one waited
@@ -409,13 +409,10 @@ class Session:
             self._set_state(SessionState.stopped)
         log.info("session %s (%s): stopped; its home %s stays", self.id, self.name, self.layout.kept)
 
-    async def _end(self, kernels: bool = True, save_profile: bool = False) -> None:
-        """The one teardown, whatever the reason. ``kernels`` False (a give-up, a failed recovery):
-        the display only; Jupyter and its kernels compute on until a DELETE. Otherwise every process
-        ends, the numbers are freed, the profile saved when ``save_profile``, the folder removed."""
-        if not kernels:
-            await self.parts.display.stop()
-            return
+    async def _end(self, save_profile: bool = False) -> None:
+        """The one teardown, whatever the reason (a give-up or a failed recovery or wake stops the
+        display only: Jupyter and its kernels compute on until a DELETE). Every process ends, the
+        numbers are freed, the profile saved when ``save_profile``, the folder removed."""
         await self.parts.display.stop(reap_leftovers=False)  # everything is reaped below
         await self.parts.jupyter.stop()
         # whatever escaped the process groups (crashpad handlers, kernels, a notebook's daemons) goes now
@@ -430,16 +427,11 @@ class Session:
         if self.handover.saves_profile():
             await self.parts.display.save_profile()
 
-    async def _cancel_recovery(self) -> None:
-        if self._recovery is not None and not self._recovery.done():
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
-
     async def detach(self) -> None:
         """Let go of the session, which stays: the service is going away. The CDP connection is
         dropped (the page stays as it is), no process is watched; a later service adopts them."""
         await self.watchdog.stop()
-        await self._cancel_recovery()
+        await self.recovery.cancel()
         await self.parts.display.detach()
         self.parts.jupyter.detach()
         log.info("session %s (%s): left running, pids %s", self.id, self.name, self.pids())
@@ -454,7 +446,8 @@ class Session:
         elif self.settings.webhook_url is not None:
             self.webhook_url = self.settings.webhook_url.get_secret_value()
         self.parts.jupyter.adopt()
-        self.parts.display.adopt()
+        if self.state is not SessionState.standby:  # in standby, the display has nothing running
+            self.parts.display.adopt()
 
     async def adopt(self, to_stop: bool = False) -> None:
         """Find the session an earlier service left again, from its record, as its state says:
@@ -474,6 +467,11 @@ class Session:
                 if was is not SessionState.failed:
                     self._set_state(SessionState.failed, f"cannot be adopted: {error}")
                 raise
+            if was is SessionState.standby and not to_stop:
+                log.info("session %s (%s): found in standby, pids %s", self.id, self.name, self.pids())
+                if not self.parts.jupyter.healthy:
+                    self._part_lost("its Jupyter server ended while no service watched")
+                return
             if to_stop or was in (SessionState.failed, SessionState.stopping, SessionState.pooled):
                 log.info("session %s (%s): found %s, pids %s", self.id, self.name, was.value, self.pids())
                 return

@@ -149,35 +149,44 @@ def test_the_journal_stays_bounded_by_what_the_record_keeps(path):
     assert texts(record, "r299") == [f"line {i}\n" for i in range(20)]
 
 
-def _append_numbered(path: str, writer_name: str, count: int) -> None:
+def _append_numbered(path: str, writer_name: str, count: int, halfway, resume) -> None:
+    """Append ``count`` entries; at half of them, say so and wait until told to go on."""
     writer = journal.JournalWriter(path)
     for n in range(count):
+        if n == count // 2:
+            halfway.release()
+            resume.wait()
         writer.append([{"k": "request", "t": 1.0, "msg_id": f"{writer_name}-{n}", "cell_id": None, "session": None}])
 
 
 def test_two_appenders_and_compactions_lose_nothing_and_keep_each_ones_order(path):
     """Two processes append (as the recorder and the server do) while the file is compacted
-    again and again: every entry of both is in the record, each writer's in its order."""
+    again and again: every entry of both is in the record, each writer's in its order. Both
+    writers stop halfway until a compaction has run, so that at least one compaction falls
+    between their writes however fast this machine runs them; the others race them."""
     settings = {**SETTINGS, "max_executions": 100_000}
     count = 1500
     context = multiprocessing.get_context("fork")
-    writers = [context.Process(target=_append_numbered, args=(str(path), name, count)) for name in ("a", "b")]
+    halfway, resume = context.Semaphore(0), context.Event()
+    writers = [context.Process(target=_append_numbered, args=(str(path), name, count, halfway, resume))
+               for name in ("a", "b")]
     for process in writers:
         process.start()
-    compactions = 0
-    while any(process.is_alive() for process in writers) or compactions == 0:
-        if path.exists():
-            journal.compact(path, "k", settings)
-            compactions += 1
+    for _ in writers:
+        assert halfway.acquire(timeout=60), "a writer never got halfway"
+    journal.compact(path, "k", settings)  # both stand still, each with half its entries written
+    resume.set()
+    while any(process.is_alive() for process in writers):
+        journal.compact(path, "k", settings)
     for process in writers:
         process.join()
         assert process.exitcode == 0
+    journal.compact(path, "k", settings)  # and once after the last write
     _, entries = journal.JournalReader(path).read()
     ids = list(journal.replay("k", settings, entries).executions)
     assert len(ids) == 2 * count and len(set(ids)) == 2 * count
     for name in ("a", "b"):
         assert [i for i in ids if i.startswith(name)] == [f"{name}-{n}" for n in range(count)]
-    assert compactions > 1
 
 
 def test_the_order_in_the_file_is_the_order_applied():

@@ -154,6 +154,7 @@ class FakeDisplay:
         self.browser: FakeBrowser | None = None
         self.page_open = False
         self.notices: list[str] = []
+        self.saves = 0  # save_notebooks() calls
 
         def no_xpra(port, on_exit):
             raise RuntimeError("no xpra in unit tests")
@@ -198,6 +199,9 @@ class FakeDisplay:
         return []
 
     async def save_notebooks(self) -> int:
+        if "save" in self.world.fail:
+            raise RuntimeError("the fake page cannot save")
+        self.saves += 1
         return 0
 
     async def notify(self, text: str) -> None:

@@ -150,18 +150,22 @@ async def test_a_session_that_keeps_crashing_gives_up_and_keeps_its_kernels(tmp_
     async def recover(why, delay):
         recovered.append(delay)
 
-    session._recover = recover
+    session.recovery._recover = recover
     for _ in range(MAX_RESTARTS):
         session._part_lost("xvfb exited with code 1")
-        await session._recovery
+        await session.recovery.task
     ended = []
 
-    async def end(kernels=True, save_profile=False):
-        ended.append(kernels)
+    async def end(save_profile=False):
+        ended.append("everything")
+
+    async def stop_display(reap_leftovers=True):
+        ended.append("display")
 
     session._end = end
+    session.parts.display.stop = stop_display
     session._part_lost("xvfb exited with code 1")
-    await session._recovery
+    await session.recovery.task
     assert recovered == list(RESTART_BACKOFF)
-    assert session.state is SessionState.failed and ended == [False]
+    assert session.state is SessionState.failed and ended == ["display"]  # the kernels compute on
     assert session.record.error.startswith("xvfb exited with code 1; gave up after 3 restarts")

@@ -10,73 +10,9 @@ import pytest
 from keepalive.engine import watchdog
 from keepalive.engine.manager import NameTaken, SessionManager, SessionNotFound
 from keepalive.engine.record import InvalidTransition, SessionStartError
-from keepalive.engine.store import SessionStore
 from keepalive.models import SessionCreate, SessionState
 from keepalive.settings import Settings
-from tests.unit.fake_parts import FakeWorld
-
-
-@pytest.fixture
-def world() -> FakeWorld:
-    return FakeWorld()
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    template = tmp_path / "template.tar.gz"
-    template.write_bytes(b"")  # never unpacked: the fake display keeps no profile
-    return Settings(state_dir=tmp_path / "state", api_token="t", profile_template=template,
-                    session_users=False, probe_interval=3600, host="127.0.0.1")
-
-
-class Managers:
-    """Opens managers on one state dir and one fake machine, and closes what is left open."""
-
-    def __init__(self, settings: Settings, world: FakeWorld) -> None:
-        self.settings, self.world = settings, world
-        self.open: list[SessionManager] = []
-
-    async def __call__(self) -> SessionManager:
-        manager = SessionManager(self.settings, parts=self.world.factory, playwright=self.world.playwright)
-        manager.restorer.runs = self.world.process_runs  # the fake machine's processes, not this one's
-        await manager.open()
-        self.open.append(manager)
-        return manager
-
-    async def close(self, manager: SessionManager, stop_sessions: bool = False) -> None:
-        self.open.remove(manager)
-        await manager.close(stop_sessions=stop_sessions)
-
-
-@pytest.fixture
-async def managers(settings, world):
-    made = Managers(settings, world)
-    yield made
-    for manager in list(made.open):
-        await made.close(manager, stop_sessions=True)
-
-
-async def start(manager: SessionManager, name: str):
-    session = await manager.create(SessionCreate(name=name))
-    await manager.start(session)
-    return session
-
-
-def stored(settings: Settings) -> dict[str, dict]:
-    store = SessionStore(settings.state_dir / "sessions.db")
-    try:
-        return {record["id"]: record for record in store.load()}
-    finally:
-        store.close()
-
-
-def restore(settings: Settings, record: dict) -> None:
-    """Write a record as a dead service would have left it."""
-    store = SessionStore(settings.state_dir / "sessions.db")
-    try:
-        store.save(record)
-    finally:
-        store.close()
+from tests.unit.managed import restore, start, stored
 
 
 async def test_a_session_starts_is_listed_and_is_deleted(managers, settings, world):
@@ -161,7 +97,7 @@ async def test_a_ready_session_with_a_dead_part_is_recovered(managers, settings,
     world.kill(stored(settings)[session_id]["jupyter_pid"])
     second = await managers()
     adopted = second.get(session_id)
-    await adopted._recovery  # brought back as after a crash
+    await adopted.recovery.task  # brought back as after a crash
     assert adopted.state is SessionState.ready and adopted.record.restarts == 1
     assert adopted.record.jupyter_pid in world.alive
 
@@ -177,7 +113,7 @@ async def test_a_recovered_session_has_its_kernels_looked_at_again_at_once(manag
     world.kill(stored(settings)[session_id]["jupyter_pid"])
     second = await managers()
     adopted = second.get(session_id)
-    await adopted._recovery
+    await adopted.recovery.task
     assert adopted.state is SessionState.ready and adopted.record.restarts == 1
     assert woken == [session_id]
 
@@ -313,7 +249,7 @@ async def test_a_jupyter_restart_on_request_is_a_new_server_not_a_crash(managers
     states: list[str] = []
     session.state_observers.append(lambda s: states.append(s.state.value))
 
-    await session.restart_jupyter()
+    await session.recovery.restart_jupyter()
 
     assert session.state is SessionState.ready
     assert session.parts.jupyter.pid not in (None, before)
@@ -323,7 +259,7 @@ async def test_a_jupyter_restart_on_request_is_a_new_server_not_a_crash(managers
 
     await manager.delete(session.id)
     with pytest.raises(InvalidTransition):
-        await session.restart_jupyter()
+        await session.recovery.restart_jupyter()
     assert session.state is SessionState.stopped
 
 
@@ -340,7 +276,7 @@ async def test_a_recovery_whose_jupyter_dies_meanwhile_is_retried_not_failed(man
     await world.waiting.wait()  # the new display opens its page...
     world.kill(old_jupyter)  # ...as the Jupyter server it logs in to dies
     world.hold.set()
-    await session._recovery
+    await session.recovery.task
     assert session.state is SessionState.ready and session.record.error is None
     assert session.record.restarts == 2
     assert session.record.jupyter_pid != old_jupyter and session.parts.jupyter.healthy
@@ -353,7 +289,7 @@ async def test_a_recovery_that_keeps_failing_gives_up_and_keeps_the_kernels(mana
     world.kill(session.record.browser_pid)
     world.fail_always.add("page")
     session._part_lost("browser exited with code -9")
-    await session._recovery
+    await session.recovery.task
     assert session.state is SessionState.failed and session.record.restarts == watchdog.MAX_RESTARTS
     assert session.record.error == ("recovery after 'browser exited with code -9' failed: "
                                     "the fake page failed to start")

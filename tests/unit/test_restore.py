@@ -183,7 +183,7 @@ async def test_a_session_whose_every_process_ended_is_restored_and_the_user_told
             world.kill(pid)
         async with opened(settings, world, boot_id="boot-2", boot_time=at("2030-01-01T00:00:00")) as (second, events):
             restored = second.get(session_id)
-            await restored._recovery
+            await restored.recovery.task
             assert restored.state is SessionState.ready and restored.name == "kept"
             assert restored.record.restarts == 1
             new = {restored.record.jupyter_pid, restored.record.xvfb_pid, restored.record.browser_pid}
@@ -208,7 +208,7 @@ async def test_a_session_with_a_part_still_running_is_recovered_without_a_notice
     world.kill(stored(settings)[session_id]["jupyter_pid"])  # the kiosk still runs
     async with opened(settings, world) as (second, events):
         adopted = second.get(session_id)
-        await adopted._recovery
+        await adopted.recovery.task
         assert adopted.state is SessionState.ready and adopted.record.restarts == 1
         assert adopted.parts.display.notices == []
         assert drained(events, "session_restored") == []
@@ -258,7 +258,7 @@ async def test_a_restore_that_fails_is_listed_failed_and_not_announced(tmp_path,
     world.fail_always.add("jupyter")  # no new Jupyter server starts
     async with opened(settings, world) as (second, events):
         restoring = second.get(session_id)
-        await restoring._recovery
+        await restoring.recovery.task
         assert restoring.state is SessionState.failed and "fake jupyter failed" in restoring.record.error
         assert restoring.record.restarts == watchdog.MAX_RESTARTS
         assert restoring.parts.display.notices == [] and drained(events, "session_restored") == []

@@ -56,9 +56,20 @@ class CrashingPageSession:
         raise PlaywrightError("Target page, context or browser has been closed")
 
 
+class NoStandby:
+    """Sessions that never sleep: a wake has nothing to do."""
+
+    async def wake(self, session) -> None:
+        pass
+
+    def wake_soon(self, session, why: str) -> None:
+        pass
+
+
 class StandInManager:
     def __init__(self, session) -> None:
         self.session = session
+        self.standby = NoStandby()
 
     async def open(self) -> None:
         pass
@@ -221,8 +232,10 @@ class StopsMeanwhile:
     id = "abc123abc123"
     state = SessionState.stopping
 
-    async def restart_jupyter(self) -> None:
-        raise InvalidTransition("session abc123abc123 is stopping, not ready")
+    class recovery:  # noqa: N801 (the session's part, as keepalive.engine.recovery.Recovery)
+        @staticmethod
+        async def restart_jupyter() -> None:
+            raise InvalidTransition("session abc123abc123 is stopping, not ready")
 
 
 @pytest.mark.parametrize("jupyter_url", ["", "http://127.0.0.1:8888/?token=x"])

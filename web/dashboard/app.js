@@ -149,7 +149,9 @@ async function loadThumb(session, img, note) {
   const known = thumbs.get(session.id);
   if (known) { img.src = known.url; img.hidden = false; note.textContent = ""; }
   if (session.state !== "ready") {
-    if (!known) note.textContent = session.state === "failed" ? "no picture" : "starting…";
+    // a screenshot would wake a session in standby: its last picture stays until it is opened
+    const why = { failed: "no picture", standby: "in standby: opening it wakes it" }[session.state];
+    if (!known) note.textContent = why || "starting…";
     return;
   }
   if (known && Date.now() - known.at < THUMB_MS) return;
@@ -177,15 +179,18 @@ function sessionCard(session) {
   state.textContent = session.state;
   state.classList.add(session.state);
   const health = node.querySelector(".health");
-  // "xpra" is the older name of "display", kept for API clients: one dot for the one fact
-  const parts = Object.entries(session.health || {}).filter(([part]) => part !== "xpra");
+  // "xpra" is the older name of "display", kept for API clients: one dot for the one fact.
+  // In standby the display's parts are down on purpose: shown asleep, not failed.
+  const asleep = Boolean(session.health && session.health.standby);
+  const parts = Object.entries(session.health || {}).filter(([part]) => part !== "xpra" && part !== "standby");
+  const word = (part, ok) => (ok ? "ok" : asleep && part !== "jupyter" ? "asleep" : "down");
   for (const [part, ok] of parts) {
     const dot = document.createElement("span");
-    dot.className = `dot ${ok ? "ok" : "bad"}`;
-    dot.title = `${part}: ${ok ? "ok" : "down"}`;
+    dot.className = `dot ${ok ? "ok" : word(part, ok) === "asleep" ? "asleep" : "bad"}`;
+    dot.title = `${part}: ${word(part, ok)}`;
     health.append(dot);
   }
-  health.title = parts.map(([k, v]) => `${k}: ${v ? "ok" : "down"}`).join(", ");
+  health.title = parts.map(([k, v]) => `${k}: ${word(k, v)}`).join(", ");
   node.querySelector(".age").textContent = age(session.created_at);
   node.querySelector(".restarts").textContent = `${session.restarts} restart${session.restarts === 1 ? "" : "s"}`;
   showActivity(node.querySelector(".activity"), session.activity);
@@ -195,7 +200,7 @@ function sessionCard(session) {
     error.hidden = false;
   }
   const open = node.querySelector(".open");
-  open.disabled = !["ready", "recovering"].includes(session.state);
+  open.disabled = !["ready", "recovering", "standby"].includes(session.state);
   open.addEventListener("click", () => openViewer(session));
   node.querySelector(".stop").addEventListener("click", (event) => stopSession(session, event.target));
   loadThumb(session, node.querySelector("img"), node.querySelector(".thumb-note"));
