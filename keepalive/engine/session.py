@@ -255,6 +255,7 @@ class Session:
                 return
             self._set_state(SessionState.ready)
         self.start_seconds = time.monotonic() - began
+        self.touch()  # standby counts from the first ready
         self.watchdog.start()
         log.info("session %s (%s): ready in %.2f s%s, pids %s", self.id, self.name, self.start_seconds,
                  " (from the pool)" if self.from_pool else "", self.pids())
