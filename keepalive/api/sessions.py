@@ -55,11 +55,12 @@ def session_out(request: Request, session: Session) -> SessionOut:
 async def awake(manager: ManagerDep, session: Session) -> None:
     """Someone uses ``session`` now: woken if it is in standby (keepalive.engine.standby); 429
     when MAX_SESSIONS are awake and in use, 503 when it could not wake (its error says why)."""
+    was = session.state
     try:
         await manager.standby.wake(session)
     except NoRoomToWake as error:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, f"session {session.id} stays in standby: {error}") from None
-    if session.state is SessionState.failed:
+    if was is SessionState.standby and session.state is SessionState.failed:  # failed before: the caller says so
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"session {session.id} failed: {session.record.error}")
 
 

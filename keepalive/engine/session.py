@@ -94,8 +94,6 @@ class Session:
         #: When someone last used the session (a viewer, a screenshot, DevTools: ``touch``), on
         #: the monotonic clock: what standby goes by (keepalive.engine.standby).
         self.last_used = time.monotonic()
-        #: Seconds the last wake from standby took.
-        self.wake_seconds: float | None = None
 
     # -- what the API shows -------------------------------------------------------------
 
@@ -379,11 +377,11 @@ class Session:
                 log.error("session %s (%s): %s", self.id, self.name, reason)
                 self._set_state(SessionState.failed, reason)
                 return
-            self.wake_seconds = time.monotonic() - began
+            took = time.monotonic() - began
             self.touch()
             self._set_state(SessionState.ready)
         self.watchdog.start()
-        log.info("session %s (%s): awake in %.2f s, pids %s", self.id, self.name, self.wake_seconds, self.pids())
+        log.info("session %s (%s): awake in %.2f s, pids %s", self.id, self.name, took, self.pids())
 
     # -- stop -----------------------------------------------------------------------------
 

@@ -20,6 +20,14 @@ def idle(manager, *sessions, busy: bool | None = False) -> None:
     manager.standby._busy = lambda session: busy
 
 
+async def asleep(manager, name: str):
+    """A session started as ``name`` and put into standby, having gone unused."""
+    session = await start(manager, name)
+    idle(manager, session)
+    assert await manager.standby.check() == [session]
+    return session
+
+
 def display_pids(session) -> set:
     return {session.record.xvfb_pid, session.record.browser_pid}
 
@@ -103,9 +111,7 @@ async def test_a_service_restart_leaves_a_session_in_standby(managers, settings,
 
 async def test_a_busy_kernel_wakes_a_session_in_standby(managers, world):
     manager = await managers()
-    session = await start(manager, "scheduled")
-    idle(manager, session)
-    await manager.standby.check()
+    session = await asleep(manager, "scheduled")
     manager.standby.wake_soon(session, "a kernel of it is busy")
     await asyncio.gather(*manager.standby._wakes)
     assert session.state is SessionState.ready and session.healthy
@@ -113,9 +119,7 @@ async def test_a_busy_kernel_wakes_a_session_in_standby(managers, world):
 
 async def test_a_jupyter_server_lost_in_standby_is_brought_back_by_waking(managers, world):
     manager = await managers()
-    session = await start(manager, "lost")
-    idle(manager, session)
-    await manager.standby.check()
+    session = await asleep(manager, "lost")
     world.kill(session.record.jupyter_pid)
     session._part_lost("jupyter exited with code -9")
     await session.recovery.task
@@ -125,9 +129,7 @@ async def test_a_jupyter_server_lost_in_standby_is_brought_back_by_waking(manage
 
 async def test_a_wake_that_fails_leaves_the_session_failed_with_its_kernels(managers, world):
     manager = await managers()
-    session = await start(manager, "broken")
-    idle(manager, session)
-    await manager.standby.check()
+    session = await asleep(manager, "broken")
     jupyter = session.record.jupyter_pid
     world.fail_always.add("display")
     await manager.standby.wake(session)
@@ -139,9 +141,7 @@ async def test_a_wake_that_fails_leaves_the_session_failed_with_its_kernels(mana
 
 async def test_a_session_in_standby_stops(managers, settings, world):
     manager = await managers()
-    session = await start(manager, "gone")
-    idle(manager, session)
-    await manager.standby.check()
+    session = await asleep(manager, "gone")
     jupyter = session.record.jupyter_pid
     await manager.delete(session.id)
     assert session.state is SessionState.stopped and jupyter not in world.alive and stored(settings) == {}
