@@ -129,7 +129,10 @@ def _age(created_at: str) -> str:
 
 
 def _health(session: dict) -> str:
-    bad = [part for part, ok in session.get("health", {}).items() if not ok]
+    health = session.get("health", {})
+    if health.get("standby"):  # the display's parts are down on purpose: only Jupyter has to run
+        return "asleep" if health.get("jupyter") else "asleep, down: jupyter"
+    bad = [part for part, ok in health.items() if not ok]
     return "ok" if not bad else "down: " + ",".join(bad)
 
 

@@ -146,14 +146,14 @@ class Session:
             browser=display.browser_connected,
             page=display.page_alive,
             jupyter=jupyter.healthy,
-            standby=self.state is SessionState.standby,  # then the display's parts are down on purpose
+            standby=self.state is SessionState.standby or None,  # then the display's parts are down on purpose
         )
 
     @property
     def healthy(self) -> bool:
         """Every part that should run does (what the pool and /health's "unhealthy" go by)."""
         health = self.health
-        return health.jupyter if health.standby else all(health.model_dump(exclude={"standby"}).values())
+        return health.jupyter if health.standby else all(health.model_dump().values())
 
     @property
     def endpoint(self):

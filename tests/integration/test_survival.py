@@ -57,8 +57,7 @@ def test_sessions_outlive_the_service_and_are_adopted(service_factory, how):
     adopt_seconds = time.monotonic() - started
     second.started.append(session_id)
     assert adopted["restarts"] == 0 and adopted["name"] == session["name"]
-    assert adopted["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True, "display": True,
-                                 "standby": False}
+    assert adopted["health"] == {"xpra": True, "browser": True, "page": True, "jupyter": True, "display": True}
     assert psutil.Process(kernel_pid).is_running(), "the kernel did not survive"
     keeps_ticking(home)
     shot = second.client.get(f"/sessions/{session_id}/screenshot")

@@ -83,6 +83,19 @@ def test_a_heavyai_handoff_needs_a_host(capsys, monkeypatch):
     assert "--heavyai-host" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("health, shown", [
+    ({"xpra": True, "browser": True, "page": True, "jupyter": True, "display": True}, "ok"),
+    ({"xpra": False, "browser": True, "page": False, "jupyter": True, "display": False}, "down: xpra,page,display"),
+    ({"xpra": False, "browser": False, "page": False, "jupyter": True, "display": False, "standby": True}, "asleep"),
+    ({"xpra": False, "browser": False, "page": False, "jupyter": False, "display": False, "standby": True},
+     "asleep, down: jupyter"),
+])
+def test_health_column_names_what_is_down_and_a_session_asleep(health, shown):
+    from keepalive.client_commands import _health
+
+    assert _health({"health": health}) == shown
+
+
 def test_api_errors_are_flattened_to_one_line():
     import httpx
 

@@ -44,10 +44,13 @@ async def test_an_idle_session_sleeps_keeping_its_kernels_and_wakes_on_its_jupyt
     assert not display & world.alive and jupyter in world.alive
     assert session.record.display is None, "a session in standby still holds its display number"
     assert session.health.standby and not session.health.browser and session.healthy
+    assert session.health.model_dump()["standby"] is True
     assert not session.watchdog.running
 
     await manager.standby.wake(session)
     assert session.state is SessionState.ready and session.healthy and session.watchdog.running
+    # awake, "standby" is left out: a client that checks every value of health sees it healthy
+    assert "standby" not in session.health.model_dump() and all(session.health.model_dump().values())
     assert session.record.jupyter_pid == jupyter, "waking started a new Jupyter server: the kernels are lost"
     assert display_pids(session) <= world.alive and not display_pids(session) & display
     assert stored(settings)[session.id]["state"] == "ready"
