@@ -25,8 +25,19 @@ def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
+            "kernel": platform.release(), "python": platform.python_version(), "chromium": chromium_version(),
             "load_average_at_start": os.getloadavg()}
+
+
+def chromium_version() -> str:
+    """What the sessions' Chromium says it is ("Chromium 156.0...")."""
+    from keepalive.settings import Settings
+
+    try:
+        return subprocess.run([Settings().chromium, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    except OSError as error:
+        return f"unknown ({error})"
 
 
 def stamp(measured: list[str]) -> dict:

@@ -40,9 +40,12 @@ from pathlib import Path
 
 import httpx
 import psutil
+from websockets.sync.client import connect as ws_connect
 
-from provenance import stamp  # beside this script
+import report  # beside this script
+from provenance import stamp
 from keepalive.engine.allocation import free_port
+from keepalive.engine.browser import SCREENSHOT_PARAMS
 from keepalive.engine.reaper import session_processes
 from keepalive.settings import Settings
 
@@ -126,19 +129,22 @@ def floor(width: int, height: int, idle: float) -> dict:
                         if p.name().startswith("chrom") and p.parent() and not p.parent().name().startswith("chrom")]
             browser_count, browser_uss = tree_uss(chromium)
             jupyter_count, jupyter_uss = tree_uss([psutil.Process(jupyter.pid)])
+            # Playwright's driver drives the floor's browser as keepalive's drives the kiosks
+            driver_count, driver_uss = tree_uss([p for p in psutil.Process().children() if p.name().startswith("node")])
             cdp = page.context.new_cdp_session(page)
             shots = []
             for _ in range(SCREENSHOTS):
                 time.sleep(SHOT_GAP)
                 shot_started = time.perf_counter()
-                cdp.send("Page.captureScreenshot", {"format": "png"})
+                cdp.send("Page.captureScreenshot", SCREENSHOT_PARAMS)  # what keepalive asks its kiosks for
                 shots.append(time.perf_counter() - shot_started)
             browser.close()
     finally:
         jupyter.terminate()
         jupyter.wait(30)
-    return {"start_s": start, "uss_bytes": browser_uss + jupyter_uss, "processes": browser_count + jupyter_count,
-            "chromium_uss_bytes": browser_uss, "jupyter_uss_bytes": jupyter_uss,
+    return {"start_s": start, "uss_bytes": browser_uss + jupyter_uss + driver_uss,
+            "processes": browser_count + jupyter_count + driver_count,
+            "chromium_uss_bytes": browser_uss, "jupyter_uss_bytes": jupyter_uss, "driver_uss_bytes": driver_uss,
             "screenshot_s": statistics.median(shots)}
 
 
@@ -164,6 +170,7 @@ class Service:
     def __init__(self, **settings: str) -> None:
         self.state_dir = Path(tempfile.mkdtemp(prefix="keepalive-bench-"))
         port, token = free_port(), secrets.token_urlsafe(16)
+        self.token = token
         env = {**os.environ, "KEEPALIVE_STATE_DIR": str(self.state_dir), "KEEPALIVE_API_TOKEN": token,
                "KEEPALIVE_PORT": str(port), **{f"KEEPALIVE_{k.upper()}": v for k, v in settings.items()}}
         self._log = (self.state_dir / "service.log").open("wb")
@@ -217,36 +224,61 @@ def process_kind(process: psutil.Process) -> str:
     return name
 
 
-def idle_cpu(service: Service, session_ids: list[str], seconds: float = IDLE_CPU_SECONDS) -> dict:
-    """Cores used over ``seconds`` (1.0 = one core) by these sessions' processes and by the
-    service's own (its Playwright driver among them), in all and by kind of process."""
-    sessions = [p for sid in session_ids for p in session_processes(sid, service.state_dir / "sessions" / sid)]
-    mine = {p.pid for p in sessions}
+def idle_cpu(service: Service, groups: dict[str, list[str]], seconds: float = IDLE_CPU_SECONDS) -> dict:
+    """Cores used over ``seconds`` (1.0 = one core) by the sessions of each group (name -> their
+    ids) and by the service's own processes (its Playwright driver among them): in all, by group
+    and by kind of process."""
+    group_of: dict[psutil.Process, str] = {}
+    for group, session_ids in groups.items():
+        for sid in session_ids:
+            for process in session_processes(sid, service.state_dir / "sessions" / sid):
+                group_of[process] = group
+    mine = {p.pid for p in group_of}
     root = psutil.Process(service.process.pid)
-    own = [root] + [p for p in root.children(recursive=True) if p.pid not in mine]
+    for process in [root] + [p for p in root.children(recursive=True) if p.pid not in mine]:
+        group_of[process] = "service"
     kinds = {}
-    for process in sessions + own:
+    for process in group_of:
         try:
             kinds[process] = "keepalive service" if process is root else (
                 "playwright driver" if process.name().startswith("node") else process_kind(process))
         except psutil.Error:
             continue
 
-    def cpu() -> dict:
-        used: dict[str, float] = {}
-        for process, kind in kinds.items():
+    def cpu() -> dict[psutil.Process, float]:
+        used = {}
+        for process in kinds:
             try:
                 times = process.cpu_times()
             except psutil.Error:
                 continue
-            used[kind] = used.get(kind, 0.0) + times.user + times.system
+            used[process] = times.user + times.system
         return used
 
     before = cpu()
     time.sleep(seconds)
     after = cpu()
-    by_kind = {kind: (after[kind] - before.get(kind, 0.0)) / seconds for kind in after}
-    return {"cores": sum(by_kind.values()), "by_kind": dict(sorted(by_kind.items(), key=lambda item: -item[1]))}
+    by_kind: dict[str, float] = {}
+    by_group: dict[str, float] = {}
+    for process, total in after.items():
+        used = (total - before.get(process, total)) / seconds
+        by_kind[kinds[process]] = by_kind.get(kinds[process], 0.0) + used
+        by_group[group_of[process]] = by_group.get(group_of[process], 0.0) + used
+    return {"cores": sum(by_kind.values()), "by_group": by_group,
+            "by_kind": dict(sorted(by_kind.items(), key=lambda item: -item[1]))}
+
+
+def service_uss(service: Service) -> int:
+    """USS of the service's own processes: ``keepalive serve`` and its Playwright driver."""
+    root = psutil.Process(service.process.pid)
+    return sum(p.memory_full_info().uss for p in [root, *(c for c in root.children() if c.name().startswith("node"))])
+
+
+def healthy(session: dict) -> bool:
+    """What /health's "unhealthy" goes by: every part up; in standby, its Jupyter server."""
+    if session["state"] == "standby":
+        return session["health"]["jupyter"]
+    return session["state"] == "ready" and all(session["health"].values())
 
 
 def session_uss(state_dir: Path, session_id: str) -> int:
@@ -274,11 +306,11 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
                 time.sleep(idle)
                 uss_at[len(ids)] = statistics.median(session_uss(service.state_dir, sid) for sid in ids)
         time.sleep(idle)
-        healthy = sum(all(s["health"].values()) and s["state"] == "ready"
-                      for s in service.client.get("/sessions").json()["sessions"])
+        up = sum(healthy(s) for s in service.client.get("/sessions").json()["sessions"])
         by_name = [uss_by_name(sid, service.state_dir / "sessions" / sid) for sid in ids]
         uss = [sum(u for _, u in names.values()) for names in by_name]
-        cpu = idle_cpu(service, ids)
+        own_uss = service_uss(service)
+        cpu = idle_cpu(service, {"sessions": ids})
     finally:
         for sid in ids:
             service.delete(sid)
@@ -286,10 +318,94 @@ def density(service: Service, body: dict, most: int, idle: float) -> dict:
                    for name in {name for names in by_name for name in names}}
     if uss:
         uss_at[len(ids)] = statistics.median(uss)
-    return {"sessions": len(ids), "healthy": healthy, "stopped_by": stopped_by, "start_s": start_s,
-            "uss_per_session_bytes": statistics.median(uss) if uss else 0, "idle_cpu_cores": cpu["cores"],
-            "idle_cpu_by_kind": cpu["by_kind"], "idle_cpu_seconds": IDLE_CPU_SECONDS,
+    return {"sessions": len(ids), "healthy": up, "stopped_by": stopped_by, "start_s": start_s,
+            "uss_per_session_bytes": statistics.median(uss) if uss else 0, "service_uss_bytes": own_uss,
+            "idle_cpu_cores": cpu["cores"], "idle_cpu_by_kind": cpu["by_kind"], "idle_cpu_seconds": IDLE_CPU_SECONDS,
             "uss_per_session_by_process": per_process, "uss_per_session_at": uss_at}
+
+
+#: STANDBY_AFTER of the standby runs: sessions go to sleep this soon after their last use.
+STANDBY_AFTER = 5.0
+
+
+def state_of(service: Service, session_id: str) -> str:
+    return service.client.get(f"/sessions/{session_id}").json()["state"]  # a look that wakes nothing
+
+
+def standby_figures(body: dict, runs: int, idle: float) -> dict:
+    """One session put into standby ``runs`` times and woken by a screenshot each time: its USS in
+    standby (after ``idle`` seconds there) and how long the waking screenshot takes."""
+    service = Service(standby_after=str(STANDBY_AFTER))
+    try:
+        _, session = service.timed_start(body)
+        sid, folder = session["id"], service.state_dir / "sessions" / session["id"]
+        wakes, by_name = [], {}
+        for run in range(runs):
+            service.wait_for(lambda: state_of(service, sid) == "standby", STANDBY_AFTER + 120, "standby")
+            if run == 0:
+                time.sleep(idle)
+                by_name = uss_by_name(sid, folder)
+                own_uss = service_uss(service)
+            started = time.perf_counter()
+            service.client.get(f"/sessions/{sid}/screenshot").raise_for_status()
+            wakes.append(time.perf_counter() - started)
+        service.delete(sid)
+    finally:
+        service.close()
+    return {"wake_s": wakes, "uss_bytes": sum(uss for _, uss in by_name.values()),
+            "uss_by_process": {name: uss for name, (_, uss) in by_name.items()}, "service_uss_bytes": own_uss,
+            "standby_after_s": STANDBY_AFTER}
+
+
+def standby_density(body: dict, asleep: int, active: int, idle: float) -> dict:
+    """``asleep`` sessions put into standby, then ``active`` more kept awake by an open DevTools
+    connection each (nothing sent on it): all of them healthy? their memory, and the CPU of all
+    of them and the service while idle."""
+    service = Service(standby_after=str(STANDBY_AFTER), max_sessions=str(active + 4))
+    sleepers, awake, start_s, connections = [], [], [], []
+    stopped_by = "reached both counts"
+    try:
+        for group, count in ((sleepers, asleep), (awake, active)):
+            while len(group) < count:
+                if psutil.virtual_memory().available < DENSITY_RESERVE + 600 * 1024**2:
+                    stopped_by = "memory: less than 2.6 GiB available"
+                    break
+                try:
+                    seconds, session = service.timed_start(body)
+                except httpx.HTTPError as error:
+                    stopped_by = f"a start failed: {error}"
+                    break
+                group.append(session["id"])
+                start_s.append(seconds)
+                if group is awake:
+                    connections.append(ws_connect(session["cdp_url"], open_timeout=60,
+                                                  additional_headers={"Authorization": f"Bearer {service.token}"}))
+                print(f"    standby density: {len(sleepers)} asleep, {len(awake)} awake, last start {seconds:.2f} s",
+                      flush=True)
+            if group is sleepers:
+                service.wait_for(lambda: all(state_of(service, sid) == "standby" for sid in sleepers),
+                                 STANDBY_AFTER + 300, "every session of the first group in standby")
+        time.sleep(idle)
+        listed = service.client.get("/sessions").json()["sessions"]
+        up = sum(healthy(s) for s in listed)
+        in_standby = sum(s["state"] == "standby" for s in listed)
+        sleeping_uss = [session_uss(service.state_dir, sid) for sid in sleepers]
+        awake_uss = [session_uss(service.state_dir, sid) for sid in awake]
+        own_uss = service_uss(service)
+        cpu = idle_cpu(service, {"standby": sleepers, "active": awake})
+    finally:
+        for connection in connections:
+            connection.close()
+        for sid in sleepers + awake:
+            service.delete(sid)
+        service.close()
+    total = max(1, len(sleepers) + len(awake))
+    return {"standby": len(sleepers), "active": len(awake), "healthy": up, "in_standby": in_standby,
+            "stopped_by": stopped_by, "start_s": start_s, "service_uss_bytes": own_uss,
+            "standby_uss_per_session_bytes": statistics.median(sleeping_uss) + own_uss / total if sleepers else 0,
+            "active_uss_per_session_bytes": statistics.median(awake_uss) + own_uss / total if awake else 0,
+            "idle_cpu_cores": cpu["cores"], "idle_cpu_by_group": cpu["by_group"], "idle_cpu_by_kind": cpu["by_kind"],
+            "idle_cpu_seconds": IDLE_CPU_SECONDS}
 
 
 #: What this bench runs: a change to these makes its commit "+changes".
@@ -303,6 +419,10 @@ def main() -> int:
                         help=f"seconds idle before measuring memory (default {DEFAULT_IDLE:.0f})")
     parser.add_argument("--pool", action="store_true", help="also time starts from a warm pool")
     parser.add_argument("--density", type=int, default=0, help="start up to this many sessions at once")
+    parser.add_argument("--standby", action="store_true",
+                        help="also measure a session in standby: its memory, and --runs wakes by a screenshot")
+    parser.add_argument("--standby-density", type=int, nargs=2, metavar=("ASLEEP", "ACTIVE"),
+                        help="also run ASLEEP sessions in standby beside ACTIVE awake ones (e.g. 100 10)")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -328,6 +448,7 @@ def main() -> int:
         _, session = service.timed_start(body)
         time.sleep(args.idle)
         by_name = uss_by_name(session["id"], service.state_dir / "sessions" / session["id"])
+        own_uss = service_uss(service)
         # a viewer's first request starts xpra (keepalive.engine.viewer_server): how long that
         # takes, and what the session costs while it runs
         viewer_started = time.perf_counter()
@@ -349,7 +470,7 @@ def main() -> int:
 
     if args.pool:
         pooled = Service(pool_size="1")
-        warm, warm_handoff = [], []
+        warm, warm_handoff, waiting_uss = [], [], []
         try:
             for _ in range(args.runs):
                 for kind, times in ((body, warm), ({**body, "heavyai": HEAVYAI}, warm_handoff)):
@@ -357,14 +478,33 @@ def main() -> int:
                     pooled.wait_for(lambda: pooled.client.get("/health").json()["pool"]["waiting"] == 1, 180,
                                     "the pool to fill")
                     time.sleep(POOL_SETTLE)
+                    if not waiting_uss:  # what a warm start costs while nobody comes: the waiting session
+                        time.sleep(args.idle)
+                        waiting_uss = [session_uss(pooled.state_dir, folder.name)
+                                       for folder in (pooled.state_dir / "sessions").iterdir()]
                     seconds, session = pooled.timed_start(kind)
                     times.append(seconds)
                     pooled.delete(session["id"])
             hits = pooled.client.get("/metrics").text
         finally:
             pooled.close()
-        figures.update(warm_start_s=warm, warm_handoff_start_s=warm_handoff,
+        figures.update(warm_start_s=warm, warm_handoff_start_s=warm_handoff, pool_waiting_uss_bytes=sum(waiting_uss),
                        pool_hits=[line for line in hits.splitlines() if line.startswith("keepalive_pool_hits_total")])
+
+    if args.standby:
+        figures["standby"] = standby_figures(body, max(1, args.runs), args.idle)
+    if args.standby_density:
+        figures["standby_density"] = standby_density(body, *args.standby_density, args.idle)
+
+    total_count = sum(count for count, _ in by_name.values())
+    total_uss = sum(uss for _, uss in by_name.values())
+    watched_uss = sum(uss for _, uss in watched.values())
+    figures.update({
+        "start_s": starts, "handoff_start_s": handoff_starts, "delete_s": deletes, "first_start_s": first_seconds,
+        "idle_uss_bytes": total_uss, "idle_uss_by_process": {k: v[1] for k, v in by_name.items()},
+        "service_uss_bytes": own_uss, "viewer_first_request_s": viewer_first_s, "watched_uss_bytes": watched_uss,
+        "screenshot_s": shots, "floor": floors,
+    })
 
     mib = 1024 * 1024
     print(f"keepalive session bench ({os.cpu_count()} cores, {figures['machine']['cpu']}, commit "
@@ -375,44 +515,23 @@ def main() -> int:
         f"min {min(starts):.2f} s, max {max(starts):.2f} s"
     )
     print(f"DELETE /sessions/{{id}} -> 204: median {statistics.median(deletes):.2f} s")
-    total_count = sum(count for count, _ in by_name.values())
-    total_uss = sum(uss for _, uss in by_name.values())
-    print(f"idle session after {args.idle:.0f} s: {total_count} processes, USS {total_uss / mib:.0f} MiB")
+    print(f"idle session after {args.idle:.0f} s: {total_count} processes, USS {total_uss / mib:.0f} MiB; the "
+          f"service's own processes (its Playwright driver too) {own_uss / mib:.0f} MiB")
     for name, (count, uss) in sorted(by_name.items(), key=lambda item: -item[1][1]):
         print(f"    {name:<22} x{count:<3} {uss / mib:7.1f} MiB")
-    watched_uss = sum(uss for _, uss in watched.values())
     print(f"the viewer page's first request, xpra started for it: {viewer_first_s:.2f} s; the session with xpra "
           f"running, {VIEWER_SETTLE:.0f} s later: USS {watched_uss / mib:.0f} MiB (xpra "
           f"{watched.get('xpra', (0, 0))[1] / mib:.1f} MiB)")
+    if "standby" in figures:
+        st = figures["standby"]
+        print(f"in standby (STANDBY_AFTER {st['standby_after_s']:.0f} s), after {args.idle:.0f} s there: USS "
+              f"{st['uss_bytes'] / mib:.0f} MiB; woken by a screenshot in {', '.join(f'{w:.2f}' for w in st['wake_s'])} s")
+        for name, uss in sorted(st["uss_by_process"].items(), key=lambda item: -item[1]):
+            print(f"    {name:<22} {uss / mib:7.1f} MiB")
 
-    floor_start = statistics.median(f["start_s"] for f in floors)
-    floor_uss = statistics.median(f["uss_bytes"] for f in floors)
-    floor_shot = statistics.median(f["screenshot_s"] for f in floors)
-    shot = statistics.median(shots)
-
-    def start_row(what: str, times: list[float]) -> tuple:
-        median = statistics.median(times)
-        return what, f"{median:.2f} s", f"{floor_start:.2f} s", median / floor_start
-
-    rows = [
-        start_row("cold start, POST /sessions -> 201", starts),
-        start_row("cold start with a HeavyAI handoff", handoff_starts),
-    ]
-    if args.pool:
-        rows += [start_row("warm start (from the pool)", figures["warm_start_s"]),
-                 start_row("warm start with a HeavyAI handoff", figures["warm_handoff_start_s"])]
-    rows += [
-        ("idle memory, USS", f"{total_uss / mib:.0f} MiB", f"{floor_uss / mib:.0f} MiB", total_uss / floor_uss),
-        ("screenshot", f"{shot * 1000:.0f} ms", f"{floor_shot * 1000:.0f} ms", shot / floor_shot),
-    ]
-    if "density" in figures:
-        for sessions, per_session in sorted(figures["density"]["uss_per_session_at"].items()):
-            rows.append((f"idle memory per session at {sessions}", f"{per_session / mib:.0f} MiB",
-                         f"{floor_uss / mib:.0f} MiB", per_session / floor_uss))
-    print(f"\nagainst the floor (bare headless Chromium + Jupyter, {len(floors)} runs, medians):")
-    print(f"    {'':<36} {'keepalive':>10} {'floor':>10} {'ratio':>6}")
-    for what, ours, theirs, ratio in rows:
-        print(f"    {what:<36} {ours:>10} {theirs:>10} {ratio:5.2f}x")
+    print(f"\nagainst the floor (bare headless Chromium + Jupyter + Playwright's driver, {len(floors)} runs, medians):")
+    for what, ours, theirs, ratio in report.rows(figures):
+        print(f"    {what}\n        keepalive {ours}, floor {theirs}, ratio {ratio}")
     if "density" in figures:
         d = figures["density"]
         at = ", ".join(f"{n}: {d['start_s'][n - 1]:.2f} s" for n in (1, 10, 20, 50) if n <= len(d["start_s"]))
@@ -425,13 +544,19 @@ def main() -> int:
         print("    USS per session (median), by process:")
         for name, uss in sorted(d["uss_per_session_by_process"].items(), key=lambda item: -item[1]):
             print(f"        {name:<22} {uss / mib:7.1f} MiB")
+    if "standby_density" in figures:
+        m = figures["standby_density"]
+        print(f"\nstandby density: {m['standby']} in standby and {m['active']} active ({m['stopped_by']}), "
+              f"{m['healthy']} healthy, {m['in_standby']} in standby after {args.idle:.0f} s idle; per session "
+              f"(the service's share counted): in standby {m['standby_uss_per_session_bytes'] / mib:.0f} MiB, "
+              f"active {m['active_uss_per_session_bytes'] / mib:.0f} MiB; idle CPU of all of them and the service "
+              f"{m['idle_cpu_cores']:.2f} cores over {m['idle_cpu_seconds']:.0f} s, by group:")
+        for group, cores in m["idle_cpu_by_group"].items():
+            print(f"        {group:<22} {cores:.4f} cores")
+        print("    by kind of process:")
+        for kind, cores in m["idle_cpu_by_kind"].items():
+            print(f"        {kind:<22} {cores:.4f} cores")
     if args.json:
-        figures.update({
-            "start_s": starts, "handoff_start_s": handoff_starts, "delete_s": deletes, "first_start_s": first_seconds,
-            "idle_uss_bytes": total_uss, "idle_uss_by_process": {k: v[1] for k, v in by_name.items()},
-            "viewer_first_request_s": viewer_first_s, "watched_uss_bytes": watched_uss,
-            "screenshot_s": shots, "floor": floors,
-        })
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
 

@@ -187,13 +187,14 @@ class ActivityWatcher:
             kernel_died=self._death,
             restored=self._restored,
         )
-        self._notice_runs(kernels, notebooks)
+        ran = self._notice_runs(kernels, notebooks)
         changed = self.latest is None or activity.model_dump(exclude={"updated_at"}) != self.latest.model_dump(
             exclude={"updated_at"}
         )
         self.latest = activity
-        if activity.busy and self._on_busy is not None:
-            self._on_busy(self.session, "a kernel of it is busy")
+        # a cell that ran between two looks (a short job) went busy too, though idle again now
+        if (activity.busy or ran) and self._on_busy is not None:
+            self._on_busy(self.session, "a kernel of it is busy" if activity.busy else "a kernel of it ran a cell")
         if changed:
             self.hub.publish(self.session.id, "activity", activity.model_dump(mode="json"))
 
@@ -281,7 +282,9 @@ class ActivityWatcher:
             self.deliveries.add(task)
             task.add_done_callback(self.deliveries.discard)
 
-    def _notice_runs(self, kernels: list[dict], notebooks: dict[str, str | None]) -> None:
+    def _notice_runs(self, kernels: list[dict], notebooks: dict[str, str | None]) -> bool:
+        """Announce the runs that finished since the last look; whether there were any."""
+        ran = False
         for kernel in kernels:
             kernel_id, finished = kernel["kernel_id"], kernel.get("runs_finished")
             if finished is None:
@@ -289,9 +292,12 @@ class ActivityWatcher:
             # a kernel first seen after the first look is new: all its runs are news
             seen = self._runs_seen.get(kernel_id, 0 if self._looked else finished)
             self._runs_seen[kernel_id] = finished
-            if finished > seen and kernel.get("last_run"):
-                self._run_finished(kernel_id, notebooks.get(kernel_id), kernel["last_run"])
+            if finished > seen:
+                ran = True
+                if kernel.get("last_run"):
+                    self._run_finished(kernel_id, notebooks.get(kernel_id), kernel["last_run"])
         self._looked = True
+        return ran
 
     def _run_finished(self, kernel_id: str, notebook: str | None, run: dict) -> None:
         session = self.session

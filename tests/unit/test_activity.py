@@ -187,6 +187,7 @@ class FakeExtension:
     def __init__(self):
         self.version = "v1"
         self.state = "idle"
+        self.runs = 0  # the kernel's runs_finished
         self.looks: list[dict] = []  # each look's query
         self.changed = threading.Event()
         fake = self
@@ -200,7 +201,8 @@ class FakeExtension:
                 if query.get("after") == fake.version:
                     fake.changed.wait(float(query["wait"]))
                 body = json.dumps({"version": fake.version, "lost": [], "notebooks": {"k1": "a.ipynb"},
-                                   "kernels": [{"kernel_id": "k1", "execution_state": fake.state}]}).encode()
+                                   "kernels": [{"kernel_id": "k1", "execution_state": fake.state,
+                                                "runs_finished": fake.runs}]}).encode()
                 try:
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
@@ -217,8 +219,9 @@ class FakeExtension:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def change(self, state: str, version: str) -> None:
+    def change(self, state: str, version: str, runs: int | None = None) -> None:
         self.state, self.version = state, version
+        self.runs = self.runs if runs is None else runs
         self.changed.set()
         self.changed = threading.Event()
 
@@ -263,6 +266,32 @@ async def test_an_idle_session_is_looked_at_once_then_told_of_changes_and_woken_
             assert "after" not in server.looks[3]
             kinds = [events.get_nowait().kind for _ in range(events.qsize())]
         assert kinds == ["activity", "activity"]  # idle, then busy
+    finally:
+        await watcher.stop()
+        server.close()
+
+
+async def test_a_cell_that_ran_between_two_looks_counts_as_busy_for_standby():
+    """A short job goes busy and idle again before the held look answers: the look sees it idle,
+    with one more run finished, and tells ``on_busy`` all the same (a session in standby wakes)."""
+    from keepalive.models import SessionState
+
+    server = FakeExtension()
+    told: list[str] = []
+    session = SimpleNamespace(
+        id="s1", name="alice", webhook_url=None, webhook_min_busy=0.0, state=SessionState.standby,
+        settings=SimpleNamespace(activity_interval=0.02),
+        endpoint=SimpleNamespace(url=server.url, auth_headers={}),
+        containment=SimpleNamespace(oom_kills=lambda: 0, memory_max=lambda: None),
+    )
+    watcher = ActivityWatcher(session, EventHub(), on_busy=lambda s, why: told.append(why))
+    try:
+        watcher.start()
+        await wait_until_async("the held look", lambda: len(server.looks) == 2)
+        assert told == []  # idle, nothing ran since the first look
+        server.change("idle", "v2", runs=1)
+        await wait_until_async("the run told", lambda: told)
+        assert told == ["a kernel of it ran a cell"] and not watcher.latest.busy
     finally:
         await watcher.stop()
         server.close()
