@@ -130,7 +130,9 @@ def floor(width: int, height: int, idle: float) -> dict:
             browser_count, browser_uss = tree_uss(chromium)
             jupyter_count, jupyter_uss = tree_uss([psutil.Process(jupyter.pid)])
             # Playwright's driver drives the floor's browser as keepalive's drives the kiosks
-            driver_count, driver_uss = tree_uss([p for p in psutil.Process().children() if p.name().startswith("node")])
+            # (the process alone: the browser it launched is below it, and counted above)
+            drivers = [p for p in psutil.Process().children() if p.name().startswith("node")]
+            driver_count, driver_uss = len(drivers), sum(p.memory_full_info().uss for p in drivers)
             cdp = page.context.new_cdp_session(page)
             shots = []
             for _ in range(SCREENSHOTS):
