@@ -32,3 +32,22 @@ def test_the_reader_sees_not_run_marks():
     text = "x\n<!-- README test: not run (slow) -->\n```bash\necho hi\n```\n```json\n{}\n```\n"
     found = blocks(text)
     assert [(b.lang, b.not_run, b.line) for b in found] == [("bash", "slow", 3), ("json", None, 6)]
+
+
+def test_the_cost_table_is_generated_from_the_committed_bench_result():
+    """Every figure of the README's table can be traced: it is what bench/report.py makes of the
+    result file it names (regenerate with the command in the marker after a new bench run)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    spec = importlib.util.spec_from_file_location("bench_report", root / "bench" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    readme = (root / "README.md").read_text()
+    found = re.search(r"<!-- generated: \.venv/bin/python bench/report\.py (\S+) -->\n(.*?)<!-- end of generated -->",
+                      readme, re.S)
+    assert found, "the README has no generated bench table"
+    path, table = found.groups()
+    assert table == report.markdown(json.loads((root / path).read_text()), path)
