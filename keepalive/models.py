@@ -6,17 +6,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    SerializerFunctionWrapHandler,
-    StringConstraints,
-    model_serializer,
-)
+from pydantic import AnyHttpUrl, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, StringConstraints
 
 #: Also names the session's home folder: it can never leave the homes dir.
 SESSION_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -99,17 +89,11 @@ class SessionHealth(BaseModel):
     page: bool
     jupyter: bool
     display: bool = Field(description="The display runs, and the viewer server has not failed.")
-    standby: bool | None = Field(None, description="Only there, and true, in standby: the display, the browser and "
+    standby: bool | None = Field(None, exclude_if=lambda standby: not standby,
+                                 description="Only there, and true, in standby: the display, the browser and "
                                  "its page are down on purpose, and the next viewer, screenshot or DevTools client "
                                  "wakes the session. Left out otherwise, so that an awake session is healthy exactly "
                                  "when every value is true.")
-
-    @model_serializer(mode="wrap")
-    def _standby_only_when_true(self, serialize: SerializerFunctionWrapHandler) -> dict:
-        fields = serialize(self)
-        if not self.standby:
-            fields.pop("standby", None)
-        return fields
 
 
 class RunError(BaseModel):

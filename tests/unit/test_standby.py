@@ -51,6 +51,9 @@ async def test_an_idle_session_sleeps_keeping_its_kernels_and_wakes_on_its_jupyt
     assert session.state is SessionState.ready and session.healthy and session.watchdog.running
     # awake, "standby" is left out: a client that checks every value of health sees it healthy
     assert "standby" not in session.health.model_dump() and all(session.health.model_dump().values())
+    # and the API's schema still names every field of health
+    assert set(type(session.health).model_json_schema(mode="serialization")["properties"]) == {
+        "xpra", "browser", "page", "jupyter", "display", "standby"}
     assert session.record.jupyter_pid == jupyter, "waking started a new Jupyter server: the kernels are lost"
     assert display_pids(session) <= world.alive and not display_pids(session) & display
     assert stored(settings)[session.id]["state"] == "ready"
