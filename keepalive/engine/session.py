@@ -354,10 +354,19 @@ class Session:
                 log.warning("session %s: not going into standby: its notebooks could not be saved: %s", self.id, error)
                 return False
             await self.watchdog.stop()
-            await self._save_profile()
-            await self.parts.display.stop()
-            self.parts.display.release_numbers()
-            self._set_state(SessionState.standby)
+            try:
+                await self._save_profile()
+                await self.parts.display.stop()
+            except Exception as error:  # still ready: watched again, the watchdog brings back what broke
+                log.warning("session %s: not going into standby: stopping its display failed: %s", self.id, error)
+                asleep = False
+            else:
+                self.parts.display.release_numbers()
+                self._set_state(SessionState.standby)
+                asleep = True
+        if not asleep:
+            self.watchdog.start()
+            return False
         log.info("session %s (%s): in standby after %.0f s unused", self.id, self.name, time.monotonic() - self.last_used)
         return True
 

@@ -265,6 +265,9 @@ class FakeDisplay:
         await self.close_page()
 
     async def stop(self, reap_leftovers: bool = True) -> None:
+        if "display stop" in self.world.fail:
+            self.world.fail.discard("display stop")
+            raise RuntimeError("the fake display could not stop")
         await self.close_page()
         await self.viewer_server.stop()
         self.world.kill(self.record.browser_pid)

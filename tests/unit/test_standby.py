@@ -78,6 +78,17 @@ async def test_a_session_in_use_never_sleeps(managers, world, why):
     assert session.watchdog.running, "a session that stayed awake stopped being watched"
 
 
+async def test_a_display_that_fails_to_stop_keeps_the_session_ready_and_watched(managers, world):
+    manager = await managers()
+    session = await start(manager, "stuck")
+    idle(manager, session)
+    world.fail.add("display stop")
+    assert await manager.standby.check() == []
+    assert session.state is SessionState.ready and session.watchdog.running
+    assert await manager.standby.check() == [session]  # the next look puts it to sleep
+    assert session.state is SessionState.standby
+
+
 async def test_max_sessions_counts_sessions_awake_and_a_wake_makes_room(managers, settings, world):
     settings.max_sessions = 2
     manager = await managers()
