@@ -287,20 +287,27 @@ def session_uss(state_dir: Path, session_id: str) -> int:
     return sum(uss for _, uss in uss_by_name(session_id, state_dir / "sessions" / session_id).values())
 
 
+def start_another(service: Service, body: dict) -> tuple[float, dict] | str:
+    """One more session of a density run (its start time and body), or why not."""
+    if psutil.virtual_memory().available < DENSITY_RESERVE + 600 * 1024**2:
+        return "memory: less than 2.6 GiB available"
+    try:
+        return service.timed_start(body)
+    except httpx.HTTPError as error:
+        return f"a start failed: {error}"
+
+
 def density(service: Service, body: dict, most: int, idle: float) -> dict:
     """Sessions one after another until ``most`` run, one fails, or memory would run short."""
     ids, start_s, stopped_by = [], [], f"reached {most}"
     uss_at: dict[int, float] = {}  # sessions running -> median USS per session, once idle
     try:
         while len(ids) < most:
-            if psutil.virtual_memory().available < DENSITY_RESERVE + 600 * 1024**2:
-                stopped_by = "memory: less than 2.6 GiB available"
+            started = start_another(service, body)
+            if isinstance(started, str):
+                stopped_by = started
                 break
-            try:
-                seconds, session = service.timed_start(body)
-            except httpx.HTTPError as error:
-                stopped_by = f"a start failed: {error}"
-                break
+            seconds, session = started
             ids.append(session["id"])
             start_s.append(seconds)
             print(f"    density: {len(ids)} sessions, last start {seconds:.2f} s", flush=True)
@@ -369,14 +376,11 @@ def standby_density(body: dict, asleep: int, active: int, idle: float) -> dict:
     try:
         for group, count in ((sleepers, asleep), (awake, active)):
             while len(group) < count:
-                if psutil.virtual_memory().available < DENSITY_RESERVE + 600 * 1024**2:
-                    stopped_by = "memory: less than 2.6 GiB available"
+                started = start_another(service, body)
+                if isinstance(started, str):
+                    stopped_by = started
                     break
-                try:
-                    seconds, session = service.timed_start(body)
-                except httpx.HTTPError as error:
-                    stopped_by = f"a start failed: {error}"
-                    break
+                seconds, session = started
                 group.append(session["id"])
                 start_s.append(seconds)
                 if group is awake:

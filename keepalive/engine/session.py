@@ -350,23 +350,15 @@ class Session:
                 return False
             try:  # nothing typed may be lost: a page that cannot save keeps the session awake
                 await self.parts.display.save_notebooks()
-            except Exception as error:
-                log.warning("session %s: not going into standby: its notebooks could not be saved: %s", self.id, error)
-                return False
-            await self.watchdog.stop()
-            try:
+                await self.watchdog.stop()
                 await self._save_profile()
                 await self.parts.display.stop()
-            except Exception as error:  # still ready: watched again, the watchdog brings back what broke
-                log.warning("session %s: not going into standby: stopping its display failed: %s", self.id, error)
-                asleep = False
-            else:
-                self.parts.display.release_numbers()
-                self._set_state(SessionState.standby)
-                asleep = True
-        if not asleep:
-            self.watchdog.start()
-            return False
+            except Exception as error:  # still ready, and watched: the watchdog brings back what broke
+                log.warning("session %s: not going into standby: %s: %s", self.id, type(error).__name__, error)
+                self.watchdog.start()  # (if stopped: a task, which takes the lock once this gives it up)
+                return False
+            self.parts.display.release_numbers()
+            self._set_state(SessionState.standby)
         log.info("session %s (%s): in standby after %.0f s unused", self.id, self.name, time.monotonic() - self.last_used)
         return True
 

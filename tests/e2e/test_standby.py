@@ -11,14 +11,10 @@ never lets it sleep; a cell run through the Jupyter API alone wakes it.
 
 from __future__ import annotations
 
-import json
 import re
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-from websockets.sync.client import connect as ws_connect
 
 from tests.conftest import session_processes
 from tests.e2e.kiosk import kiosk_page, open_and_run_all, put_notebook
@@ -77,33 +73,6 @@ def state(service, session_id: str) -> dict:
 def display_processes(session_id: str) -> list:
     """The session's Xvfb and Chromium processes (what standby stops)."""
     return [p for p in session_processes(session_id) if re.search(r"Xvfb|chrom", " ".join(p.cmdline()), re.I)]
-
-
-def execute(jupyter: SessionJupyter, kernel_id: str, code: str, timeout: float = 120) -> str:
-    """Run ``code`` on a kernel that is already running (as a scheduled job would, through the
-    Jupyter API); what it printed."""
-    ws_url = jupyter.url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
-    request_id = uuid.uuid4().hex
-    message = {
-        "header": {"msg_id": request_id, "msg_type": "execute_request", "username": "test",
-                   "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
-    }
-    printed: list[str] = []
-    deadline = time.monotonic() + timeout
-    with ws_connect(ws_url, additional_headers={"Authorization": f"token {jupyter.token}"}, open_timeout=60) as ws:
-        ws.send(json.dumps(message))
-        while time.monotonic() < deadline:
-            reply = json.loads(ws.recv(timeout=deadline - time.monotonic()))
-            if reply.get("parent_header", {}).get("msg_id") != request_id:
-                continue
-            if reply["msg_type"] == "stream":
-                printed.append(reply["content"]["text"])
-            elif reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
-                return "".join(printed)
-    raise AssertionError(f"no answer from kernel {kernel_id} within {timeout} s")
 
 
 def test_standby_keeps_the_kernel_and_the_page_and_wakes_on_use(service_factory, playwright):
@@ -177,7 +146,7 @@ def test_standby_keeps_the_kernel_and_the_page_and_wakes_on_use(service_factory,
 
     # a cell run through the Jupyter API wakes it by itself; the kernel still has its variable
     kernel_id = next(k["id"] for k in jupyter.client.get("/api/kernels").json())
-    assert execute(jupyter, kernel_id, "print('still', x)").strip() == "still 42"
+    assert jupyter.execute(kernel_id, "print('still', x)").strip() == "still 42"
     wait_until("the busy kernel to wake the session", lambda: state(second, session_id)["state"] == "ready",
                timeout=90)
     wait_until("a display again", lambda: display_processes(session_id), timeout=30)

@@ -65,7 +65,15 @@ class SessionJupyter:
         """Run ``code`` in a new kernel of the session's server (as the session's own kernels run:
         its user, its environment); returns what it printed. The kernel is shut down after."""
         kernel = self.client.post("/api/kernels", json={"name": "python3"}).json()
-        ws_url = self.url.replace("http", "ws", 1) + f"/api/kernels/{kernel['id']}/channels"
+        try:
+            return self.execute(kernel["id"], code, timeout)
+        finally:
+            self.client.delete(f"/api/kernels/{kernel['id']}")
+
+    def execute(self, kernel_id: str, code: str, timeout: float = 120) -> str:
+        """Run ``code`` on a kernel that already runs (as a scheduled job would, through the
+        Jupyter API); returns what it printed."""
+        ws_url = self.url.replace("http", "ws", 1) + f"/api/kernels/{kernel_id}/channels"
         request_id = uuid.uuid4().hex
         message = {
             "header": {"msg_id": request_id, "msg_type": "execute_request", "username": "test",
@@ -75,27 +83,24 @@ class SessionJupyter:
                         "allow_stdin": False, "stop_on_error": True},
         }
         printed: list[str] = []
-        try:
-            with ws_connect(ws_url, additional_headers={"Authorization": f"token {self.token}"},
-                            open_timeout=60, max_size=None) as ws:
-                ws.send(json.dumps(message))
+        with ws_connect(ws_url, additional_headers={"Authorization": f"token {self.token}"},
+                        open_timeout=60, max_size=None) as ws:
+            ws.send(json.dumps(message))
 
-                def finished() -> bool:
-                    """Reads the next message; true once the cell's kernel went idle."""
-                    reply = json.loads(ws.recv(timeout=timeout))
-                    if reply.get("parent_header", {}).get("msg_id") != request_id:
-                        return False
-                    kind, content = reply["msg_type"], reply["content"]
-                    if kind == "stream":
-                        printed.append(content["text"])
-                    elif kind == "error":
-                        raise AssertionError(f"the cell failed: {content['ename']}: {content['evalue']}")
-                    return kind == "status" and content["execution_state"] == "idle"
+            def finished() -> bool:
+                """Reads the next message; true once the cell's kernel went idle."""
+                reply = json.loads(ws.recv(timeout=timeout))
+                if reply.get("parent_header", {}).get("msg_id") != request_id:
+                    return False
+                kind, content = reply["msg_type"], reply["content"]
+                if kind == "stream":
+                    printed.append(content["text"])
+                elif kind == "error":
+                    raise AssertionError(f"the cell failed: {content['ename']}: {content['evalue']}")
+                return kind == "status" and content["execution_state"] == "idle"
 
-                wait_until("the cell to finish", finished, timeout=timeout, every=0, describe=lambda: "".join(printed))
-                return "".join(printed)
-        finally:
-            self.client.delete(f"/api/kernels/{kernel['id']}")
+            wait_until("the cell to finish", finished, timeout=timeout, every=0, describe=lambda: "".join(printed))
+            return "".join(printed)
 
     def close(self) -> None:
         self.client.close()

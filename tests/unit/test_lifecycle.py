@@ -100,6 +100,15 @@ def test_only_the_door_writes_a_sessions_state():
     }, writes
 
 
+def test_no_engine_module_grows_past_500_lines():
+    """One concern per module (the standalone bridge script, which runs alone with ``python -I``,
+    aside): a file past this has taken on a second job."""
+    engine = Path(keepalive.__file__).parent / "engine"
+    long = {path.name: n for path in engine.glob("*.py")
+            if path.name != "cdp_bridge.py" and (n := len(path.read_text().splitlines())) > 500}
+    assert long == {}
+
+
 def test_the_door_check_sees_a_direct_write():
     found = _state_writes(ast.parse("def adopt(session):\n    session.record.state = 'ready'\n"))
     assert found == [("adopt", 2)]
