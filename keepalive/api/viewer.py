@@ -383,6 +383,7 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
     try:
         await manager.standby.wake(session)
         port = await session.viewer_port(join=True)
+        await manager.standby.watchers_changed(session)
     except (ViewerServerUnavailable, NoRoomToWake) as exc:
         log.warning("viewer websocket for session %s: %s", session_id, exc)
         await websocket.close(code=1013)
@@ -400,4 +401,5 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
     finally:
         session.viewer_server.left()  # the last one out starts xpra's linger
         session.touch()  # standby counts from the last viewer's leaving
+        await manager.standby.watchers_changed(session)
     log.info("viewer left session %s", session_id)

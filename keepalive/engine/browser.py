@@ -36,6 +36,8 @@ NOTICE_SCRIPT = """(text) => {
   notice.firstChild.textContent = text;
 }"""
 
+#: Whether anyone watches the page, for the bundled extension (a page without it ignores this).
+WATCHED_SCRIPT = "(watched) => window.keepaliveWatched ? window.keepaliveWatched(watched) : null"
 #: Where the kiosk lands, after JupyterLab's address: the bundled extension turns ``heavyai``
 #: into a ready workspace, ``reset`` makes JupyterLab drop whatever workspace was saved before.
 HEAVYAI_WORKSPACE_QUERY = "?heavyai&reset"
@@ -163,6 +165,18 @@ class KioskBrowser:
             log.warning("the kiosk page could not save its notebooks: %s", str(error).splitlines()[0])
             return 0
         return saved if isinstance(saved, int) else 0
+
+    async def set_watched(self, watched: bool) -> None:
+        """Tell the page whether anyone watches it (``window.keepaliveWatched``,
+        web/heavyai/src/unwatched.ts): unwatched, JupyterLab's polls rest as in a hidden tab.
+        A page without the extension is left as it is."""
+        if not self.page_alive:
+            return
+        try:
+            await asyncio.wait_for(self.page.evaluate(WATCHED_SCRIPT, watched), 5)
+        except (PlaywrightError, TimeoutError) as error:
+            log.debug("the kiosk page was not told it is %swatched: %s", "" if watched else "un",
+                      str(error).splitlines()[0])
 
     async def show_notice(self, text: str) -> None:
         """A banner over JupyterLab, until the user closes it: what happened while they were away."""

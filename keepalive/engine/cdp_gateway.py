@@ -106,8 +106,9 @@ class CdpGateway:
     ) -> None:
         """``max_clients``: guest connections per session; ``idle_timeout``: seconds a guest
         connection may stay silent both ways before it is closed; ``on_guest(session_id)``:
-        awaited when a guest connects (before it reaches the browser) and when it leaves: a use
-        of the session (keepalive.engine.standby wakes it)."""
+        awaited when a guest connects (before it reaches the browser; ``clients`` counts it already)
+        and when it leaves: a use of the session (keepalive.engine.standby wakes it, and tells its
+        page whether anyone watches)."""
         self.host = host
         self._port = port
         self._sockets = sockets
@@ -193,12 +194,22 @@ class CdpGateway:
     async def _relay(self, connection: ServerConnection) -> None:
         admission: Admission = connection.admission  # type: ignore[attr-defined]
         guest = admission.role == "guest"
-        if guest and self._on_guest is not None:
-            try:
+        # Counted from here on, while the session wakes too: against max_clients, and as a watcher.
+        self._connections.add(connection)
+        try:
+            if guest and self._on_guest is not None:
+                try:
+                    await self._on_guest(admission.session_id)
+                except Exception as error:  # it could not wake: say why, reach nothing
+                    await connection.close(1013, f"the session cannot wake now: {error}"[:120])
+                    return
+            await self._pump_to_browser(connection, admission)
+        finally:
+            self._connections.discard(connection)
+            if guest and self._on_guest is not None:
                 await self._on_guest(admission.session_id)
-            except Exception as error:  # it could not wake: say why, reach nothing
-                await connection.close(1013, f"the session cannot wake now: {error}"[:120])
-                return
+
+    async def _pump_to_browser(self, connection: ServerConnection, admission: Admission) -> None:
         path = self._sockets(admission.session_id)
         if path is None:
             await connection.close(1011, "the session's browser is gone")
@@ -211,18 +222,15 @@ class CdpGateway:
             return
         if admission.role == "service":
             writer.write(SERVICE_HELLO)
-        if admission.role == "guest":
+        guest = admission.role == "guest"
+        if guest:
             log.info("session %s: DevTools client connected (%s)", admission.session_id, admission.who)
-        self._connections.add(connection)
         try:
-            await _pump(connection, reader, writer, self._idle_timeout if admission.role == "guest" else None)
+            await _pump(connection, reader, writer, self._idle_timeout if guest else None)
         finally:
-            self._connections.discard(connection)
             writer.close()
             if guest:
                 log.info("session %s: DevTools client disconnected (%s)", admission.session_id, admission.who)
-                if self._on_guest is not None:
-                    await self._on_guest(admission.session_id)
 
     def clients(self, session_id: str) -> int:
         """Guest connections to one session now."""

@@ -102,6 +102,8 @@ class Display:
         self.xvfb: ChildProcess | None = None
         self.browser_process: ChildProcess | None = None
         self.browser: KioskBrowser | None = None
+        #: Whether a viewer or DevTools client is connected (``set_watched``): told to every page.
+        self.watched = False
         self.xpra_password = secrets.token_urlsafe(24)
         self.viewer_server = ViewerServer(
             record.id, self._spawn_xpra, port=lambda: self.record.xpra_port, new_port=self._new_viewer_port,
@@ -306,8 +308,15 @@ class Display:
         self.browser = KioskBrowser(self._playwright, on_lost=self._on_browser_lost)
         await self.browser.connect(self._cdp_url(), self._cdp_headers(), connect_timeout or self.settings.start_timeout)
         await self.browser.open_jupyter(endpoint, self.settings.start_timeout, path)
+        await self.browser.set_watched(self.watched)
         await self.fit_screen()
         log.info("session %s: kiosk browser on %s%s", self.id, endpoint.url, path)
+
+    async def set_watched(self, watched: bool) -> None:
+        """Someone watches the page now (a viewer, a DevTools client), or nobody does."""
+        self.watched = watched
+        if self.browser is not None:
+            await self.browser.set_watched(watched)
 
     async def close_page(self) -> None:
         """Drop the CDP connection; the browser and its page stay as they are."""
@@ -401,6 +410,7 @@ class Display:
         """A new CDP connection to the adopted kiosk browser; whether its page shows JupyterLab."""
         self.browser = KioskBrowser(self._playwright, on_lost=self._on_browser_lost)
         await self.browser.connect(self._cdp_url(), self._cdp_headers(), 30)
+        await self.browser.set_watched(self.watched)
         return await self.browser.page_shows_lab()
 
     async def detach(self) -> None:

@@ -467,6 +467,7 @@ class SessionManager:
         session = self.registry.get(session_id)
         if session is not None and not self.registry.is_pool(session_id):
             await self.standby.wake(session)
+            await self.standby.watchers_changed(session)
 
     def create_cdp_link(self, session_id: str) -> tuple[str, float]:
         """A key that opens one session's DevTools for ``cdp_link_ttl`` seconds; returns it and

@@ -86,7 +86,15 @@ class StandbyKeeper:
 
     def in_use(self, session: Session) -> bool:
         """Someone is connected to it, or one of its kernels is (or may be) computing."""
-        return session.viewer_server.viewers > 0 or self._guests(session) > 0 or self._busy(session) is not False
+        return self.watched(session) or self._busy(session) is not False
+
+    def watched(self, session: Session) -> bool:
+        return session.viewer_server.viewers > 0 or self._guests(session) > 0
+
+    async def watchers_changed(self, session: Session) -> None:
+        """A viewer or DevTools client came or left: the page rests while nobody watches it
+        (JupyterLab's polls stand by, as in a hidden tab: web/heavyai/src/unwatched.ts)."""
+        await session.parts.display.set_watched(self.watched(session))
 
     def idle(self, session: Session, now: float | None = None) -> bool:
         """Due for standby: ready, unused for ``after`` seconds, and nobody uses it now."""

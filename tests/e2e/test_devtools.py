@@ -9,13 +9,14 @@ ready and its kiosk page as it was.
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 from websockets.sync.client import connect as ws_connect
 
-from tests.e2e.kiosk import open_and_run_all, put_notebook
+from tests.e2e.kiosk import jupyter_base, kiosk_page, open_and_run_all, put_notebook
 from tests.waiting import wait_until
 
 
@@ -131,3 +132,38 @@ def test_links_expire_and_clients_are_bounded(service_factory):
     wait_until("the link to expire", lambda: handshake_status(url) == 401, timeout=30, every=0.5)
     assert httpx.post(f"{service.url}/sessions/{session['id']}/cdp-link", trust_env=False).status_code == 401
     assert "DevTools link #1 made" in service.log_text()
+
+
+def test_the_kiosk_page_rests_while_nobody_watches_it(keepalive_service, session, playwright):
+    """Unwatched, the page says it is hidden and JupyterLab's polls stand by (web/heavyai/src/
+    unwatched.ts); a DevTools client (or a viewer) makes it a watched page again while it is
+    connected. Resting, the page still opens a notebook and shows what its cells print."""
+
+    def page_state(page):
+        return page.evaluate("() => ({hidden: document.hidden, told: [...window.keepaliveWatchedLog]})")
+
+    with kiosk_page(playwright, session["id"]) as page:
+        first = page_state(page)
+        # told unwatched after the page loaded, then watched when this client came
+        assert first["hidden"] is False and first["told"][-2:] == [False, True], first
+    with kiosk_page(playwright, session["id"]) as page:
+        second = page_state(page)
+        assert second["hidden"] is False
+        # the client before this one left: the page was told, and rested until this one came
+        assert second["told"][len(first["told"]):] == [False, True], second
+
+        # the page's own side: resting, it says it is hidden, and a notebook still opens and runs
+        put_notebook(page, "resting.ipynb", ["print('ran while resting', 6 * 7)"])
+        page.evaluate("() => window.keepaliveWatched(false)")
+        assert page.evaluate("() => [document.hidden, document.visibilityState]") == [True, "hidden"]
+        page.get_by_role("menuitem", name="File", exact=True).click()
+        page.get_by_role("menuitem", name=re.compile("^Open from Path")).click()
+        page.get_by_placeholder("/path/relative/to/jlab/root").fill("resting.ipynb")
+        page.keyboard.press("Enter")
+        page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\| Idle")).first.wait_for(timeout=60_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        expect(page.locator(".jp-OutputArea-output").first).to_have_text("ran while resting 42", timeout=60_000)
+        assert page.evaluate("() => document.hidden") is True
+        page.evaluate("() => window.keepaliveWatched(true)")
+        assert page.evaluate("() => [document.hidden, document.visibilityState]") == [False, "visible"]

@@ -155,6 +155,7 @@ class FakeDisplay:
         self.page_open = False
         self.notices: list[str] = []
         self.saves = 0  # save_notebooks() calls
+        self.watched = False  # what set_watched() told the page last
 
         def no_xpra(port, on_exit):
             raise RuntimeError("no xpra in unit tests")
@@ -197,6 +198,9 @@ class FakeDisplay:
 
     async def unsent_drafts(self) -> list:
         return []
+
+    async def set_watched(self, watched: bool) -> None:
+        self.watched = watched
 
     async def save_notebooks(self) -> int:
         if "save" in self.world.fail:

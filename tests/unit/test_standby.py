@@ -78,6 +78,21 @@ async def test_a_session_in_use_never_sleeps(managers, world, why):
     assert session.watchdog.running, "a session that stayed awake stopped being watched"
 
 
+async def test_the_page_is_told_whether_anyone_watches_it(managers):
+    """Unwatched, the kiosk page rests (its polls stand by): a viewer or a DevTools client makes
+    it watched, the last one out makes it rest again."""
+    manager = await managers()
+    session = await start(manager, "watched")
+    display = session.parts.display
+    told = []
+    for viewers, guests in [(0, 0), (1, 0), (0, 0), (0, 2), (1, 1), (0, 0)]:
+        session.viewer_server.viewers = viewers
+        manager.standby._guests = lambda s, guests=guests: guests
+        await manager.standby.watchers_changed(session)
+        told.append(display.watched)
+    assert told == [False, True, False, True, True, False]
+
+
 async def test_a_display_that_fails_to_stop_keeps_the_session_ready_and_watched(managers, world):
     manager = await managers()
     session = await start(manager, "stuck")

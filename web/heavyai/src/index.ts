@@ -18,6 +18,7 @@ import { HeavyAIStatus } from './status';
 import { startKeepingDrafts } from './drafts';
 import { startReattaching } from './reattach';
 import { startSteadySaving } from './steadysave';
+import { startResting } from './unwatched';
 
 const PLUGIN_ID = 'keepalive-heavyai:plugin';
 
@@ -204,4 +205,12 @@ const draftsPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd) => startKeepingDrafts(app)
 };
 
-export default [plugin, reattachPlugin, steadySavePlugin, draftsPlugin];
+/** JupyterLab's polls rest while nobody watches the kiosk (see unwatched.ts). */
+const restingPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'keepalive-heavyai:resting',
+  description: 'Lets the page rest like a background tab while nobody watches it.',
+  autoStart: true,
+  activate: () => startResting()
+};
+
+export default [plugin, reattachPlugin, steadySavePlugin, draftsPlugin, restingPlugin];
