@@ -33,6 +33,7 @@ from keepalive.engine import webhook
 from keepalive.engine.events import EventHub
 from keepalive.engine.cgroups import format_memory_size
 from keepalive.models import Activity, KernelActivity, KernelDeath, Run, RunningCell, SessionRestored, SessionState
+from keepalive.engine.httpclient import new_client
 
 if TYPE_CHECKING:
     from keepalive.engine.session import Session
@@ -126,7 +127,7 @@ class ActivityWatcher:
 
     async def _watch(self) -> None:
         interval = self.session.settings.activity_interval
-        async with httpx.AsyncClient(timeout=LOOK_TIMEOUT, trust_env=False) as client:
+        async with new_client(timeout=LOOK_TIMEOUT) as client:
             while True:
                 self._wake.clear()
                 woken = False

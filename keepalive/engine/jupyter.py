@@ -17,6 +17,7 @@ from keepalive.engine.layout import SessionLayout
 from keepalive.engine.process import ChildProcess
 from keepalive.engine.users import SessionUser, ids_of
 from keepalive.files import write_file, write_private
+from keepalive.engine.httpclient import new_client
 
 # JupyterLab defaults for a kiosk nobody may be watching: no news prompt, no update check,
 # and a new notebook starts the preferred kernel instead of waiting in a "Select Kernel" dialog.
@@ -83,7 +84,7 @@ def user_setting_plugins(home: Path) -> list[str]:
 
 async def jupyter_answers(endpoint: JupyterEndpoint, timeout: float = 2.0) -> bool:
     """True when the server answers its status API with this token."""
-    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+    async with new_client(timeout=timeout) as client:
         response = await client.get(f"{endpoint.url}/api/status", headers=endpoint.auth_headers)
     return response.status_code == 200
 
@@ -91,7 +92,7 @@ async def jupyter_answers(endpoint: JupyterEndpoint, timeout: float = 2.0) -> bo
 async def offers_heavyai_session(endpoint: JupyterEndpoint, timeout: float = 5.0) -> bool:
     """True when the server's extension has a HeavyAI session to build the workspace from."""
     try:
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        async with new_client(timeout=timeout) as client:
             response = await client.get(f"{endpoint.url}/heavyai/session", headers=endpoint.auth_headers)
     except httpx.HTTPError:
         return False

@@ -33,6 +33,7 @@ from keepalive.engine.users import SessionUser, ids_of
 from keepalive.files import write_private
 from keepalive.models import HeavyAIConnection
 from keepalive.settings import Settings
+from keepalive.engine.httpclient import new_client
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class JupyterSide:
         a working directory in the user's home (keepalive_jupyter/kernel_environment.py)."""
         assert self.endpoint is not None
         variables = self.heavyai_variables()
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        async with new_client(timeout=10.0) as client:
             response = await client.put(
                 f"{self.endpoint.url}/api/keepalive/kernel-environment",
                 headers=self.endpoint.auth_headers, json={"variables": variables},
@@ -234,7 +235,7 @@ class JupyterSide:
         where the page about to be reloaded finds them as it finds any drafts (keepalive_jupyter/drafts.py)."""
         assert self.endpoint is not None
         carried = 0
-        async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        async with new_client(timeout=10.0) as client:
             for request in requests:
                 try:
                     response = await client.post(

@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 
 from keepalive.engine.process import ChildFailed, ChildProcess
+from keepalive.engine.httpclient import new_client
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ViewerServerUnavailable(RuntimeError):
 
 async def xpra_answers(port: int) -> bool:
     """xpra's HTTP server serves its HTML5 client: the viewer can be shown."""
-    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+    async with new_client(timeout=2.0) as client:
         response = await client.get(f"http://127.0.0.1:{port}/")
     return response.status_code < 500
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 import httpx
+from keepalive.engine.httpclient import new_client
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ async def deliver(url: str, payload: dict, session_id: str, backoff: tuple[float
     what = payload.get("event") or "an event"
     if "outcome" in payload:  # a run's end: how, and in which notebook
         what += f" ({payload['outcome']}, {payload.get('notebook') or 'no notebook'})"
-    async with httpx.AsyncClient(timeout=ATTEMPT_TIMEOUT, trust_env=False, follow_redirects=False) as client:
+    async with new_client(timeout=ATTEMPT_TIMEOUT, follow_redirects=False) as client:
         for attempt, delay in enumerate((0.0, *backoff), start=1):
             await asyncio.sleep(delay)
             try:

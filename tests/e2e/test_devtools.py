@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 from websockets.sync.client import connect as ws_connect
 
-from tests.e2e.kiosk import jupyter_base, kiosk_page, open_and_run_all, put_notebook
+from tests.e2e.kiosk import kiosk_page, open_and_run_all, put_notebook
 from tests.waiting import wait_until
 
 
