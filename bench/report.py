@@ -74,6 +74,10 @@ def rows(figures: dict) -> list[tuple[str, str, str, str]]:
         per = " / ".join(f"{(uss + shares / n) / MIB:.0f}" for n, uss in at)
         table.append((f"idle, per session, with {' / '.join(str(n) for n, _ in at)} sessions running "
                       "(the service's share counted)", f"{per} MiB", "-", "-"))
+        if density.get("idle_cpu_cores") is not None:
+            table.append((f"the same, idle CPU per session with {density['sessions']} running and nobody watching "
+                          "(the service's share counted)",
+                          f"{density['idle_cpu_cores'] / density['sessions']:.4f} cores", "-", "-"))
     mixed = figures.get("standby_density")
     if mixed:
         table.append((f"{mixed['standby']} sessions in standby and {mixed['active']} active: per session in "
