@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from playwright.async_api import async_playwright
 
 from keepalive import __version__
-from keepalive.api import dashboard, devtools, events, health, homes, metrics, sessions, viewer
+from keepalive.api import dashboard, devtools, events, health, homes, kernel_input, metrics, sessions, timeline, viewer
 from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.forwarded_prefix import ForwardedPrefix
 from keepalive.api.cross_site import CrossSiteWrites
@@ -64,8 +64,10 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     app.state.manager.standby.wake_observers.append(app.state.metrics.session_woke)
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(kernel_input.router)
     app.include_router(events.router)
     app.include_router(homes.router)
+    app.include_router(timeline.router)
     app.include_router(viewer.router)
     app.include_router(devtools.router)
     app.include_router(metrics.router)

@@ -85,6 +85,15 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     homes = commands.add_parser("homes", parents=[common], help="list the homes (one per session name)")
     homes.set_defaults(handler=cmd_homes)
 
+    timeline = commands.add_parser(
+        "timeline", parents=[common], help="what a home's sessions did: events and runs, newest first"
+    )
+    timeline.add_argument("name", metavar="NAME")
+    timeline.add_argument("--since", help="only events at or after this ISO time (e.g. 2026-12-05T08:00Z)")
+    timeline.add_argument("--limit", type=int, default=50, help="events to show, at most (default 50)")
+    timeline.add_argument("--json", action="store_true", help="the API's JSON instead of lines")
+    timeline.set_defaults(handler=cmd_timeline)
+
     delete_home = commands.add_parser(
         "delete-home", parents=[common], help="delete a home: its notebooks, settings and browser profile"
     )
@@ -303,6 +312,44 @@ def cmd_homes(args: argparse.Namespace) -> int:
             print(name)
     finally:
         client.close()
+    return 0
+
+
+def describe_event(event: dict) -> str:
+    """One timeline event as a line: when, what, and what its kind tells."""
+    at = event["at"][:19].replace("T", " ")
+    kind = event["kind"]
+    if kind == "run":
+        what = f"{event.get('notebook') or 'a kernel'}: {event.get('outcome')}"
+        error = event.get("error") or {}
+        if error:
+            what += f" ({error.get('ename')}: {error.get('evalue')})"
+        what += f", {event.get('cells')} cell(s) in {event.get('busy_seconds', 0):.1f} s"
+        tail = event.get("tail") or []
+        if tail:
+            what += f"; last: {tail[-1]}"
+    elif kind == "busy":
+        what = ", ".join(f"{k.get('notebook') or 'a kernel'} busy" for k in event.get("running", []))
+    else:
+        what = event.get("message") or event.get("error") or (f"from: {event['from']}" if event.get("from") else "")
+    shot = "  [screenshot]" if event.get("shot_url") else ""
+    return f"{at}  {kind:<11} {what}{shot}".rstrip()
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    client = _client(args)
+    params: dict[str, object] = {"limit": args.limit}
+    if args.since:
+        params["since"] = args.since
+    try:
+        page = client.request("GET", f"/homes/{args.name}/timeline", params=params).json()
+    finally:
+        client.close()
+    if args.json:
+        _print_json(page)
+    else:
+        for event in page["events"]:
+            print(describe_event(event))
     return 0
 
 

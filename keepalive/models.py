@@ -112,10 +112,32 @@ class Run(BaseModel):
     error: RunError | None = None
 
 
+class InputPrompt(BaseModel):
+    prompt: str = Field(description="What the cell's input() or getpass() asks.")
+    password: bool = Field(description="getpass(): the answer is not shown, stored or logged.")
+
+
 class RunningCell(BaseModel):
     execution_count: int | None
     started_at: datetime | None
     tail: list[str] = Field(description="The last lines the cell printed, as a terminal shows them.")
+    input: InputPrompt | None = Field(
+        None, description="What the cell waits for on stdin; answer it with POST /sessions/{id}/input.")
+
+
+class InputAnswer(BaseModel):
+    """``POST /sessions/{id}/input``: the answer to a cell's input() or getpass()."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(max_length=65_536, description="What the kernel receives, as if typed in the kiosk.")
+    kernel_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = Field(
+        None, description="The kernel to answer; needed when more than one waits.")
+
+
+class InputAnswered(BaseModel):
+    kernel_id: str
+    prompt: str
 
 
 class KernelActivity(BaseModel):

@@ -163,6 +163,15 @@ class Settings(BaseSettings):
         60.0, ge=0, le=30 * 86400,
         description="A run shorter than this many seconds does not call the webhook, unless it ended in an error.",
     )
+    timeline_shot_every: float = Field(
+        300.0, ge=0, le=86400,
+        description="Seconds at least between two screenshots of the kiosk that a session's timeline keeps while a "
+        "run is busy (0: none; a run that ends in an error and a cell that asks for input are always shot).",
+    )
+    timeline_max_mb: float = Field(
+        50.0, gt=0, le=1_000_000,
+        description="MiB of screenshots each home's timeline keeps; past it the oldest go first (their events stay).",
+    )
     log_level: str = Field("info", description="Log level of the service (debug, info, warning, error).")
     # The viewer (xpra's HTML5 client, proxied by the service).
     viewer_ticket_ttl: float = Field(
@@ -249,6 +258,11 @@ class Settings(BaseSettings):
     def homes_dir(self) -> Path:
         """One home per session name: notebooks, settings, the saved browser profile."""
         return self.state_dir / "homes"
+
+    @property
+    def timelines_dir(self) -> Path:
+        """Each home's timeline (keepalive.engine.timeline): the service's own, not in the home."""
+        return self.state_dir / "timelines"
 
     @property
     def token_file(self) -> Path:

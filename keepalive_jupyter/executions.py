@@ -367,7 +367,8 @@ class KernelRecord:
                 execution.finished_at = self.now()
                 execution.input_request = None  # an unanswered request ended with its execution
                 waiting = any(e.state in ("queued", "running") for e in self.executions.values())
-                self.activity.idle(ran=execution.state == "finished", more_to_come=waiting)
+                self.activity.idle(ran=execution.state == "finished", more_to_come=waiting,
+                                   tail=tail_lines(execution.messages))
             return
         if msg_type not in RECORDED_TYPES:
             return
@@ -439,9 +440,10 @@ class KernelRecord:
 
     def activity_mark(self) -> tuple:
         """Changes whenever :meth:`activity_json` may: cheap enough to compare every second."""
-        activity = self.activity
+        activity, running = self.activity, self.running()
+        asking = running.input_request["header"].get("msg_id") if running and running.input_request else None
         return (self.seq, len(self.executions), activity.execution_state, activity.since,
-                activity.last_output_at, activity.runs_finished)
+                activity.last_output_at, activity.runs_finished, asking)
 
     def activity_json(self) -> dict:
         """What the kernel is doing, for ``GET /api/keepalive/activity``."""
@@ -455,6 +457,9 @@ class KernelRecord:
                 "execution_count": running.execution_count,
                 "started_at": running.started_at,
                 "tail": tail_lines(running.messages),
+                # what it waits for on stdin (input(), getpass()), if it does
+                "input": None if running.input_request is None else {
+                    "prompt": running.input_request["prompt"], "password": running.input_request["password"]},
             },
         }
 
@@ -507,16 +512,20 @@ class KernelActivity:
     _run_started_at: float | None = None
     _run_cells: int = 0
     _run_error: dict | None = None
+    _run_tail: list[str] = field(default_factory=list)  #: the last lines a cell of the run printed
 
     def busy(self) -> None:
         now = self.clock()
         if self._run_started_at is None:
-            self._run_started_at, self._run_cells, self._run_error = now, 0, None
+            self._run_started_at, self._run_cells, self._run_error, self._run_tail = now, 0, None, []
         if self.execution_state != "busy":
             self.execution_state, self.since = "busy", now
 
-    def idle(self, ran: bool, more_to_come: bool) -> None:
+    def idle(self, ran: bool, more_to_come: bool, tail: list[str] | None = None) -> None:
+        """An execution ended (``tail``: the last lines it printed); the run too, unless
+        ``more_to_come``."""
         self._run_cells += 1 if ran else 0
+        self._run_tail = tail or self._run_tail  # a cell skipped after an error printed nothing
         if more_to_come or self._run_started_at is None:
             return
         now = self.clock()
@@ -528,6 +537,7 @@ class KernelActivity:
             "cells": self._run_cells,
             "outcome": "error" if self._run_error else "ok",
             "error": self._run_error,
+            "tail": self._run_tail,
         }
         self._run_started_at = None
         self.execution_state, self.since = "idle", now

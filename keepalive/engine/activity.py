@@ -32,7 +32,9 @@ import httpx
 from keepalive.engine import webhook
 from keepalive.engine.events import EventHub
 from keepalive.engine.cgroups import format_memory_size
-from keepalive.models import Activity, KernelActivity, KernelDeath, Run, RunningCell, SessionRestored, SessionState
+from keepalive.models import (
+    Activity, InputPrompt, KernelActivity, KernelDeath, Run, RunningCell, SessionRestored, SessionState,
+)
 from keepalive.engine.httpclient import new_client
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds one look at the Jupyter server may take (besides the time it is asked to wait).
 LOOK_TIMEOUT = 5.0
+#: The most lines of a run's end that are kept (keepalive_jupyter sends five).
+TAIL_LINES = 5
 #: Seconds the server may hold a look while nothing changes.
 WAIT_SECONDS = 60.0
 #: Looking is not the user's activity: a hub must be free to cull an idle server.
@@ -65,6 +69,7 @@ def kernel_activity(kernel: dict, notebook: str | None) -> KernelActivity:
             execution_count=running.get("execution_count"),
             started_at=when(running.get("started_at")),
             tail=running.get("tail") or [],
+            input=InputPrompt(**running["input"]) if isinstance(running.get("input"), dict) else None,
         ),
         last_run=None if run is None else Run(
             started_at=when(run["started_at"]),
@@ -94,6 +99,7 @@ class ActivityWatcher:
         self._on_busy = on_busy
         self.latest: Activity | None = None
         self._runs_seen: dict[str, int] = {}
+        self._asking: set[str] = set()  # kernels waiting for input at the last look
         self._looked = False
         self._tasks: list[asyncio.Task[None]] = []  # the looks, and the OOM kills' count
         #: Webhook deliveries under way: they finish even after the session stops.
@@ -189,6 +195,7 @@ class ActivityWatcher:
             restored=self._restored,
         )
         ran = self._notice_runs(kernels, notebooks)
+        self._notice_inputs(activity)
         changed = self.latest is None or activity.model_dump(exclude={"updated_at"}) != self.latest.model_dump(
             exclude={"updated_at"}
         )
@@ -300,6 +307,25 @@ class ActivityWatcher:
         self._looked = True
         return ran
 
+    def _notice_inputs(self, activity: Activity) -> None:
+        """A cell that began to wait for input since the last look is announced once: event
+        ``input_requested`` (with what it asks; never an answer) and the webhook, which get no
+        link that would answer it by itself."""
+        session = self.session
+        asking = {k.id: k for k in activity.kernels if k.running is not None and k.running.input is not None}
+        for kernel_id in asking.keys() - self._asking:
+            kernel = asking[kernel_id]
+            payload = {"event": "input_requested", "session": {"id": session.id, "name": session.name},
+                       "kernel_id": kernel_id, "notebook": kernel.notebook,
+                       **kernel.running.input.model_dump(), "at": datetime.now(UTC).isoformat()}
+            log.info("session %s: a cell of %s waits for input", session.id, kernel.notebook or f"kernel {kernel_id}")
+            self.hub.publish(session.id, "input_requested", payload)
+            if session.webhook_url is not None:
+                task = asyncio.get_running_loop().create_task(webhook.deliver(session.webhook_url, payload, session.id))
+                self.deliveries.add(task)
+                task.add_done_callback(self.deliveries.discard)
+        self._asking = set(asking)
+
     def _run_finished(self, kernel_id: str, notebook: str | None, run: dict) -> None:
         session = self.session
         payload = {
@@ -314,7 +340,9 @@ class ActivityWatcher:
             "busy_seconds": run["busy_seconds"],
             "cells": run["cells"],
         }
-        self.hub.publish(session.id, "run_finished", payload)
+        # the last lines it printed go to the timeline, not to the webhook (a URL of elsewhere)
+        tail = [line for line in run.get("tail") or [] if isinstance(line, str)][:TAIL_LINES]
+        self.hub.publish(session.id, "run_finished", {**payload, "tail": tail})
         url = session.webhook_url
         if url is None:
             return

@@ -38,6 +38,8 @@ NOTICE_SCRIPT = """(text) => {
 
 #: Whether anyone watches the page, for the bundled extension (a page without it ignores this).
 WATCHED_SCRIPT = "(watched) => window.keepaliveWatched ? window.keepaliveWatched(watched) : null"
+#: A script's answer to a cell's input(), typed into the page's own box (false: it shows none).
+ANSWER_SCRIPT = "([kernel, value]) => window.keepaliveAnswerInput ? window.keepaliveAnswerInput(kernel, value) : false"
 #: Where the kiosk lands, after JupyterLab's address: the bundled extension turns ``heavyai``
 #: into a ready workspace, ``reset`` makes JupyterLab drop whatever workspace was saved before.
 HEAVYAI_WORKSPACE_QUERY = "?heavyai&reset"
@@ -48,6 +50,12 @@ LAB_SHELL_SELECTOR = "#jp-main-dock-panel"
 #: PNG encoded for speed: for a JupyterLab at 1280x800, a median 33 ms against 36 ms with
 #: Chromium's default compression, and far fewer slow ones; the file is half as big again.
 SCREENSHOT_PARAMS = {"format": "png", "optimizeForSpeed": True}
+
+
+def thumbnail_params(width: int, height: int, scale: float = 0.5) -> dict:
+    """Page.captureScreenshot's parameters for a JPEG of the whole page at ``scale``."""
+    return {"format": "jpeg", "quality": 70,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": scale}}
 
 
 class KioskBrowser:
@@ -178,11 +186,23 @@ class KioskBrowser:
             log.debug("the kiosk page was not told it is %swatched: %s", "" if watched else "un",
                       str(error).splitlines()[0])
 
+    async def answer_input(self, kernel_id: str, value: str) -> bool:
+        """Type ``value`` into the input box the page shows for ``kernel_id``'s ``input()`` and
+        press Enter (``window.keepaliveAnswerInput``, web/heavyai/src/answer.ts); whether it did."""
+        if not self.page_alive:
+            return False
+        try:
+            return bool(await asyncio.wait_for(self.page.evaluate(ANSWER_SCRIPT, [kernel_id, value]), 5))
+        except (PlaywrightError, TimeoutError) as error:
+            log.warning("the kiosk page could not answer an input box: %s", str(error).splitlines()[0])
+            return False
+
     async def show_notice(self, text: str) -> None:
         """A banner over JupyterLab, until the user closes it: what happened while they were away."""
         await self.page.evaluate(NOTICE_SCRIPT, text)
 
-    async def screenshot(self) -> bytes:
+    async def screenshot(self, params: dict | None = None) -> bytes:
+        """The page as an image: a PNG (SCREENSHOT_PARAMS) unless ``params`` say otherwise."""
         if not self.page_alive:
             raise RuntimeError("the kiosk page is not available")
         # Straight to CDP: Playwright's page.screenshot() first injects a style to hide the caret
@@ -190,7 +210,7 @@ class KioskBrowser:
         if self._capture is None:
             self._capture = await self.page.context.new_cdp_session(self.page)
         try:
-            shot = await asyncio.wait_for(self._capture.send("Page.captureScreenshot", SCREENSHOT_PARAMS), 15)
+            shot = await asyncio.wait_for(self._capture.send("Page.captureScreenshot", params or SCREENSHOT_PARAMS), 15)
         except PlaywrightError:
             self._capture = None  # a session of a page that went away: the next call makes a new one
             raise

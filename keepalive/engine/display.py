@@ -21,7 +21,7 @@ from playwright.async_api import Playwright
 
 from keepalive.engine import framebuffer
 from keepalive.engine.allocation import Allocator
-from keepalive.engine.browser import KioskBrowser
+from keepalive.engine.browser import KioskBrowser, thumbnail_params
 from keepalive.engine.cdp_gateway import bridge_answers
 from keepalive.engine.commands import (
     ScreenSize,
@@ -176,6 +176,16 @@ class Display:
         if self.browser is None:
             raise RuntimeError("the session has no browser")
         return await self.browser.screenshot()
+
+    async def answer_input(self, kernel_id: str, value: str) -> bool:
+        """Answer the input box the kiosk shows for ``kernel_id``, as if typed; whether it shows one."""
+        return self.browser is not None and await self.browser.answer_input(kernel_id, value)
+
+    async def thumbnail(self) -> bytes:
+        """A small JPEG of the kiosk (for the timeline); neither wakes nor touches the session."""
+        if self.browser is None:
+            raise RuntimeError("the session has no browser")
+        return await self.browser.screenshot(thumbnail_params(self.record.width, self.record.height))
 
     # -- the browser profile --------------------------------------------------------------
 

@@ -8,7 +8,7 @@ events, never slows the service or another listener.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,9 +32,13 @@ class EventHub:
     def __init__(self) -> None:
         # session id (None: every session) -> its listeners' queues
         self._listeners: dict[str | None, set[asyncio.Queue[Event]]] = {}
+        #: Called with every event as it is published (keepalive.engine.timeline_recorder).
+        self.observers: list[Callable[[Event], None]] = []
 
     def publish(self, session_id: str, kind: str, data: dict) -> None:
         event = Event(session_id, kind, data)
+        for observe in self.observers:
+            observe(event)
         for queue in (*self._listeners.get(session_id, ()), *self._listeners.get(None, ())):
             if queue.full():
                 queue.get_nowait()  # state and activity events carry whole snapshots: the next one catches up

@@ -38,6 +38,7 @@ from keepalive.engine.session import Session
 from keepalive.engine.standby import StandbyKeeper
 from keepalive.engine.statelock import StateDirLock
 from keepalive.engine.store import SessionStore
+from keepalive.engine.timeline_recorder import record_timelines
 from keepalive.engine.users import choose_user, parse_uid_range
 from keepalive.models import HeavyAIConnection, SessionCreate, SessionState
 from keepalive.settings import Settings
@@ -122,8 +123,9 @@ class SessionManager:
         self._admit_lock = asyncio.Lock()
         #: Called with each session that became ready after a start (keepalive.metrics listens).
         self.start_observers: list[Callable[[Session], None]] = []
-        #: State and activity changes of every session, for GET /sessions/{id}/events.
+        #: Every session's state and activity changes (GET /sessions/{id}/events), and its home's timeline.
         self.events = EventHub()
+        self.timeline = record_timelines(settings, self.events, self.registry)
         #: Sessions whose every process ended while no service watched (keepalive.engine.restore).
         self.restorer = Restorer(settings)
         # A pool needs sessions of their own Jupyter: an external one (JUPYTER_URL) is shared,
@@ -224,6 +226,7 @@ class SessionManager:
             await asyncio.wait(deliveries, timeout=DELIVERY_GRACE)
             for task in deliveries:
                 task.cancel()
+        await self.timeline.close()
         await self.gateway.close()
         await self.restorer.close()
         self.template.close()
@@ -493,4 +496,5 @@ class SessionManager:
             if users:
                 raise HomeInUse(f"the home {name!r} is in use by session {users[0]}; stop it first")
             await asyncio.to_thread(shutil.rmtree, home)
+            self.timeline.timelines.delete(name)
         log.info("home %s deleted", name)

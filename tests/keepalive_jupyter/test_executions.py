@@ -251,6 +251,7 @@ def test_a_run_that_errors_says_so_and_counts_the_aborted_cells_out():
     assert rec.activity.runs_finished == 1
     assert run["outcome"] == "error" and run["error"] == {"ename": "ValueError", "evalue": "boom"}
     assert run["cells"] == 1
+    assert run["tail"] == ["ValueError: boom"]  # the last lines of the cell that ended it
 
 
 def test_the_tail_of_a_running_cell_is_its_last_lines_as_a_terminal_shows_them():
@@ -330,6 +331,21 @@ def test_input_request_is_pending_until_answered_then_shown_as_answered():
     [answer] = [m for m in execution["messages"] if m["msg_type"] == "stream"]
     assert answer["content"] == {"name": "stdin", "text": "Name? Ada\n"}
     assert answer["metadata"] == {"keepalive_input_request": asked["header"]["msg_id"]}
+
+
+def test_the_activity_says_what_a_running_cell_asks_and_a_watcher_hears_of_it():
+    rec = record()
+    rec.note_request("r1", "cell-a", "client-1")
+    run_cell(rec, "r1")
+    before = rec.activity_mark()
+    assert rec.activity_json()["running"]["input"] is None
+    asked = input_request("r1", "token?", password=True)
+    rec.on_input_request(asked)
+    assert rec.activity_json()["running"]["input"] == {"prompt": "token?", "password": True}
+    assert rec.activity_mark() != before, "a held activity look would not be answered"
+    asking = rec.activity_mark()
+    rec.on_input_reply("reply-1", asked["header"]["msg_id"], "hunter2")
+    assert rec.activity_json()["running"]["input"] is None and rec.activity_mark() != asking
 
 
 def test_a_password_answer_is_never_recorded():

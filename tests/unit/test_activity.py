@@ -295,3 +295,35 @@ async def test_a_cell_that_ran_between_two_looks_counts_as_busy_for_standby():
     finally:
         await watcher.stop()
         server.close()
+
+
+async def test_a_cell_waiting_for_input_is_announced_once_with_its_prompt_and_never_an_answer(receiver):
+    from datetime import UTC, datetime
+
+    from keepalive.engine.activity import kernel_activity
+    from keepalive.models import Activity
+
+    hook = receiver()
+    session = SimpleNamespace(id="s1", name="alice", webhook_url=hook.url, webhook_min_busy=60.0)
+    hub = EventHub()
+    watcher = ActivityWatcher(session, hub)
+
+    def look(asking: str | None) -> None:
+        running = {"execution_count": 1, "started_at": 1000.0, "tail": [],
+                   "input": None if asking is None else {"prompt": asking, "password": asking.startswith("token")}}
+        kernel = {"kernel_id": "k1", "execution_state": "busy", "running": running}
+        watcher._notice_inputs(Activity(busy=True, kernels=[kernel_activity(kernel, "a.ipynb")], updated_at=datetime.now(UTC)))
+
+    with hub.listen("s1") as events:
+        look(None)
+        look("name? ")
+        look("name? ")  # still the same question: not news
+        look(None)  # answered
+        look("token? ")  # a new question
+        await asyncio.gather(*watcher.deliveries)
+        announced = [events.get_nowait() for _ in range(events.qsize())]
+    assert [(e.kind, e.data["prompt"], e.data["password"]) for e in announced] == [
+        ("input_requested", "name? ", False), ("input_requested", "token? ", True)]
+    assert announced[0].data["session"] == {"id": "s1", "name": "alice"} and announced[0].data["notebook"] == "a.ipynb"
+    assert sorted(b["prompt"] for b in hook.bodies) == ["name? ", "token? "]
+    assert all(set(b) == {"event", "session", "kernel_id", "notebook", "prompt", "password", "at"} for b in hook.bodies)

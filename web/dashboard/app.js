@@ -14,6 +14,9 @@ const RECONNECT_MS = [1000, 2000, 5000, 10000];
 
 const $ = (id) => document.getElementById(id);
 const thumbs = new Map(); // session id -> {url, at}
+const TIMELINE_EVENTS = 20;
+const openTimelines = new Set(); // session names whose timeline is unfolded: kept across re-reads
+const timelineShots = new Map(); // a thumbnail's URL -> its blob: URL (they never change)
 let refreshTimer = null;
 let pictureTimer = null;
 let following = null; // the AbortController of the event stream, while it is open
@@ -204,7 +207,81 @@ function sessionCard(session) {
   open.addEventListener("click", () => openViewer(session));
   node.querySelector(".stop").addEventListener("click", (event) => stopSession(session, event.target));
   loadThumb(session, node.querySelector("img"), node.querySelector(".thumb-note"));
+  const timeline = node.querySelector(".timeline");
+  timeline.open = openTimelines.has(session.name);
+  if (timeline.open) loadTimeline(session, timeline);
+  timeline.addEventListener("toggle", () => {
+    if (timeline.open) { openTimelines.add(session.name); loadTimeline(session, timeline); }
+    else openTimelines.delete(session.name);
+  });
   return node;
+}
+
+// One timeline event as the dashboard shows it (the CLI's `keepalive timeline` says the same).
+function describeEvent(event) {
+  if (event.kind === "run") {
+    let text = `${event.notebook || "a kernel"}: ${event.outcome}`;
+    if (event.error) text += ` (${event.error.ename}: ${event.error.evalue})`;
+    return `${text}, ${event.cells} cell(s) in ${Math.round(event.busy_seconds)} s`;
+  }
+  if (event.kind === "busy") return (event.running || []).map((k) => `${k.notebook || "a kernel"} busy`).join(", ");
+  return event.message || event.error || (event.from ? `from: ${event.from}` : "");
+}
+
+// The home's timeline, newest first, with its thumbnails (fetched with the token, shown as blobs).
+async function loadTimeline(session, box) {
+  const list = box.querySelector(".events");
+  const note = box.querySelector(".timeline-note");
+  let events;
+  try {
+    const path = `sessions/${encodeURIComponent(session.id)}/timeline?limit=${TIMELINE_EVENTS}`;
+    events = (await (await api("GET", path)).json()).events;
+  } catch (e) {
+    note.textContent = e.message;
+    return;
+  }
+  note.textContent = events.length ? "" : "Nothing yet.";
+  list.replaceChildren(...events.map((event) => {
+    const item = document.createElement("li");
+    item.className = `event ${event.kind}${event.outcome === "error" ? " failed" : ""}`;
+    const line = document.createElement("div");
+    const when = document.createElement("time");
+    when.dateTime = event.at;
+    when.textContent = new Date(event.at).toLocaleString();
+    const kind = document.createElement("strong");
+    kind.textContent = event.kind;
+    line.append(when, " ", kind, " ", describeEvent(event));
+    item.append(line);
+    const tail = event.tail || [];
+    if (tail.length) {
+      const pre = document.createElement("pre");
+      pre.className = "tail";
+      pre.textContent = tail.join("\n");
+      item.append(pre);
+    }
+    if (event.shot_url) {
+      const img = document.createElement("img");
+      img.alt = `The kiosk at ${when.textContent}`;
+      img.className = "event-shot";
+      item.append(img);
+      showTimelineShot(event.shot_url, img);
+    }
+    return item;
+  }));
+}
+
+async function showTimelineShot(url, img) {
+  if (!timelineShots.has(url)) {
+    // relative to the page: the service may sit under a proxy's path prefix
+    const path = new URL(url).pathname.replace(/^.*?\/(sessions|homes)\//, "$1/");
+    try {
+      timelineShots.set(url, URL.createObjectURL(await (await api("GET", path)).blob()));
+    } catch (e) {
+      img.remove();
+      return;
+    }
+  }
+  img.src = timelineShots.get(url);
 }
 
 function clock(iso) {

@@ -19,6 +19,7 @@ import { startKeepingDrafts } from './drafts';
 import { startReattaching } from './reattach';
 import { startSteadySaving } from './steadysave';
 import { startResting } from './unwatched';
+import { exposeAnswering } from './answer';
 
 const PLUGIN_ID = 'keepalive-heavyai:plugin';
 
@@ -205,6 +206,14 @@ const draftsPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd) => startKeepingDrafts(app)
 };
 
+/** A script's answer to a cell's input() goes through the kiosk's own input box (see answer.ts). */
+const answerPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'keepalive-heavyai:answer',
+  description: 'Answers a pending input box with what POST /sessions/{id}/input sends.',
+  autoStart: true,
+  activate: (app: JupyterFrontEnd) => exposeAnswering(app)
+};
+
 /** JupyterLab's polls rest while nobody watches the kiosk (see unwatched.ts). */
 const restingPlugin: JupyterFrontEndPlugin<void> = {
   id: 'keepalive-heavyai:resting',
@@ -213,4 +222,4 @@ const restingPlugin: JupyterFrontEndPlugin<void> = {
   activate: () => startResting()
 };
 
-export default [plugin, reattachPlugin, steadySavePlugin, draftsPlugin, restingPlugin];
+export default [plugin, reattachPlugin, steadySavePlugin, draftsPlugin, restingPlugin, answerPlugin];
