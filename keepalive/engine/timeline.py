@@ -20,6 +20,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+#: Past this size the events file keeps its newer half: a timeline is read whole for each page.
+MAX_EVENTS_BYTES = 8 * 1024 * 1024
 #: The most events one page of the timeline may ask for.
 MAX_PAGE = 500
 #: A thumbnail's file name: its event's sequence number.
@@ -80,6 +82,8 @@ class Timeline:
             line = "\n" + line  # after a line a crash cut short: that one alone is lost
         with open(self.events_file, "a", encoding="utf-8", opener=_private_opener) as out:
             out.write(line)
+        if self.events_file.stat().st_size > MAX_EVENTS_BYTES:
+            self._trim_events()
         if shot is not None:
             self._trim_shots()
         return event
@@ -132,6 +136,16 @@ class Timeline:
                 except ValueError:  # a line cut short by a crash while it was written
                     log.warning("timeline %s: skipped a damaged line", self.folder.name)
         return events
+
+    def _trim_events(self) -> None:
+        """Keep the newer half of the events (their numbers go on), written anew beside and moved in."""
+        events = self._read()
+        kept = events[len(events) // 2:]
+        fresh = self.folder / "events.jsonl.new"
+        with open(fresh, "w", encoding="utf-8", opener=_private_opener) as out:
+            out.writelines(json.dumps(event, separators=(",", ":")) + "\n" for event in kept)
+        os.replace(fresh, self.events_file)
+        log.info("timeline %s: dropped its %d oldest events", self.folder.name, len(events) - len(kept))
 
     def _trim_shots(self) -> None:
         shots = sorted((int(SHOT_NAME.match(p.name)[1]), p) for p in self.shots_dir.iterdir() if SHOT_NAME.match(p.name))

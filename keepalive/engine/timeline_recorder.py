@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds a service that stops gives the events still waiting for a thumbnail.
+CLOSE_GRACE = 5.0
 #: A session's state -> the timeline's word for reaching it (None: not an event of its own).
 STATE_EVENTS = {
     "standby": "standby",
@@ -82,7 +84,10 @@ class TimelineRecorder:
                 log.error("timeline of %s: could not record %s: %s", name, event.kind, error)
 
     async def close(self) -> None:
+        """Let the events that wait for their thumbnail be written (without it, past a moment)."""
         tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_GRACE)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

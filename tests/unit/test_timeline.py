@@ -59,6 +59,18 @@ def test_thumbnails_stay_within_their_room_the_oldest_go_first_and_their_events_
     assert oct(timeline.shot("4.jpg").stat().st_mode & 0o777) == "0o600"
 
 
+def test_a_long_history_keeps_its_newer_half_and_numbering_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setattr("keepalive.engine.timeline.MAX_EVENTS_BYTES", 2000)
+    timeline = Timeline(tmp_path / "gina", max_bytes=10_000)
+    for n in range(40):
+        timeline.add("run", {"n": n})
+    events, _ = timeline.page(limit=500)
+    assert timeline.events_file.stat().st_size <= 2000
+    assert events[0]["seq"] == 40 and [e["seq"] for e in events] == list(range(40, 40 - len(events), -1))
+    assert 5 < len(events) < 40
+    assert Timeline(tmp_path / "gina", max_bytes=10_000).add("stopped", {})["seq"] == 41
+
+
 def test_deleting_a_home_deletes_its_timeline(tmp_path):
     timelines = Timelines(tmp_path, max_bytes=1000)
     timelines.of("dave").add("started", {})
