@@ -31,7 +31,7 @@ def fuzzed_service(tmp_path_factory, profile_template):
     assert list((service.state_dir / "sessions").iterdir()) == []
     assert list(home.iterdir()) == [], "the service wrote into its HOME"
     expected = {"api-token", "sessions.db", "service.lock", "service.log", "sessions", "homes",
-                "profile-template.tar.gz", "heartbeat.json"}
+                "profile-template.tar.gz", "heartbeat.json", "timelines"}
     assert {p.name for p in service.state_dir.iterdir()} <= expected
 
 
