@@ -285,10 +285,16 @@ class ActivityWatcher:
         loop = asyncio.get_running_loop()
         self._notices.add(notice := loop.create_task(session.notify(message)))
         notice.add_done_callback(self._notices.discard)
-        if session.webhook_url is not None:
-            task = loop.create_task(webhook.deliver(session.webhook_url, payload, session.id))
-            self.deliveries.add(task)
-            task.add_done_callback(self.deliveries.discard)
+        self._deliver(payload)
+
+    def _deliver(self, payload: dict) -> None:
+        """POST ``payload`` to the session's webhook, if it has one (in the background, held in
+        ``deliveries`` until done)."""
+        if self.session.webhook_url is None:
+            return
+        task = asyncio.get_running_loop().create_task(webhook.deliver(self.session.webhook_url, payload, self.session.id))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
 
     def _notice_runs(self, kernels: list[dict], notebooks: dict[str, str | None]) -> bool:
         """Announce the runs that finished since the last look; whether there were any."""
@@ -320,10 +326,7 @@ class ActivityWatcher:
                        **kernel.running.input.model_dump(), "at": datetime.now(UTC).isoformat()}
             log.info("session %s: a cell of %s waits for input", session.id, kernel.notebook or f"kernel {kernel_id}")
             self.hub.publish(session.id, "input_requested", payload)
-            if session.webhook_url is not None:
-                task = asyncio.get_running_loop().create_task(webhook.deliver(session.webhook_url, payload, session.id))
-                self.deliveries.add(task)
-                task.add_done_callback(self.deliveries.discard)
+            self._deliver(payload)
         self._asking = set(asking)
 
     def _run_finished(self, kernel_id: str, notebook: str | None, run: dict) -> None:
@@ -343,11 +346,5 @@ class ActivityWatcher:
         # the last lines it printed go to the timeline, not to the webhook (a URL of elsewhere)
         tail = [line for line in run.get("tail") or [] if isinstance(line, str)][:TAIL_LINES]
         self.hub.publish(session.id, "run_finished", {**payload, "tail": tail})
-        url = session.webhook_url
-        if url is None:
-            return
-        if run["outcome"] != "error" and run["busy_seconds"] < session.webhook_min_busy:
-            return
-        task = asyncio.get_running_loop().create_task(webhook.deliver(url, payload, session.id))
-        self.deliveries.add(task)
-        task.add_done_callback(self.deliveries.discard)
+        if run["outcome"] == "error" or run["busy_seconds"] >= session.webhook_min_busy:
+            self._deliver(payload)
