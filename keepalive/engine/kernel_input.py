@@ -22,13 +22,12 @@ from datetime import UTC, datetime
 import httpx
 from websockets.asyncio.client import connect
 
+from keepalive.engine.activity import UNTRACKED
 from keepalive.engine.httpclient import new_client
 from keepalive.engine.jupyter import JupyterEndpoint
 
 #: Seconds the Jupyter server has to take the answer in (its record then shows the request answered).
 DELIVERY_TIMEOUT = 10.0
-#: Not the user's activity (a hub must stay free to cull an idle server).
-UNTRACKED = {"no_track_activity": "1"}
 
 
 class NoInputWaiting(LookupError):
