@@ -22,6 +22,12 @@ from urllib.parse import urlunsplit
 #: How long jupyter-server-proxy waits for the service to answer after starting it. The service
 #: itself answers in a few seconds; starting sessions happens later, per request.
 SERVICE_START_TIMEOUT = 60.0
+#: Paths the proxy must not count as the server's activity: the event streams. Their heartbeat
+#: flows every few seconds whether or not anyone is there, and jupyter-server-proxy goes on
+#: reading a stream after its client went away (until its own 2 h timeout): counted, a dashboard
+#: closed long ago would keep the server from being culled. An open dashboard still counts, by
+#: the pictures it asks for.
+NOT_ACTIVITY = [r".*/keepalive/events$", r".*/keepalive/sessions/[^/]+/events$"]
 ICON = Path(__file__).parent / "keepalive.svg"
 
 
@@ -33,6 +39,7 @@ def setup_keepalive() -> dict:
         "environment": lambda: service_environment(api_token),
         "request_headers_override": {"Authorization": f"Bearer {api_token}"},
         "timeout": SERVICE_START_TIMEOUT,
+        "exclude_last_activity_patterns": NOT_ACTIVITY,
         "absolute_url": False,
         "new_browser_tab": True,
         "launcher_entry": {"title": "keepalive", "icon_path": str(ICON), "category": "Other"},

@@ -582,12 +582,16 @@ def _sessions_end_with_their_test(request) -> Iterator[None]:
 
 
 @pytest.fixture
-def service_factory(tmp_path, profile_template) -> Iterator:
-    """Start extra services with their own settings (e.g. MAX_SESSIONS); all stopped at teardown."""
+def service_factory(tmp_path_factory, profile_template) -> Iterator:
+    """Start extra services with their own settings (e.g. MAX_SESSIONS); all stopped at teardown.
+    Services of one name share a state dir."""
     services: list[Service] = []
+    # not the test's tmp_path, whose name is the test's: a session's sockets live in the state
+    # dir, and a socket's path may not be longer than 107 bytes
+    folder = tmp_path_factory.mktemp("services")
 
     def make(name: str = "svc", **env: str) -> Service:
-        service = start_service(tmp_path / name, {f"KEEPALIVE_{key.upper()}": str(value) for key, value in env.items()})
+        service = start_service(folder / name, {f"KEEPALIVE_{key.upper()}": str(value) for key, value in env.items()})
         services.append(service)
         return service
 

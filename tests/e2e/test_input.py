@@ -75,9 +75,15 @@ def test_a_script_answers_input_as_the_kiosk_would_and_a_password_stays_secret(k
                                else None, timeout=30)
         assert {(e["notebook"], e["prompt"], e["password"]) for e in requested} == {
             ("secret.ipynb", "token? ", True), ("ask.ipynb", "name? ", False)}
+        # each goes into the timeline once its thumbnail is taken, which a busy machine may delay
+        def timeline_questions() -> list[dict]:
+            return [e for e in service.client.get(f"/sessions/{sid}/timeline").json()["events"]
+                    if e["kind"] == "input_requested"]
+
+        asked = wait_until("both questions in the timeline", lambda: q if len(q := timeline_questions()) == 2 else None,
+                           timeout=30)
         timeline = service.client.get(f"/sessions/{sid}/timeline").json()["events"]
-        asked = [e for e in timeline if e["kind"] == "input_requested"]
-        assert len(asked) == 2 and all("shot_url" in e for e in asked), asked
+        assert all("shot_url" in e for e in asked), asked
         # the password's answer is nowhere: not in the service's log, the events, the timeline,
         # the session's files (the notebook shows dots), or the Jupyter server's record
         assert SECRET not in service.log_text()

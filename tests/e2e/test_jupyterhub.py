@@ -228,19 +228,48 @@ def kiosk_api_requests(hub: Hub) -> int:
                           hub.log_text()))
 
 
+@contextmanager
+def event_stream_lines(hub: Hub) -> Iterator[list[str]]:
+    """``GET /events`` through the hub, held open as a dashboard's tab holds it; the lines it
+    brought so far (heartbeats included), read by a thread of its own."""
+    lines: list[str] = []
+    client = httpx.Client(headers=hub.client.headers, timeout=httpx.Timeout(10, read=None), trust_env=False)
+
+    def read() -> None:
+        try:
+            # (the Accept header makes jupyter-server-proxy pass the stream on as it comes)
+            with client.stream("GET", keepalive_url(hub, "events"), headers={"Accept": "text/event-stream"}) as response:
+                lines.append(f"status {response.status_code}")
+                for line in response.iter_lines():
+                    lines.append(line)
+        except (httpx.HTTPError, RuntimeError) as error:  # closed below
+            lines.append(f"ended: {error}")
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield lines
+    finally:
+        client.close()
+        reader.join(10)
+
+
 def test_only_work_keeps_the_users_server_active(hub: Hub, playwright: Playwright):
-    """The kiosk polling the server is not activity (the hub may cull it); a running cell is,
-    even a silent one."""
+    """The kiosk polling the server is not activity (the hub may cull it), nor is an event stream's
+    heartbeat; a running cell is, even a silent one."""
     session = start_session(hub, "quiet")
     try:
-        # the start itself came through the proxy, which counts it as activity: from then on
-        readings: list[datetime] = []
-        before = wait_until("the server's activity to settle after the start", lambda: (
-            readings.append(server_last_activity(hub)) or len(readings) > 1 and readings[-1] == readings[-2]
-            and readings[-1]), timeout=30, every=1)
-        polls = kiosk_api_requests(hub)
-        wait_until("the kiosk to ask the server a few more things", lambda: kiosk_api_requests(hub) >= polls + 3, timeout=90)
-        assert server_last_activity(hub) == before, "the kiosk's own requests counted as activity"
+        with event_stream_lines(hub) as stream:
+            wait_until("the event stream to open", lambda: stream and stream[0] == "status 200" or None, timeout=30)
+            # the start and the stream's opening came through the proxy, which counts them: from then on
+            readings: list[datetime] = []
+            before = wait_until("the server's activity to settle after the start", lambda: (
+                readings.append(server_last_activity(hub)) or len(readings) > 1 and readings[-1] == readings[-2]
+                and readings[-1]), timeout=30, every=1)
+            polls, heard = kiosk_api_requests(hub), len(stream)
+            wait_until("the kiosk to ask the server a few more things", lambda: kiosk_api_requests(hub) >= polls + 3, timeout=90)
+            wait_until("a heartbeat on the event stream", lambda: ": still here" in stream[heard:], timeout=30)
+            assert server_last_activity(hub) == before, "the kiosk's requests or the stream's heartbeat counted as activity"
 
         (hub.homes / USER / "silent.ipynb").write_text(json.dumps({
             "nbformat": 4, "nbformat_minor": 5,

@@ -127,11 +127,23 @@ def viewer_xpra(session_id: str):
     for process in session_processes(session_id):
         try:
             argv = process.cmdline()
-        except psutil.ZombieProcess:  # one that has ended, not yet collected by its parent
+        except psutil.NoSuchProcess:  # one that has ended since the listing (or a zombie not yet collected)
             continue
         if any(Path(arg).name == "xpra" for arg in argv[:2]) and "start" in argv[:3]:
             return process
     return None
+
+
+def chromium_pids(session_id: str) -> set[int]:
+    """The session's Chromium processes (its helpers come and go: one may end while listed)."""
+    found = set()
+    for process in session_processes(session_id):
+        try:
+            if process.name().startswith("chrom"):
+                found.add(process.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_service, browser, playwright):
@@ -157,7 +169,7 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     with kiosk_page(playwright, sid) as kiosk:
         kiosk.evaluate("window.__keepaliveProbe = 'the page before xpra died'")
     before = service.client.get(f"/sessions/{sid}").json()
-    chromium = {p.pid for p in session_processes(sid) if p.name().startswith("chrom")}
+    chromium = chromium_pids(sid)
 
     xpra.kill()
     wait_until("the service to see xpra die",

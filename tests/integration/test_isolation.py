@@ -76,11 +76,13 @@ print(json.dumps({
 '''
 
 
-def test_a_notebook_reaches_only_its_own_session(keepalive_service):
-    service = keepalive_service
+def test_a_notebook_reaches_only_its_own_session(service_factory):
+    # xpra runs while someone watches and goes a linger after: a service whose linger outlasts
+    # the probes (the shared one's is seconds), so both sessions' xpra can be tried
+    service = service_factory("isolation", viewer_linger=3600)
     a = service.start_session(name="tenant-a")
     b = service.start_session(name="tenant-b")
-    for session in (a, b):  # xpra runs while someone watches: bring up both sessions' viewers
+    for session in (a, b):  # bring up both sessions' viewers
         assert service.client.get(f"/sessions/{session['id']}/viewer/").status_code == 200
     rec_a, rec_b = service.record(a["id"]), service.record(b["id"])
     assert rec_a["uid"] != rec_b["uid"] and None not in (rec_a["uid"], rec_b["uid"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import entry_points
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,3 +33,12 @@ def test_under_jupyterhub_the_kiosk_logs_in_with_the_servers_hub_token(jp_server
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-token-for-this-server")
     url = urlsplit(setup_keepalive()["environment"]()["KEEPALIVE_JUPYTER_URL"])
     assert parse_qs(url.query)["token"] == ["hub-token-for-this-server"]
+
+
+def test_the_event_streams_heartbeat_is_not_the_servers_activity():
+    patterns = [re.compile(p) for p in setup_keepalive()["exclude_last_activity_patterns"]]
+    quiet = lambda path: any(p.match(path) for p in patterns)  # noqa: E731
+    assert quiet("/user/alice/keepalive/events") and quiet("/user/alice/keepalive/sessions/0a1b2c/events")
+    for counted in ("/user/alice/keepalive/sessions", "/user/alice/keepalive/sessions/0a1b2c/viewer/",
+                    "/user/alice/keepalive/sessions/0a1b2c/screenshot", "/user/alice/keepalive/"):
+        assert not quiet(counted), counted
