@@ -146,8 +146,9 @@ class Client:
     def screenshot(self, session_id: str) -> bytes:
         return self.request("GET", f"/sessions/{session_id}/screenshot").content
 
-    def viewer_link(self, session_id: str, keyboard_layout: str | None = None) -> dict:
-        body = {"keyboard_layout": keyboard_layout} if keyboard_layout else None
+    def viewer_link(self, session_id: str, keyboard_layout: str | None = None, read_only: bool = False) -> dict:
+        body = {**({"keyboard_layout": keyboard_layout} if keyboard_layout else {}), **({"read_only": True} if read_only else {})}
+        body = body or None
         return self.request("POST", f"/sessions/{session_id}/viewer-link", json=body).json()
 
     def health(self) -> tuple[int, dict]:

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from playwright.async_api import async_playwright
 
 from keepalive import __version__
-from keepalive.api import dashboard, devtools, events, health, homes, kernel_input, metrics, sessions, timeline, viewer
+from keepalive.api import (
+    dashboard, devtools, events, health, homes, kernel_input, metrics, sessions, status_page, timeline, viewer,
+)
 from keepalive.api.body_limit import BodySizeLimit
 from keepalive.api.forwarded_prefix import ForwardedPrefix
 from keepalive.api.cross_site import CrossSiteWrites
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, state_lock: StateDirLock | None
     app.include_router(homes.router)
     app.include_router(timeline.router)
     app.include_router(viewer.router)
+    app.include_router(status_page.router)
     app.include_router(devtools.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)

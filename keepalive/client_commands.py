@@ -80,6 +80,8 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     link = commands.add_parser("viewer-link", parents=[common], help="print a single-use link to the viewer")
     link.add_argument("session", metavar="ID|NAME")
     link.add_argument("--keyboard-layout", help="e.g. de, fr, gb")
+    link.add_argument("--read-only", action="store_true",
+                      help="a watch-only link: the session shows live, nothing typed or clicked reaches it")
     link.set_defaults(handler=cmd_viewer_link)
 
     homes = commands.add_parser("homes", parents=[common], help="list the homes (one per session name)")
@@ -297,11 +299,11 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
 def cmd_viewer_link(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
-        link = client.viewer_link(client.session(args.session)["id"], args.keyboard_layout)
+        link = client.viewer_link(client.session(args.session)["id"], args.keyboard_layout, args.read_only)
     finally:
         client.close()
     print(link["url"])
-    print(f"works once, until {link['expires_at']}", file=sys.stderr)
+    print(f"{'watch-only; ' if link.get('read_only') else ''}works once, until {link['expires_at']}", file=sys.stderr)
     return 0
 
 

@@ -83,6 +83,11 @@ class SessionCreate(BaseModel):
         None, description="Per-session limits within the operator's (needs cgroups: the service runs as root).")
 
 
+class ViewerCounts(BaseModel):
+    full: int = Field(0, description="Viewers that may type and click.")
+    watch_only: int = Field(0, description="Viewers of a watch-only link: they see, nothing they send reaches the kiosk.")
+
+
 class SessionHealth(BaseModel):
     xpra: bool = Field(description="The same as display: its older name, kept for the clients that read it.")
     browser: bool
@@ -208,6 +213,7 @@ class SessionOut(BaseModel):
     error: str | None = Field(None, description="Why the session failed, when it did.")
     activity: Activity | None = Field(None, description="Its kernels, busy or idle; null until first read.")
     webhook: bool = Field(False, description="Whether a webhook is called when a run ends (its URL is never shown).")
+    viewers: ViewerCounts = Field(default_factory=ViewerCounts, description="Viewers connected now.")
 
 
 class SessionList(BaseModel):

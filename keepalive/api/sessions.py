@@ -16,7 +16,7 @@ from keepalive.engine.manager import NameTaken, SessionNotFound, TemplateUnavail
 from keepalive.engine.standby import NoRoomToWake
 from keepalive.engine.users import NoFreeUser
 from keepalive.engine.session import InvalidTransition, Session, SessionStartError
-from keepalive.models import SessionCreate, SessionList, SessionOut, SessionState
+from keepalive.models import SessionCreate, SessionList, SessionOut, SessionState, ViewerCounts
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[Authorized])
 
@@ -49,6 +49,7 @@ def session_out(request: Request, session: Session) -> SessionOut:
         error=session.record.error,
         activity=request.app.state.manager.activity(session.id),
         webhook=session.webhook_url is not None,
+        viewers=ViewerCounts(**viewer.viewer_state(request.app).tracker.counts(session.id)),
     )
 
 

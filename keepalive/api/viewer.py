@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, WebSocket, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from keepalive.api.deps import Authorized, ManagerDep, SettingsDep
 from keepalive.auth import token_matches
@@ -118,6 +118,13 @@ ViewerStateDep = Annotated[ViewerState, Depends(get_viewer_state)]
 
 
 class ViewerLinkRequest(BaseModel):
+    # an unknown field is a 422: a client that misspells read_only never gets a full link by mistake
+    model_config = ConfigDict(extra="forbid")
+
+    read_only: bool = Field(
+        False, description="A watch-only link: the session shows live, but nothing its browser sends (keys, "
+        "pointer, clipboard, resizes) reaches the kiosk. Such viewers join beside the others, never take over.",
+    )
     ttl: float | None = Field(
         None, gt=0, description="Seconds the link stays valid; at most (and by default) the viewer_ticket_ttl setting."
     )
@@ -129,6 +136,9 @@ class ViewerLinkRequest(BaseModel):
 class ViewerLink(BaseModel):
     url: str = Field(description="Open this once, within the expiry; it carries a single-use ticket.")
     expires_at: datetime
+    read_only: bool = Field(description="Whether the link admits a watch-only viewer.")
+    status_url: str = Field(description="A single-use link to the session's status page (for a phone), with the "
+                            "same rights; valid as long as the viewer link.")
 
 
 @router.post("/sessions/{session_id}/viewer-link", dependencies=[Authorized], response_model=ViewerLink)
@@ -150,12 +160,16 @@ async def create_viewer_link(
     manager.standby.wake_soon(session, "a viewer link was made")  # so the viewer finds it awake, or nearly
     ttl = min(body.ttl or settings.viewer_ticket_ttl, settings.viewer_ticket_ttl)
     now = datetime.now(UTC).timestamp()
-    ticket = viewer.signer.issue(session.id, "link", ttl, now=now)
+    ticket = viewer.signer.issue(session.id, "link", ttl, now=now, watch_only=body.read_only)
     query = {"ticket": ticket}
     if body.keyboard_layout:
         query["keyboard_layout"] = body.keyboard_layout
     url = viewer_url(str(request.base_url), session.id) + "?" + urlencode(query)
-    return ViewerLink(url=url, expires_at=datetime.fromtimestamp(int(now + ttl), UTC))
+    log.info("%s viewer link made for session %s", "watch-only" if body.read_only else "full", session.id)
+    from keepalive.api.status_page import status_link  # imported here: that module builds on this one
+
+    return ViewerLink(url=url, expires_at=datetime.fromtimestamp(int(now + ttl), UTC), read_only=body.read_only,
+                      status_url=status_link(request, viewer.signer, session.id, ttl, body.read_only))
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -175,12 +189,13 @@ def _bearer(headers) -> str | None:
 
 def check_access(
     api_token: str, signer: TicketSigner, session_id: str, headers, cookies: dict[str, str]
-) -> None:
-    """Raise :class:`Refused` unless the API token or a valid viewer cookie comes along."""
+) -> bool:
+    """Whether the viewer is watch-only (the API token: never); :class:`Refused` unless the API
+    token or a valid viewer cookie comes along."""
     presented = _bearer(headers)
     if presented is not None:
         if token_matches(api_token, presented):
-            return
+            return False
         raise Refused(status.HTTP_401_UNAUTHORIZED, "The API token is wrong.")
     cookie = cookies.get(COOKIE)
     if not cookie:
@@ -189,7 +204,7 @@ def check_access(
             "This viewer needs a viewer link (with its ticket) or the API token.",
         )
     try:
-        signer.verify(cookie, session_id, "cookie")
+        return signer.verify(cookie, session_id, "cookie").watch_only
     except TicketError as exc:
         raise Refused(status.HTTP_403_FORBIDDEN, f"Your viewer pass is no longer valid: {exc}.") from None
 
@@ -315,7 +330,7 @@ async def spend_ticket(
     if len(tickets) != 1:
         return _refused(Refused(status.HTTP_400_BAD_REQUEST, "No viewer ticket came with the request."))
     try:
-        viewer.signer.redeem(tickets[0], session_id)
+        claims = viewer.signer.redeem(tickets[0], session_id)
     except TicketError as exc:
         log.info("viewer link of session %s refused: %s", session_id, exc)
         return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
@@ -326,14 +341,15 @@ async def spend_ticket(
     response = HTMLResponse(html5.redirect_page(_clean_url(session_id, request)), headers=_NO_STORE)
     response.set_cookie(
         COOKIE,
-        viewer.signer.issue(session_id, "cookie", settings.viewer_cookie_ttl),
+        viewer.signer.issue(session_id, "cookie", settings.viewer_cookie_ttl, watch_only=claims.watch_only),
         max_age=int(settings.viewer_cookie_ttl),
         path=_viewer_path(request, session_id),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
     )
-    log.info("viewer link for session %s exchanged for a cookie", session_id)
+    log.info("%s viewer link for session %s exchanged for a cookie",
+             "watch-only" if claims.watch_only else "full", session_id)
     return response
 
 
@@ -362,11 +378,11 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
         if ticket is not None:
             # a non-browser client may present a link ticket directly (spent like any link)
             try:
-                viewer.signer.redeem(ticket, session_id)
+                watch_only = viewer.signer.redeem(ticket, session_id).watch_only
             except TicketError as exc:
                 raise Refused(status.HTTP_403_FORBIDDEN, str(exc)) from None
         else:
-            check_access(app.state.api_token, viewer.signer, session_id, websocket.headers, websocket.cookies)
+            watch_only = check_access(app.state.api_token, viewer.signer, session_id, websocket.headers, websocket.cookies)
     except Refused as refusal:
         log.info("viewer websocket for session %s refused: %s", session_id, refusal.reason)
         # closing before accepting answers the handshake with HTTP 403: nothing reaches xpra
@@ -395,9 +411,11 @@ async def viewer_websocket(session_id: str, path: str, websocket: WebSocket) -> 
             await session.fit_screen()
 
     try:
-        async with viewer.tracker.viewing(session_id, restore_size):
-            log.info("viewer connected to session %s (%d watching)", session_id, viewer.tracker.count(session_id))
-            await relay(websocket, port)
+        take_over = app.state.settings.viewer_sharing == "takeover"
+        async with viewer.tracker.viewing(session_id, restore_size, watch_only, take_over) as connection:
+            log.info("%s viewer connected to session %s (%s)", "watch-only" if watch_only else "full", session_id,
+                     viewer.tracker.counts(session_id))
+            await relay(websocket, port, connection)
     finally:
         session.viewer_server.left()  # the last one out starts xpra's linger
         session.touch()  # standby counts from the last viewer's leaving

@@ -323,7 +323,10 @@ class ActivityWatcher:
             kernel = asking[kernel_id]
             payload = {"event": "input_requested", "session": {"id": session.id, "name": session.name},
                        "kernel_id": kernel_id, "notebook": kernel.notebook,
-                       **kernel.running.input.model_dump(), "at": datetime.now(UTC).isoformat()}
+                       **kernel.running.input.model_dump(), "at": datetime.now(UTC).isoformat(),
+                       # where to answer it: the status page, on this service (opening it needs a
+                       # status link or the API token; the address alone opens nothing)
+                       "status_path": f"/sessions/{session.id}/status"}
             log.info("session %s: a cell of %s waits for input", session.id, kernel.notebook or f"kernel {kernel_id}")
             self.hub.publish(session.id, "input_requested", payload)
             self._deliver(payload)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from playwright.async_api import Browser, CDPSession, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
 
+from keepalive.engine.errors import first_line
 from keepalive.engine.jupyter import JupyterEndpoint
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class KioskBrowser:
                 self.page.evaluate("() => (window.keepaliveUnsentDrafts ? window.keepaliveUnsentDrafts() : [])"), 5
             )
         except (PlaywrightError, TimeoutError) as error:
-            log.warning("the kiosk page could not hand over its unsaved cells: %s", str(error).splitlines()[0])
+            log.warning("the kiosk page could not hand over its unsaved cells: %s", first_line(error))
             return []
         return [d for d in drafts if isinstance(d, dict)] if isinstance(drafts, list) else []
 
@@ -170,7 +171,7 @@ class KioskBrowser:
                 self.page.evaluate("() => (window.keepaliveSaveAll ? window.keepaliveSaveAll() : 0)"), timeout
             )
         except (PlaywrightError, TimeoutError) as error:
-            log.warning("the kiosk page could not save its notebooks: %s", str(error).splitlines()[0])
+            log.warning("the kiosk page could not save its notebooks: %s", first_line(error))
             return 0
         return saved if isinstance(saved, int) else 0
 
@@ -184,7 +185,7 @@ class KioskBrowser:
             await asyncio.wait_for(self.page.evaluate(WATCHED_SCRIPT, watched), 5)
         except (PlaywrightError, TimeoutError) as error:
             log.debug("the kiosk page was not told it is %swatched: %s", "" if watched else "un",
-                      str(error).splitlines()[0])
+                      first_line(error))
 
     async def answer_input(self, kernel_id: str, value: str) -> bool:
         """Type ``value`` into the input box the page shows for ``kernel_id``'s ``input()`` and
@@ -194,7 +195,7 @@ class KioskBrowser:
         try:
             return bool(await asyncio.wait_for(self.page.evaluate(ANSWER_SCRIPT, [kernel_id, value]), 5))
         except (PlaywrightError, TimeoutError) as error:
-            log.warning("the kiosk page could not answer an input box: %s", str(error).splitlines()[0])
+            log.warning("the kiosk page could not answer an input box: %s", first_line(error))
             return False
 
     async def show_notice(self, text: str) -> None:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Coroutine
 
 from keepalive.engine.display import Display
+from keepalive.engine.errors import first_line
 from keepalive.engine.jupyter_side import JupyterSide
 from keepalive.engine.record import InvalidTransition, SessionRecord
 from keepalive.engine.watchdog import RestartPolicy, bring_back
@@ -129,7 +130,7 @@ class Recovery:
                         self._set_state(SessionState.failed, f"recovery after '{why}' failed: {error}")
                         return
                     new_jupyter = False  # a server started by the attempt stays; a lost one is seen again
-                    self._count_restart(f"recovery failed: {str(error).splitlines()[0]}", delay)
+                    self._count_restart(f"recovery failed: {first_line(error)}", delay)
                 else:
                     self.record.error = None
                     self._set_state(SessionState.ready)

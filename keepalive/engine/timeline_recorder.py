@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from keepalive.engine.errors import first_line
 from keepalive.engine.events import Event, EventHub
 from keepalive.engine.timeline import Timelines
 from keepalive.models import SessionState
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds a service that stops gives the events still waiting for a thumbnail.
 CLOSE_GRACE = 5.0
+#: A thumbnail is tried this many times, a pause apart: a page in the middle of loading (the
+#: user opened another notebook as the cell asked) answers a capture only once it has drawn.
+SHOT_ATTEMPTS = 2
+SHOT_TIMEOUT = 10.0
+SHOT_PAUSE = 2.0
 #: A session's state -> the timeline's word for reaching it (None: not an event of its own).
 STATE_EVENTS = {
     "standby": "standby",
@@ -158,11 +164,17 @@ class TimelineRecorder:
 
         async def shoot() -> None:
             shot = None
-            if session is not None and session.state is SessionState.ready:
+            for attempt in range(1, SHOT_ATTEMPTS + 1):
+                if session is None or session.state is not SessionState.ready:
+                    break
                 try:
-                    shot = await asyncio.wait_for(session.parts.display.thumbnail(), 15)
-                except Exception as error:  # the page is going away: the event stays without it
-                    log.info("timeline of %s: no screenshot for %s: %s", name, kind, str(error).splitlines()[0])
+                    shot = await asyncio.wait_for(session.parts.display.thumbnail(), SHOT_TIMEOUT)
+                    break
+                except Exception as error:  # a page going away or loading: the event stays, without it at worst
+                    log.info("timeline of %s: no screenshot for %s (attempt %d of %d): %s", name, kind, attempt,
+                             SHOT_ATTEMPTS, first_line(error))
+                if attempt < SHOT_ATTEMPTS:
+                    await asyncio.sleep(SHOT_PAUSE)
             if shot is not None or not only_with_shot:
                 try:
                     self._add(name, kind, data, shot)

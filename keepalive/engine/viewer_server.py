@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-from keepalive.engine.process import ChildFailed, ChildProcess
+from keepalive.engine.errors import first_line
 from keepalive.engine.httpclient import new_client
+from keepalive.engine.process import ChildFailed, ChildProcess
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ class ViewerServer:
                 await self.process.wait_ready(lambda: xpra_answers(port), self.start_timeout, what="serving the viewer")
             except (ChildFailed, OSError) as error:  # OSError: xpra cannot be run at all
                 await self._terminate()
-                why = str(error).splitlines()[0]
+                why = first_line(error)
                 if attempt == START_ATTEMPTS or isinstance(error, OSError) or not self._display_up():
                     raise ViewerServerUnavailable(f"xpra did not start: {why}") from error
                 if PORT_TAKEN in str(error):

@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from keepalive.engine.errors import first_line
+
 if TYPE_CHECKING:
     from keepalive.engine.display import Display
     from keepalive.engine.jupyter_side import JupyterSide
@@ -141,7 +143,7 @@ async def bring_back(
             return
         except Exception as error:
             log.warning("session %s: the browser did not come back by itself (%s); restarting the display",
-                        session_id, str(error).splitlines()[0])
+                        session_id, first_line(error))
     await display.stop()
     await display.restart(env)
     await display.open_page(jupyter.endpoint, jupyter.lab_path)

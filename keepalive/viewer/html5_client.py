@@ -122,23 +122,24 @@ def unavailable_page(reason: str) -> str:
     )
 
 
-def confirm_page(session_id: str, clean_url: str, ticket: str) -> str:
-    """What a viewer link shows: a button that spends the ticket (a POST), nothing spent before.
+def confirm_page(session_id: str, clean_url: str, ticket: str, what: str = "viewer") -> str:
+    """What a viewer (or status page) link shows: a button that spends the ticket (a POST),
+    nothing spent before.
 
     Link previews, mail scanners and prefetchers fetch links; a GET must not use the link up.
     """
     action = html.escape(clean_url, quote=True)
     return _page(
-        "Open the session's viewer - keepalive",
-        f"<h1>Open the viewer of session {html.escape(session_id)}</h1>"
-        "<p>This link works once. Opening the viewer admits this browser to the session.</p>"
+        f"Open the session's {what} - keepalive",
+        f"<h1>Open the {what} of session {html.escape(session_id)}</h1>"
+        f"<p>This link works once. Opening the {what} admits this browser to the session.</p>"
         f"<form method=\"post\" action=\"{action}\">"
         f"<input type=\"hidden\" name=\"ticket\" value=\"{html.escape(ticket, quote=True)}\">"
-        "<button class=\"button\" id=\"open\" type=\"submit\">Open the viewer</button></form>",
+        f"<button class=\"button\" id=\"open\" type=\"submit\">Open the {what}</button></form>",
     )
 
 
-def redirect_page(clean_url: str) -> str:
+def redirect_page(clean_url: str, what: str = "viewer") -> str:
     """Sent with the cookie when a link ticket is exchanged: goes on to the clean viewer URL.
 
     A page rather than a 30x: after a redirect that began on another site (a link in a chat),
@@ -147,8 +148,8 @@ def redirect_page(clean_url: str) -> str:
     target = json.dumps(clean_url).replace("<", "\\u003c")
     escaped = html.escape(clean_url, quote=True)
     return _page(
-        "Opening viewer - keepalive",
-        f"<h1>Opening the viewer...</h1><p><a class=\"button\" href=\"{escaped}\">Continue</a></p>"
+        f"Opening the {what} - keepalive",
+        f"<h1>Opening the {what}...</h1><p><a class=\"button\" href=\"{escaped}\">Continue</a></p>"
         f"<script>window.location.replace({target});</script>",
         head=f"<meta http-equiv=\"refresh\" content=\"0;url={escaped}\">",
     )

@@ -2,7 +2,7 @@
 
 A ticket is ``<payload>.<mac>``: the payload is base64url JSON naming the session, the kind
 (``link``: the short-lived one in a shareable URL; ``cookie``: the one the browser keeps after
-exchanging a link), the expiry and a nonce; the mac is HMAC-SHA256 over the payload with a key
+exchanging a link), the expiry, a nonce and, for a watch-only viewer, ``"w": 1``; the mac is HMAC-SHA256 over the payload with a key
 that never leaves the service. Nothing secret is inside a ticket, it only proves that the service
 issued it for that session and that it is still fresh.
 """
@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-TicketKind = Literal["link", "cookie"]
+#: link/cookie: the viewer's; status-link/status-cookie: the status page's (keepalive.api.status_page).
+TicketKind = Literal["link", "cookie", "status-link", "status-cookie"]
 
 
 class TicketError(Exception):
@@ -32,6 +33,7 @@ class Ticket:
     kind: TicketKind
     expires: int
     nonce: str
+    watch_only: bool = False
 
 
 def _b64encode(data: bytes) -> str:
@@ -55,9 +57,12 @@ class TicketSigner:
     def _mac(self, payload: str) -> str:
         return _b64encode(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
-    def issue(self, session_id: str, kind: TicketKind, ttl: float, now: float | None = None) -> str:
+    def issue(self, session_id: str, kind: TicketKind, ttl: float, now: float | None = None,
+              watch_only: bool = False) -> str:
         now = time.time() if now is None else now
         body = {"s": session_id, "k": kind, "e": int(now + ttl), "n": secrets.token_urlsafe(9)}
+        if watch_only:
+            body["w"] = 1
         payload = _b64encode(json.dumps(body, separators=(",", ":")).encode())
         return f"{payload}.{self._mac(payload)}"
 
@@ -71,7 +76,7 @@ class TicketSigner:
             raise TicketError("the viewer ticket is not valid (wrong signature)")
         try:
             body = json.loads(_b64decode(payload))
-            claims = Ticket(str(body["s"]), body["k"], int(body["e"]), str(body["n"]))
+            claims = Ticket(str(body["s"]), body["k"], int(body["e"]), str(body["n"]), body.get("w") == 1)
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise TicketError("the viewer ticket is malformed") from exc
         if claims.kind != kind:
@@ -82,17 +87,18 @@ class TicketSigner:
             raise TicketError("the viewer ticket has expired; ask for a new viewer link")
         return claims
 
-    def check_unspent(self, ticket: str, session_id: str, now: float | None = None) -> Ticket:
+    def check_unspent(self, ticket: str, session_id: str, now: float | None = None,
+                      kind: TicketKind = "link") -> Ticket:
         """Check a link ticket without spending it: valid here, not expired, not used yet."""
         now = time.time() if now is None else now
-        claims = self.verify(ticket, session_id, "link", now)
+        claims = self.verify(ticket, session_id, kind, now)
         self._spent = {nonce: exp for nonce, exp in self._spent.items() if exp > now}
         if claims.nonce in self._spent:
             raise TicketError("this viewer link was already used; ask for a new one")
         return claims
 
-    def redeem(self, ticket: str, session_id: str, now: float | None = None) -> Ticket:
+    def redeem(self, ticket: str, session_id: str, now: float | None = None, kind: TicketKind = "link") -> Ticket:
         """Check a link ticket and spend it, so the same link cannot be used twice."""
-        claims = self.check_unspent(ticket, session_id, now)
+        claims = self.check_unspent(ticket, session_id, now, kind)
         self._spent[claims.nonce] = claims.expires
         return claims

@@ -24,9 +24,10 @@ def viewer_screen(settings: Settings, width: int, height: int) -> tuple[int, int
 def xpra_viewer_flags(settings: Settings) -> list[str]:
     """Flags appended to ``xpra start`` (later flags win over the engine's defaults)."""
     return [
-        # takeover: a new viewer disconnects the old one; share: both stay connected
-        f"--sharing={_yes(settings.viewer_sharing == 'share')}",
-        # no viewer may lock others out: "takeover" must always be able to take over
+        # xpra shares with every viewer: VIEWER_SHARING=takeover is the service's to apply, to
+        # full viewers only (keepalive.viewer.xpra_proxy), so that watch-only ones stay beside
+        "--sharing=yes",
+        # no viewer may lock others out
         "--lock=no",
         f"--resize-display={_yes(settings.viewer_resize)}",
         f"--clipboard={_yes(settings.viewer_clipboard)}",
@@ -42,7 +43,7 @@ def client_settings(settings: Settings, password: str) -> dict[str, str]:
     """Connect settings forced on the HTML5 client (a viewer URL cannot override these)."""
     return {
         "password": password,
-        "sharing": _yes(settings.viewer_sharing == "share"),
+        "sharing": "yes",
         "steal": "yes",
         "sound": _yes(settings.viewer_sound),
         "clipboard": _yes(settings.viewer_clipboard),

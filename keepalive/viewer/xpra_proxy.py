@@ -2,7 +2,8 @@
 
 xpra listens on a loopback port only; the service checks who is asking before it opens any
 connection to it. The websocket carries xpra's own protocol, relayed byte for byte in both
-directions. (The HTML5 client's files do not come through xpra: see ``html5_files``.)
+directions, but for a watch-only viewer's (``watch_only``). (The HTML5 client's files do not
+come through xpra: see ``html5_files``.)
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus
+
+from keepalive.viewer.watch_only import NotScreenable, WatchOnlyFilter, frame
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +30,54 @@ log = logging.getLogger(__name__)
 UPSTREAM_ATTEMPTS = 3
 
 
+@dataclass(eq=False)
+class Viewer:
+    """One viewer's connection: its rights, and how to end it (set ``ended``, say why)."""
+
+    watch_only: bool
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    why: str = ""
+
+    def end(self, why: str) -> None:
+        self.why = why
+        self.ended.set()
+
+
 class ViewerTracker:
-    """Counts the viewers connected to each session; runs a callback when the last one leaves."""
+    """The viewers connected to each session; runs a callback when the last one leaves.
+
+    With ``take_over``, a full viewer that arrives ends the full viewers that were there
+    (VIEWER_SHARING=takeover, done here rather than by xpra, whose sharing is all or nothing:
+    watch-only viewers stay beside whoever drives).
+    """
 
     def __init__(self) -> None:
-        self._count: dict[str, int] = defaultdict(int)
+        self._viewers: dict[str, list[Viewer]] = defaultdict(list)
 
     def count(self, session_id: str) -> int:
-        return self._count.get(session_id, 0)
+        return len(self._viewers.get(session_id, ()))
+
+    def counts(self, session_id: str) -> dict[str, int]:
+        """``{"full": n, "watch_only": m}``."""
+        viewers = self._viewers.get(session_id, ())
+        watch_only = sum(1 for viewer in viewers if viewer.watch_only)
+        return {"full": len(viewers) - watch_only, "watch_only": watch_only}
 
     @contextlib.asynccontextmanager
-    async def viewing(self, session_id: str, on_last_leave: Callable[[], Awaitable[None]]):
-        self._count[session_id] += 1
+    async def viewing(self, session_id: str, on_last_leave: Callable[[], Awaitable[None]], watch_only: bool = False,
+                      take_over: bool = False):
+        viewer = Viewer(watch_only)
+        if take_over and not watch_only:
+            for other in self._viewers.get(session_id, ()):
+                if not other.watch_only:
+                    other.end("another viewer took over this session")
+        self._viewers[session_id].append(viewer)
         try:
-            yield
+            yield viewer
         finally:
-            self._count[session_id] -= 1
-            if self._count[session_id] <= 0:
-                del self._count[session_id]
+            self._viewers[session_id].remove(viewer)
+            if not self._viewers[session_id]:
+                del self._viewers[session_id]
                 try:
                     await on_last_leave()
                 except Exception:  # a failed clean-up must not turn into a viewer error
@@ -71,12 +105,14 @@ async def open_upstream(port: int, attempts: int = UPSTREAM_ATTEMPTS):
             log.info("viewer websocket: xpra on port %s dropped the connection unanswered; opening it again", port)
 
 
-async def relay(websocket: WebSocket, port: int) -> None:
-    """Connect to xpra's websocket, accept the viewer's and pump frames until either side closes.
+async def relay(websocket: WebSocket, port: int, viewer: Viewer | None = None) -> None:
+    """Connect to xpra's websocket, accept the viewer's and pump frames until either side closes,
+    or ``viewer`` is ended (then the viewer is told why, in xpra's own words).
 
     The viewer's websocket is accepted only once xpra's is open, so a viewer never sees a
-    connection that leads nowhere.
+    connection that leads nowhere. A watch-only viewer's packets are screened on their way.
     """
+    viewer = viewer or Viewer(watch_only=False)
     try:
         upstream = await open_upstream(port)
     except (OSError, InvalidHandshake, InvalidStatus, TimeoutError) as exc:
@@ -84,6 +120,7 @@ async def relay(websocket: WebSocket, port: int) -> None:
         await websocket.close(code=1011)
         return
     await websocket.accept(subprotocol="binary")
+    screen = WatchOnlyFilter() if viewer.watch_only else None
 
     async def viewer_to_xpra() -> None:
         while True:
@@ -93,7 +130,15 @@ async def relay(websocket: WebSocket, port: int) -> None:
             data = message.get("bytes")
             if data is None:
                 data = (message.get("text") or "").encode()
-            await upstream.send(data)
+            if screen is None:
+                await upstream.send(data)
+                continue
+            try:
+                for passed in screen.feed(data):
+                    await upstream.send(passed)
+            except NotScreenable as refused:
+                log.warning("watch-only viewer disconnected: it sent %s", refused)
+                return
 
     async def xpra_to_viewer() -> None:
         async for data in upstream:
@@ -102,17 +147,29 @@ async def relay(websocket: WebSocket, port: int) -> None:
             else:
                 await websocket.send_bytes(data)
 
-    tasks = [asyncio.create_task(viewer_to_xpra()), asyncio.create_task(xpra_to_viewer())]
+    inbound, outbound = asyncio.create_task(viewer_to_xpra()), asyncio.create_task(xpra_to_viewer())
+    ended = asyncio.create_task(viewer.ended.wait())
+    tasks = [inbound, outbound, ended]
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
+        for task in done - {ended}:
             exc = task.exception()
             if exc and not isinstance(exc, (ConnectionClosed, WebSocketDisconnect, RuntimeError)):
                 log.warning("viewer websocket relay ended: %r", exc)
+        if ended in done:
+            # xpra drops this client first; what it had sent reaches the viewer whole before the
+            # reason does (a packet cut in the middle would garble the one after it)
+            await upstream.close()
+            await asyncio.wait([outbound], timeout=5)
+            if outbound.done():
+                with contextlib.suppress(Exception):  # as xpra says it: the client shows why, connects no more
+                    await websocket.send_bytes(frame([b"disconnect", b"new-client", viewer.why.encode()]))
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await upstream.close()
+        if screen is not None and screen.dropped:
+            log.info("watch-only viewer left; dropped what it sent: %s", dict(screen.dropped.most_common(8)))
         with contextlib.suppress(Exception):
             await websocket.close()

@@ -27,6 +27,11 @@ def test_a_script_answers_input_as_the_kiosk_would_and_a_password_stays_secret(k
     sid = service.start_session(name="answers")["id"]
     stream = EventStream(service, sid)
     post = lambda body: service.client.post(f"/sessions/{sid}/input", json=body)  # noqa: E731
+
+    def timeline_questions() -> list[dict]:
+        return [e for e in service.client.get(f"/sessions/{sid}/timeline").json()["events"]
+                if e["kind"] == "input_requested"]
+
     try:
         with kiosk_page(playwright, sid) as page:
             put_notebook(page, "secret.ipynb", ["from getpass import getpass\n"
@@ -38,6 +43,10 @@ def test_a_script_answers_input_as_the_kiosk_would_and_a_password_stays_secret(k
 
             open_alone_and_run_all(page, "secret.ipynb")
             wait_until("getpass() waiting", lambda: "secret.ipynb" in asking(service, sid), timeout=90, every=0.25)
+            # its picture is taken before the page moves on (one taken while it loads the next
+            # notebook waits for that load: the timeline's own test of that is a unit test)
+            wait_until("the question's picture in the timeline", lambda: [
+                e for e in timeline_questions() if e.get("shot_url")], timeout=60)
             open_alone_and_run_all(page, "ask.ipynb")  # the first kernel goes on waiting meanwhile
             waiting = wait_until("both waiting", lambda: a if len(a := asking(service, sid)) == 2 else None,
                                  timeout=90, every=0.25)
@@ -76,10 +85,6 @@ def test_a_script_answers_input_as_the_kiosk_would_and_a_password_stays_secret(k
         assert {(e["notebook"], e["prompt"], e["password"]) for e in requested} == {
             ("secret.ipynb", "token? ", True), ("ask.ipynb", "name? ", False)}
         # each goes into the timeline once its thumbnail is taken, which a busy machine may delay
-        def timeline_questions() -> list[dict]:
-            return [e for e in service.client.get(f"/sessions/{sid}/timeline").json()["events"]
-                    if e["kind"] == "input_requested"]
-
         asked = wait_until("both questions in the timeline", lambda: q if len(q := timeline_questions()) == 2 else None,
                            timeout=30)
         timeline = service.client.get(f"/sessions/{sid}/timeline").json()["events"]

@@ -326,4 +326,7 @@ async def test_a_cell_waiting_for_input_is_announced_once_with_its_prompt_and_ne
         ("input_requested", "name? ", False), ("input_requested", "token? ", True)]
     assert announced[0].data["session"] == {"id": "s1", "name": "alice"} and announced[0].data["notebook"] == "a.ipynb"
     assert sorted(b["prompt"] for b in hook.bodies) == ["name? ", "token? "]
-    assert all(set(b) == {"event", "session", "kernel_id", "notebook", "prompt", "password", "at"} for b in hook.bodies)
+    assert all(set(b) == {"event", "session", "kernel_id", "notebook", "prompt", "password", "at", "status_path"}
+               for b in hook.bodies)
+    # where to answer it, and nothing that opens it by itself
+    assert {b["status_path"] for b in hook.bodies} == {"/sessions/s1/status"}

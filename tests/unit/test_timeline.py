@@ -11,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from keepalive.app import create_app
-from keepalive.engine.events import EventHub
+from keepalive.engine import timeline_recorder
+from keepalive.engine.events import Event, EventHub
 from keepalive.engine.manager import SessionNotFound
 from keepalive.engine.timeline import Timeline, Timelines
 from keepalive.engine.timeline_recorder import TimelineRecorder
@@ -144,6 +145,28 @@ async def test_busy_runs_are_shot_at_most_every_shot_every_and_sleeping_sessions
     events = recorder.timelines.of("erin").page()[0]
     assert [e["kind"] for e in events] == ["run", "busy"] and "shot" not in events[0]
     assert session.parts.display.shots == 1
+
+
+async def test_a_thumbnail_that_fails_is_tried_again_and_its_event_is_never_lost(tmp_path, monkeypatch):
+    monkeypatch.setattr(timeline_recorder, "SHOT_PAUSE", 0.01)
+    session = awake_session()
+    recorder = TimelineRecorder(Timelines(tmp_path, 100_000), session_of=lambda sid: session, shot_every=300)
+    failures = [asyncio.TimeoutError(), asyncio.TimeoutError(), asyncio.TimeoutError()]  # no message at all
+
+    async def thumbnail() -> bytes:
+        if failures:
+            raise failures.pop()
+        return b"\xff\xd8 a jpeg"
+
+    session.parts.display.thumbnail = thumbnail
+    asked = {"kernel_id": "k1", "notebook": "a.ipynb", "prompt": "name? ", "password": False}
+    recorder.observe(Event("s1", "input_requested", asked))  # fails twice: recorded without a picture
+    await settled(recorder)
+    recorder.observe(Event("s1", "input_requested", asked))  # fails once, then a picture
+    await settled(recorder)
+    newest, oldest = recorder.timelines.of("erin").page()[0]
+    assert "shot" not in oldest and oldest["prompt"] == "name? "
+    assert newest["shot"] == f"{newest['seq']}.jpg" and not failures
 
 
 async def test_sessions_of_the_pool_are_not_recorded_until_taken(tmp_path):

@@ -39,7 +39,8 @@ def test_settings_off_by_default_and_password_forced(tmp_path):
     forced = client_settings(settings, "pw")
     assert forced["password"] == "pw"
     assert {forced[k] for k in ("sound", "clipboard", "printing", "file_transfer")} == {"no"}
-    assert forced["sharing"] == "no" and forced["steal"] == "yes"
+    # xpra shares with everyone; the takeover of full viewers is the service's (xpra_proxy)
+    assert forced["sharing"] == "yes" and forced["steal"] == "yes"
     assert client_defaults(settings) == {"keyboard_layout": "us"}
     assert client_defaults(Settings(state_dir=tmp_path, viewer_keyboard_layout="")) == {}
 
@@ -50,7 +51,7 @@ def test_xpra_flags_follow_the_settings(tmp_path):
     assert "--sharing=yes" in flags and "--clipboard=yes" in flags and "--speaker=on" in flags
     assert "--microphone=off" in flags
     off = xpra_viewer_flags(Settings(state_dir=tmp_path))
-    assert "--sharing=no" in off and "--clipboard=no" in off and "--printing=no" in off
+    assert "--sharing=yes" in off and "--clipboard=no" in off and "--printing=no" in off
     assert "--resize-display=yes" in off
     assert "--resize-display=no" in xpra_viewer_flags(Settings(state_dir=tmp_path, viewer_resize=False))
 

@@ -1,0 +1,218 @@
+"""The status page: a session on a phone, without the remote desktop (``/sessions/{id}/status``).
+
+It shows the session's kernels and their state, each running cell's last lines (the page asks
+every few seconds), the home's timeline with its thumbnails, the kiosk's last picture and, when
+a cell waits in ``input()`` or ``getpass()``, a box to answer it, which the kernel gets as if
+typed in the kiosk (keepalive.engine.kernel_input).
+
+Who may open it: a caller with the API token, or a browser holding the session's status
+cookie. A viewer link's response carries ``status_url``: a single-use link with the link's rights,
+watch-only or full, spent like a viewer link (a button posts the ticket; a GET spends nothing);
+its cookie is limited to the status page's path, as the viewer's to the viewer's. Only full
+rights answer input. The page's data and pictures come from paths under the page's own, which
+the cookie opens; none of them wakes a session in standby or counts as using it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from keepalive.api import kernel_input
+from keepalive.api.dashboard import dashboard_dir
+from keepalive.api.deps import ManagerDep, SettingsDep
+from keepalive.api.sessions import lookup
+from keepalive.api.viewer import _NO_STORE, Refused, ViewerStateDep, _bearer, _refused
+from keepalive.auth import token_matches
+from keepalive.engine.errors import first_line
+from keepalive.models import InputAnswer, InputAnswered, SessionState
+from keepalive.viewer import html5_client as html5
+from keepalive.viewer.tickets import TicketError, TicketSigner
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["status page"])
+
+COOKIE = "keepalive_status"
+#: The page's own files, from the dashboard's folder (web/dashboard).
+FILES = {"status.js": "text/javascript", "status.css": "text/css"}
+#: Timeline events the page shows, newest first.
+TIMELINE_EVENTS = 30
+_PAGE_HEADERS = {
+    **_NO_STORE,
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+}
+ShotName = Annotated[str, PathParam(pattern=r"^[0-9]{1,12}\.jpg$")]
+
+
+def status_path(session_id: str, root_path: str = "") -> str:
+    return f"{root_path}/sessions/{session_id}/status"
+
+
+def status_link(request: Request, signer: TicketSigner, session_id: str, ttl: float, watch_only: bool) -> str:
+    """A single-use link to the status page with these rights (made with every viewer link)."""
+    ticket = signer.issue(session_id, "status-link", ttl, watch_only=watch_only)
+    return f"{str(request.base_url).rstrip('/')}/sessions/{session_id}/status?{urlencode({'ticket': ticket})}"
+
+
+def _path(request: Request, session_id: str) -> str:
+    return status_path(session_id, request.scope.get("root_path", ""))
+
+
+def status_rights(request: Request, viewer: ViewerStateDep, session_id: str) -> bool:
+    """Whether the caller may only watch (the API token: never); :class:`Refused` without
+    the token or a good status cookie."""
+    presented = _bearer(request.headers)
+    if presented is not None:
+        if token_matches(request.app.state.api_token, presented):
+            return False
+        raise Refused(status.HTTP_401_UNAUTHORIZED, "The API token is wrong.")
+    cookie = request.cookies.get(COOKIE)
+    if not cookie:
+        raise Refused(status.HTTP_401_UNAUTHORIZED, "This page needs a status link (from a viewer link) or the API token.")
+    try:
+        return viewer.signer.verify(cookie, session_id, "status-cookie").watch_only
+    except TicketError as error:
+        raise Refused(status.HTTP_403_FORBIDDEN, f"Your pass to this page is no longer valid: {error}.") from None
+
+
+async def watch_only_of(request: Request, viewer: ViewerStateDep, session_id: str) -> bool:
+    try:
+        return status_rights(request, viewer, session_id)
+    except Refused as refusal:
+        raise HTTPException(refusal.status_code, refusal.reason) from None
+
+
+WatchOnly = Annotated[bool, Depends(watch_only_of)]
+
+
+@router.get("/sessions/{session_id}/status", response_class=HTMLResponse, summary="The status page (for a phone)")
+async def status_page(session_id: str, request: Request, manager: ManagerDep, viewer: ViewerStateDep) -> Response:
+    clean = _path(request, session_id)
+    ticket = request.query_params.get("ticket")
+    try:
+        if ticket is not None:
+            viewer.signer.check_unspent(ticket, session_id, kind="status-link")
+            return HTMLResponse(html5.confirm_page(session_id, clean, ticket, "status page"), headers=_NO_STORE)
+        status_rights(request, viewer, session_id)
+    except TicketError as error:
+        try:  # the same browser opening a link it already used still holds a good cookie
+            status_rights(request, viewer, session_id)
+        except Refused:
+            log.info("status link of session %s refused: %s", session_id, error)
+            return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
+        return HTMLResponse(html5.redirect_page(clean, "status page"), headers=_NO_STORE)
+    except Refused as refusal:
+        return _refused(refusal)
+    lookup(manager, session_id)
+    return HTMLResponse(_page_html(), headers=_PAGE_HEADERS)
+
+
+@router.post("/sessions/{session_id}/status", include_in_schema=False)
+async def spend_status_ticket(session_id: str, request: Request, manager: ManagerDep, settings: SettingsDep,
+                              viewer: ViewerStateDep) -> Response:
+    """The user opened a status link: spend its ticket (a form field), set the page's cookie."""
+    body = await request.body()
+    tickets = parse_qs(body.decode("ascii", "replace")).get("ticket", []) if len(body) <= 4096 else []
+    if len(tickets) != 1:
+        return _refused(Refused(status.HTTP_400_BAD_REQUEST, "No status link ticket came with the request."))
+    try:
+        claims = viewer.signer.redeem(tickets[0], session_id, kind="status-link")
+    except TicketError as error:
+        log.info("status link of session %s refused: %s", session_id, error)
+        return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
+    lookup(manager, session_id)
+    clean = _path(request, session_id)
+    response = HTMLResponse(html5.redirect_page(clean, "status page"), headers=_NO_STORE)
+    response.set_cookie(
+        COOKIE, viewer.signer.issue(session_id, "status-cookie", settings.viewer_cookie_ttl, watch_only=claims.watch_only),
+        max_age=int(settings.viewer_cookie_ttl), path=clean, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    log.info("%s status link for session %s exchanged for a cookie", "watch-only" if claims.watch_only else "full",
+             session_id)
+    return response
+
+
+@router.get("/sessions/{session_id}/status/state", summary="What the status page shows, as JSON")
+async def status_state(session_id: str, request: Request, manager: ManagerDep, watch_only: WatchOnly) -> dict[str, Any]:
+    session = lookup(manager, session_id)
+    activity = manager.activity(session_id)
+    events = await _timeline(manager, session.name)
+    has_shot = _last_shot(events) is not None
+    for event in events:
+        shot = event.pop("shot", None)
+        if shot:
+            event["shot_url"] = f"status/shots/{shot}"
+    return {
+        "session": {"id": session.id, "name": session.name, "state": session.state.value},
+        "watch_only": watch_only,
+        "kernels": activity.model_dump(mode="json")["kernels"] if activity is not None else [],
+        "timeline": events,
+        "picture": session.state is SessionState.ready or has_shot,
+        "at": datetime.now(UTC).isoformat(),
+    }
+
+
+@router.get("/sessions/{session_id}/status/picture.jpg", response_class=Response,
+            summary="The kiosk now (awake), else the timeline's last thumbnail")
+async def status_picture(session_id: str, manager: ManagerDep, watch_only: WatchOnly) -> Response:
+    session = lookup(manager, session_id)
+    if session.state is SessionState.ready:  # never woken for it, nor kept awake
+        try:
+            shot = await asyncio.wait_for(session.parts.display.thumbnail(), 15)
+            return Response(shot, media_type="image/jpeg", headers=_NO_STORE)
+        except Exception as error:  # the page is going away: the timeline's last picture will do
+            log.info("status page of %s: no picture now: %s", session_id, first_line(error))
+    last = _last_shot(await _timeline(manager, session.name))
+    path = manager.timeline.timelines.of(session.name).shot(last) if last else None
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no picture of this session yet")
+    return FileResponse(path, media_type="image/jpeg", headers=_NO_STORE)
+
+
+@router.get("/sessions/{session_id}/status/shots/{shot}", response_class=FileResponse,
+            summary="A thumbnail of the session's timeline, for the status page")
+async def status_shot(session_id: str, shot: ShotName, manager: ManagerDep, watch_only: WatchOnly) -> FileResponse:
+    path = manager.timeline.timelines.of(lookup(manager, session_id).name).shot(shot)
+    if path is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no thumbnail {shot!r}")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@router.post("/sessions/{session_id}/status/input", response_model=InputAnswered,
+             summary="Answer a cell's input() from the status page (full links only)")
+async def status_input(session_id: str, body: InputAnswer, manager: ManagerDep, watch_only: WatchOnly) -> InputAnswered:
+    if watch_only:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a watch-only link cannot answer input")
+    return await kernel_input.answer_input(manager, session_id, body)
+
+
+@router.get("/sessions/{session_id}/status/{name}", include_in_schema=False)
+async def status_file(session_id: str, name: str) -> FileResponse:
+    if name not in FILES:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+    return FileResponse(dashboard_dir() / name, media_type=FILES[name], headers={"Cache-Control": "no-cache"})
+
+
+async def _timeline(manager: ManagerDep, name: str) -> list[dict]:
+    """The newest events of the home's timeline, as stored (read off the event loop)."""
+    events, _ = await asyncio.to_thread(manager.timeline.timelines.of(name).page, None, None, TIMELINE_EVENTS)
+    return events
+
+
+def _last_shot(events: list[dict]) -> str | None:
+    return next((e["shot"] for e in events if e.get("shot")), None)
+
+
+def _page_html() -> str:
+    return (dashboard_dir() / "status.html").read_text()
+
