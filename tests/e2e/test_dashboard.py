@@ -79,6 +79,18 @@ def test_start_see_open_and_stop_a_session(keepalive_service, page):
     wait_until("the viewer to paint JupyterLab", lambda: looks_like_jupyterlab(canvas_pixels(viewer)) or None)
     viewer.close()
 
+    # watch-only links to hand on: the viewer's and the status page's, each of them watch-only
+    card.locator("button.share").click()
+    links = card.locator(".share-links a")
+    expect(links).to_have_count(2, timeout=30_000)
+    viewer_url, status_url = links.nth(0).get_attribute("href"), links.nth(1).get_attribute("href")
+    assert f"/sessions/{session_id}/viewer/?ticket=" in viewer_url and f"/sessions/{session_id}/status?ticket=" in status_url
+    status_page = page.context.new_page()
+    status_page.goto(status_url)
+    status_page.locator("#open").click()
+    expect(status_page.locator("#rights")).to_be_visible(timeout=30_000)  # "watch-only"
+    status_page.close()
+
     dialogs = []
     page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
     card.locator("button.stop").click()

@@ -205,6 +205,9 @@ function sessionCard(session) {
   const open = node.querySelector(".open");
   open.disabled = !["ready", "recovering", "standby"].includes(session.state);
   open.addEventListener("click", () => openViewer(session));
+  const share = node.querySelector(".share");
+  share.disabled = open.disabled;
+  share.addEventListener("click", () => shareWatchOnly(session, node.querySelector(".share-links")));
   node.querySelector(".stop").addEventListener("click", (event) => stopSession(session, event.target));
   loadThumb(session, node.querySelector("img"), node.querySelector(".thumb-note"));
   const timeline = node.querySelector(".timeline");
@@ -365,6 +368,29 @@ async function openViewer(session) {
     if (win) win.close();
     showError(`Cannot open the viewer of ${session.name}: ${e.message}`);
   }
+}
+
+// Watch-only links to hand on: the viewer (nothing its browser sends reaches the session) and
+// the status page for a phone. Each works once; shown as text, for the user to copy.
+async function shareWatchOnly(session, where) {
+  try {
+    const response = await api("POST", `sessions/${encodeURIComponent(session.id)}/viewer-link`, { read_only: true });
+    const link = await response.json();
+    const until = new Date(link.expires_at).toLocaleTimeString();
+    where.replaceChildren(`Watch-only, each works once until ${until}. Viewer: `, anchor(link.url),
+                          " Status page: ", anchor(link.status_url));
+    where.hidden = false;
+  } catch (e) {
+    showError(`Cannot make a watch-only link for ${session.name}: ${e.message}`);
+  }
+}
+
+function anchor(url) {
+  const a = document.createElement("a");
+  a.href = a.textContent = new URL(url, window.location.href).toString();
+  a.target = "_blank";
+  a.rel = "noopener noreferrer";
+  return a;
 }
 
 async function stopSession(session, button) {
