@@ -49,10 +49,6 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def run_ticker(service: Service, session: dict) -> None:
     """Through the session's DevTools: a notebook whose cell prints for a long while, run."""
     with sync_playwright() as playwright:
@@ -104,19 +100,21 @@ def thumbnail_cpu(service: Service, session_id: str, shots: int) -> dict:
 def busy_disk(service: Service, session: dict, seconds: float) -> dict:
     timeline = service.state_dir / "timelines" / session["name"]
     run_ticker(service, session)
-    start_bytes, start_events = folder_bytes(timeline), len(service.client.get(
-        f"/sessions/{session['id']}/timeline", params={"limit": 1000}).json()["events"])
+
+    def measure() -> tuple[int, int, set[str]]:
+        events = service.client.get(f"/sessions/{session['id']}/timeline", params={"limit": 500}).json()["events"]
+        return len(events), (timeline / "events.jsonl").stat().st_size, {p.name for p in timeline.glob("shots/*.jpg")}
+
+    events_before, log_before, shots_before = measure()
     time.sleep(seconds)
-    events = service.client.get(f"/sessions/{session['id']}/timeline", params={"limit": 1000}).json()["events"]
-    busy = [e for e in events if e["kind"] == "busy"]
-    grown = folder_bytes(timeline) - start_bytes
-    shots = sorted(timeline.glob("shots/*.jpg"))
-    shot_bytes = statistics.median(p.stat().st_size for p in shots) if shots else 0
-    added = len(events) - start_events
-    event_bytes = (grown - shot_bytes * len(busy)) / added if added else 0
-    per_hour_default = 3600 / DEFAULT_SHOT_EVERY
-    return {"seconds": seconds, "shot_every_s": SHOT_EVERY, "busy_events": len(busy), "events_added": added,
-            "bytes_grown": grown, "shot_bytes_median": int(shot_bytes), "event_bytes_mean": int(event_bytes),
+    events_after, log_after, shots_after = measure()
+    new_shots = [timeline / "shots" / name for name in shots_after - shots_before]
+    added = events_after - events_before
+    shot_bytes = statistics.mean(p.stat().st_size for p in new_shots) if new_shots else 0
+    event_bytes = (log_after - log_before) / added if added else 0
+    per_hour_default = 3600 / DEFAULT_SHOT_EVERY  # a busy event (and its thumbnail) every shot_every at most
+    return {"seconds": seconds, "shot_every_s": SHOT_EVERY, "busy_events": len(new_shots), "events_added": added,
+            "shot_bytes_mean": int(shot_bytes), "event_bytes_mean": int(event_bytes),
             "bytes_per_hour_at_default": int(per_hour_default * (shot_bytes + event_bytes)),
             "default_shot_every_s": DEFAULT_SHOT_EVERY}
 
@@ -143,7 +141,7 @@ def main() -> int:
         f"floor {thumb['floor_cpu_s']:.2f} s, with them {thumb['with_shots_cpu_s']:.2f} s), "
         f"{thumb['jpeg_bytes_median'] / 1024:.0f} KiB, answered in {thumb['latency_s_median'] * 1000:.0f} ms (median)",
         f"busy run: {disk['busy_events']} thumbnails in {disk['seconds']:.0f} s at TIMELINE_SHOT_EVERY={SHOT_EVERY}; "
-        f"{disk['shot_bytes_median'] / 1024:.0f} KiB a thumbnail, {disk['event_bytes_mean']} B an event; "
+        f"{disk['shot_bytes_mean'] / 1024:.0f} KiB a thumbnail, {disk['event_bytes_mean']} B an event; "
         f"{disk['bytes_per_hour_at_default'] / 1024:.0f} KiB per busy hour at the default {disk['default_shot_every_s']:.0f} s",
     ]
     print("\n".join(lines))
