@@ -70,6 +70,10 @@ class KioskBrowser:
         self.page_crashed = False
         self._closing = False
         self._capture: CDPSession | None = None  #: the page's own CDP session for screenshots
+        # One capture at a time: Chromium scales a clipped capture by emulating another size
+        # for its duration, and two at once (a timeline thumbnail, a status page's picture, a
+        # screenshot) came out drawn at a quarter of their size.
+        self._capturing = asyncio.Lock()
 
     async def connect(self, cdp_url: str, headers: dict[str, str], timeout: float) -> None:
         """Connect through the session's DevTools gateway (keepalive.engine.cdp_gateway)."""
@@ -208,16 +212,17 @@ class KioskBrowser:
             raise RuntimeError("the kiosk page is not available")
         # Straight to CDP: Playwright's page.screenshot() first injects a style to hide the caret
         # and removes it after, two more round trips and a re-render that double its time.
-        if self._capture is None:
-            self._capture = await self.page.context.new_cdp_session(self.page)
-        try:
-            shot = await asyncio.wait_for(self._capture.send("Page.captureScreenshot", params or SCREENSHOT_PARAMS), 15)
-        except PlaywrightError:
-            self._capture = None  # a session of a page that went away: the next call makes a new one
-            raise
-        except TimeoutError:
-            self._capture = None
-            raise RuntimeError("the kiosk page did not answer within 15 s") from None
+        async with self._capturing:
+            if self._capture is None:
+                self._capture = await self.page.context.new_cdp_session(self.page)
+            try:
+                shot = await asyncio.wait_for(self._capture.send("Page.captureScreenshot", params or SCREENSHOT_PARAMS), 15)
+            except PlaywrightError:
+                self._capture = None  # a session of a page that went away: the next call makes a new one
+                raise
+            except TimeoutError:
+                self._capture = None
+                raise RuntimeError("the kiosk page did not answer within 15 s") from None
         return base64.b64decode(shot["data"])
 
     async def close(self) -> None:

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a service that stops gives the events still waiting for a thumbnail.
 CLOSE_GRACE = 5.0
-#: A thumbnail is tried this many times, a pause apart: a page in the middle of loading (the
-#: user opened another notebook as the cell asked) answers a capture only once it has drawn.
+#: A thumbnail is tried this many times, a pause apart: a page that is busy (loading, or
+#: drawing a large output) may let a capture wait past its timeout once.
 SHOT_ATTEMPTS = 2
 SHOT_TIMEOUT = 10.0
 SHOT_PAUSE = 2.0

@@ -43,8 +43,7 @@ def test_a_script_answers_input_as_the_kiosk_would_and_a_password_stays_secret(k
 
             open_alone_and_run_all(page, "secret.ipynb")
             wait_until("getpass() waiting", lambda: "secret.ipynb" in asking(service, sid), timeout=90, every=0.25)
-            # its picture is taken before the page moves on (one taken while it loads the next
-            # notebook waits for that load: the timeline's own test of that is a unit test)
+            # the question goes into the timeline with a picture of the page that asked it
             wait_until("the question's picture in the timeline", lambda: [
                 e for e in timeline_questions() if e.get("shot_url")], timeout=60)
             open_alone_and_run_all(page, "ask.ipynb")  # the first kernel goes on waiting meanwhile
