@@ -6,7 +6,8 @@ a cell waits in ``input()`` or ``getpass()``, a box to answer it, which the kern
 typed in the kiosk (keepalive.engine.kernel_input).
 
 Who may open it: a caller with the API token, or a browser holding the session's status
-cookie. A viewer link's response carries ``status_url``: a single-use link with the link's rights,
+cookie. A viewer link's response carries ``status_url`` (made in keepalive.api.viewer): a
+single-use link with the link's rights,
 watch-only or full, spent like a viewer link (a button posts the ticket; a GET spends nothing);
 its cookie is limited to the status page's path, as the viewer's to the viewer's. Only full
 rights answer input. The page's data and pictures come from paths under the page's own, which
@@ -19,7 +20,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi import Path as PathParam
@@ -29,12 +30,12 @@ from keepalive.api import kernel_input
 from keepalive.api.dashboard import dashboard_dir
 from keepalive.api.deps import ManagerDep, SettingsDep
 from keepalive.api.sessions import lookup
-from keepalive.api.viewer import _NO_STORE, Refused, ViewerStateDep, _bearer, _refused
+from keepalive.api.viewer import NO_STORE, Refused, ViewerStateDep, bearer_token, refused_page
 from keepalive.auth import token_matches
 from keepalive.engine.errors import first_line
 from keepalive.models import InputAnswer, InputAnswered, SessionState
 from keepalive.viewer import html5_client as html5
-from keepalive.viewer.tickets import TicketError, TicketSigner
+from keepalive.viewer.tickets import TicketError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ FILES = {"status.js": "text/javascript", "status.css": "text/css"}
 #: Timeline events the page shows, newest first.
 TIMELINE_EVENTS = 30
 _PAGE_HEADERS = {
-    **_NO_STORE,
+    **NO_STORE,
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
 }
@@ -57,12 +58,6 @@ def status_path(session_id: str, root_path: str = "") -> str:
     return f"{root_path}/sessions/{session_id}/status"
 
 
-def status_link(request: Request, signer: TicketSigner, session_id: str, ttl: float, watch_only: bool) -> str:
-    """A single-use link to the status page with these rights (made with every viewer link)."""
-    ticket = signer.issue(session_id, "status-link", ttl, watch_only=watch_only)
-    return f"{str(request.base_url).rstrip('/')}/sessions/{session_id}/status?{urlencode({'ticket': ticket})}"
-
-
 def _path(request: Request, session_id: str) -> str:
     return status_path(session_id, request.scope.get("root_path", ""))
 
@@ -70,7 +65,7 @@ def _path(request: Request, session_id: str) -> str:
 def status_rights(request: Request, viewer: ViewerStateDep, session_id: str) -> bool:
     """Whether the caller may only watch (the API token: never); :class:`Refused` without
     the token or a good status cookie."""
-    presented = _bearer(request.headers)
+    presented = bearer_token(request.headers)
     if presented is not None:
         if token_matches(request.app.state.api_token, presented):
             return False
@@ -101,17 +96,17 @@ async def status_page(session_id: str, request: Request, manager: ManagerDep, vi
     try:
         if ticket is not None:
             viewer.signer.check_unspent(ticket, session_id, kind="status-link")
-            return HTMLResponse(html5.confirm_page(session_id, clean, ticket, "status page"), headers=_NO_STORE)
+            return HTMLResponse(html5.confirm_page(session_id, clean, ticket, "status page"), headers=NO_STORE)
         status_rights(request, viewer, session_id)
     except TicketError as error:
         try:  # the same browser opening a link it already used still holds a good cookie
             status_rights(request, viewer, session_id)
         except Refused:
             log.info("status link of session %s refused: %s", session_id, error)
-            return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
-        return HTMLResponse(html5.redirect_page(clean, "status page"), headers=_NO_STORE)
+            return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
+        return HTMLResponse(html5.redirect_page(clean, "status page"), headers=NO_STORE)
     except Refused as refusal:
-        return _refused(refusal)
+        return refused_page(refusal)
     lookup(manager, session_id)
     return HTMLResponse(_page_html(), headers=_PAGE_HEADERS)
 
@@ -123,15 +118,15 @@ async def spend_status_ticket(session_id: str, request: Request, manager: Manage
     body = await request.body()
     tickets = parse_qs(body.decode("ascii", "replace")).get("ticket", []) if len(body) <= 4096 else []
     if len(tickets) != 1:
-        return _refused(Refused(status.HTTP_400_BAD_REQUEST, "No status link ticket came with the request."))
+        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, "No status link ticket came with the request."))
     try:
         claims = viewer.signer.redeem(tickets[0], session_id, kind="status-link")
     except TicketError as error:
         log.info("status link of session %s refused: %s", session_id, error)
-        return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
+        return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
     lookup(manager, session_id)
     clean = _path(request, session_id)
-    response = HTMLResponse(html5.redirect_page(clean, "status page"), headers=_NO_STORE)
+    response = HTMLResponse(html5.redirect_page(clean, "status page"), headers=NO_STORE)
     response.set_cookie(
         COOKIE, viewer.signer.issue(session_id, "status-cookie", settings.viewer_cookie_ttl, watch_only=claims.watch_only),
         max_age=int(settings.viewer_cookie_ttl), path=clean, httponly=True, samesite="strict",
@@ -169,14 +164,14 @@ async def status_picture(session_id: str, manager: ManagerDep, watch_only: Watch
     if session.state is SessionState.ready:  # never woken for it, nor kept awake
         try:
             shot = await asyncio.wait_for(session.parts.display.thumbnail(), 15)
-            return Response(shot, media_type="image/jpeg", headers=_NO_STORE)
+            return Response(shot, media_type="image/jpeg", headers=NO_STORE)
         except Exception as error:  # the page is going away: the timeline's last picture will do
             log.info("status page of %s: no picture now: %s", session_id, first_line(error))
     last = _last_shot(await _timeline(manager, session.name))
     path = manager.timeline.timelines.of(session.name).shot(last) if last else None
     if path is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no picture of this session yet")
-    return FileResponse(path, media_type="image/jpeg", headers=_NO_STORE)
+    return FileResponse(path, media_type="image/jpeg", headers=NO_STORE)
 
 
 @router.get("/sessions/{session_id}/status/shots/{shot}", response_class=FileResponse,

@@ -63,7 +63,7 @@ COOKIE = "keepalive_viewer"
 #: States in which the display is (or is about to be) there for xpra to show.
 VIEWABLE = {SessionState.ready, SessionState.recovering, SessionState.standby}  # standby: woken for it
 _SECURITY_HEADERS = {"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
-_NO_STORE = {"Cache-Control": "no-store", **_SECURITY_HEADERS}
+NO_STORE = {"Cache-Control": "no-store", **_SECURITY_HEADERS}
 
 
 def viewer_url(base_url: str, session_id: str) -> str:
@@ -165,11 +165,12 @@ async def create_viewer_link(
     if body.keyboard_layout:
         query["keyboard_layout"] = body.keyboard_layout
     url = viewer_url(str(request.base_url), session.id) + "?" + urlencode(query)
+    # the same rights on the status page (keepalive.api.status_page), for a phone
+    status_ticket = viewer.signer.issue(session.id, "status-link", ttl, now=now, watch_only=body.read_only)
+    status_url = f"{str(request.base_url).rstrip('/')}/sessions/{session.id}/status?{urlencode({'ticket': status_ticket})}"
     log.info("%s viewer link made for session %s", "watch-only" if body.read_only else "full", session.id)
-    from keepalive.api.status_page import status_link  # imported here: that module builds on this one
-
     return ViewerLink(url=url, expires_at=datetime.fromtimestamp(int(now + ttl), UTC), read_only=body.read_only,
-                      status_url=status_link(request, viewer.signer, session.id, ttl, body.read_only))
+                      status_url=status_url)
 
 
 # -- who is asking -------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class Refused(Exception):
         self.reason = reason
 
 
-def _bearer(headers) -> str | None:
+def bearer_token(headers) -> str | None:
     scheme, _, credentials = (headers.get("authorization") or "").partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" else None
 
@@ -192,7 +193,7 @@ def check_access(
 ) -> bool:
     """Whether the viewer is watch-only (the API token: never); :class:`Refused` unless the API
     token or a valid viewer cookie comes along."""
-    presented = _bearer(headers)
+    presented = bearer_token(headers)
     if presented is not None:
         if token_matches(api_token, presented):
             return False
@@ -209,8 +210,8 @@ def check_access(
         raise Refused(status.HTTP_403_FORBIDDEN, f"Your viewer pass is no longer valid: {exc}.") from None
 
 
-def _refused(refusal: Refused) -> HTMLResponse:
-    headers = dict(_NO_STORE)
+def refused_page(refusal: Refused) -> HTMLResponse:
+    headers = dict(NO_STORE)
     if refusal.status_code == status.HTTP_401_UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="keepalive viewer"'
     return HTMLResponse(html5.refused_page(refusal.reason), status_code=refusal.status_code, headers=headers)
@@ -221,7 +222,7 @@ def _viewable(manager: SessionManager, session_id: str):
     try:
         session = manager.get(session_id)
     except SessionNotFound:
-        return None, HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=_NO_STORE)
+        return None, HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=NO_STORE)
     if session.state not in VIEWABLE:
         return None, _unavailable(f"The session is {session.state.value}.", 503)
     return session, None
@@ -229,7 +230,7 @@ def _viewable(manager: SessionManager, session_id: str):
 
 def _unavailable(reason: str, status_code: int = 502) -> HTMLResponse:
     """The viewer cannot be shown (xpra not answering, no such file): a page that says why."""
-    return HTMLResponse(html5.unavailable_page(reason), status_code=status_code, headers=_NO_STORE)
+    return HTMLResponse(html5.unavailable_page(reason), status_code=status_code, headers=NO_STORE)
 
 
 # -- HTTP ----------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ async def viewer_http(
     try:
         check_access(api_token, viewer.signer, session_id, request.headers, request.cookies)
     except Refused as refusal:
-        return _refused(refusal)
+        return refused_page(refusal)
     session, error = _viewable(manager, session_id)
     if error is not None:
         return error
@@ -264,9 +265,9 @@ async def viewer_http(
         script = html5.connect_script(
             client_settings(settings, session.xpra_password), client_defaults(settings), _viewer_path(request, session_id)
         )
-        return Response(script, media_type="text/javascript", headers=_NO_STORE)
+        return Response(script, media_type="text/javascript", headers=NO_STORE)
     if path == html5.DISCONNECTED_PAGE:
-        return HTMLResponse(html5.disconnected_page(), headers=_NO_STORE)
+        return HTMLResponse(html5.disconnected_page(), headers=NO_STORE)
     try:
         files = viewer.files(settings.xpra)
     except ClientMissing as exc:
@@ -281,7 +282,7 @@ async def viewer_http(
     found = files.get(path)
     if found is None:
         return _unavailable(f"There is no viewer file {path!r}.", 404)
-    return Response(found.content, media_type=found.content_type, headers=_NO_STORE)
+    return Response(found.content, media_type=found.content_type, headers=NO_STORE)
 
 
 def _index(files: Html5Files) -> Response:
@@ -292,7 +293,7 @@ def _index(files: Html5Files) -> Response:
         page = html5.inject_connect_script(index.content)
     except html5.UnsupportedClient as exc:
         return _unavailable(f"{exc}.", 503)
-    headers = {**_NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    headers = {**NO_STORE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
     return Response(page, media_type=index.content_type, headers=headers)
 
 
@@ -313,9 +314,9 @@ def _confirm_ticket(session_id: str, ticket: str, request: Request, viewer: View
             check_access("", viewer.signer, session_id, {}, request.cookies)
         except Refused:
             log.info("viewer link of session %s refused: %s", session_id, exc)
-            return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
-        return HTMLResponse(html5.redirect_page(clean), headers=_NO_STORE)
-    return HTMLResponse(html5.confirm_page(session_id, clean, ticket), headers=_NO_STORE)
+            return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
+        return HTMLResponse(html5.redirect_page(clean), headers=NO_STORE)
+    return HTMLResponse(html5.confirm_page(session_id, clean, ticket), headers=NO_STORE)
 
 
 @router.post("/sessions/{session_id}/viewer/", include_in_schema=False)
@@ -325,20 +326,20 @@ async def spend_ticket(
     """The user opened the viewer from a link: spend its ticket (a form field), set the viewer cookie."""
     body = await request.body()
     if len(body) > 4096:
-        return _refused(Refused(status.HTTP_400_BAD_REQUEST, "That is not a viewer link's form."))
+        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, "That is not a viewer link's form."))
     tickets = parse_qs(body.decode("ascii", "replace")).get("ticket", [])
     if len(tickets) != 1:
-        return _refused(Refused(status.HTTP_400_BAD_REQUEST, "No viewer ticket came with the request."))
+        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, "No viewer ticket came with the request."))
     try:
         claims = viewer.signer.redeem(tickets[0], session_id)
     except TicketError as exc:
         log.info("viewer link of session %s refused: %s", session_id, exc)
-        return _refused(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
+        return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
     try:
         manager.get(session_id)
     except SessionNotFound:
-        return HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=_NO_STORE)
-    response = HTMLResponse(html5.redirect_page(_clean_url(session_id, request)), headers=_NO_STORE)
+        return HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=NO_STORE)
+    response = HTMLResponse(html5.redirect_page(_clean_url(session_id, request)), headers=NO_STORE)
     response.set_cookie(
         COOKIE,
         viewer.signer.issue(session_id, "cookie", settings.viewer_cookie_ttl, watch_only=claims.watch_only),
