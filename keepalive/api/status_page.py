@@ -7,10 +7,9 @@ typed in the kiosk (keepalive.engine.kernel_input).
 
 Who may open it: a caller with the API token, or a browser holding the session's status
 cookie. A viewer link's response carries ``status_url`` (made in keepalive.api.viewer): a
-single-use link with the link's rights,
-watch-only or full, spent like a viewer link (a button posts the ticket; a GET spends nothing);
-its cookie is limited to the status page's path, as the viewer's to the viewer's. Only full
-rights answer input. The page's data and pictures come from paths under the page's own, which
+single-use link with the link's rights, watch-only or full, spent like a viewer link (a button
+posts the ticket; a GET spends nothing); its cookie is limited to the status page's path, as the
+viewer's to the viewer's. Only full rights answer input. The page's data and pictures come from paths under the page's own, which
 the cookie opens; none of them wakes a session in standby or counts as using it.
 """
 
