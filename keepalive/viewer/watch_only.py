@@ -51,7 +51,10 @@ REMOVED = frozenset({
     b"icc", b"request", b"start", b"start-child", b"start-new-session", b"start_new_session",
     b"start-new-commands", b"command", b"session-name",
 })
-REMOVED_PREFIXES = (b"xkbmap_", b"keymap", b"keyboard_", b"clipboard.", b"file-", b"printer")
+#: ... and whole families: keyboard maps, clipboard and file options, printers, shared memory
+#: (``mmap``: the server would write into a file the client names) and encryption.
+REMOVED_PREFIXES = (b"xkbmap_", b"keymap", b"keyboard_", b"clipboard.", b"file-", b"printer", b"mmap",
+                    b"cipher", b"encryption")
 
 
 class NotScreenable(Exception):

@@ -42,6 +42,7 @@ def hello(**extra) -> list:
                     b"xkbmap_layout": b"de", b"clipboard": 1, b"clipboard.want_targets": 1, b"desktop_size": [3840, 2160],
                     b"screen_sizes": [[b"HTML", 3840, 2160]], b"dpi": 192, b"uuid": b"the-drivers-uuid",
                     b"request": b"detach", b"stop_request": 1, b"screenshot_request": 1, b"start": [b"xterm"],
+                    b"mmap": 1, b"mmap_file": b"/home/user/notebooks/train.ipynb", b"cipher": b"AES",
                     b"challenge_response": b"abc"}
     return [b"hello", {**capabilities, **{k.encode(): v for k, v in extra.items()}}]
 
@@ -52,7 +53,7 @@ def test_a_watch_only_hello_joins_beside_the_others_and_brings_nothing_of_its_ow
     ((_, again),) = packets_of(screen.feed(frame(hello())))  # the hello again, after xpra's challenge
     assert first[b"share"] == 1 and first[b"keyboard"] == 0 and first[b"clipboard"] == 0
     for gone in (b"xkbmap_layout", b"clipboard.want_targets", b"desktop_size", b"screen_sizes", b"dpi", b"request",
-                 b"stop_request", b"screenshot_request", b"start"):
+                 b"stop_request", b"screenshot_request", b"start", b"mmap", b"mmap_file", b"cipher"):
         assert gone not in first, gone
     # kept: what it needs to be drawn to, and its answer to the password's challenge
     assert first[b"encodings"] == [b"jpeg", b"png"] and first[b"challenge_response"] == b"abc"
