@@ -127,12 +127,15 @@ def main() -> int:
     args = parser.parse_args()
     figures = stamp(["keepalive", "bench/timeline_bench.py"])
     service = Service(timeline_shot_every=str(SHOT_EVERY))
+    session = None
     try:
         session = service.client.post("/sessions", json={"name": "timeline-bench"}).json()
         time.sleep(10)  # JupyterLab settles: its start-up work is not the thumbnails'
         figures["thumbnail"] = thumbnail_cpu(service, session["id"], args.shots)
         figures["busy_run"] = busy_disk(service, session, args.busy)
     finally:
+        if session is not None:  # sessions outlive their service by design: this one must not
+            service.delete(session["id"])
         service.close()
     thumb, disk = figures["thumbnail"], figures["busy_run"]
     lines = [

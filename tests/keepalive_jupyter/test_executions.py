@@ -677,6 +677,14 @@ def test_a_burst_past_the_rate_limit_is_recorded_as_a_page_would_get_it(fetch, j
     )
     msg_id, request = execute_request("for i in range(5000):\n    print(i, flush=True)", "cell-1", session)
     jp_asyncio_loop.run_until_complete(ws.write_message(json.dumps(request)))
+
+    async def taken() -> None:
+        while json.loads(await ws.read_message())["parent_header"].get("msg_id") != msg_id:
+            pass
+
+    # the page goes once the kernel has the request: closed at once, the request went with the
+    # connection on a loaded machine (a CI run: nothing ran, the record stayed empty)
+    jp_asyncio_loop.run_until_complete(asyncio.wait_for(taken(), 60))
     ws.close()
     mine = wait_until("the execution to finish", lambda: finished(fetch, kernel_id, msg_id), timeout=120,
                       pause=running(jp_asyncio_loop))
