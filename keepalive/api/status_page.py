@@ -19,7 +19,6 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi import Path as PathParam
@@ -29,18 +28,17 @@ from keepalive.api import kernel_input
 from keepalive.api.dashboard import dashboard_dir
 from keepalive.api.deps import ManagerDep, SettingsDep
 from keepalive.api.sessions import lookup
-from keepalive.api.viewer import NO_STORE, Refused, ViewerStateDep, bearer_token, refused_page
-from keepalive.auth import token_matches
+from keepalive.api.viewer import (
+    NO_STORE, Pass, Refused, ViewerStateDep, check_access, confirm_ticket, refused_page, spend_link,
+)
 from keepalive.engine.errors import first_line
 from keepalive.models import InputAnswer, InputAnswered, SessionState
-from keepalive.viewer import html5_client as html5
-from keepalive.viewer.tickets import TicketError
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["status page"])
 
-COOKIE = "keepalive_status"
+STATUS_PASS = Pass("status page", "keepalive_status", "status-link", "status-cookie")
 #: The page's own files, from the dashboard's folder (web/dashboard).
 FILES = {"status.js": "text/javascript", "status.css": "text/css"}
 #: Timeline events the page shows, newest first.
@@ -62,20 +60,9 @@ def _path(request: Request, session_id: str) -> str:
 
 
 def status_rights(request: Request, viewer: ViewerStateDep, session_id: str) -> bool:
-    """Whether the caller may only watch (the API token: never); :class:`Refused` without
-    the token or a good status cookie."""
-    presented = bearer_token(request.headers)
-    if presented is not None:
-        if token_matches(request.app.state.api_token, presented):
-            return False
-        raise Refused(status.HTTP_401_UNAUTHORIZED, "The API token is wrong.")
-    cookie = request.cookies.get(COOKIE)
-    if not cookie:
-        raise Refused(status.HTTP_401_UNAUTHORIZED, "This page needs a status link (from a viewer link) or the API token.")
-    try:
-        return viewer.signer.verify(cookie, session_id, "status-cookie").watch_only
-    except TicketError as error:
-        raise Refused(status.HTTP_403_FORBIDDEN, f"Your pass to this page is no longer valid: {error}.") from None
+    """Whether the caller may only watch; :class:`Refused` without the token or a status cookie."""
+    return check_access(request.app.state.api_token, viewer.signer, session_id, request.headers, request.cookies,
+                        STATUS_PASS)
 
 
 async def watch_only_of(request: Request, viewer: ViewerStateDep, session_id: str) -> bool:
@@ -90,20 +77,11 @@ WatchOnly = Annotated[bool, Depends(watch_only_of)]
 
 @router.get("/sessions/{session_id}/status", response_class=HTMLResponse, summary="The status page (for a phone)")
 async def status_page(session_id: str, request: Request, manager: ManagerDep, viewer: ViewerStateDep) -> Response:
-    clean = _path(request, session_id)
     ticket = request.query_params.get("ticket")
+    if ticket is not None:
+        return confirm_ticket(STATUS_PASS, viewer.signer, session_id, ticket, _path(request, session_id), request.cookies)
     try:
-        if ticket is not None:
-            viewer.signer.check_unspent(ticket, session_id, kind="status-link")
-            return HTMLResponse(html5.confirm_page(session_id, clean, ticket, "status page"), headers=NO_STORE)
         status_rights(request, viewer, session_id)
-    except TicketError as error:
-        try:  # the same browser opening a link it already used still holds a good cookie
-            status_rights(request, viewer, session_id)
-        except Refused:
-            log.info("status link of session %s refused: %s", session_id, error)
-            return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
-        return HTMLResponse(html5.redirect_page(clean, "status page"), headers=NO_STORE)
     except Refused as refusal:
         return refused_page(refusal)
     lookup(manager, session_id)
@@ -113,27 +91,9 @@ async def status_page(session_id: str, request: Request, manager: ManagerDep, vi
 @router.post("/sessions/{session_id}/status", include_in_schema=False)
 async def spend_status_ticket(session_id: str, request: Request, manager: ManagerDep, settings: SettingsDep,
                               viewer: ViewerStateDep) -> Response:
-    """The user opened a status link: spend its ticket (a form field), set the page's cookie."""
-    body = await request.body()
-    tickets = parse_qs(body.decode("ascii", "replace")).get("ticket", []) if len(body) <= 4096 else []
-    if len(tickets) != 1:
-        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, "No status link ticket came with the request."))
-    try:
-        claims = viewer.signer.redeem(tickets[0], session_id, kind="status-link")
-    except TicketError as error:
-        log.info("status link of session %s refused: %s", session_id, error)
-        return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(error).capitalize()}."))
-    lookup(manager, session_id)
-    clean = _path(request, session_id)
-    response = HTMLResponse(html5.redirect_page(clean, "status page"), headers=NO_STORE)
-    response.set_cookie(
-        COOKIE, viewer.signer.issue(session_id, "status-cookie", settings.viewer_cookie_ttl, watch_only=claims.watch_only),
-        max_age=int(settings.viewer_cookie_ttl), path=clean, httponly=True, samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    log.info("%s status link for session %s exchanged for a cookie", "watch-only" if claims.watch_only else "full",
-             session_id)
-    return response
+    """The user opened a status link: spend its ticket, set the page's cookie (limited to its path)."""
+    path = _path(request, session_id)
+    return await spend_link(STATUS_PASS, request, manager, settings, viewer.signer, session_id, path, path)
 
 
 @router.get("/sessions/{session_id}/status/state", summary="What the status page shows, as JSON")

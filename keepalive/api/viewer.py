@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode
@@ -30,7 +31,7 @@ from keepalive.models import SessionState
 from keepalive.viewer import html5_client as html5
 from keepalive.viewer.html5_files import CONTENT_SECURITY_POLICY, ClientMissing, Html5Files
 from keepalive.viewer.xpra_proxy import ViewerTracker, relay
-from keepalive.viewer.tickets import TicketError, TicketSigner
+from keepalive.viewer.tickets import TicketError, TicketKind, TicketSigner
 from keepalive.viewer.xpra_options import client_defaults, client_settings
 
 log = logging.getLogger(__name__)
@@ -188,26 +189,40 @@ def bearer_token(headers) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
+@dataclass(frozen=True)
+class Pass:
+    """What a single-use link admits a browser to (the viewer, the status page): the page's name,
+    the cookie the link leaves for it, and the ticket kinds of the link and of that cookie."""
+
+    what: str
+    cookie: str
+    link: TicketKind
+    kept: TicketKind
+
+
+VIEWER_PASS = Pass("viewer", COOKIE, "link", "cookie")
+
+
 def check_access(
-    api_token: str, signer: TicketSigner, session_id: str, headers, cookies: dict[str, str]
+    api_token: str, signer: TicketSigner, session_id: str, headers, cookies: dict[str, str], kind: Pass = VIEWER_PASS
 ) -> bool:
-    """Whether the viewer is watch-only (the API token: never); :class:`Refused` unless the API
-    token or a valid viewer cookie comes along."""
+    """Whether the caller may only watch (the API token: never); :class:`Refused` unless the API
+    token or a valid cookie of ``kind`` comes along."""
     presented = bearer_token(headers)
     if presented is not None:
         if token_matches(api_token, presented):
             return False
         raise Refused(status.HTTP_401_UNAUTHORIZED, "The API token is wrong.")
-    cookie = cookies.get(COOKIE)
+    cookie = cookies.get(kind.cookie)
     if not cookie:
         raise Refused(
             status.HTTP_401_UNAUTHORIZED,
-            "This viewer needs a viewer link (with its ticket) or the API token.",
+            f"This {kind.what} needs a {kind.what} link (with its ticket) or the API token.",
         )
     try:
-        return signer.verify(cookie, session_id, "cookie").watch_only
+        return signer.verify(cookie, session_id, kind.kept).watch_only
     except TicketError as exc:
-        raise Refused(status.HTTP_403_FORBIDDEN, f"Your viewer pass is no longer valid: {exc}.") from None
+        raise Refused(status.HTTP_403_FORBIDDEN, f"Your {kind.what} pass is no longer valid: {exc}.") from None
 
 
 def refused_page(refusal: Refused) -> HTMLResponse:
@@ -251,7 +266,8 @@ async def viewer_http(
     api_token = request.app.state.api_token
     ticket = request.query_params.get("ticket")
     if ticket is not None:
-        return _confirm_ticket(session_id, ticket, request, viewer)
+        return confirm_ticket(VIEWER_PASS, viewer.signer, session_id, ticket, _clean_url(session_id, request),
+                              request.cookies)
     try:
         check_access(api_token, viewer.signer, session_id, request.headers, request.cookies)
     except Refused as refusal:
@@ -303,55 +319,63 @@ def _clean_url(session_id: str, request: Request) -> str:
     return _viewer_path(request, session_id) + (f"?{urlencode(rest)}" if rest else "")
 
 
-def _confirm_ticket(session_id: str, ticket: str, request: Request, viewer: ViewerState) -> Response:
+def confirm_ticket(kind: Pass, signer: TicketSigner, session_id: str, ticket: str, clean_url: str,
+                   cookies: dict[str, str]) -> Response:
     """A link was opened: show what it is for and let the user spend it; a GET spends nothing."""
-    clean = _clean_url(session_id, request)
     try:
-        viewer.signer.check_unspent(ticket, session_id)
+        signer.check_unspent(ticket, session_id, kind=kind.link)
     except TicketError as exc:
         # the same browser reopening a link it already used still holds a good cookie
         try:
-            check_access("", viewer.signer, session_id, {}, request.cookies)
+            check_access("", signer, session_id, {}, cookies, kind)
         except Refused:
-            log.info("viewer link of session %s refused: %s", session_id, exc)
+            log.info("%s link of session %s refused: %s", kind.what, session_id, exc)
             return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
-        return HTMLResponse(html5.redirect_page(clean), headers=NO_STORE)
-    return HTMLResponse(html5.confirm_page(session_id, clean, ticket), headers=NO_STORE)
+        return HTMLResponse(html5.redirect_page(clean_url, kind.what), headers=NO_STORE)
+    return HTMLResponse(html5.confirm_page(session_id, clean_url, ticket, kind.what), headers=NO_STORE)
+
+
+async def spend_link(kind: Pass, request: Request, manager: SessionManager, settings, signer: TicketSigner,
+                     session_id: str, cookie_path: str, next_url: str) -> Response:
+    """The user pressed a link's button: spend its ticket (a form field), and set the cookie of
+    ``kind``, limited to ``cookie_path``, with the link's rights; then on to ``next_url``."""
+    body = await request.body()
+    if len(body) > 4096:
+        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, f"That is not a {kind.what} link's form."))
+    tickets = parse_qs(body.decode("ascii", "replace")).get("ticket", [])
+    if len(tickets) != 1:
+        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, f"No {kind.what} ticket came with the request."))
+    try:
+        claims = signer.redeem(tickets[0], session_id, kind=kind.link)
+    except TicketError as exc:
+        log.info("%s link of session %s refused: %s", kind.what, session_id, exc)
+        return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
+    try:
+        manager.get(session_id)
+    except SessionNotFound:
+        return HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=NO_STORE)
+    response = HTMLResponse(html5.redirect_page(next_url, kind.what), headers=NO_STORE)
+    response.set_cookie(
+        kind.cookie,
+        signer.issue(session_id, kind.kept, settings.viewer_cookie_ttl, watch_only=claims.watch_only),
+        max_age=int(settings.viewer_cookie_ttl),
+        path=cookie_path,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    log.info("%s %s link for session %s exchanged for a cookie",
+             "watch-only" if claims.watch_only else "full", kind.what, session_id)
+    return response
 
 
 @router.post("/sessions/{session_id}/viewer/", include_in_schema=False)
 async def spend_ticket(
     session_id: str, request: Request, manager: ManagerDep, settings: SettingsDep, viewer: ViewerStateDep
 ) -> Response:
-    """The user opened the viewer from a link: spend its ticket (a form field), set the viewer cookie."""
-    body = await request.body()
-    if len(body) > 4096:
-        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, "That is not a viewer link's form."))
-    tickets = parse_qs(body.decode("ascii", "replace")).get("ticket", [])
-    if len(tickets) != 1:
-        return refused_page(Refused(status.HTTP_400_BAD_REQUEST, "No viewer ticket came with the request."))
-    try:
-        claims = viewer.signer.redeem(tickets[0], session_id)
-    except TicketError as exc:
-        log.info("viewer link of session %s refused: %s", session_id, exc)
-        return refused_page(Refused(status.HTTP_403_FORBIDDEN, f"{str(exc).capitalize()}."))
-    try:
-        manager.get(session_id)
-    except SessionNotFound:
-        return HTMLResponse(html5.not_found_page(session_id), status_code=404, headers=NO_STORE)
-    response = HTMLResponse(html5.redirect_page(_clean_url(session_id, request)), headers=NO_STORE)
-    response.set_cookie(
-        COOKIE,
-        viewer.signer.issue(session_id, "cookie", settings.viewer_cookie_ttl, watch_only=claims.watch_only),
-        max_age=int(settings.viewer_cookie_ttl),
-        path=_viewer_path(request, session_id),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    log.info("%s viewer link for session %s exchanged for a cookie",
-             "watch-only" if claims.watch_only else "full", session_id)
-    return response
+    """The user opened the viewer from a link: spend its ticket, set the viewer cookie."""
+    return await spend_link(VIEWER_PASS, request, manager, settings, viewer.signer, session_id,
+                            _viewer_path(request, session_id), _clean_url(session_id, request))
 
 
 # -- websocket -----------------------------------------------------------------------------

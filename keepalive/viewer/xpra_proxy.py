@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 #: its own protocol, which drops an HTTP request that comes later (a busy machine); nothing was
 #: said to xpra yet, so opening again is safe.
 UPSTREAM_ATTEMPTS = 3
+#: Seconds a viewer that was told to go (another took over) has to close its connection itself.
+CLIENT_CLOSE_WAIT = 5.0
 
 
 @dataclass(eq=False)
@@ -157,13 +159,7 @@ async def relay(websocket: WebSocket, port: int, viewer: Viewer | None = None) -
             if exc and not isinstance(exc, (ConnectionClosed, WebSocketDisconnect, RuntimeError)):
                 log.warning("viewer websocket relay ended: %r", exc)
         if ended in done:
-            # xpra drops this client first; what it had sent reaches the viewer whole before the
-            # reason does (a packet cut in the middle would garble the one after it)
-            await upstream.close()
-            await asyncio.wait([outbound], timeout=5)
-            if outbound.done():
-                with contextlib.suppress(Exception):  # as xpra says it: the client shows why, connects no more
-                    await websocket.send_bytes(frame([b"disconnect", b"new-client", viewer.why.encode()]))
+            await _tell_and_part(websocket, upstream, inbound, outbound, viewer.why)
     finally:
         for task in tasks:
             task.cancel()
@@ -173,3 +169,27 @@ async def relay(websocket: WebSocket, port: int, viewer: Viewer | None = None) -
             log.info("watch-only viewer left; dropped what it sent: %s", dict(screen.dropped.most_common(8)))
         with contextlib.suppress(Exception):
             await websocket.close()
+
+
+async def _tell_and_part(websocket: WebSocket, upstream, inbound: asyncio.Task, outbound: asyncio.Task,
+                         why: str) -> None:
+    """End a viewer's connection the way xpra would: with a ``disconnect`` packet saying why, after
+    which the client closes the connection itself and does not connect again.
+
+    The order matters. xpra drops this client first, and what it had sent reaches the viewer whole
+    before the reason does (a packet cut in the middle would garble the one after it). Then the
+    client must get to the packet before it sees the connection close: the HTML5 client reads in
+    a worker, and a close that overtakes the packet reads as a lost connection, which it opens again.
+    """
+    inbound.cancel()
+    await upstream.close()
+    await asyncio.wait([outbound], timeout=5)
+    if not outbound.done():
+        return
+    try:
+        await websocket.send_bytes(frame([b"disconnect", b"new-client", why.encode()]))
+        async with asyncio.timeout(CLIENT_CLOSE_WAIT):
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+    except (TimeoutError, WebSocketDisconnect, RuntimeError):
+        pass
