@@ -28,6 +28,7 @@ from keepalive.api import kernel_input
 from keepalive.api.dashboard import dashboard_dir
 from keepalive.api.deps import ManagerDep, SettingsDep
 from keepalive.api.sessions import lookup
+from keepalive.api.timeline import shot_file, with_shot_urls
 from keepalive.api.viewer import (
     NO_STORE, Pass, Refused, ViewerStateDep, check_access, confirm_ticket, refused_page, spend_link,
 )
@@ -102,15 +103,11 @@ async def status_state(session_id: str, request: Request, manager: ManagerDep, w
     activity = manager.activity(session_id)
     events = await _timeline(manager, session.name)
     has_shot = _last_shot(events) is not None
-    for event in events:
-        shot = event.pop("shot", None)
-        if shot:
-            event["shot_url"] = f"status/shots/{shot}"
     return {
         "session": {"id": session.id, "name": session.name, "state": session.state.value},
         "watch_only": watch_only,
         "kernels": activity.model_dump(mode="json")["kernels"] if activity is not None else [],
-        "timeline": events,
+        "timeline": with_shot_urls(events, "status/shots"),
         "picture": session.state is SessionState.ready or has_shot,
         "at": datetime.now(UTC).isoformat(),
     }
@@ -136,10 +133,7 @@ async def status_picture(session_id: str, manager: ManagerDep, watch_only: Watch
 @router.get("/sessions/{session_id}/status/shots/{shot}", response_class=FileResponse,
             summary="A thumbnail of the session's timeline, for the status page")
 async def status_shot(session_id: str, shot: ShotName, manager: ManagerDep, watch_only: WatchOnly) -> FileResponse:
-    path = manager.timeline.timelines.of(lookup(manager, session_id).name).shot(shot)
-    if path is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no thumbnail {shot!r}")
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+    return shot_file(manager, lookup(manager, session_id).name, shot)
 
 
 @router.post("/sessions/{session_id}/status/input", response_model=InputAnswered,

@@ -39,12 +39,16 @@ def timeline_page(request: Request, manager: ManagerDep, name: str, since: datet
     if since is not None and since.tzinfo is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since: give the time with its zone, e.g. ...Z")
     events, cursor = manager.timeline.timelines.of(name).page(since, before, limit)
-    shots = f"{base_url(request)}/homes/{name}/timeline/shots"
+    return TimelinePage(events=with_shot_urls(events, f"{base_url(request)}/homes/{name}/timeline/shots"), next=cursor)
+
+
+def with_shot_urls(events: list[dict], shots: str) -> list[dict]:
+    """``events`` as stored, each thumbnail named by its address under ``shots`` (``shot_url``)."""
     for event in events:
         shot = event.pop("shot", None)
         if shot:
             event["shot_url"] = f"{shots}/{shot}"
-    return TimelinePage(events=events, next=cursor)
+    return events
 
 
 def shot_file(manager: ManagerDep, name: str, shot: str) -> FileResponse:
