@@ -14,7 +14,7 @@ import logging
 import secrets
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from playwright.async_api import Playwright
@@ -223,8 +223,9 @@ class Display:
 
     # -- start ----------------------------------------------------------------------------
 
-    async def start(self, env: dict[str, str]) -> None:
-        """Xvfb on a fresh display, then the kiosk Chromium (under its CDP bridge) on it.
+    async def start(self, env: dict[str, str], browser_may_start: Awaitable[None] | None = None) -> None:
+        """Xvfb on a fresh display, then the kiosk Chromium (under its CDP bridge) on it, once
+        ``browser_may_start`` (work on its profile, done while Xvfb starts) is done.
 
         Display numbers are only reserved within this service: another program (or another
         keepalive) may take the same one at the same instant. X's lock file settles it, and
@@ -243,12 +244,20 @@ class Display:
                 self.release_numbers()
                 layout = self._layout()
                 layout.log("xvfb").replace(layout.log(f"xvfb-attempt-{attempt}"))
+        if browser_may_start is not None:
+            await browser_may_start
         await self._launch_browser(env)
 
     async def restart(self, env: dict[str, str]) -> None:
-        """The whole display again after a crash, its profile marked as cleanly closed."""
-        await prepare_for_restart_for(self.user, self._layout().profile_dir)
-        await self.start(env)
+        """The whole display again after a crash or in a wake, its profile marked as cleanly
+        closed first (beside Xvfb's start: the profile is the browser's alone)."""
+        prepared = asyncio.ensure_future(prepare_for_restart_for(self.user, self._layout().profile_dir))
+        try:
+            await self.start(env, browser_may_start=prepared)
+        finally:
+            if not prepared.done():  # Xvfb failed first: the profile's work ends by itself
+                prepared.cancel()
+            await asyncio.gather(prepared, return_exceptions=True)
 
     async def _launch_xvfb(self, env: dict[str, str]) -> None:
         if self.record.display is None:
@@ -289,7 +298,7 @@ class Display:
         await self.xvfb.wait_ready(serving, self.settings.start_timeout, what="serving display :%s" % display)
         # Xvfb starts at the viewers' largest size; the session's own is set before any window
         # is there (the kiosk window is sized again once the page shows, see fit_screen)
-        await self.fit_screen()
+        await self.fit_screen(windows=False)
         log.info("session %s: Xvfb pid %s on display :%s", self.id, xvfb_pid, display)
 
     async def _launch_browser(self, env: dict[str, str]) -> None:
@@ -334,15 +343,15 @@ class Display:
             await self.browser.close()
             self.browser = None
 
-    async def fit_screen(self) -> bool:
-        """Put the X screen and the kiosk window back to the session's own size.
+    async def fit_screen(self, windows: bool = True) -> bool:
+        """Put the X screen and (if ``windows``) the kiosk window back to the session's own size.
 
         Xvfb starts at the viewers' maximum, and Chromium leaves a 1 px edge on a window that
         is exactly screen-sized until someone resizes it; with no viewer, nobody else will.
         """
         assert self.record.display is not None
         if not await set_screen_size(f":{self.record.display}", self.record.width, self.record.height,
-                                     self._environment()):
+                                     self._environment(), windows):
             return False
         self._release_offscreen()
         return True

@@ -30,6 +30,9 @@ from keepalive.engine.priority import niced
 
 log = logging.getLogger(__name__)
 
+#: Seconds of wait_ready's first pause between two looks; each next pause is twice as long.
+FIRST_POLL_PAUSE = 0.01
+
 
 class ChildFailed(RuntimeError):
     """A child exited or never became ready; the message carries the end of its log."""
@@ -209,8 +212,14 @@ class ChildProcess:
         what: str = "ready",
         interval: float = 0.2,
     ) -> None:
-        """Poll ``probe`` until it answers True; fail early if the child dies first."""
+        """Poll ``probe`` until it answers True; fail early if the child dies first.
+
+        The first looks come quickly and the pauses double up to ``interval``: Xvfb and the
+        browser's bridge answer within a tenth of a second, and a fixed pause made every start
+        (and every wake from standby) wait most of a whole interval for each of them.
+        """
         deadline = time.monotonic() + timeout
+        pause = FIRST_POLL_PAUSE
         while True:
             if not self.running:
                 raise ChildFailed(
@@ -223,7 +232,8 @@ class ChildProcess:
                 log.debug("%s probe: %s", self.name, error)
             if time.monotonic() >= deadline:
                 raise ChildFailed(f"{self.name} was not {what} after {timeout:.0f} s" + self._tail_suffix())
-            await asyncio.sleep(interval)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, interval)
 
     def _tail_suffix(self) -> str:
         text = tail(self.log_path)

@@ -100,8 +100,9 @@ async def _run(argv: list[str], env: dict[str, str], timeout: float = 15) -> str
     return None if proc.returncode == 0 else err.decode(errors="replace").strip() or f"exit code {proc.returncode}"
 
 
-async def set_screen_size(display: str, width: int, height: int, env: dict[str, str]) -> bool:
-    """Switch ``display`` to ``width`` x ``height`` and fit the kiosk window to it.
+async def set_screen_size(display: str, width: int, height: int, env: dict[str, str], windows: bool = True) -> bool:
+    """Switch ``display`` to ``width`` x ``height`` and, if ``windows``, fit the kiosk window to it
+    (a display with no window yet needs only the first step).
 
     False (and a log line) if that failed.
     """
@@ -110,6 +111,8 @@ async def set_screen_size(display: str, width: int, height: int, env: dict[str, 
     if problem:
         log.warning("xrandr on %s failed: %s", display, problem)
         return False
+    if not windows:
+        return True
     problem = await _run([sys.executable, "-m", "keepalive.viewer.screen", display, str(width), str(height)], env)
     if problem:
         log.warning("resizing the windows of %s failed: %s", display, problem)
