@@ -21,6 +21,10 @@ from traitlets.config import LoggingConfigurable
 
 #: Set on the kiosk browser by the login below; marks its requests as the kiosk's.
 KIOSK_COOKIE = "keepalive-kiosk"
+#: Days the kiosk's cookie lasts, as long as jupyter_server's login cookie (tornado's default):
+#: a kiosk browser started again on its saved profile (a wake from standby) opens JupyterLab
+#: with both before keepalive logs it in again.
+KIOSK_COOKIE_DAYS = 30
 #: jupyter_server's last_activity() counts every setting whose name ends in "_last_activity".
 BUSY_ACTIVITY_SETTING = "keepalive_busy_last_activity"
 
@@ -43,7 +47,7 @@ class KioskLoginHandler(APIHandler):
         hub_auth = getattr(self.identity_provider, "hub_auth", None)
         if hub_auth is not None and hasattr(hub_auth, "set_cookie"):
             hub_auth.set_cookie(self, hub_auth.get_token(self, in_cookie=False))
-        self.set_cookie(KIOSK_COOKIE, "1", path=self.base_url, httponly=True)
+        self.set_cookie(KIOSK_COOKIE, "1", path=self.base_url, httponly=True, expires_days=KIOSK_COOKIE_DAYS)
         self.set_status(204)
         self.finish()
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, CDPSession, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
@@ -48,6 +49,16 @@ HEAVYAI_WORKSPACE_QUERY = "?heavyai&reset"
 PLAIN_WORKSPACE_QUERY = "?reset"
 #: JupyterLab's main dock panel: present once the shell has rendered.
 LAB_SHELL_SELECTOR = "#jp-main-dock-panel"
+#: Milliseconds between two looks of LANDED_SCRIPT.
+LANDED_POLL_MS = 20
+#: Where a page Chromium opened by itself has landed: "lab" once JupyterLab's shell shows,
+#: "elsewhere" once the server sent it away from the lab (to its login page).
+LANDED_SCRIPT = """([shell, labRoot]) => {
+  if (location.href === "about:blank") return false;
+  if (!location.pathname.startsWith(labRoot)) return "elsewhere";
+  const found = document.querySelector(shell);
+  return found && found.checkVisibility() ? "lab" : false;
+}"""
 #: PNG encoded for speed: for a JupyterLab at 1280x800, a median 33 ms against 36 ms with
 #: Chromium's default compression, and far fewer slow ones; the file is half as big again.
 SCREENSHOT_PARAMS = {"format": "png", "optimizeForSpeed": True}
@@ -95,10 +106,17 @@ class KioskBrowser:
         if not self._closing and self._on_lost is not None:
             self._on_lost(why)
 
-    async def open_jupyter(self, endpoint: JupyterEndpoint, timeout: float, path: str) -> None:
-        """Log in with the token out of band, then load the workspace with a clean URL."""
+    async def open_jupyter(self, endpoint: JupyterEndpoint, timeout: float, path: str, opened: bool = False) -> None:
+        """Log in with the token out of band, then load the workspace with a clean URL.
+
+        ``opened``: Chromium was started on ``path`` (a wake, a display's restart), logged in by
+        its profile's cookies, and loads it while the service connects; nothing more to do once
+        the lab shows there. A page the server sent elsewhere (a cookie gone) goes the usual way.
+        """
         assert self.page is not None
         page = self.page
+        if opened and await self._landed_in_lab(endpoint, timeout):
+            return
         if endpoint.token:
             # The login cookie the server answers with lands in the browser's own jar, so the
             # page itself never carries the token. keepalive_jupyter's kiosk login also works under
@@ -113,6 +131,21 @@ class KioskBrowser:
             if not response.ok:
                 raise RuntimeError(f"Jupyter at {endpoint.url} refused the session's token ({response.status})")
         await self._load_lab(f"{endpoint.url}{path}", timeout)
+
+    async def _landed_in_lab(self, endpoint: JupyterEndpoint, timeout: float) -> bool:
+        assert self.page is not None
+        lab_root = urlsplit(endpoint.url).path + "/lab"
+        try:  # (re-run by Playwright in each document the page loads on its way)
+            landed = await self.page.wait_for_function(
+                LANDED_SCRIPT, arg=[LAB_SHELL_SELECTOR, lab_root], polling=LANDED_POLL_MS, timeout=timeout * 1000
+            )
+            where = await landed.json_value()
+        except PlaywrightError as error:
+            log.warning("the page Chromium opened by itself did not show the lab: %s", first_line(error))
+            return False
+        if where != "lab":
+            log.info("the page Chromium opened by itself was sent to %s: logging in", self.page.url.split("?")[0])
+        return where == "lab"
 
     async def _load_lab(self, url: str, timeout: float) -> None:
         """Load JupyterLab at ``url`` and wait until its shell shows."""
@@ -224,6 +257,20 @@ class KioskBrowser:
                 self._capture = None
                 raise RuntimeError("the kiosk page did not answer within 15 s") from None
         return base64.b64decode(shot["data"])
+
+    async def quit(self) -> None:
+        """Ask Chromium to close itself (CDP ``Browser.close``): it writes its cookies out on the
+        way, which a SIGTERM does not let it do, so that its next start on this profile is still
+        logged in to Jupyter. Its exit is not a loss (no ``on_lost``)."""
+        self._closing = True
+        if not self.connected:
+            raise RuntimeError("the kiosk browser is not connected")
+        assert self.browser is not None
+        session = await self.browser.new_browser_cdp_session()
+        try:
+            await session.send("Browser.close")
+        except PlaywrightError:
+            pass  # the connection may end before the answer comes
 
     async def close(self) -> None:
         """Drop the CDP connection; the browser process itself is the session's (Session.browser_process)."""

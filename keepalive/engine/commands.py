@@ -34,9 +34,11 @@ class ScreenSize:
 
 
 def chromium_command(
-    chromium: str, layout: SessionLayout, screen: ScreenSize, as_other_user: bool = False
+    chromium: str, layout: SessionLayout, screen: ScreenSize, as_other_user: bool = False,
+    start_url: str = "about:blank",
 ) -> list[str]:
-    """The kiosk browser: full screen, no first-run UI, CDP on a pipe (see bridge_command)."""
+    """The kiosk browser: full screen, no first-run UI, CDP on a pipe (see bridge_command),
+    opening ``start_url`` (never one with a secret in it: the command line is public)."""
     argv = [
         chromium,
         "--kiosk",
@@ -73,7 +75,7 @@ def chromium_command(
     if running_as_root() and not as_other_user:
         # root cannot use Chromium's sandbox; --test-type hides the warning infobar it causes
         argv += ["--no-sandbox", "--test-type"]
-    argv.append("about:blank")
+    argv.append(start_url)
     return argv
 
 

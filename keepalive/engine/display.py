@@ -223,9 +223,11 @@ class Display:
 
     # -- start ----------------------------------------------------------------------------
 
-    async def start(self, env: dict[str, str], browser_may_start: Awaitable[None] | None = None) -> None:
-        """Xvfb on a fresh display, then the kiosk Chromium (under its CDP bridge) on it, once
-        ``browser_may_start`` (work on its profile, done while Xvfb starts) is done.
+    async def start(
+        self, env: dict[str, str], browser_may_start: Awaitable[None] | None = None, start_url: str = "about:blank"
+    ) -> None:
+        """Xvfb on a fresh display, then the kiosk Chromium (under its CDP bridge) on it, opening
+        ``start_url``, once ``browser_may_start`` (work on its profile, done while Xvfb starts) is done.
 
         Display numbers are only reserved within this service: another program (or another
         keepalive) may take the same one at the same instant. X's lock file settles it, and
@@ -246,14 +248,14 @@ class Display:
                 layout.log("xvfb").replace(layout.log(f"xvfb-attempt-{attempt}"))
         if browser_may_start is not None:
             await browser_may_start
-        await self._launch_browser(env)
+        await self._launch_browser(env, start_url)
 
-    async def restart(self, env: dict[str, str]) -> None:
+    async def restart(self, env: dict[str, str], start_url: str = "about:blank") -> None:
         """The whole display again after a crash or in a wake, its profile marked as cleanly
         closed first (beside Xvfb's start: the profile is the browser's alone)."""
         prepared = asyncio.ensure_future(prepare_for_restart_for(self.user, self._layout().profile_dir))
         try:
-            await self.start(env, browser_may_start=prepared)
+            await self.start(env, browser_may_start=prepared, start_url=start_url)
         finally:
             if not prepared.done():  # Xvfb failed first: the profile's work ends by itself
                 prepared.cancel()
@@ -301,13 +303,14 @@ class Display:
         await self.fit_screen(windows=False)
         log.info("session %s: Xvfb pid %s on display :%s", self.id, xvfb_pid, display)
 
-    async def _launch_browser(self, env: dict[str, str]) -> None:
+    async def _launch_browser(self, env: dict[str, str], start_url: str) -> None:
         assert self.record.display is not None
         layout = self._layout()
         # a bridge that was killed leaves its socket file behind: it must not pass for the new one
         layout.cdp_socket.unlink(missing_ok=True)
         screen = ScreenSize(self.record.width, self.record.height)
-        chromium = chromium_command(self.settings.chromium, layout, screen, as_other_user=self.user is not None)
+        chromium = chromium_command(self.settings.chromium, layout, screen, as_other_user=self.user is not None,
+                                    start_url=start_url)
         self.browser_process = self._spawn(
             "browser", bridge_command(sys.executable, layout, chromium),
             {**env, "DISPLAY": f":{self.record.display}"}, None,
@@ -322,13 +325,16 @@ class Display:
         )
         log.info("session %s: kiosk browser pid %s", self.id, self.browser_process.pid)
 
-    async def open_page(self, endpoint: JupyterEndpoint, path: str, connect_timeout: float | None = None) -> None:
-        """Connect to the kiosk browser over CDP and show ``path`` of the Jupyter server."""
+    async def open_page(
+        self, endpoint: JupyterEndpoint, path: str, connect_timeout: float | None = None, opened: bool = False
+    ) -> None:
+        """Connect to the kiosk browser over CDP and show ``path`` of the Jupyter server
+        (``opened``: the browser was started on it, see KioskBrowser.open_jupyter)."""
         self.browser = KioskBrowser(self._playwright, on_lost=self._on_browser_lost)
         await self.browser.connect(self._cdp_url(), self._cdp_headers(), connect_timeout or self.settings.start_timeout)
-        await self.browser.open_jupyter(endpoint, self.settings.start_timeout, path)
+        await self.fit_screen()  # its window is there now; fitted while the page loads
+        await self.browser.open_jupyter(endpoint, self.settings.start_timeout, path, opened=opened)
         await self.browser.set_watched(self.watched)
-        await self.fit_screen()
         log.info("session %s: kiosk browser on %s%s", self.id, endpoint.url, path)
 
     async def set_watched(self, watched: bool) -> None:
@@ -439,16 +445,21 @@ class Display:
             if child is not None:
                 child.detach()
 
-    async def stop(self, reap_leftovers: bool = True) -> None:
+    async def stop(self, reap_leftovers: bool = True, quit_browser: bool = False) -> None:
         """xpra, the kiosk browser and Xvfb, in that order: each needs the next one.
 
         ``reap_leftovers`` False: the caller reaps every process of the session next.
+        ``quit_browser``: Chromium is asked to close itself first (KioskBrowser.quit: its
+        cookies written, for the next start on this profile); a stop after a crash or a hang
+        does not wait for that.
         """
-        await self.close_page()
+        browser = self.browser
+        ask_first = browser.quit if quit_browser and browser is not None and browser.connected else None
         await self.viewer_server.stop()
         if self.browser_process is not None:
-            await self.browser_process.terminate(timeout=8.0)
+            await self.browser_process.terminate(timeout=8.0, ask_first=ask_first)
             self.browser_process = None
+        await self.close_page()
         if self.xvfb is not None:
             await self.xvfb.terminate(timeout=8.0)
             self.xvfb = None

@@ -239,11 +239,24 @@ class ChildProcess:
         text = tail(self.log_path)
         return f"; last lines of its log:\n{text}" if text else ""
 
-    async def terminate(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM the child's process group, SIGKILL it if it is still there after ``timeout``."""
+    async def terminate(
+        self, timeout: float = 5.0, ask_first: Callable[[], Awaitable[None]] | None = None
+    ) -> int | None:
+        """SIGTERM the child's process group, SIGKILL it if it is still there after ``timeout``.
+
+        ``ask_first``: a gentler way to end it, tried first; the child has ``timeout`` seconds
+        to end by itself that way before the signals come."""
         self._stopping = True
         if self.pid is None:
             return None
+        if ask_first is not None and self.running:
+            try:
+                async with asyncio.timeout(timeout):
+                    await ask_first()
+                    await self._exited.wait()
+            except Exception as error:  # (a timeout too) the signals below end it
+                log.warning("%s (pid %s) did not end when asked (%s); terminating it",
+                            self.name, self.pid, str(error) or type(error).__name__)
         if self.running:
             self._signal_group(signal.SIGTERM)
             try:

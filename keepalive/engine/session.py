@@ -343,16 +343,17 @@ class Session:
 
     async def sleep(self, unused_for: float = 0.0) -> bool:
         """Into standby, if ready and unused for ``unused_for`` seconds (checked under the lock:
-        a use that came meanwhile wins): the page's state saved (notebooks, the profile), then the
-        display and the kiosk browser stopped; the Jupyter server and kernels run on. Whether it went."""
+        a use that came meanwhile wins): the notebooks saved, the kiosk browser closed (by itself)
+        and the display stopped, then the profile saved; the Jupyter server and kernels run on.
+        Whether it went."""
         async with self._lock:
             if self.state is not SessionState.ready or self._ending or time.monotonic() - self.last_used < unused_for:
                 return False
             try:  # nothing typed may be lost: a page that cannot save keeps the session awake
                 await self.parts.display.save_notebooks()
                 await self.watchdog.stop()
-                await self._save_profile()
-                await self.parts.display.stop()
+                await self.parts.display.stop(quit_browser=True)
+                await self._save_profile()  # as Chromium left it on its way out
             except Exception as error:  # still ready, and watched: the watchdog brings back what broke
                 log.warning("session %s: not going into standby: %s: %s", self.id, type(error).__name__, error)
                 self.watchdog.start()  # (if stopped: a task, which takes the lock once this gives it up)
@@ -413,7 +414,7 @@ class Session:
         """The one teardown, whatever the reason (a give-up or a failed recovery or wake stops the
         display only: Jupyter and its kernels compute on until a DELETE). Every process ends, the
         numbers are freed, the profile saved when ``save_profile``, the folder removed."""
-        await self.parts.display.stop(reap_leftovers=False)  # everything is reaped below
+        await self.parts.display.stop(reap_leftovers=False, quit_browser=save_profile)  # everything is reaped below
         await self.parts.jupyter.stop()
         # whatever escaped the process groups (crashpad handlers, kernels, a notebook's daemons) goes now
         await asyncio.to_thread(self.containment.end_all, self.layout.folder)

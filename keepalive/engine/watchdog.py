@@ -145,5 +145,8 @@ async def bring_back(
             log.warning("session %s: the browser did not come back by itself (%s); restarting the display",
                         session_id, first_line(error))
     await display.stop()
-    await display.restart(env)
-    await display.open_page(jupyter.endpoint, jupyter.lab_path)
+    assert jupyter.endpoint is not None
+    # Chromium opens the lab by itself, logged in by its profile's cookies, while the service
+    # connects to it: a wake waits for JupyterLab's load alone, not for that and the connection
+    await display.restart(env, start_url=jupyter.endpoint.url + jupyter.lab_path)
+    await display.open_page(jupyter.endpoint, jupyter.lab_path, opened=True)

@@ -26,7 +26,10 @@ def test_kiosk_login_with_a_token_sets_the_login_and_kiosk_cookies(fetch):
     jar = cookies_of(response)
     assert jar[KIOSK_COOKIE].value == "1" and jar[KIOSK_COOKIE]["httponly"]
     # jupyter_server's own login cookie, which lets the page load without the token in its URL
-    assert any(name.startswith("username-") for name in jar), list(jar)
+    login = [name for name in jar if name.startswith("username-")]
+    assert login, list(jar)
+    # both outlive the browser: a kiosk started again on its profile (a wake) opens the lab with them
+    assert jar[KIOSK_COOKIE]["expires"] and jar[login[0]]["expires"]
 
 
 def test_kiosk_login_needs_a_token_not_a_cookie(fetch):

@@ -156,6 +156,9 @@ class FakeDisplay:
         self.notices: list[str] = []
         self.saves = 0  # save_notebooks() calls
         self.watched = False  # what set_watched() told the page last
+        self.quits: list[bool] = []  # each stop(): whether the browser was asked to close itself
+        self.start_urls: list[str] = []  # each restart(): the page the browser was started on
+        self.opened: list[bool] = []  # each open_page(): whether the browser was started on the page
 
         def no_xpra(port, on_exit):
             raise RuntimeError("no xpra in unit tests")
@@ -230,11 +233,13 @@ class FakeDisplay:
         self.record.browser_pid, self.record.browser_started_at = self.world.spawn()
         self._persist()
 
-    async def restart(self, env) -> None:
+    async def restart(self, env, start_url="about:blank") -> None:
+        self.start_urls.append(start_url)
         await self.start(env)
 
-    async def open_page(self, endpoint, path, connect_timeout=None) -> None:
+    async def open_page(self, endpoint, path, connect_timeout=None, opened=False) -> None:
         await self.world.step("page")
+        self.opened.append(opened)
         self.browser = FakeBrowser()
         self.page_open = True
 
@@ -268,7 +273,8 @@ class FakeDisplay:
     async def detach(self) -> None:
         await self.close_page()
 
-    async def stop(self, reap_leftovers: bool = True) -> None:
+    async def stop(self, reap_leftovers: bool = True, quit_browser: bool = False) -> None:
+        self.quits.append(quit_browser)
         if "display stop" in self.world.fail:
             self.world.fail.discard("display stop")
             raise RuntimeError("the fake display could not stop")

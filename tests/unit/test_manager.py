@@ -29,6 +29,7 @@ async def test_a_session_starts_is_listed_and_is_deleted(managers, settings, wor
     await manager.delete(session.id)
     assert session.state is SessionState.stopped
     assert not pids & world.alive
+    assert session.parts.display.quits == [True], "the browser was not asked to close itself (its cookies)"
     assert manager.list() == [] and stored(settings) == {}
     assert not (settings.sessions_dir / session.id).exists()
     with pytest.raises(SessionNotFound):
@@ -100,6 +101,11 @@ async def test_a_ready_session_with_a_dead_part_is_recovered(managers, settings,
     await adopted.recovery.task  # brought back as after a crash
     assert adopted.state is SessionState.ready and adopted.record.restarts == 1
     assert adopted.record.jupyter_pid in world.alive
+    # what is left of a broken display is not given time to close itself; the new browser
+    # starts on the lab (logged in by its profile's cookies)
+    display = adopted.parts.display
+    assert display.quits == [False] and display.opened == [True]
+    assert display.start_urls == [f"{adopted.parts.jupyter.endpoint.url}/lab"]
 
 
 async def test_a_recovered_session_has_its_kernels_looked_at_again_at_once(managers, settings, world, monkeypatch):

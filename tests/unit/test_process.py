@@ -109,6 +109,55 @@ async def test_sigterm_ignored_gets_sigkill(tmp_path):
     assert code == -9
 
 
+def _ends_when_asked(tmp_path) -> tuple[str, object, object]:
+    """A child that exits with code 0 once asked (a file appears), and what asks it."""
+    armed, asked = tmp_path / "armed", tmp_path / "asked"
+    code = (
+        "import pathlib, sys, time\n"
+        f"pathlib.Path({str(armed)!r}).touch()\n"
+        f"while not pathlib.Path({str(asked)!r}).exists(): time.sleep(0.01)\n"
+        "sys.exit(0)\n"
+    )
+
+    async def is_armed() -> bool:
+        return armed.exists()
+
+    async def ask() -> None:
+        asked.touch()
+
+    return code, is_armed, ask
+
+
+async def test_a_child_asked_to_end_first_ends_by_itself(tmp_path):
+    code, is_armed, ask = _ends_when_asked(tmp_path)
+    exits = []
+    process = child(tmp_path, code, on_exit=lambda c, rc: exits.append(rc))
+    await process.start()
+    await process.wait_ready(is_armed, timeout=30)
+    assert await process.terminate(timeout=30, ask_first=ask) == 0, "it was signalled instead of asked"
+    assert exits == [], "a deliberate stop is not a crash"
+
+
+async def test_a_child_that_does_not_end_when_asked_is_terminated(tmp_path):
+    code, is_armed, _ = _ends_when_asked(tmp_path)
+    process = child(tmp_path, code)
+    await process.start()
+    await process.wait_ready(is_armed, timeout=30)
+
+    async def ask_in_vain() -> None:
+        pass
+
+    assert await process.terminate(timeout=0.3, ask_first=ask_in_vain) == -signal.SIGTERM
+
+    async def ask_and_fail() -> None:
+        raise RuntimeError("no connection to ask through")
+
+    process = child(tmp_path, code)
+    await process.start()
+    await process.wait_ready(is_armed, timeout=30)
+    assert await process.terminate(timeout=30, ask_first=ask_and_fail) == -signal.SIGTERM
+
+
 async def test_an_adopted_process_is_watched_and_its_crash_reported(tmp_path):
     """A process another service started (not our child) is watched through its pidfd."""
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)

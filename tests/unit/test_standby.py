@@ -41,6 +41,7 @@ async def test_an_idle_session_sleeps_keeping_its_kernels_and_wakes_on_its_jupyt
     assert await manager.standby.check() == [session]
     assert session.state is SessionState.standby and stored(settings)[session.id]["state"] == "standby"
     assert session.parts.display.saves == 1, "the page's notebooks were not saved before the display went"
+    assert session.parts.display.quits == [True], "the browser was not asked to close itself (its cookies)"
     assert not display & world.alive and jupyter in world.alive
     assert session.record.display is None, "a session in standby still holds its display number"
     assert session.health.standby and not session.health.browser and session.healthy
@@ -49,6 +50,9 @@ async def test_an_idle_session_sleeps_keeping_its_kernels_and_wakes_on_its_jupyt
 
     await manager.standby.wake(session)
     assert session.state is SessionState.ready and session.healthy and session.watchdog.running
+    # the browser started on the lab itself, not on a blank page the service then sends there
+    assert session.parts.display.start_urls == [f"{session.parts.jupyter.endpoint.url}/lab"]
+    assert session.parts.display.opened == [False, True]
     # awake, "standby" is left out: a client that checks every value of health sees it healthy
     assert "standby" not in session.health.model_dump() and all(session.health.model_dump().values())
     # and the API's schema still names every field of health
