@@ -299,7 +299,7 @@ class Display:
 
         await self.xvfb.wait_ready(serving, self.settings.start_timeout, what="serving display :%s" % display)
         # Xvfb starts at the viewers' largest size; the session's own is set before any window
-        # is there (the kiosk window is sized again once the page shows, see fit_screen)
+        # is there (the kiosk window is fitted to it once the browser is connected, see open_page)
         await self.fit_screen(windows=False)
         log.info("session %s: Xvfb pid %s on display :%s", self.id, xvfb_pid, display)
 
