@@ -4,7 +4,9 @@ the service logs it in and loads the lab as on a first start."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -70,7 +72,14 @@ def jupyter():
 
 
 @pytest.mark.parametrize("logged_in", [True, False])
-async def test_a_browser_started_on_the_lab_shows_it_logged_in_or_not(jupyter, logged_in):
+def test_a_browser_started_on_the_lab_shows_it_logged_in_or_not(jupyter, logged_in):
+    # KioskBrowser is the service's, on asyncio; a worker that ran pytest-playwright's sync
+    # fixtures has their event loop running in its main thread, so this runs in a thread of its own
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, open_the_lab(jupyter, logged_in)).result()
+
+
+async def open_the_lab(jupyter: JupyterEndpoint, logged_in: bool) -> None:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM)
         try:

@@ -622,8 +622,10 @@ def server_sources(page, name: str) -> set[str]:
         "async (url) => (await (await fetch(url)).json()).cells || []",
         f"{jupyter_base(page)}/api/keepalive/drafts?path={name}",
     )
+    # (a read that meets the server writing the file gets a 400, "Unreadable Notebook": jupyter_server
+    # writes a notebook in place, after a backup copy; that look counts the drafts alone)
     saved = page.evaluate(
-        "async (url) => (await (await fetch(url)).json()).content.cells",
+        "async (url) => { const r = await fetch(url); return r.ok ? (await r.json()).content.cells : []; }",
         f"{jupyter_base(page)}/api/contents/{name}?content=1",
     )
     return {d["source"] for d in drafts if "source" in d} | {"".join(c["source"]) for c in saved}
