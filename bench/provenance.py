@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -43,3 +44,12 @@ def chromium_version() -> str:
 def stamp(measured: list[str]) -> dict:
     """The fields every bench's JSON starts with."""
     return {"commit": commit(measured), "machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def publish(figures: dict, lines: list[str], json_path: Path | None) -> None:
+    """Print a bench's text; with ``json_path``, write its figures there and the same text beside
+    them (``x.json``, ``x.txt``), as bench/results/ keeps them."""
+    print("\n".join(lines))
+    if json_path is not None:
+        json_path.write_text(json.dumps(figures, indent=2) + "\n")
+        json_path.with_suffix(".txt").write_text("\n".join(lines) + "\n")

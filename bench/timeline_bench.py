@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 from playwright.sync_api import sync_playwright
 
-from provenance import stamp
+from provenance import publish, stamp
 from session_bench import Service
 from keepalive.engine.reaper import session_processes
 from keepalive.settings import Settings
@@ -147,10 +147,7 @@ def main() -> int:
         f"{disk['shot_bytes_mean'] / 1024:.0f} KiB a thumbnail, {disk['event_bytes_mean']} B an event; "
         f"{disk['bytes_per_hour_at_default'] / 1024:.0f} KiB per busy hour at the default {disk['default_shot_every_s']:.0f} s",
     ]
-    print("\n".join(lines))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-        args.json.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    publish(figures, lines, args.json)
     return 0
 
 

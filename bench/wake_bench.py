@@ -20,7 +20,6 @@ Side by side, on the same machine, in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import secrets
@@ -35,7 +34,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 
-from provenance import stamp
+from provenance import publish, stamp
 from session_bench import LAB_SHELL, STANDBY_AFTER, Service, floor, state_of
 from keepalive.engine.allocation import free_port
 from keepalive.engine.commands import ScreenSize, chromium_command
@@ -175,10 +174,7 @@ def main() -> int:
         f"the floor's cold start (a fresh Jupyter server and headless Chromium): median {floor_start:.2f} s; "
         f"the wake is {median('wake_s') / floor_start:.2f}x of it, a bare browser start {bare / floor_start:.2f}x",
     ]
-    print("\n".join(lines))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
-        args.json.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    publish(figures, lines, args.json)
     return 0
 
 
