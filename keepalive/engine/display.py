@@ -453,8 +453,11 @@ class Display:
         cookies written, for the next start on this profile); a stop after a crash or a hang
         does not wait for that.
         """
-        browser = self.browser
-        ask_first = browser.quit if quit_browser and browser is not None and browser.connected else None
+        ask_first = None
+        if quit_browser and self.browser is not None and self.browser.connected:
+            ask_first = self.browser.quit  # (which marks the browser's end as on purpose first)
+        else:
+            await self.close_page()  # dropped first, so that the browser's end is not reported lost
         await self.viewer_server.stop()
         if self.browser_process is not None:
             await self.browser_process.terminate(timeout=8.0, ask_first=ask_first)
