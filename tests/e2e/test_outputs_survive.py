@@ -25,17 +25,20 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-LINES = 40
+#: Enough lines, PERIOD apart, for a cell to outlast every wait of a test (120 s at most) however
+#: slow the recovery it waits for: a cell that ended during the fault has no "running" left to
+#: check (CI: a Chromium recovery under load outlasted the 20 s of a 40-line cell).
+LINES = 300
 PERIOD = 0.5
 #: A running cell waits PERIOD between its lines until the test has seen what it waits for and
 #: drops a file named HURRY beside the notebook (``hurry``): the rest of the lines then come at
-#: once, and the test does not sit out the 20 s a cell would otherwise take.
+#: once, and the test does not sit out the 150 s a cell would otherwise take.
 HURRY = "hurry"
 
 
 def pace(period: float) -> str:
     """The cell's expression for its wait between lines (see HURRY)."""
-    return f"(0.02 if __import__('os').path.exists({HURRY!r}) else {period})"
+    return f"(0.005 if __import__('os').path.exists({HURRY!r}) else {period})"
 
 
 PACE = pace(PERIOD)

@@ -49,7 +49,7 @@ def test_viewer_url_carries_no_secret(keepalive_service, session):
     assert "ticket" not in url and "password" not in url
 
 
-def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service, session, page):
+def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service, session, page, playwright):
     page.set_viewport_size({"width": 1280, "height": 800})
     open_viewer(page, keepalive_service, session["id"])
     assert "ticket" not in page.url  # the ticket was swapped for a cookie and left the address bar
@@ -59,7 +59,7 @@ def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service,
     new_notebook(page)
     shown = NewNotebookShown(keepalive_service, session["id"])
     wait_until(shown.what, shown, timeout=120, describe=shown.__str__)
-    run_in_new_cell(page, "print(6*7)")
+    run_in_new_cell(page, "print(6*7)", playwright, session["id"])
     seen = [""]
 
     def answer_shown() -> str | None:
@@ -71,12 +71,13 @@ def test_viewer_shows_jupyterlab_and_takes_keyboard_and_mouse(keepalive_service,
     assert "print" in text
 
 
-def start_ticker(page, service, session_id: str) -> None:
+def start_ticker(page, service, session_id: str, playwright) -> None:
     """Through the viewer: a new notebook whose first cell prints ``tick-NNN`` every second."""
     new_notebook(page)
     shown = NewNotebookShown(service, session_id)
     wait_until(shown.what, shown, timeout=120, describe=shown.__str__)
-    run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)')
+    run_in_new_cell(page, 'for i in range(900): print(f"tick-{i:03d}", flush=True); __import__("time").sleep(1)',
+                    playwright, session_id)
 
 
 def ticks_on_screen(service, session_id: str) -> list[int]:
@@ -86,7 +87,19 @@ def ticks_on_screen(service, session_id: str) -> list[int]:
     return [int(n) for n in re.findall(r"tick-(\d{3})", ocr(shot))]
 
 
-def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, browser):
+def kiosk_says(playwright, session_id: str) -> str:
+    """What the kiosk page itself holds, for a failure that the screen alone cannot explain: its
+    visibility and size, the notebook's cells as typed, and the last ticks in its DOM."""
+    with kiosk_page(playwright, session_id) as kiosk:
+        return kiosk.evaluate("""() => document.visibilityState + ', ' + window.innerWidth + 'x' +
+            window.innerHeight + ', cells typed: ' + JSON.stringify([...document.querySelectorAll(
+            '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .jp-InputArea-editor')].map(e => e.innerText)) +
+            ', prompts: ' + JSON.stringify([...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden)' +
+            ' .jp-InputPrompt')].map(e => e.innerText)) + ', ticks in the page: ' +
+            (document.body.innerText.match(/tick-\\d+/g) || []).slice(-3)""")
+
+
+def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, browser, playwright):
     session = keepalive_service.start_session(name="viewer-detach")
     sid = session["id"]
     context = browser.new_context(viewport={"width": 1100, "height": 700})
@@ -95,12 +108,12 @@ def test_closing_the_viewer_keeps_the_computation_running(keepalive_service, bro
     # the kiosk browser follows the viewer's window
     wait_until("the kiosk to take the viewer's size", lambda: png_size(screenshot(keepalive_service, sid))[0] == 1100)
 
-    start_ticker(page, keepalive_service, sid)
+    start_ticker(page, keepalive_service, sid, playwright)
 
     def ticks() -> list[int]:
         return ticks_on_screen(keepalive_service, sid)
 
-    seen_while_watching = max(wait_until("the first ticks", ticks))
+    seen_while_watching = max(wait_until("the first ticks", ticks, describe=lambda: kiosk_says(playwright, sid)))
     context.close()  # nobody watches any more
 
     # with nobody watching, the session goes back to its own size and keeps printing
@@ -160,12 +173,12 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     open_viewer(page, service, sid)
     xpra = viewer_xpra(sid)
     assert xpra is not None
-    start_ticker(page, service, sid)
+    start_ticker(page, service, sid, playwright)
 
     def ticks() -> list[int]:
         return ticks_on_screen(service, sid)
 
-    before_kill = max(wait_until("the first ticks", ticks))
+    before_kill = max(wait_until("the first ticks", ticks, describe=lambda: kiosk_says(playwright, sid)))
     with kiosk_page(playwright, sid) as kiosk:
         kiosk.evaluate("window.__keepaliveProbe = 'the page before xpra died'")
     before = service.client.get(f"/sessions/{sid}").json()
@@ -182,13 +195,9 @@ def test_xpra_runs_only_while_watched_and_its_death_loses_nothing(keepalive_serv
     with kiosk_page(playwright, sid) as kiosk:
         assert kiosk.evaluate("window.__keepaliveProbe") == "the page before xpra died"
 
-    def kiosk_state() -> str:  # what the page itself says, should the screen not show new ticks
-        with kiosk_page(playwright, sid) as kiosk:
-            return kiosk.evaluate("""() => document.visibilityState + ', ' + window.innerWidth + 'x' +
-                window.innerHeight + ', ticks in the page: ' + (document.body.innerText.match(/tick-\\d+/g) || []).slice(-3)""")
-
     wait_until("ticks printed after xpra died", lambda: max(ticks(), default=0) >= before_kill + 3,
-               describe=lambda: f"ticks on screen {ticks()} (before the kill: {before_kill}); the kiosk page: {kiosk_state()}")
+               describe=lambda: f"ticks on screen {ticks()} (before the kill: {before_kill}); "
+                                f"the kiosk page: {kiosk_says(playwright, sid)}")
     context.close()
 
     # the next viewer brings a new xpra, which shows the same JupyterLab

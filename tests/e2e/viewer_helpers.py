@@ -14,6 +14,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page
 
+from tests.e2e.kiosk import kiosk_page
 from tests.waiting import wait_until
 
 
@@ -139,7 +140,31 @@ class NewNotebookShown:
         return f"the screenshot last read:\n{self.text}"
 
 
-def run_in_new_cell(page: Page, code: str) -> None:
+#: The text of the cell whose editor has the kiosk page's focus, or null when no cell editor has it.
+EDITED_CELL_TEXT = """() => {
+  const editor = document.activeElement?.closest('.jp-Cell .cm-editor');
+  return editor ? editor.querySelector('.cm-content').innerText : null;
+}"""
+
+
+def run_in_new_cell(page: Page, code: str, playwright, session_id: str) -> None:
+    """Through the viewer: type ``code`` into the new notebook's first cell and run it.
+
+    As a user looks at the screen before the next key, the kiosk page is asked (over CDP) whether
+    the cell took the Enter (its editor has the focus) and then the whole code, before it runs:
+    a key that xpra or the page lost then fails here, naming what the cell holds.
+    """
     page.keyboard.press("Enter")  # command mode -> edit mode in the new notebook's first cell
-    type_into_lab(page, code)
+    with kiosk_page(playwright, session_id) as kiosk:
+        wait_until("the new cell's editor to take the keys", lambda: kiosk.evaluate(EDITED_CELL_TEXT) is not None,
+                   timeout=30, every=0.1)
+        type_into_lab(page, code)
+        typed: list = [None]
+
+        def all_typed() -> bool:
+            typed[0] = kiosk.evaluate(EDITED_CELL_TEXT)
+            return typed[0] is not None and typed[0].strip() == code
+
+        wait_until("the code typed in the cell", all_typed, timeout=30, every=0.1,
+                   describe=lambda: f"the cell holds {typed[0]!r}")
     page.keyboard.press("Shift+Enter")
