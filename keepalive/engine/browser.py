@@ -49,16 +49,25 @@ HEAVYAI_WORKSPACE_QUERY = "?heavyai&reset"
 PLAIN_WORKSPACE_QUERY = "?reset"
 #: JupyterLab's main dock panel: present once the shell has rendered.
 LAB_SHELL_SELECTOR = "#jp-main-dock-panel"
-#: Milliseconds between two looks of LANDED_SCRIPT.
+#: JupyterLab's loading screen: it covers the rendered shell until the workspace (the notebooks
+#: left open, their outputs) is restored, then leaves the page.
+LAB_SPLASH_ID = "jupyterlab-splash"
+#: Whether JupyterLab shows: its shell is visible and no longer under the loading screen. Until
+#: then a screenshot or a viewer would see a near-blank page.
+LAB_SHOWN_SCRIPT = """([shell, splash]) => {
+  const found = document.querySelector(shell);
+  return Boolean(found && found.checkVisibility() && !document.getElementById(splash));
+}"""
+#: Milliseconds between two looks of LAB_SHOWN_SCRIPT or LANDED_SCRIPT.
 LANDED_POLL_MS = 20
-#: Where a page Chromium opened by itself has landed: "lab" once JupyterLab's shell shows,
-#: "elsewhere" once the server sent it away from the lab (to its login page).
-LANDED_SCRIPT = """([shell, labRoot]) => {
+#: Where a page Chromium opened by itself has landed: "lab" once JupyterLab shows
+#: (LAB_SHOWN_SCRIPT), "elsewhere" once the server sent it away from the lab (to its login page).
+LANDED_SCRIPT = """([shell, splash, labRoot]) => {
   if (location.href === "about:blank") return false;
   if (!location.pathname.startsWith(labRoot)) return "elsewhere";
-  const found = document.querySelector(shell);
-  return found && found.checkVisibility() ? "lab" : false;
-}"""
+  const shown = (%s)([shell, splash]);
+  return shown ? "lab" : false;
+}""" % LAB_SHOWN_SCRIPT
 #: PNG encoded for speed: for a JupyterLab at 1280x800, a median 33 ms against 36 ms with
 #: Chromium's default compression, and far fewer slow ones; the file is half as big again.
 SCREENSHOT_PARAMS = {"format": "png", "optimizeForSpeed": True}
@@ -137,7 +146,7 @@ class KioskBrowser:
         lab_root = urlsplit(endpoint.url).path + "/lab"
         try:  # (re-run by Playwright in each document the page loads on its way)
             landed = await self.page.wait_for_function(
-                LANDED_SCRIPT, arg=[LAB_SHELL_SELECTOR, lab_root], polling=LANDED_POLL_MS, timeout=timeout * 1000
+                LANDED_SCRIPT, arg=[LAB_SHELL_SELECTOR, LAB_SPLASH_ID, lab_root], polling=LANDED_POLL_MS, timeout=timeout * 1000
             )
             where = await landed.json_value()
         except PlaywrightError as error:
@@ -148,10 +157,11 @@ class KioskBrowser:
         return where == "lab"
 
     async def _load_lab(self, url: str, timeout: float) -> None:
-        """Load JupyterLab at ``url`` and wait until its shell shows."""
+        """Load JupyterLab at ``url`` and wait until it shows (LAB_SHOWN_SCRIPT)."""
         assert self.page is not None
         await self.page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
-        await self.page.wait_for_selector(LAB_SHELL_SELECTOR, state="visible", timeout=timeout * 1000)
+        await self.page.wait_for_function(LAB_SHOWN_SCRIPT, arg=[LAB_SHELL_SELECTOR, LAB_SPLASH_ID],
+                                          polling=LANDED_POLL_MS, timeout=timeout * 1000)
 
     async def take_over(
         self, endpoint: JupyterEndpoint, path: str, heavyai: bool, settings: list[str], timeout: float
@@ -176,12 +186,19 @@ class KioskBrowser:
     def page_alive(self) -> bool:
         return self.connected and self.page is not None and not self.page.is_closed() and not self.page_crashed
 
-    async def page_shows_lab(self) -> bool:
+    async def page_shows_lab(self, within: float = 0) -> bool:
+        """Whether the page shows JupyterLab (LAB_SHOWN_SCRIPT), now or, given ``within``
+        seconds, by then (a page still restoring its workspace)."""
         if not self.page_alive:
             return False
+        shown = [LAB_SHELL_SELECTOR, LAB_SPLASH_ID]
         try:
-            return await self.page.locator(LAB_SHELL_SELECTOR).is_visible()
-        except PlaywrightError:
+            if within:
+                await self.page.wait_for_function(LAB_SHOWN_SCRIPT, arg=shown, polling=LANDED_POLL_MS,
+                                                  timeout=within * 1000)
+                return True
+            return bool(await self.page.evaluate(LAB_SHOWN_SCRIPT, shown))
+        except PlaywrightError:  # (a timeout too)
             return False
 
     async def unsent_drafts(self) -> list[dict]:

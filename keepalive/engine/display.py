@@ -436,7 +436,8 @@ class Display:
         self.browser = KioskBrowser(self._playwright, on_lost=self._on_browser_lost)
         await self.browser.connect(self._cdp_url(), self._cdp_headers(), 30)
         await self.browser.set_watched(self.watched)
-        return await self.browser.page_shows_lab()
+        # a page the service left restoring its workspace gets the time to finish
+        return await self.browser.page_shows_lab(within=15)
 
     async def detach(self) -> None:
         await self.close_page()
