@@ -24,18 +24,13 @@ from playwright.sync_api import Page, expect
 
 from keepalive.settings import default_jupyter_python
 from tests.conftest import answers
+from tests.jupyter_port import ANY_PORT, served_url
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 NOTEBOOK = "HeavyAI.ipynb"
 UI_TIMEOUT_MS = 60_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -61,7 +56,6 @@ def _start_lab(tmp: Path, env_extra: dict[str, str]):
     root.mkdir()
     session_file = tmp / "heavyai-session.json"
     token = secrets.token_hex(16)
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEAVYAI_", "JUPYTER_"))}
     env.update(
         {
@@ -76,14 +70,14 @@ def _start_lab(tmp: Path, env_extra: dict[str, str]):
     proc = subprocess.Popen(
         [
             str(default_jupyter_python()), "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-            f"--port={port}", "--allow-root", f"--ServerApp.root_dir={root}",
+            *ANY_PORT, "--allow-root", f"--ServerApp.root_dir={root}",
             f"--IdentityProvider.token={token}",
             f"--HeavyAISessionManager.session_file={session_file}",
         ],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = served_url(tmp / "runtime", proc, describe=(tmp / "jupyter.log").read_text)
         wait_until("jupyter lab to answer", lambda: answers(f"{url}/api/status", Authorization=f"token {token}"),
                    timeout=120, every=0.1, describe=(tmp / "jupyter.log").read_text, process=proc)
     except AssertionError:

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from keepalive.engine.allocation import free_port
 from keepalive.settings import default_jupyter_python
+from tests.jupyter_port import ANY_PORT, served_url
 from tests.waiting import wait_until
 
 JUPYTER_PYTHON = default_jupyter_python()
@@ -138,27 +138,27 @@ def test_an_old_name_alone_serves_the_extension(jupyter, tmp_path, old_name):
 
 
 def _serve_under_the_old_name(jupyter, tmp_path):
-    token, port = secrets.token_hex(8), free_port()
+    token = secrets.token_hex(8)
     env = {**jupyter.env, "JUPYTER_TOKEN": token, "OMNISCI_HOST": "omnisci.example"}
     (tmp_path / "root").mkdir()
     (tmp_path / "session").write_text("omnisci-era-session")
     log = tmp_path / "server.log"
     server = subprocess.Popen(
-        [str(JUPYTER_PYTHON), "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        [str(JUPYTER_PYTHON), "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", *ANY_PORT,
          "--allow-root", f"--ServerApp.root_dir={tmp_path / 'root'}",
          f"--OmniSciSessionManager.session_file={tmp_path / 'session'}"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
     )
-    base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"token {token}"}
-
-    def answer():
-        try:
-            return httpx.get(f"{base}/heavyai/session", headers=headers, timeout=2, trust_env=False)
-        except httpx.HTTPError:
-            return None
-
     try:
+        base = served_url(Path(env["JUPYTER_RUNTIME_DIR"]), server, describe=log.read_text)
+
+        def answer():
+            try:
+                return httpx.get(f"{base}/heavyai/session", headers=headers, timeout=2, trust_env=False)
+            except httpx.HTTPError:
+                return None
+
         response = wait_until("the server's /heavyai/session", answer, process=server, describe=log.read_text)
         assert response.status_code == 200, response.text
         body = response.json()

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from keepalive.engine.allocation import free_port
 from keepalive.settings import default_jupyter_python
 from keepalive_jupyter.surviving_kernels import BOOK_NAME, ForeignProcess
+from tests.jupyter_port import ANY_PORT, served_url
 from tests.waiting import wait_until
 
 JUPYTER_PYTHON = default_jupyter_python()
@@ -32,21 +32,20 @@ class Server:
     """One Jupyter server of the sessions' environment on a runtime dir (kept across servers)."""
 
     def __init__(self, root: Path, runtime: Path, token: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "JPY_"))}
         env.update(JUPYTER_TOKEN=token, JUPYTER_RUNTIME_DIR=str(runtime), JUPYTER_CONFIG_DIR=str(root / "config"))
-        self.log = root / f"server-{self.port}.log"
+        self.log = root / f"server-{uuid.uuid4().hex[:8]}.log"
         self.process = subprocess.Popen(
             [str(JUPYTER_PYTHON), "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1",
-             f"--port={self.port}", "--ServerApp.port_retries=0", "--allow-root", f"--ServerApp.root_dir={root / 'notebooks'}",
+             *ANY_PORT, "--allow-root", f"--ServerApp.root_dir={root / 'notebooks'}",
              "--ServerApp.kernel_manager_class=keepalive_jupyter.surviving_kernels.SurvivingKernelManager",
              f"--SessionManager.database_filepath={runtime / 'sessions.db'}"],
             env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-        wait_until("the server to answer", self._answers, timeout=60, process=self.process,
-                   describe=lambda: self.log.read_text()[-2000:])
+        describe = lambda: self.log.read_text()[-2000:]  # noqa: E731
+        self.url = served_url(runtime, self.process, describe=describe, timeout=60)
+        wait_until("the server to answer", self._answers, timeout=60, process=self.process, describe=describe)
 
     def _answers(self) -> bool:
         try:
@@ -63,7 +62,7 @@ class Server:
 
     def run(self, kernel_id: str, code: str, timeout: float = 30) -> str:
         """Run ``code`` on the kernel through this server's websocket; what it printed."""
-        ws_url = f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels"
+        ws_url = f"ws{self.url.removeprefix('http')}/api/kernels/{kernel_id}/channels"
         msg_id = uuid.uuid4().hex
         request = {
             "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex,
