@@ -33,6 +33,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from textwrap import dedent
 from typing import Any
 
@@ -355,20 +356,20 @@ class KernelRecord:
             execution.state = "running"
             execution.started_at = self.now()
             execution.execution_count = msg["content"].get("execution_count")
-            self.activity.busy()  # its busy status may have come before we knew the execution
+            self.activity.busy(sent_at(msg))  # its busy status may have come before we knew the execution
         if execution is None:
             return
         if msg_type == "status":
             state = msg["content"].get("execution_state")
             if state == "busy":
-                self.activity.busy()
+                self.activity.busy(sent_at(msg))
             elif state == "idle" and execution.finished_at is None:
                 execution.state = "finished" if execution.state == "running" else "aborted"
                 execution.finished_at = self.now()
                 execution.input_request = None  # an unanswered request ended with its execution
                 waiting = any(e.state in ("queued", "running") for e in self.executions.values())
                 self.activity.idle(ran=execution.state == "finished", more_to_come=waiting,
-                                   tail=tail_lines(execution.messages))
+                                   tail=tail_lines(execution.messages), at=sent_at(msg))
             return
         if msg_type not in RECORDED_TYPES:
             return
@@ -492,6 +493,24 @@ def tail_lines(messages: list[dict]) -> list[str]:
     return [line[:TAIL_LINE_CHARS] for line in lines if line.strip()][-TAIL_LINES:]
 
 
+def sent_at(msg: dict) -> float | None:
+    """When the kernel sent ``msg`` (its header's ``date``), in wall-clock seconds; None when
+    the header has no date that reads as one.
+
+    A run's length is measured between the kernel's own busy and idle, not between the times
+    they were read: a reader that falls behind under load would shorten it (a 4 s cell measured
+    3.995 s in a CI run)."""
+    date = (msg.get("header") or {}).get("date")
+    if isinstance(date, datetime):  # (jupyter_client's deserialize turns it into one)
+        return date.timestamp()
+    if isinstance(date, str):
+        try:
+            return datetime.fromisoformat(date).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
 @dataclass
 class KernelActivity:
     """A kernel's busy and idle spells, as its executions show them.
@@ -514,26 +533,28 @@ class KernelActivity:
     _run_error: dict | None = None
     _run_tail: list[str] = field(default_factory=list)  #: the last lines a cell of the run printed
 
-    def busy(self) -> None:
-        now = self.clock()
+    def busy(self, at: float | None = None) -> None:
+        """The kernel went busy (``at``: when it says it did; else now)."""
+        now = self.clock() if at is None else at
         if self._run_started_at is None:
             self._run_started_at, self._run_cells, self._run_error, self._run_tail = now, 0, None, []
         if self.execution_state != "busy":
             self.execution_state, self.since = "busy", now
 
-    def idle(self, ran: bool, more_to_come: bool, tail: list[str] | None = None) -> None:
-        """An execution ended (``tail``: the last lines it printed); the run too, unless
-        ``more_to_come``."""
+    def idle(self, ran: bool, more_to_come: bool, tail: list[str] | None = None, at: float | None = None) -> None:
+        """An execution ended (``tail``: the last lines it printed; ``at``: when the kernel says
+        it went idle, else now); the run too, unless ``more_to_come``."""
         self._run_cells += 1 if ran else 0
         self._run_tail = tail or self._run_tail  # a cell skipped after an error printed nothing
         if more_to_come or self._run_started_at is None:
             return
-        now = self.clock()
+        now = self.clock() if at is None else at
         self.runs_finished += 1
         self.last_run = {
             "started_at": self._run_started_at,
             "finished_at": now,
-            "busy_seconds": round(now - self._run_started_at, 3),
+            # (never below 0: a kernel's dates are the kernel's word, and may be anything)
+            "busy_seconds": round(max(0.0, now - self._run_started_at), 3),
             "cells": self._run_cells,
             "outcome": "error" if self._run_error else "ok",
             "error": self._run_error,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 from tornado.httpclient import HTTPClientError
@@ -252,6 +253,43 @@ def test_a_run_that_errors_says_so_and_counts_the_aborted_cells_out():
     assert run["outcome"] == "error" and run["error"] == {"ename": "ValueError", "evalue": "boom"}
     assert run["cells"] == 1
     assert run["tail"] == ["ValueError: boom"]  # the last lines of the cell that ended it
+
+
+def dated(msg: dict, date: str) -> dict:
+    msg["header"]["date"] = date
+    return msg
+
+
+def test_a_runs_length_is_the_kernels_own_busy_to_idle_however_late_they_are_read():
+    rec = record()
+    rec.note_request("r1", "a", "s")
+    # read late (the journal's time says 20:00:10), sent 4 s apart by the kernel
+    rec.replay_time = 1796587210.0  # 2026-12-06T20:00:10Z
+    rec.on_iopub(dated(iopub("r1", "status", {"execution_state": "busy"}), "2026-12-06T20:00:01.000000Z"))
+    rec.on_iopub(dated(iopub("r1", "execute_input", {"execution_count": 1}), "2026-12-06T20:00:01.001000+00:00"))
+    rec.replay_time = 1796587210.5
+    rec.on_iopub(dated(iopub("r1", "status", {"execution_state": "idle"}), "2026-12-06T20:00:05.002000Z"))
+    run = rec.activity_json()["last_run"]
+    assert run["busy_seconds"] == 4.002
+    assert run["started_at"] == datetime(2026, 12, 6, 20, 0, 1, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    "busy, idle, seconds",
+    [(None, None, 3.0),  # no dates: when they were read
+     ("not a date", "2026-12-06T20:00:14Z", 4.0),  # from when busy was read to when the kernel went idle
+     ("2026-12-06T20:00:09Z", "2026-12-06T20:00:05Z", 0.0)],  # a kernel's dates are its word: never below 0
+    ids=["undated", "unreadable", "idle-before-busy"],
+)
+def test_a_kernel_without_good_dates_gets_a_run_length_all_the_same(busy, idle, seconds):
+    rec = record()
+    rec.note_request("r1", "a", "s")
+    rec.replay_time = 1796587210.0  # 2026-12-06T20:00:10Z
+    rec.on_iopub(dated(iopub("r1", "status", {"execution_state": "busy"}), busy))
+    rec.on_iopub(dated(iopub("r1", "execute_input", {"execution_count": 1}), busy))
+    rec.replay_time = 1796587213.0
+    rec.on_iopub(dated(iopub("r1", "status", {"execution_state": "idle"}), idle))
+    assert rec.activity_json()["last_run"]["busy_seconds"] == seconds
 
 
 def test_the_tail_of_a_running_cell_is_its_last_lines_as_a_terminal_shows_them():
