@@ -1,8 +1,8 @@
 """End to end: a running cell keeps every output when the kiosk page reloads or its Chromium dies.
 
 Real service, real Jupyter, real kiosk Chromium on its own display. A cell prints a numbered line every
-half second; mid-run the kiosk page is reloaded, or its Chromium is killed with SIGKILL and the
-service recovers it. Then the page's DOM must show every line the kernel sent, once and in
+half second; mid-run the kiosk page is reloaded (once while the server will not give out the
+execution record for a moment), or its Chromium is killed with SIGKILL and the service recovers it. Then the page's DOM must show every line the kernel sent, once and in
 order, still growing, and the ``.ipynb`` on disk must follow within seconds.
 
 Run with ``-s`` to see the figures (lines sent/shown, seconds to the first new line, file lag).
@@ -320,7 +320,7 @@ def session(keepalive_service, playwright, request):
     own: five kills of one session's browser within minutes would, rightly, make it give up as
     a crash loop. A test on the shared one leaves no kernel and no HURRY file behind."""
     params = request.node.callspec.params
-    if params["fault"] in ("none", "reload") and params["kind"] != "burst":
+    if params["fault"] in ("none", "reload", "reload-unreachable") and params["kind"] != "burst":
         created = request.getfixturevalue("shared_session")
         yield created
         end_kernels(playwright, created["id"])
@@ -408,8 +408,32 @@ def kiosk_xvfb(session_id: str):
     raise AssertionError("no Xvfb found")
 
 
-#: Every case after a reload and after a Chromium crash; the whole display's death once.
-FAULTS = [(kind, fault) for fault in ("reload", "kill-chromium") for kind in CASES] + [("ticks", "kill-xvfb")]
+#: The requests a page makes for a kernel's execution record (keepalive_jupyter's handlers.py).
+EXECUTIONS_REQUESTS = "**/api/keepalive/executions?*"
+
+
+def reload_while_the_record_is_out_of_reach(page) -> None:
+    """Reload the page while its Jupyter server will not give out the execution record, as a
+    server that has just come back answers (404: it has not taken the kernel back yet), until the
+    reloaded page has asked for it three times."""
+    refused: list[str] = []
+
+    def refuse(route) -> None:
+        refused.append(route.request.url)
+        route.fulfill(status=404, content_type="application/json", body='{"message": "No such kernel"}')
+
+    page.route(EXECUTIONS_REQUESTS, refuse)
+    page.reload(wait_until="domcontentloaded")
+    # (the route's handler runs while Playwright is called: the pauses go through the page)
+    wait_until("the reloaded page to ask for the record three times", lambda: len(refused) >= 3, timeout=90,
+               pause=lambda seconds: page.wait_for_timeout(seconds * 1000))
+    page.unroute(EXECUTIONS_REQUESTS)
+
+
+#: Every case after a reload and after a Chromium crash; the whole display's death once; a reload
+#: whose first looks at the record fail once.
+FAULTS = ([(kind, fault) for fault in ("reload", "kill-chromium") for kind in CASES]
+          + [("ticks", "kill-xvfb"), ("ticks", "reload-unreachable")])
 
 
 @pytest.mark.parametrize(("kind", "fault"), FAULTS)
@@ -430,12 +454,14 @@ def test_running_cell_keeps_its_outputs(keepalive_service, session, playwright, 
         fault_at = time.monotonic()
         if fault == "reload":
             page.reload(wait_until="domcontentloaded")
+        elif fault == "reload-unreachable":
+            reload_while_the_record_is_out_of_reach(page)
         elif fault == "kill-xvfb":
             os.kill(kiosk_xvfb(sid).pid, signal.SIGKILL)
         else:
             os.kill(kiosk_chromium(sid).pid, signal.SIGKILL)
 
-    if fault != "reload":
+    if not fault.startswith("reload"):
         seen: dict = {}
 
         def recovered() -> bool:

@@ -62,6 +62,15 @@ export interface IRecord {
 const SCAN_INTERVAL_MS = 1000;
 /** How often a re-attached execution that still runs is brought up to date, in ms. */
 const FOLLOW_INTERVAL_MS = 250;
+/** How long the first look at a kernel's record is tried again, in ms: a server that has just
+ * come back knows its surviving kernels only once it has taken them back (404 meanwhile), and
+ * a server that is restarting answers nothing. Without that look the running cell would stay
+ * without the outputs the kernel printed while no page listened. */
+const FIRST_FETCH_PATIENCE_MS = 60_000;
+/** The longest pause between two such tries, in ms (they start at FOLLOW_INTERVAL_MS). */
+const FIRST_FETCH_MAX_PAUSE_MS = 4000;
+
+const pause = (ms: number) => new Promise(resolve => window.setTimeout(resolve, ms));
 
 export async function fetchExecutions(
   settings: ServerConnection.ISettings,
@@ -274,14 +283,8 @@ class NotebookReattacher {
     }
     this.detach();
     this.kernel = kernel;
-    let record: IRecord;
-    try {
-      record = await fetchExecutions(this.settings, kernel.id);
-    } catch (error) {
-      console.warn('keepalive: could not fetch recorded executions', error);
-      return;
-    }
-    if (this.kernel !== kernel) {
+    const record = await this.firstRecord(kernel);
+    if (!record || this.kernel !== kernel) {
       return;
     }
     // The newest execution of each cell that this page did not start.
@@ -315,9 +318,31 @@ class NotebookReattacher {
   }
 
   /** Bring the running executions up to date from the record until they end. */
+  /** The kernel's record, tried again for a while (FIRST_FETCH_PATIENCE_MS); null once the
+   * panel moved to another kernel or the record stayed out of reach. */
+  private async firstRecord(kernel: any): Promise<IRecord | null> {
+    const giveUpAt = Date.now() + FIRST_FETCH_PATIENCE_MS;
+    let wait = FOLLOW_INTERVAL_MS;
+    for (;;) {
+      try {
+        return await fetchExecutions(this.settings, kernel.id);
+      } catch (error) {
+        if (Date.now() >= giveUpAt) {
+          console.warn('keepalive: could not fetch recorded executions', error);
+          return null;
+        }
+      }
+      await pause(wait);
+      wait = Math.min(2 * wait, FIRST_FETCH_MAX_PAUSE_MS);
+      if (this.kernel !== kernel || kernel.isDisposed) {
+        return null;
+      }
+    }
+  }
+
   private async follow(kernel: any): Promise<void> {
     while (this.kernel === kernel && this.followers.size > 0) {
-      await new Promise(resolve => window.setTimeout(resolve, FOLLOW_INTERVAL_MS));
+      await pause(FOLLOW_INTERVAL_MS);
       let record: IRecord;
       try {
         record = await fetchExecutions(this.settings, kernel.id, this.seq);
