@@ -413,9 +413,8 @@ EXECUTIONS_REQUESTS = "**/api/keepalive/executions?*"
 
 
 def reload_while_the_record_is_out_of_reach(page) -> None:
-    """Reload the page while its Jupyter server will not give out the execution record, as a
-    server that has just come back answers (404: it has not taken the kernel back yet), until the
-    reloaded page has asked for it three times."""
+    """Reload the page while its Jupyter server will not give out the execution record (as if
+    it answered an error for a moment), until the reloaded page has asked for it three times."""
     refused: list[str] = []
 
     def refuse(route) -> None:

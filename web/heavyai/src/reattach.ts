@@ -62,10 +62,9 @@ export interface IRecord {
 const SCAN_INTERVAL_MS = 1000;
 /** How often a re-attached execution that still runs is brought up to date, in ms. */
 const FOLLOW_INTERVAL_MS = 250;
-/** How long the first look at a kernel's record is tried again, in ms: a server that has just
- * come back knows its surviving kernels only once it has taken them back (404 meanwhile), and
- * a server that is restarting answers nothing. Without that look the running cell would stay
- * without the outputs the kernel printed while no page listened. */
+/** How long the first look at a kernel's record is tried again, in ms: a server that is
+ * restarting answers nothing, one in trouble an error, for a moment. Without that look the
+ * running cell would stay without the outputs the kernel printed while no page listened. */
 const FIRST_FETCH_PATIENCE_MS = 60_000;
 /** The longest pause between two such tries, in ms (they start at FOLLOW_INTERVAL_MS). */
 const FIRST_FETCH_MAX_PAUSE_MS = 4000;
