@@ -472,4 +472,4 @@ class Display:
             # is not free again until they are gone. The Jupyter server and its kernels stay.
             # Only what positively belongs to the display: processes naming the session's folder
             # (Xvfb's -auth, Chromium's profile), never one a user started from a notebook.
-            await asyncio.to_thread(reap, self.id, self._layout().folder, keep=self._spared(), by_marker=False)
+            await asyncio.to_thread(reap, self.id, self._layout().folder, keep=self._spared, by_marker=False)

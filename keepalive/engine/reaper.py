@@ -57,11 +57,18 @@ def reap(
     session_id: str,
     folder: Path | None = None,
     grace: float = 3.0,
-    keep: Collection[int] = (),
+    keep: Callable[[], Collection[int]] = frozenset,
     by_marker: bool = True,
 ) -> list[int]:
-    """SIGTERM what is left of the session but ``keep``, SIGKILL what outlives ``grace``; returns the PIDs hit."""
-    processes = [p for p in session_processes(session_id, folder, by_marker) if p.pid not in keep]
+    """SIGTERM what is left of the session but what ``keep()`` says, SIGKILL what outlives
+    ``grace``; returns the PIDs hit.
+
+    ``keep`` is asked after the listing: a process that starts meanwhile (a Jupyter server
+    started beside a display that is being stopped) is either not listed or already known to it.
+    """
+    listed = session_processes(session_id, folder, by_marker)
+    kept = keep() if listed else ()
+    processes = [p for p in listed if p.pid not in kept]
     if not processes:
         return []
     for process in processes:
