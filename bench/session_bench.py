@@ -45,11 +45,18 @@ from websockets.sync.client import connect as ws_connect
 import report  # beside this script
 from provenance import stamp
 from keepalive.engine.allocation import free_port
-from keepalive.engine.browser import SCREENSHOT_PARAMS
+from keepalive.engine.browser import LAB_SHELL_SELECTOR, LAB_SHOWN_SCRIPT, LAB_SPLASH_ID, SCREENSHOT_PARAMS
 from keepalive.engine.reaper import session_processes
 from keepalive.settings import Settings
 
-LAB_SHELL = "#jp-main-dock-panel"
+
+
+def wait_for_lab(page) -> None:
+    """Until JupyterLab shows, as keepalive waits for it (its shell, no longer under its loading
+    screen): both sides of a comparison stop their clocks at the same point."""
+    page.wait_for_function(LAB_SHOWN_SCRIPT, arg=[LAB_SHELL_SELECTOR, LAB_SPLASH_ID], polling=20, timeout=120_000)
+
+
 SCREENSHOTS = 10
 #: Seconds between two timed screenshots, as a user's or a monitor's requests come. Back to
 #: back, each capture starts at the same point of the display's 60 Hz frame clock as the last
@@ -122,7 +129,7 @@ def floor(width: int, height: int, idle: float) -> dict:
                     pass
                 time.sleep(0.05)
             page.goto(f"http://127.0.0.1:{port}/lab?reset&token={token}")
-            page.wait_for_selector(LAB_SHELL, state="visible", timeout=120_000)
+            wait_for_lab(page)
             start = time.perf_counter() - started
             time.sleep(idle)
             chromium = [p for p in psutil.Process().children(recursive=True)

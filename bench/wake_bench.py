@@ -4,12 +4,12 @@ Runs the real ``keepalive serve`` (STANDBY_AFTER short) with one session, then `
 lets it go into standby, times ``GET /sessions/{id}/screenshot`` (which wakes it), and reads
 from the woken kiosk page, over the session's DevTools URL once the timing is done, when its
 navigation began and when its document was ready; the service's log says when it had the
-session awake (JupyterLab's shell showing).
+session awake (JupyterLab showing, its loading screen gone).
 
 Side by side, on the same machine, in the same run:
 - a bare browser start: Xvfb and a Chromium with the kiosk's flags (Playwright, on a profile that
   already loaded the lab once, logged in by its cookie), loading the same JupyterLab (a server
-  of its own, no kernel, as the session's) until its shell shows: what any wake that starts a
+  of its own, no kernel, as the session's) until it shows: what any wake that starts a
   browser pays at least;
 - the floor's cold start (bench/session_bench.py's floor: a fresh Jupyter server and a headless
   Chromium), which the issue's target for a wake is a fraction of.
@@ -35,7 +35,7 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 from provenance import publish, stamp
-from session_bench import LAB_SHELL, STANDBY_AFTER, Service, floor, state_of
+from session_bench import STANDBY_AFTER, Service, floor, state_of, wait_for_lab
 from keepalive.engine.allocation import free_port
 from keepalive.engine.commands import ScreenSize, chromium_command
 from keepalive.engine.layout import SessionLayout
@@ -94,7 +94,7 @@ def wakes(runs: int, width: int, height: int) -> list[dict]:
 
 
 def bare_browser_starts(runs: int, width: int, height: int) -> list[float]:
-    """Xvfb + the kiosk's Chromium, loading a lab it was logged in to before, until its shell shows."""
+    """Xvfb + the kiosk's Chromium, loading a lab it was logged in to before, until it shows."""
     settings = Settings()
     folder = Path(tempfile.mkdtemp(prefix="keepalive-wake-floor-"))
     port, token = free_port(), secrets.token_urlsafe(16)
@@ -131,7 +131,7 @@ def bare_browser_starts(runs: int, width: int, height: int) -> list[float]:
                         env={**os.environ, "DISPLAY": f":{display}"}, no_viewport=True)
                     page = context.pages[0]
                     page.goto(lab + (f"?token={token}" if run == 0 else ""), wait_until="commit")
-                    page.wait_for_selector(LAB_SHELL, state="visible", timeout=120_000)
+                    wait_for_lab(page)
                     if run:
                         seconds.append(time.perf_counter() - started)
                     context.close()
@@ -167,9 +167,9 @@ def main() -> int:
         f"waking from standby: GET /sessions/{{id}}/screenshot -> 200, {args.runs} runs, medians, from the request:",
         f"    the kiosk's navigation began (Xvfb and Chromium started)  {median('navigation_began_s'):.2f} s",
         f"    its document was ready (DOMContentLoaded)                {median('document_ready_s'):.2f} s",
-        f"    the service had the session awake (the lab's shell shown)  {median('awake_s'):.2f} s",
+        f"    the service had the session awake (the lab shown)        {median('awake_s'):.2f} s",
         f"    the screenshot answered                                  {median('wake_s'):.2f} s",
-        f"a bare browser start (Xvfb, the kiosk's Chromium on a warm profile, the lab until its shell shows): "
+        f"a bare browser start (Xvfb, the kiosk's Chromium on a warm profile, the lab until it shows): "
         f"median {bare:.2f} s",
         f"the floor's cold start (a fresh Jupyter server and headless Chromium): median {floor_start:.2f} s; "
         f"the wake is {median('wake_s') / floor_start:.2f}x of it, a bare browser start {bare / floor_start:.2f}x",
