@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -103,6 +104,11 @@ def start_examples(settings: Settings, url: str) -> list[str]:
         f'curl --json \'{{"name": "alice"}}\' -H "Authorization: Bearer $TOKEN" {url}/sessions',
         "# or: " + " ".join([*client, "--name alice"]),
     ]
+
+
+#: The banner's first line names where the service listens, once it is bound: with port 0, the
+#: one way for whoever started it to learn which port it got (tests, the pytest plugin).
+SERVING_LINE = re.compile(r"^keepalive \S+ serving the API at (http://\S+) \(docs: ", re.M)
 
 
 def _print_banner(settings: Settings, token: str, created: bool, url: str) -> None:

@@ -48,36 +48,35 @@ class KeepaliveService:
                                    timeout=300, trust_env=False)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_service(state_dir: Path, timeout: float = 120) -> KeepaliveService:
     import secrets
 
-    port, token = _free_port(), secrets.token_urlsafe(24)
-    env = {**os.environ, "KEEPALIVE_STATE_DIR": str(state_dir), "KEEPALIVE_PORT": str(port),
+    from keepalive.cli import SERVING_LINE
+
+    token = secrets.token_urlsafe(24)
+    # port 0: the service binds a free port itself and names it in its banner
+    env = {**os.environ, "KEEPALIVE_STATE_DIR": str(state_dir), "KEEPALIVE_PORT": "0",
            "KEEPALIVE_HOST": "127.0.0.1", "KEEPALIVE_API_TOKEN": token}
-    log = (state_dir / "service.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "keepalive", "serve"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    log_path = state_dir / "service.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "keepalive", "serve"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"keepalive serve exited with {process.returncode}; see {state_dir / 'service.log'}")
+            raise RuntimeError(f"keepalive serve exited with {process.returncode}; see {log_path}")
+        if url is None:
+            found = SERVING_LINE.search(log_path.read_text(errors="replace"))
+            url = found.group(1) if found else None
         try:
-            if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+            if url is not None and httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
                 return KeepaliveService(url, token, process, state_dir)
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"keepalive serve did not become healthy within {timeout:.0f} s")
+    raise RuntimeError(f"keepalive serve did not become healthy within {timeout:.0f} s; see {log_path}")
 
 
 @pytest.fixture(scope="session")

@@ -45,8 +45,8 @@ import httpx
 import psutil
 import pytest
 
+from keepalive.cli import SERVING_LINE
 from keepalive.engine import framebuffer
-from keepalive.engine.allocation import free_port
 from tests.waiting import WaitTimeout, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -436,13 +436,14 @@ LIVE_SERVICES: list[Service] = []
 def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, timeout: float = 60) -> Service:
     state_dir.mkdir(parents=True, exist_ok=True)
     make_passable(state_dir)
-    port = free_port()
     token = secrets.token_urlsafe(16)
     env = {
         **os.environ,
         "KEEPALIVE_STATE_DIR": str(state_dir),
         "KEEPALIVE_API_TOKEN": token,
-        "KEEPALIVE_PORT": str(port),
+        # any free port, bound by the service itself and named in its banner: a port found free
+        # here could be taken before the service binds it (as a Jupyter server's was, in CI)
+        "KEEPALIVE_PORT": "0",
         "KEEPALIVE_HOST": "127.0.0.1",
         # xpra ends this long after the last viewer left (60 s by default): short, so that the
         # viewer tests see it come and go. (A page whose websocket comes after the linger ran
@@ -463,9 +464,14 @@ def start_service(state_dir: Path, extra_env: dict[str, str] | None = None, time
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    url = f"http://127.0.0.1:{port}"
+
+    def banner_url() -> str | None:
+        found = SERVING_LINE.search(log_path.read_text(errors="replace"))
+        return found and found.group(1)
 
     try:
+        url = wait_until("keepalive serve's banner", banner_url, timeout=timeout, every=0.1,
+                         describe=lambda: log_path.read_text(), process=process)
         wait_until("keepalive serve to answer", lambda: answers(f"{url}/health", (200, 503)), timeout=timeout,
                    every=0.1, describe=lambda: log_path.read_text(), process=process)
     except WaitTimeout:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, worker_environment
+from keepalive.engine.allocation import free_port
+from tests.conftest import worker_environment
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
