@@ -43,9 +43,11 @@ class Server:
              f"--SessionManager.database_filepath={runtime / 'sessions.db'}"],
             env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-        describe = lambda: self.log.read_text()[-2000:]  # noqa: E731
-        self.url = served_url(runtime, self.process, describe=describe, timeout=60)
-        wait_until("the server to answer", self._answers, timeout=60, process=self.process, describe=describe)
+        self.url = served_url(runtime, self.process, describe=self._log_tail, timeout=60)
+        wait_until("the server to answer", self._answers, timeout=60, process=self.process, describe=self._log_tail)
+
+    def _log_tail(self) -> str:
+        return self.log.read_text()[-2000:]
 
     def _answers(self) -> bool:
         try:

@@ -316,7 +316,6 @@ class NotebookReattacher {
     void this.follow(kernel);
   }
 
-  /** Bring the running executions up to date from the record until they end. */
   /** The kernel's record, tried again for a while (FIRST_FETCH_PATIENCE_MS); null once the
    * panel moved to another kernel or the record stayed out of reach. */
   private async firstRecord(kernel: any): Promise<IRecord | null> {
@@ -339,6 +338,7 @@ class NotebookReattacher {
     }
   }
 
+  /** Bring the running executions up to date from the record until they end. */
   private async follow(kernel: any): Promise<void> {
     while (this.kernel === kernel && this.followers.size > 0) {
       await pause(FOLLOW_INTERVAL_MS);
