@@ -45,17 +45,11 @@ from websockets.sync.client import connect as ws_connect
 import report  # beside this script
 from provenance import stamp
 from keepalive.engine.allocation import free_port
-from keepalive.engine.browser import LAB_SHELL_SELECTOR, LAB_SHOWN_SCRIPT, LAB_SPLASH_ID, SCREENSHOT_PARAMS
+from keepalive.engine.browser import (
+    LAB_SHELL_SELECTOR, LAB_SHOWN_SCRIPT, LAB_SPLASH_ID, LANDED_POLL_MS, SCREENSHOT_PARAMS,
+)
 from keepalive.engine.reaper import session_processes
 from keepalive.settings import Settings
-
-
-
-def wait_for_lab(page) -> None:
-    """Until JupyterLab shows, as keepalive waits for it (its shell, no longer under its loading
-    screen): both sides of a comparison stop their clocks at the same point."""
-    page.wait_for_function(LAB_SHOWN_SCRIPT, arg=[LAB_SHELL_SELECTOR, LAB_SPLASH_ID], polling=20, timeout=120_000)
-
 
 SCREENSHOTS = 10
 #: Seconds between two timed screenshots, as a user's or a monitor's requests come. Back to
@@ -65,6 +59,14 @@ SHOT_GAP = 0.3
 #: V8 frees what JupyterLab's start-up left behind some 10-20 s after the page settles (its
 #: memory reducer): measured sooner, both sides show a heap that is about to shrink by 30 MiB.
 DEFAULT_IDLE = 30.0
+
+
+def wait_for_lab(page) -> None:
+    """Until JupyterLab shows, as keepalive waits for it (its shell, no longer under its loading
+    screen): both sides of a comparison stop their clocks at the same point."""
+    page.wait_for_function(LAB_SHOWN_SCRIPT, arg=[LAB_SHELL_SELECTOR, LAB_SPLASH_ID], polling=LANDED_POLL_MS,
+                           timeout=120_000)
+
 
 def uss_by_name(session_id: str, folder: Path) -> dict[str, tuple[int, int]]:
     """{process name: (count, USS bytes)} over every process of the session."""
